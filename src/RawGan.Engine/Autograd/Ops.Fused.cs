@@ -1,0 +1,158 @@
+namespace RawGan.Engine.Autograd;
+
+// Fused ops. Each runs one kernel forward and one kernel backward, and keeps beside it a
+// reference written with the primitive ops. The reference serves twice: tests compare the fused
+// kernels against it, and when a backward pass is itself being recorded (createGraph, i.e. a
+// second derivative is coming), the fused op's gradient is taken through the reference instead,
+// so that it is differentiable again. A first-order backward never pays for that.
+public static partial class Ops
+{
+    /// <summary>
+    /// The vector-Jacobian product of <paramref name="reference"/> at x, recorded on the tape:
+    /// the backward of a fused op when the backward pass must itself be differentiable.
+    /// </summary>
+    private static Tensor RecordedVjp(Func<Tensor, Tensor> reference, Tensor x, Tensor g) =>
+        Tape.Grad([reference(x)], [x], [g], createGraph: true)[0];
+
+    // ------------------------------------------------------------------ pixel norm
+
+    /// <summary>Epsilon inside ProGAN's pixel norm and minibatch stddev (official code: 1e-8).</summary>
+    public const float ProGanEpsilon = 1e-8f;
+
+    /// <summary>
+    /// Pixelwise feature normalization (ProGAN section 4.2): b = a / sqrt(mean over channels of
+    /// a^2 + eps), separately at each pixel of each sample. x is [N, C] or [N, C, H, W].
+    /// </summary>
+    public static Tensor PixelNorm(Tensor x, float eps = ProGanEpsilon)
+    {
+        var (n, c, plane) = ChannelLayout("PixelNorm", x);
+        var y = Tensor.Empty(x.Backend, x.Shape);
+        x.Backend.PixelNormForward(x.Buffer, y.Buffer, n, c, plane, eps);
+        if (Recording(x))
+        {
+            y.GradFn = new Node("PixelNorm", [x], y, static (node, g, gi) =>
+            {
+                var x = node.Inputs[0];
+                float eps = node.A;
+                if (Tape.IsRecording)
+                {
+                    gi[0] = RecordedVjp(v => PixelNormReference(v, eps), x, g);
+                    return;
+                }
+                var (n, c, plane) = ChannelLayout("PixelNorm", x);
+                var gx = Tensor.Empty(x.Backend, x.Shape);
+                x.Backend.PixelNormBackward(x.Buffer, g.Buffer, gx.Buffer, n, c, plane, eps);
+                gi[0] = gx;
+            }) { A = eps };
+        }
+        return y;
+    }
+
+    /// <summary>Pixel norm from primitive ops: x * rsqrt(mean_c(x^2) + eps).</summary>
+    public static Tensor PixelNormReference(Tensor x, float eps = ProGanEpsilon) =>
+        Mul(x, Rsqrt(AddScalar(Mean(Square(x), [1], keepDims: true), eps)));
+
+    // ------------------------------------------------------------------ minibatch standard deviation
+
+    /// <summary>The group size actually used for a batch of <paramref name="n"/>: min(groupSize, n), which must divide n.</summary>
+    public static int MinibatchGroupSize(int n, int groupSize, string? tensor = null)
+    {
+        if (groupSize < 1) throw new ArgumentException($"MinibatchStdDev: group size must be at least 1, got {groupSize}");
+        int g = Math.Min(groupSize, n);
+        if (g > 0 && n % g != 0)
+            throw new ArgumentException($"MinibatchStdDev: batch {n}{(tensor == null ? "" : $" of {tensor}")} is not divisible by the group size {g}; use a batch that is a multiple of {g}");
+        return g;
+    }
+
+    /// <summary>
+    /// Minibatch standard deviation (ProGAN section 3, official formula). With G = min(groupSize, N)
+    /// and M = N / G groups, sample s belongs to group s mod M (groups are strided). For each group:
+    /// the population standard deviation over its G members of every feature (c, h, w), plus eps
+    /// inside the root, averaged over the features: one number, appended to each member as a last
+    /// channel. A batch of one gives sqrt(eps), never NaN. x [N, C, H, W] -> [N, C + 1, H, W].
+    /// </summary>
+    public static Tensor MinibatchStdDev(Tensor x, int groupSize = 4, float eps = ProGanEpsilon)
+    {
+        var (n, c, h, w) = Nchw("MinibatchStdDev", x);
+        int g = MinibatchGroupSize(n, groupSize, x.Describe());
+        var y = Tensor.Empty(x.Backend, new Shape(n, c + 1, h, w));
+        x.Backend.MinibatchStdDevForward(x.Buffer, y.Buffer, n, c, h * w, g, eps);
+        if (Recording(x))
+        {
+            y.GradFn = new Node("MinibatchStdDev", [x], y, static (node, gy, gi) =>
+            {
+                var x = node.Inputs[0];
+                int group = node.I;
+                float eps = node.A;
+                if (Tape.IsRecording)
+                {
+                    gi[0] = RecordedVjp(v => MinibatchStdDevReference(v, group, eps), x, gy);
+                    return;
+                }
+                var (n, c, h, w) = Nchw("MinibatchStdDev", x);
+                var gx = Tensor.Empty(x.Backend, x.Shape);
+                x.Backend.MinibatchStdDevBackward(x.Buffer, gy.Buffer, gx.Buffer, n, c, h * w, group, eps);
+                gi[0] = gx;
+            }) { I = g, A = eps };
+        }
+        return y;
+    }
+
+    /// <summary>Minibatch stddev from primitive ops (reshape, mean, square, sqrt, broadcast, concat).</summary>
+    public static Tensor MinibatchStdDevReference(Tensor x, int groupSize = 4, float eps = ProGanEpsilon)
+    {
+        var (n, c, h, w) = Nchw("MinibatchStdDev", x);
+        int g = MinibatchGroupSize(n, groupSize, x.Describe());
+        int m = n / g;
+        // Sample s = k * M + j is member k of group j, so [N, ...] reshapes to [G, M, features].
+        var r = Reshape(x, new Shape(g, m, c * h * w));
+        var centred = Sub(r, Mean(r, [0], keepDims: true));
+        var std = Sqrt(AddScalar(Mean(Square(centred), [0], keepDims: true), eps));   // [1, M, F]
+        var stat = Mean(std, [2], keepDims: true);                                      // [1, M, 1]
+        var channel = Reshape(BroadcastTo(stat, new Shape(g, m, h * w)), new Shape(n, 1, h, w));
+        return Concat(x, channel);
+    }
+
+    // ------------------------------------------------------------------ WGAN-GP penalty
+
+    /// <summary>
+    /// The WGAN-GP penalty per sample (Gulrajani et al. 2017; ProGAN appendix A.1):
+    /// (||g[s]||_2 - target)^2, the norm taken over all of sample s (C*H*W values). g is the
+    /// gradient of the critic with respect to x_hat. Returns [N].
+    /// </summary>
+    public static Tensor GradientPenalty(Tensor g, float target = 1f)
+    {
+        if (g.Shape.Rank < 1 || g.Shape[0] == 0) throw new ArgumentException($"GradientPenalty: needs a batch, got {g.Describe()}");
+        int samples = g.Shape[0];
+        int inner = (int)(g.Length / samples);
+        var norm = Tensor.Empty(g.Backend, new Shape(samples));
+        var penalty = Tensor.Empty(g.Backend, new Shape(samples));
+        g.Backend.GradientPenaltyForward(g.Buffer, norm.Buffer, penalty.Buffer, samples, inner, target);
+        if (Recording(g))
+        {
+            penalty.GradFn = new Node("GradientPenalty", [g], penalty, static (node, gp, gi) =>
+            {
+                var g = node.Inputs[0];
+                float target = node.A;
+                if (Tape.IsRecording)
+                {
+                    gi[0] = RecordedVjp(v => GradientPenaltyReference(v, target), g, gp);
+                    return;
+                }
+                int samples = g.Shape[0];
+                var gg = Tensor.Empty(g.Backend, g.Shape);
+                g.Backend.GradientPenaltyBackward(g.Buffer, node.Saved!.Buffer, gp.Buffer, gg.Buffer, samples, (int)(g.Length / samples), target);
+                gi[0] = gg;
+            }) { A = target, Saved = norm };
+        }
+        return penalty;
+    }
+
+    /// <summary>The penalty from primitive ops: (sqrt(sum of squares per sample) - target)^2.</summary>
+    public static Tensor GradientPenaltyReference(Tensor g, float target = 1f)
+    {
+        var axes = Enumerable.Range(1, g.Shape.Rank - 1).ToArray();
+        var norm = axes.Length == 0 ? Sqrt(Square(g)) : Sqrt(Sum(Square(g), axes));
+        return Square(AddScalar(norm, -target));
+    }
+}

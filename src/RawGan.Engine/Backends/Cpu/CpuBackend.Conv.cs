@@ -1,0 +1,125 @@
+namespace RawGan.Engine.Backends.Cpu;
+
+public sealed unsafe partial class CpuBackend
+{
+    // Convolution as im2col + GEMM, one sample at a time. For sample s:
+    //   col[(ci k + ky) k + kx, p] = x[s, ci, py + ky - k/2, px + kx - k/2]   (0 outside the image)
+    //   y[s]   = scale * W[cout, cin k k] . col                   (forward)
+    //   gcol   = scale * W^T . gy[s];  gx[s] = col2im(gcol)       (input gradient, a transposed conv)
+    //   gW    += scale * gy[s] . col^T                            (weight gradient)
+    // A 1x1 convolution needs no col: x[s] itself is [cin, h w].
+
+    private static void CheckConv(int n, int cin, int h, int w, int cout, int k)
+    {
+        if (n <= 0 || cin <= 0 || h <= 0 || w <= 0 || cout <= 0 || k <= 0 || k % 2 == 0)
+            throw new ArgumentException($"conv2d: invalid sizes n={n} cin={cin} h={h} w={w} cout={cout} k={k} (k must be odd)");
+    }
+
+    private static void Im2Col(float* x, float* col, int cin, int h, int w, int k)
+    {
+        int pad = k / 2, plane = h * w;
+        CpuParallel.For((long)cin * k * k, 64, (r0, r1) =>
+        {
+            for (long r = r0; r < r1; r++)
+            {
+                int ci = (int)(r / (k * k)), ky = (int)(r / k % k), kx = (int)(r % k);
+                float* dst = col + r * plane, src = x + (long)ci * plane;
+                for (int py = 0; py < h; py++)
+                {
+                    int sy = py + ky - pad;
+                    float* drow = dst + py * w;
+                    if ((uint)sy >= (uint)h) { new Span<float>(drow, w).Clear(); continue; }
+                    float* srow = src + sy * w;
+                    for (int px = 0; px < w; px++)
+                    {
+                        int sx = px + kx - pad;
+                        drow[px] = (uint)sx < (uint)w ? srow[sx] : 0f;
+                    }
+                }
+            }
+        });
+    }
+
+    private static void Col2Im(float* col, float* gx, int cin, int h, int w, int k)
+    {
+        int pad = k / 2, plane = h * w;
+        // Each input channel gathers from its own k*k rows of col, so channels split across cores.
+        CpuParallel.For(cin, 4, (c0, c1) =>
+        {
+            for (long ci = c0; ci < c1; ci++)
+            {
+                float* dst = gx + ci * plane;
+                new Span<float>(dst, plane).Clear();
+                for (int ky = 0; ky < k; ky++)
+                    for (int kx = 0; kx < k; kx++)
+                    {
+                        float* src = col + ((ci * k + ky) * k + kx) * plane;
+                        for (int py = 0; py < h; py++)
+                        {
+                            int sy = py + ky - pad;
+                            if ((uint)sy >= (uint)h) continue;
+                            float* srow = src + py * w, drow = dst + sy * w;
+                            for (int px = 0; px < w; px++)
+                            {
+                                int sx = px + kx - pad;
+                                if ((uint)sx < (uint)w) drow[sx] += srow[px];
+                            }
+                        }
+                    }
+            }
+        });
+    }
+
+    public void Conv2dForward(DeviceBuffer x, DeviceBuffer w, DeviceBuffer y, int n, int cin, int h, int wd, int cout, int k, float scale)
+    {
+        CheckConv(n, cin, h, wd, cout, k);
+        int plane = h * wd, ckk = cin * k * k;
+        DeviceBuffer col = k == 1 ? DeviceBuffer.Null : Allocate((long)ckk * plane);
+        try
+        {
+            for (int s = 0; s < n; s++)
+            {
+                var xs = Offset(x, (long)s * cin * plane);
+                if (k != 1) Im2Col(P(xs), P(col), cin, h, wd, k);
+                Gemm(false, false, cout, plane, ckk, scale, w, k == 1 ? xs : col, 0f, Offset(y, (long)s * cout * plane));
+            }
+        }
+        finally { Free(col); }
+    }
+
+    public void Conv2dBackwardInput(DeviceBuffer gy, DeviceBuffer w, DeviceBuffer gx, int n, int cin, int h, int wd, int cout, int k, float scale)
+    {
+        CheckConv(n, cin, h, wd, cout, k);
+        int plane = h * wd, ckk = cin * k * k;
+        DeviceBuffer col = k == 1 ? DeviceBuffer.Null : Allocate((long)ckk * plane);
+        try
+        {
+            for (int s = 0; s < n; s++)
+            {
+                var gxs = Offset(gx, (long)s * cin * plane);
+                Gemm(true, false, ckk, plane, cout, scale, w, Offset(gy, (long)s * cout * plane), 0f, k == 1 ? gxs : col);
+                if (k != 1) Col2Im(P(col), P(gxs), cin, h, wd, k);
+            }
+        }
+        finally { Free(col); }
+    }
+
+    public void Conv2dBackwardWeight(DeviceBuffer x, DeviceBuffer gy, DeviceBuffer gw, int n, int cin, int h, int wd, int cout, int k, float scale)
+    {
+        CheckConv(n, cin, h, wd, cout, k);
+        int plane = h * wd, ckk = cin * k * k;
+        DeviceBuffer col = k == 1 ? DeviceBuffer.Null : Allocate((long)ckk * plane);
+        try
+        {
+            for (int s = 0; s < n; s++)
+            {
+                var xs = Offset(x, (long)s * cin * plane);
+                if (k != 1) Im2Col(P(xs), P(col), cin, h, wd, k);
+                Gemm(false, true, cout, ckk, plane, scale, Offset(gy, (long)s * cout * plane), k == 1 ? xs : col, s == 0 ? 0f : 1f, gw);
+            }
+        }
+        finally { Free(col); }
+    }
+
+    private static DeviceBuffer Offset(DeviceBuffer b, long floats) => new(b.Address + (nint)(floats * sizeof(float)), b.Length - floats);
+}

@@ -1,0 +1,253 @@
+namespace RawGan.Engine.Backends.Cpu;
+
+// The kernels specific to ProGAN: resampling, channel copies, pixel norm, minibatch standard
+// deviation, the WGAN-GP penalty, and the optimizer updates.
+public sealed unsafe partial class CpuBackend
+{
+    // ------------------------------------------------------------------ resample
+
+    public void Upsample2x(DeviceBuffer x, DeviceBuffer y, int planes, int h, int w, float gain)
+    {
+        float* px = P(x), py = P(y);
+        int w2 = 2 * w;
+        CpuParallel.For((long)planes * h, 256, (r0, r1) =>
+        {
+            for (long r = r0; r < r1; r++)          // r = one input row (plane, i)
+            {
+                float* src = px + r * w, dst = py + r * 2 * w2;
+                for (int j = 0; j < w; j++)
+                {
+                    float v = gain * src[j];
+                    dst[2 * j] = v; dst[2 * j + 1] = v;
+                    dst[w2 + 2 * j] = v; dst[w2 + 2 * j + 1] = v;
+                }
+            }
+        });
+    }
+
+    public void AvgPool2x(DeviceBuffer x, DeviceBuffer y, int planes, int h, int w, float gain)
+    {
+        if (h % 2 != 0 || w % 2 != 0) throw new ArgumentException($"avgpool2x: height and width must be even, got {h}x{w}");
+        float* px = P(x), py = P(y);
+        int ho = h / 2, wo = w / 2;
+        float g = 0.25f * gain;
+        CpuParallel.For((long)planes * ho, 256, (r0, r1) =>
+        {
+            for (long r = r0; r < r1; r++)          // r = one output row (plane, i)
+            {
+                float* src = px + r * 2 * w, dst = py + r * wo;
+                for (int j = 0; j < wo; j++)
+                    dst[j] = g * (src[2 * j] + src[2 * j + 1] + src[w + 2 * j] + src[w + 2 * j + 1]);
+            }
+        });
+    }
+
+    // ------------------------------------------------------------------ channels
+
+    public void CopyChannels(DeviceBuffer src, int srcChannels, int srcStart, DeviceBuffer dst, int dstChannels, int dstStart, int count, int samples, int plane)
+    {
+        float* ps = P(src), pd = P(dst);
+        long bytes = (long)count * plane * sizeof(float);
+        CpuParallel.For(samples, 16, (s0, s1) =>
+        {
+            for (long s = s0; s < s1; s++)
+                Buffer.MemoryCopy(ps + (s * srcChannels + srcStart) * plane, pd + (s * dstChannels + dstStart) * plane, bytes, bytes);
+        });
+    }
+
+    // ------------------------------------------------------------------ pixel norm (ProGAN 4.2)
+
+    public void PixelNormForward(DeviceBuffer x, DeviceBuffer y, int n, int c, int plane, float eps)
+    {
+        float* px = P(x), py = P(y);
+        CpuParallel.For((long)n * plane, 1024, (q0, q1) =>
+        {
+            for (long q = q0; q < q1; q++)       // q = (sample, pixel)
+            {
+                long s = q / plane, p = q % plane;
+                float* xs = px + s * c * plane + p, ys = py + s * c * plane + p;
+                double ss = 0;
+                for (int ch = 0; ch < c; ch++) ss += (double)xs[ch * plane] * xs[ch * plane];
+                float r = (float)(1.0 / Math.Sqrt(ss / c + eps));
+                for (int ch = 0; ch < c; ch++) ys[ch * plane] = xs[ch * plane] * r;
+            }
+        });
+    }
+
+    public void PixelNormBackward(DeviceBuffer x, DeviceBuffer gy, DeviceBuffer gx, int n, int c, int plane, float eps)
+    {
+        float* px = P(x), pg = P(gy), po = P(gx);
+        CpuParallel.For((long)n * plane, 1024, (q0, q1) =>
+        {
+            for (long q = q0; q < q1; q++)
+            {
+                long s = q / plane, p = q % plane;
+                long o = s * c * plane + p;
+                double ss = 0, gx_dot = 0;
+                for (int ch = 0; ch < c; ch++)
+                {
+                    double xv = px[o + ch * plane];
+                    ss += xv * xv;
+                    gx_dot += pg[o + ch * plane] * xv;
+                }
+                double r = 1.0 / Math.Sqrt(ss / c + eps);
+                // gx = r gy - r^3 x mean_c(gy x)   (= r (gy - y mean_c(gy y)))
+                double k = r * r * r * gx_dot / c;
+                for (int ch = 0; ch < c; ch++)
+                    po[o + ch * plane] = (float)(r * pg[o + ch * plane] - k * px[o + ch * plane]);
+            }
+        });
+    }
+
+    // ------------------------------------------------------------------ minibatch stddev (ProGAN 3)
+
+    private static void CheckGroups(int n, int groupSize, string op)
+    {
+        if (groupSize <= 0 || n % groupSize != 0)
+            throw new ArgumentException($"{op}: batch {n} is not divisible by group size {groupSize}");
+    }
+
+    public void MinibatchStdDevForward(DeviceBuffer x, DeviceBuffer y, int n, int c, int plane, int groupSize, float eps)
+    {
+        CheckGroups(n, groupSize, "minibatch_stddev_forward");
+        float* px = P(x), py = P(y);
+        int groups = n / groupSize;          // sample s belongs to group s % groups
+        long feat = (long)c * plane;
+        CpuParallel.For(groups, 1, (m0, m1) =>
+        {
+            for (long m = m0; m < m1; m++)
+            {
+                double stdSum = 0;
+                for (long e = 0; e < feat; e++)
+                {
+                    double mean = 0;
+                    for (int g = 0; g < groupSize; g++) mean += px[(g * groups + m) * feat + e];
+                    mean /= groupSize;
+                    double var = 0;
+                    for (int g = 0; g < groupSize; g++) { double d = px[(g * groups + m) * feat + e] - mean; var += d * d; }
+                    stdSum += Math.Sqrt(var / groupSize + eps);
+                }
+                float stat = (float)(stdSum / feat);
+                for (int g = 0; g < groupSize; g++)
+                {
+                    long s = g * groups + m;
+                    float* ys = py + s * (feat + plane);
+                    Buffer.MemoryCopy(px + s * feat, ys, feat * sizeof(float), feat * sizeof(float));
+                    new Span<float>(ys + feat, plane).Fill(stat);
+                }
+            }
+        });
+    }
+
+    public void MinibatchStdDevBackward(DeviceBuffer x, DeviceBuffer gy, DeviceBuffer gx, int n, int c, int plane, int groupSize, float eps)
+    {
+        CheckGroups(n, groupSize, "minibatch_stddev_backward");
+        float* px = P(x), pg = P(gy), po = P(gx);
+        int groups = n / groupSize;
+        long feat = (long)c * plane;
+        CpuParallel.For(groups, 1, (m0, m1) =>
+        {
+            for (long m = m0; m < m1; m++)
+            {
+                // Gradient reaching this group's statistic: every pixel of the extra channel of every member.
+                double gstat = 0;
+                for (int g = 0; g < groupSize; g++)
+                {
+                    float* gs = pg + (g * groups + m) * (feat + plane) + feat;
+                    for (int p = 0; p < plane; p++) gstat += gs[p];
+                }
+                // d stat / d x[g, e] = (x[g, e] - mean_e) / (G std_e feat)
+                double coef = gstat / ((double)groupSize * feat);
+                for (long e = 0; e < feat; e++)
+                {
+                    double mean = 0;
+                    for (int g = 0; g < groupSize; g++) mean += px[(g * groups + m) * feat + e];
+                    mean /= groupSize;
+                    double var = 0;
+                    for (int g = 0; g < groupSize; g++) { double d = px[(g * groups + m) * feat + e] - mean; var += d * d; }
+                    double std = Math.Sqrt(var / groupSize + eps);
+                    for (int g = 0; g < groupSize; g++)
+                    {
+                        long s = g * groups + m;
+                        po[s * feat + e] = (float)(pg[s * (feat + plane) + e] + coef * (px[s * feat + e] - mean) / std);
+                    }
+                }
+            }
+        });
+    }
+
+    // ------------------------------------------------------------------ WGAN-GP (Gulrajani et al. 2017)
+
+    public void GradientPenaltyForward(DeviceBuffer g, DeviceBuffer norm, DeviceBuffer penalty, int samples, int inner, float target)
+    {
+        float* pg = P(g), pn = P(norm), pp = P(penalty);
+        CpuParallel.For(samples, 1, (s0, s1) =>
+        {
+            for (long s = s0; s < s1; s++)
+            {
+                double ss = 0;
+                float* gs = pg + s * inner;
+                for (int i = 0; i < inner; i++) ss += (double)gs[i] * gs[i];
+                double nrm = Math.Sqrt(ss);
+                pn[s] = (float)nrm;
+                pp[s] = (float)((nrm - target) * (nrm - target));
+            }
+        });
+    }
+
+    public void GradientPenaltyBackward(DeviceBuffer g, DeviceBuffer norm, DeviceBuffer gpenalty, DeviceBuffer gg, int samples, int inner, float target)
+    {
+        float* pg = P(g), pn = P(norm), pgp = P(gpenalty), po = P(gg);
+        CpuParallel.For((long)samples * inner, ElementGrain, (i0, i1) =>
+        {
+            for (long i = i0; i < i1; i++)
+            {
+                long s = i / inner;
+                float nrm = pn[s];
+                // d (|g| - t)^2 / dg = 2 (|g| - t) g / |g|; at g = 0 the subgradient 0 is used.
+                po[i] = nrm > 0 ? pgp[s] * 2f * (nrm - target) * pg[i] / nrm : 0f;
+            }
+        });
+    }
+
+    // ------------------------------------------------------------------ optimizers
+
+    public void AdamUpdate(DeviceBuffer p, DeviceBuffer g, DeviceBuffer m, DeviceBuffer v, long n, float lr, float beta1, float beta2, float eps, int step)
+    {
+        float* pp = P(p), pg = P(g), pm = P(m), pv = P(v);
+        // TensorFlow's form (the official ProGAN's optimizer): the bias corrections fold into the
+        // step size and eps is added to sqrt(v) unscaled.
+        float lrT = (float)(lr * Math.Sqrt(1 - Math.Pow(beta2, step)) / (1 - Math.Pow(beta1, step)));
+        CpuParallel.For(n, ElementGrain, (s, e) =>
+        {
+            for (long i = s; i < e; i++)
+            {
+                float gi = pg[i];
+                float mi = beta1 * pm[i] + (1 - beta1) * gi;
+                float vi = beta2 * pv[i] + (1 - beta2) * gi * gi;
+                pm[i] = mi; pv[i] = vi;
+                pp[i] -= lrT * mi / (MathF.Sqrt(vi) + eps);
+            }
+        });
+    }
+
+    public void EmaUpdate(DeviceBuffer ema, DeviceBuffer p, long n, float beta)
+    {
+        float* pe = P(ema), pp = P(p);
+        CpuParallel.For(n, ElementGrain, (s, e) => { for (long i = s; i < e; i++) pe[i] = pp[i] + beta * (pe[i] - pp[i]); });
+    }
+
+    public long CountNonFinite(DeviceBuffer x, long n)
+    {
+        float* px = P(x);
+        long total = 0;
+        object gate = new();
+        CpuParallel.For(n, ElementGrain, (s, e) =>
+        {
+            long local = 0;
+            for (long i = s; i < e; i++) if (!float.IsFinite(px[i])) local++;
+            lock (gate) total += local;
+        });
+        return total;
+    }
+}

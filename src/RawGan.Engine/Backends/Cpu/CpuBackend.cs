@@ -1,0 +1,229 @@
+using System.Runtime.InteropServices;
+
+namespace RawGan.Engine.Backends.Cpu;
+
+/// <summary>
+/// The reference backend: every kernel in C#, on host memory, split over the cores by
+/// <see cref="CpuParallel"/>. The CUDA kernels are checked against this class.
+/// </summary>
+public sealed unsafe partial class CpuBackend : IBackend
+{
+    private readonly CachingAllocator _allocator;
+    private bool _disposed;
+
+    /// <summary>One shared instance is enough for a process; tests may make their own to count memory.</summary>
+    public static CpuBackend Shared { get; } = new();
+
+    public CpuBackend()
+    {
+        // 64-byte alignment: one AVX-512 register, one cache line.
+        _allocator = new CachingAllocator(bytes => (nint)NativeMemory.AlignedAlloc((nuint)bytes, 64), p => NativeMemory.AlignedFree((void*)p));
+    }
+
+    public string Name => "cpu";
+
+    public string Description => $"CPU: {Environment.ProcessorCount} logical cores, {CpuParallel.Threads} used, " +
+        $"{(System.Runtime.Intrinsics.Vector512.IsHardwareAccelerated ? "AVX-512" : System.Runtime.Intrinsics.Vector256.IsHardwareAccelerated ? "AVX2" : "no wide SIMD")}";
+
+    private static float* P(DeviceBuffer b) => (float*)b.Address;
+
+    // ------------------------------------------------------------------ memory
+
+    public DeviceBuffer Allocate(long length) => _allocator.Allocate(length);
+
+    public void Free(DeviceBuffer buffer) => _allocator.Free(buffer);
+
+    public void Upload(ReadOnlySpan<float> source, DeviceBuffer destination)
+    {
+        CheckLength(destination, source.Length, nameof(Upload));
+        source.CopyTo(new Span<float>(P(destination), source.Length));
+    }
+
+    public void Download(DeviceBuffer source, Span<float> destination)
+    {
+        CheckLength(source, destination.Length, nameof(Download));
+        new ReadOnlySpan<float>(P(source), destination.Length).CopyTo(destination);
+    }
+
+    public void Copy(DeviceBuffer source, DeviceBuffer destination, long length)
+    {
+        CheckLength(source, length, nameof(Copy));
+        CheckLength(destination, length, nameof(Copy));
+        Buffer.MemoryCopy(P(source), P(destination), destination.Length * sizeof(float), length * sizeof(float));
+    }
+
+    private static void CheckLength(DeviceBuffer b, long needed, string op)
+    {
+        if (b.Length < needed)
+            throw new ArgumentException($"{op}: buffer holds {b.Length} floats, {needed} needed");
+    }
+
+    public void Synchronize() { }
+
+    public MemoryStats Memory => _allocator.Stats;
+
+    public void ReleaseCachedMemory() => _allocator.ReleaseCached();
+
+    public void Dispose()
+    {
+        if (_disposed || ReferenceEquals(this, Shared)) return;
+        _disposed = true;
+        _allocator.ReleaseAll();
+    }
+
+    // ------------------------------------------------------------------ elementwise
+
+    private const long ElementGrain = 1 << 15;
+
+    public void Fill(DeviceBuffer y, long n, float value)
+    {
+        float* py = P(y);
+        CpuParallel.For(n, ElementGrain, (s, e) => new Span<float>(py + s, (int)(e - s)).Fill(value));
+    }
+
+    public void Scale(DeviceBuffer x, DeviceBuffer y, long n, float a)
+    {
+        float* px = P(x), py = P(y);
+        CpuParallel.For(n, ElementGrain, (s, e) => { for (long i = s; i < e; i++) py[i] = a * px[i]; });
+    }
+
+    public void AddScalar(DeviceBuffer x, DeviceBuffer y, long n, float b)
+    {
+        float* px = P(x), py = P(y);
+        CpuParallel.For(n, ElementGrain, (s, e) => { for (long i = s; i < e; i++) py[i] = px[i] + b; });
+    }
+
+    public void Square(DeviceBuffer x, DeviceBuffer y, long n)
+    {
+        float* px = P(x), py = P(y);
+        CpuParallel.For(n, ElementGrain, (s, e) => { for (long i = s; i < e; i++) py[i] = px[i] * px[i]; });
+    }
+
+    public void Sqrt(DeviceBuffer x, DeviceBuffer y, long n)
+    {
+        float* px = P(x), py = P(y);
+        CpuParallel.For(n, ElementGrain, (s, e) => { for (long i = s; i < e; i++) py[i] = MathF.Sqrt(px[i]); });
+    }
+
+    public void Rsqrt(DeviceBuffer x, DeviceBuffer y, long n)
+    {
+        float* px = P(x), py = P(y);
+        CpuParallel.For(n, ElementGrain, (s, e) => { for (long i = s; i < e; i++) py[i] = 1f / MathF.Sqrt(px[i]); });
+    }
+
+    public void LeakyReluForward(DeviceBuffer x, DeviceBuffer y, long n, float slope)
+    {
+        float* px = P(x), py = P(y);
+        CpuParallel.For(n, ElementGrain, (s, e) =>
+        {
+            for (long i = s; i < e; i++) { float v = px[i]; py[i] = v > 0 ? v : slope * v; }
+        });
+    }
+
+    public void LeakyReluBackward(DeviceBuffer x, DeviceBuffer gy, DeviceBuffer gx, long n, float slope)
+    {
+        float* px = P(x), pg = P(gy), po = P(gx);
+        CpuParallel.For(n, ElementGrain, (s, e) =>
+        {
+            for (long i = s; i < e; i++) po[i] = px[i] > 0 ? pg[i] : slope * pg[i];
+        });
+    }
+
+    public void LerpScalar(DeviceBuffer a, DeviceBuffer b, DeviceBuffer y, long n, float t)
+    {
+        float* pa = P(a), pb = P(b), py = P(y);
+        CpuParallel.For(n, ElementGrain, (s, e) => { for (long i = s; i < e; i++) py[i] = pa[i] + t * (pb[i] - pa[i]); });
+    }
+
+    public void LerpPerSample(DeviceBuffer a, DeviceBuffer b, DeviceBuffer t, DeviceBuffer y, int samples, int inner)
+    {
+        float* pa = P(a), pb = P(b), pt = P(t), py = P(y);
+        CpuParallel.For((long)samples * inner, ElementGrain, (s, e) =>
+        {
+            for (long i = s; i < e; i++) py[i] = pa[i] + pt[i / inner] * (pb[i] - pa[i]);
+        });
+    }
+
+    // ------------------------------------------------------------------ broadcast
+
+    private interface IBinary { static abstract float Apply(float a, float b); }
+    private struct AddOp : IBinary { public static float Apply(float a, float b) => a + b; }
+    private struct SubOp : IBinary { public static float Apply(float a, float b) => a - b; }
+    private struct MulOp : IBinary { public static float Apply(float a, float b) => a * b; }
+    private struct DivOp : IBinary { public static float Apply(float a, float b) => a / b; }
+
+    public void Add(DeviceBuffer a, Dims4 aDims, DeviceBuffer b, Dims4 bDims, DeviceBuffer y, Dims4 yDims) => Binary<AddOp>(a, aDims, b, bDims, y, yDims);
+    public void Sub(DeviceBuffer a, Dims4 aDims, DeviceBuffer b, Dims4 bDims, DeviceBuffer y, Dims4 yDims) => Binary<SubOp>(a, aDims, b, bDims, y, yDims);
+    public void Mul(DeviceBuffer a, Dims4 aDims, DeviceBuffer b, Dims4 bDims, DeviceBuffer y, Dims4 yDims) => Binary<MulOp>(a, aDims, b, bDims, y, yDims);
+    public void Div(DeviceBuffer a, Dims4 aDims, DeviceBuffer b, Dims4 bDims, DeviceBuffer y, Dims4 yDims) => Binary<DivOp>(a, aDims, b, bDims, y, yDims);
+
+    private static void Binary<TOp>(DeviceBuffer a, Dims4 aDims, DeviceBuffer b, Dims4 bDims, DeviceBuffer y, Dims4 yDims) where TOp : struct, IBinary
+    {
+        float* pa = P(a), pb = P(b), py = P(y);
+        var plan = new BroadcastPlan(yDims, aDims, bDims);
+        long inner = plan.D3, sa = plan.A3, sb = plan.B3;
+        CpuParallel.For(plan.Rows, Math.Max(1, ElementGrain / inner), (r0, r1) =>
+        {
+            for (long row = r0; row < r1; row++)
+            {
+                plan.RowOffsets(row, out long ao, out long bo);
+                float* ra = pa + ao, rb = pb + bo, ry = py + row * inner;
+                for (long i = 0; i < inner; i++) ry[i] = TOp.Apply(ra[i * sa], rb[i * sb]);
+            }
+        });
+    }
+
+    public void BroadcastTo(DeviceBuffer x, Dims4 xDims, DeviceBuffer y, Dims4 yDims)
+    {
+        float* px = P(x), py = P(y);
+        var plan = new BroadcastPlan(yDims, xDims, yDims);
+        long inner = plan.D3, sx = plan.A3;
+        CpuParallel.For(plan.Rows, Math.Max(1, ElementGrain / inner), (r0, r1) =>
+        {
+            for (long row = r0; row < r1; row++)
+            {
+                plan.RowOffsets(row, out long xo, out _);
+                float* rx = px + xo, ry = py + row * inner;
+                for (long i = 0; i < inner; i++) ry[i] = rx[i * sx];
+            }
+        });
+    }
+
+    public void SumTo(DeviceBuffer x, Dims4 xDims, DeviceBuffer y, Dims4 yDims)
+    {
+        float* px = P(x), py = P(y);
+        // Loop space = x's dims; operand "a" = x itself, operand "b" = y (stride 0 on summed axes).
+        var plan = new BroadcastPlan(xDims, xDims, yDims);
+        long[] d = [plan.D0, plan.D1, plan.D2, plan.D3];
+        long[] sx = [plan.A0, plan.A1, plan.A2, plan.A3];
+        long[] sy = [plan.B0, plan.B1, plan.B2, plan.B3];
+        long outCount = yDims.Length;
+        // Each output element sums its own slice of x, in double, so the CPU reference does not
+        // drift on long reductions; outputs are independent, so they split across cores freely.
+        CpuParallel.For(outCount, Math.Max(1, ElementGrain / Math.Max(1, xDims.Length / Math.Max(1, outCount))), (o0, o1) =>
+        {
+            for (long o = o0; o < o1; o++)
+            {
+                // Decompose o over the kept axes (y is contiguous over them, innermost last).
+                long rem = o, baseX = 0;
+                for (int k = 3; k >= 0; k--)
+                {
+                    if (sy[k] == 0) continue;
+                    long idx = rem % d[k];
+                    rem /= d[k];
+                    baseX += idx * sx[k];
+                }
+                double sum = 0;
+                long r0n = sy[0] == 0 ? d[0] : 1, r1n = sy[1] == 0 ? d[1] : 1, r2n = sy[2] == 0 ? d[2] : 1, r3n = sy[3] == 0 ? d[3] : 1;
+                for (long i0 = 0; i0 < r0n; i0++)
+                    for (long i1 = 0; i1 < r1n; i1++)
+                        for (long i2 = 0; i2 < r2n; i2++)
+                        {
+                            float* row = px + baseX + i0 * sx[0] + i1 * sx[1] + i2 * sx[2];
+                            for (long i3 = 0; i3 < r3n; i3++) sum += row[i3 * sx[3]];
+                        }
+                py[o] = (float)sum;
+            }
+        });
+    }
+}

@@ -1,0 +1,160 @@
+namespace RawGan.Engine.Backends;
+
+/// <summary>
+/// A block of float32 memory owned by a backend: a host address for the CPU backend, a device
+/// address (CUdeviceptr) for CUDA. It is only a number; the backend that made it gives it meaning.
+/// </summary>
+public readonly record struct DeviceBuffer(nint Address, long Length)
+{
+    public static readonly DeviceBuffer Null = new(0, 0);
+    public bool IsNull => Address == 0;
+}
+
+/// <summary>
+/// Four dimensions, right-aligned (see <see cref="Shape.As4D"/>). Passed by value to kernels.
+/// </summary>
+public readonly record struct Dims4(int D0, int D1, int D2, int D3)
+{
+    public static Dims4 Of(Shape s)
+    {
+        var (a, b, c, d) = s.As4D();
+        return new Dims4(a, b, c, d);
+    }
+
+    public long Length => (long)D0 * D1 * D2 * D3;
+
+    public int this[int i] => i switch { 0 => D0, 1 => D1, 2 => D2, 3 => D3, _ => throw new ArgumentOutOfRangeException(nameof(i)) };
+
+    public override string ToString() => $"[{D0}, {D1}, {D2}, {D3}]";
+}
+
+/// <summary>How much memory a backend holds and how often it had to ask the system for more.</summary>
+public readonly record struct MemoryStats(
+    long BytesInUse, long BytesCached, long PeakBytesInUse, long SystemAllocations, long SystemFrees, long CacheHits);
+
+/// <summary>
+/// One method per kernel. Each has a twin in kernels/*.cu with the same argument order and the
+/// snake_case name given in its summary; CpuBackend is the reference implementation in C#.
+/// Backends know nothing of autograd: the tape (RawGan.Engine.Autograd) calls them.
+///
+/// Conventions: every buffer is contiguous float32, row-major; a dimension argument counts
+/// elements, never bytes; outputs are fully overwritten (no kernel accumulates into its output
+/// unless its name says so).
+/// </summary>
+public interface IBackend : IDisposable
+{
+    /// <summary>"cpu", "cuda", "cuda-emulated".</summary>
+    string Name { get; }
+
+    /// <summary>A one-line description of the device (for `info` and logs).</summary>
+    string Description { get; }
+
+    // ---------------------------------------------------------------- memory
+    DeviceBuffer Allocate(long length);
+    void Free(DeviceBuffer buffer);
+    void Upload(ReadOnlySpan<float> source, DeviceBuffer destination);
+    void Download(DeviceBuffer source, Span<float> destination);
+    /// <summary>Device-to-device copy of <paramref name="length"/> floats.</summary>
+    void Copy(DeviceBuffer source, DeviceBuffer destination, long length);
+    /// <summary>Wait for every queued kernel to finish.</summary>
+    void Synchronize();
+    MemoryStats Memory { get; }
+    /// <summary>Return cached blocks to the system.</summary>
+    void ReleaseCachedMemory();
+
+    // ---------------------------------------------------------------- elementwise.cu
+    /// <summary>fill: y[i] = value.</summary>
+    void Fill(DeviceBuffer y, long n, float value);
+    /// <summary>scale: y[i] = a * x[i].</summary>
+    void Scale(DeviceBuffer x, DeviceBuffer y, long n, float a);
+    /// <summary>add_scalar: y[i] = x[i] + b.</summary>
+    void AddScalar(DeviceBuffer x, DeviceBuffer y, long n, float b);
+    /// <summary>square: y[i] = x[i]^2.</summary>
+    void Square(DeviceBuffer x, DeviceBuffer y, long n);
+    /// <summary>sqrt_forward: y[i] = sqrt(x[i]).</summary>
+    void Sqrt(DeviceBuffer x, DeviceBuffer y, long n);
+    /// <summary>rsqrt_forward: y[i] = 1 / sqrt(x[i]).</summary>
+    void Rsqrt(DeviceBuffer x, DeviceBuffer y, long n);
+    /// <summary>leaky_relu_forward: y = x if x &gt; 0 else slope * x.</summary>
+    void LeakyReluForward(DeviceBuffer x, DeviceBuffer y, long n, float slope);
+    /// <summary>leaky_relu_backward: gx = gy if x &gt; 0 else slope * gy (a masked multiply).</summary>
+    void LeakyReluBackward(DeviceBuffer x, DeviceBuffer gy, DeviceBuffer gx, long n, float slope);
+    /// <summary>lerp_scalar: y = a + t (b - a), one t for every element (the fade-in).</summary>
+    void LerpScalar(DeviceBuffer a, DeviceBuffer b, DeviceBuffer y, long n, float t);
+    /// <summary>lerp_per_sample: y[s, i] = a + t[s] (b - a), one t per sample of <paramref name="inner"/>
+    /// elements (WGAN-GP's x_hat = real + t (fake - real)).</summary>
+    void LerpPerSample(DeviceBuffer a, DeviceBuffer b, DeviceBuffer t, DeviceBuffer y, int samples, int inner);
+
+    // ---------------------------------------------------------------- broadcast.cu
+    // a and b have the dimensions of y or 1 on each axis (NumPy broadcasting, right-aligned).
+    /// <summary>add_broadcast: y = a + b.</summary>
+    void Add(DeviceBuffer a, Dims4 aDims, DeviceBuffer b, Dims4 bDims, DeviceBuffer y, Dims4 yDims);
+    /// <summary>sub_broadcast: y = a - b.</summary>
+    void Sub(DeviceBuffer a, Dims4 aDims, DeviceBuffer b, Dims4 bDims, DeviceBuffer y, Dims4 yDims);
+    /// <summary>mul_broadcast: y = a * b.</summary>
+    void Mul(DeviceBuffer a, Dims4 aDims, DeviceBuffer b, Dims4 bDims, DeviceBuffer y, Dims4 yDims);
+    /// <summary>div_broadcast: y = a / b.</summary>
+    void Div(DeviceBuffer a, Dims4 aDims, DeviceBuffer b, Dims4 bDims, DeviceBuffer y, Dims4 yDims);
+    /// <summary>broadcast_to: y[i] = x[i mapped onto x's dims]; x has y's dims or 1 on each axis.</summary>
+    void BroadcastTo(DeviceBuffer x, Dims4 xDims, DeviceBuffer y, Dims4 yDims);
+    /// <summary>sum_to: y = x summed over every axis where y's dimension is 1 and x's is not
+    /// (the adjoint of broadcast_to).</summary>
+    void SumTo(DeviceBuffer x, Dims4 xDims, DeviceBuffer y, Dims4 yDims);
+
+    // ---------------------------------------------------------------- gemm.cu
+    /// <summary>
+    /// sgemm: C[m, n] = alpha * op(A) op(B) + beta * C, row-major; op(A) is [m, k] (A is [k, m]
+    /// when transposed), op(B) is [k, n] (B is [n, k] when transposed).
+    /// </summary>
+    void Gemm(bool transA, bool transB, int m, int n, int k, float alpha, DeviceBuffer a, DeviceBuffer b, float beta, DeviceBuffer c);
+
+    // ---------------------------------------------------------------- conv.cu
+    // Stride 1, zero 'same' padding (k / 2), odd k. x [N, Cin, H, W], w [Cout, Cin, k, k],
+    // y [N, Cout, H, W]. The equalized-learning-rate multiplier (gain / sqrt(Cin k k)) is applied
+    // to w inside the kernel, never as a separate pass.
+    /// <summary>conv2d_forward: y = conv(x, scale * w).</summary>
+    void Conv2dForward(DeviceBuffer x, DeviceBuffer w, DeviceBuffer y, int n, int cin, int h, int wd, int cout, int k, float scale);
+    /// <summary>conv2d_backward_input: gx = conv_transpose(gy, scale * w).</summary>
+    void Conv2dBackwardInput(DeviceBuffer gy, DeviceBuffer w, DeviceBuffer gx, int n, int cin, int h, int wd, int cout, int k, float scale);
+    /// <summary>conv2d_backward_weight: gw = scale * sum over n, pixels of gy (x) x-patch.</summary>
+    void Conv2dBackwardWeight(DeviceBuffer x, DeviceBuffer gy, DeviceBuffer gw, int n, int cin, int h, int wd, int cout, int k, float scale);
+
+    // ---------------------------------------------------------------- resample.cu
+    /// <summary>upsample2x_nearest: y[p, 2i+a, 2j+b] = gain * x[p, i, j]; x is [planes, h, w].</summary>
+    void Upsample2x(DeviceBuffer x, DeviceBuffer y, int planes, int h, int w, float gain);
+    /// <summary>avgpool2x: y[p, i, j] = gain * mean of x[p, 2i..2i+1, 2j..2j+1]; x is [planes, h, w], h and w even.</summary>
+    void AvgPool2x(DeviceBuffer x, DeviceBuffer y, int planes, int h, int w, float gain);
+
+    // ---------------------------------------------------------------- channels.cu
+    /// <summary>copy_channels: dst[s, dstStart + c, :] = src[s, srcStart + c, :] for c &lt; count,
+    /// for each of <paramref name="samples"/> samples of <paramref name="plane"/> elements per channel.</summary>
+    void CopyChannels(DeviceBuffer src, int srcChannels, int srcStart, DeviceBuffer dst, int dstChannels, int dstStart, int count, int samples, int plane);
+
+    // ---------------------------------------------------------------- pixelnorm.cu
+    /// <summary>pixelnorm_forward: y = x / sqrt(mean over channels of x^2 + eps), per pixel; x is [n, c, plane].</summary>
+    void PixelNormForward(DeviceBuffer x, DeviceBuffer y, int n, int c, int plane, float eps);
+    /// <summary>pixelnorm_backward: gx = r (gy - y mean_c(gy y)), r = 1 / sqrt(mean_c x^2 + eps).</summary>
+    void PixelNormBackward(DeviceBuffer x, DeviceBuffer gy, DeviceBuffer gx, int n, int c, int plane, float eps);
+
+    // ---------------------------------------------------------------- mbstd.cu
+    /// <summary>minibatch_stddev_forward: y [n, c + 1, plane] = x with one more channel holding the
+    /// group statistic (strided groups of <paramref name="groupSize"/>; see ProGAN section 3).</summary>
+    void MinibatchStdDevForward(DeviceBuffer x, DeviceBuffer y, int n, int c, int plane, int groupSize, float eps);
+    /// <summary>minibatch_stddev_backward: gx from gy [n, c + 1, plane].</summary>
+    void MinibatchStdDevBackward(DeviceBuffer x, DeviceBuffer gy, DeviceBuffer gx, int n, int c, int plane, int groupSize, float eps);
+
+    // ---------------------------------------------------------------- wgan_gp.cu
+    /// <summary>gradient_penalty_forward: norm[s] = ||g[s]||_2, penalty[s] = (norm[s] - target)^2.</summary>
+    void GradientPenaltyForward(DeviceBuffer g, DeviceBuffer norm, DeviceBuffer penalty, int samples, int inner, float target);
+    /// <summary>gradient_penalty_backward: gg[s, i] = gpen[s] 2 (norm[s] - target) g[s, i] / norm[s].</summary>
+    void GradientPenaltyBackward(DeviceBuffer g, DeviceBuffer norm, DeviceBuffer gpenalty, DeviceBuffer gg, int samples, int inner, float target);
+
+    // ---------------------------------------------------------------- optim.cu
+    /// <summary>adam_update (TensorFlow's form, as in the official ProGAN): m = b1 m + (1 - b1) g;
+    /// v = b2 v + (1 - b2) g^2; p -= lr sqrt(1 - b2^t) / (1 - b1^t) m / (sqrt(v) + eps); t counts from 1.</summary>
+    void AdamUpdate(DeviceBuffer p, DeviceBuffer g, DeviceBuffer m, DeviceBuffer v, long n, float lr, float beta1, float beta2, float eps, int step);
+    /// <summary>ema_update: ema = p + beta (ema - p).</summary>
+    void EmaUpdate(DeviceBuffer ema, DeviceBuffer p, long n, float beta);
+    /// <summary>count_nonfinite: the number of NaN or infinite values in x.</summary>
+    long CountNonFinite(DeviceBuffer x, long n);
+}
