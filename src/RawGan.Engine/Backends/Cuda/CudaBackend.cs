@@ -1,0 +1,160 @@
+using System.Reflection;
+
+namespace RawGan.Engine.Backends.Cuda;
+
+/// <summary>
+/// The GPU backend: every IBackend method launches the kernel of the same name (snake_case) from
+/// kernels/*.cu through an <see cref="ICudaDriver"/>. Memory comes from a caching allocator, so a
+/// steady training step never calls cuMemAlloc. Launches are asynchronous; downloads wait.
+/// </summary>
+public sealed unsafe partial class CudaBackend
+{
+    private readonly ICudaDriver _driver;
+    private readonly CachingAllocator _allocator;
+    private readonly Dictionary<string, nint> _functions = new();
+    private bool _disposed;
+
+    /// <param name="driver">The real driver or the emulator.</param>
+    /// <param name="blockSize">Threads per block of one-dimensional kernels and reductions: a power
+    /// of two from 32 to 1024 (tests sweep several; every kernel must be right for all of them).</param>
+    public CudaBackend(ICudaDriver driver, int blockSize = 256)
+    {
+        if (blockSize < 32 || blockSize > 1024 || (blockSize & (blockSize - 1)) != 0)
+            throw new ArgumentOutOfRangeException(nameof(blockSize), $"block size must be a power of two from 32 to 1024, got {blockSize}");
+        BlockSize = blockSize;
+        _driver = driver;
+        _allocator = new CachingAllocator(bytes => (nint)driver.Allocate(bytes), p => driver.Free((ulong)p));
+        _driver.LoadModule(KernelLibrary.Sources, KernelLibrary.Headers);
+    }
+
+    public string Name => _driver.Name;
+    public string Description => $"{_driver.Name}: {_driver.Device}";
+    public ICudaDriver Driver => _driver;
+
+    /// <summary>Number of kernel launches so far (for tests and profiling).</summary>
+    public long Launches { get; private set; }
+
+    // ------------------------------------------------------------------ memory
+
+    public DeviceBuffer Allocate(long length)
+    {
+        try
+        {
+            return _allocator.Allocate(length);
+        }
+        catch (OutOfMemoryException)
+        {
+            var (free, total) = _driver.MemoryInfo();
+            throw new CudaException("cuMemAlloc", 2, "CUDA_ERROR_OUT_OF_MEMORY",
+                $"out of device memory: asked for {length * sizeof(float):N0} bytes, {free:N0} of {total:N0} bytes free, {Memory.BytesInUse:N0} in use by RawGan");
+        }
+    }
+
+    public void Free(DeviceBuffer buffer) => _allocator.Free(buffer);
+
+    public void Upload(ReadOnlySpan<float> source, DeviceBuffer destination)
+    {
+        Check(destination, source.Length, nameof(Upload));
+        fixed (float* p = source) _driver.CopyHostToDevice((ulong)destination.Address, p, (long)source.Length * sizeof(float));
+    }
+
+    public void Download(DeviceBuffer source, Span<float> destination)
+    {
+        Check(source, destination.Length, nameof(Download));
+        fixed (float* p = destination) _driver.CopyDeviceToHost(p, (ulong)source.Address, (long)destination.Length * sizeof(float));
+    }
+
+    public void Copy(DeviceBuffer source, DeviceBuffer destination, long length)
+    {
+        Check(source, length, nameof(Copy));
+        Check(destination, length, nameof(Copy));
+        _driver.CopyDeviceToDevice((ulong)destination.Address, (ulong)source.Address, length * sizeof(float));
+    }
+
+    private static void Check(DeviceBuffer b, long needed, string op)
+    {
+        if (b.Length < needed) throw new ArgumentException($"{op}: buffer holds {b.Length} floats, {needed} needed");
+    }
+
+    public void Synchronize() => _driver.Synchronize();
+    public MemoryStats Memory => _allocator.Stats;
+    public void ReleaseCachedMemory() => _allocator.ReleaseCached();
+
+    public void Dispose()
+    {
+        if (_disposed) return;
+        _disposed = true;
+        _allocator.ReleaseAll();
+        _driver.Dispose();
+    }
+
+    // ------------------------------------------------------------------ launching
+
+    /// <summary>Threads per block for one-dimensional kernels and reductions.</summary>
+    public int BlockSize { get; }
+
+    /// <summary>Blocks for a grid-stride loop over <paramref name="n"/> items: enough to fill the
+    /// device, never more than the items need.</summary>
+    private Dim3 Grid1D(long n)
+    {
+        long needed = Math.Max(1, (n + BlockSize - 1) / BlockSize);
+        long cap = Math.Max(1, _driver.Device.Multiprocessors) * 32L;
+        return new Dim3((uint)Math.Min(needed, cap));
+    }
+
+    private nint Function(string kernel)
+    {
+        if (!_functions.TryGetValue(kernel, out var f))
+        {
+            f = _driver.GetFunction(kernel);
+            _functions[kernel] = f;
+        }
+        return f;
+    }
+
+    private void Launch(string kernel, Dim3 grid, Dim3 block, uint sharedBytes, KernelArgs args)
+    {
+        if (grid.Count == 0) return;
+        void** pointers = stackalloc void*[KernelArgs.MaxArguments];
+        args.FillPointers(pointers);
+        _driver.Launch(Function(kernel), kernel, grid, block, sharedBytes, pointers);
+        Launches++;
+    }
+
+    // The kernel methods, one per IBackend method, are in CudaBackend.Kernels.cs. The pattern:
+    //   public void Fill(DeviceBuffer y, long n, float value) =>
+    //       Launch("fill", Grid1D(n), new Dim3((uint)BlockSize), 0, new KernelArgs().Ptr(y).Long(n).Float(value));
+}
+
+/// <summary>The .cu sources and headers, embedded in this assembly from kernels/.</summary>
+public static class KernelLibrary
+{
+    private static readonly Lazy<(KernelSource[] sources, Dictionary<string, string> headers, Dictionary<string, string> emulator)> Files = new(Load);
+
+    /// <summary>kernels/*.cu: what NVRTC compiles and the emulator builds.</summary>
+    public static IReadOnlyList<KernelSource> Sources => Files.Value.sources;
+    /// <summary>kernels/*.cuh: headers the kernels include, by include name.</summary>
+    public static IReadOnlyDictionary<string, string> Headers => Files.Value.headers;
+    /// <summary>kernels/simt/*: the CPU execution model used only by the emulator.</summary>
+    public static IReadOnlyDictionary<string, string> EmulatorFiles => Files.Value.emulator;
+
+    private static (KernelSource[], Dictionary<string, string>, Dictionary<string, string>) Load()
+    {
+        var asm = typeof(KernelLibrary).Assembly;
+        var sources = new List<KernelSource>();
+        var headers = new Dictionary<string, string>();
+        var emulator = new Dictionary<string, string>();
+        foreach (var name in asm.GetManifestResourceNames().Where(n => n.StartsWith("kernels/")).Order())
+        {
+            using var stream = asm.GetManifestResourceStream(name)!;
+            var text = new StreamReader(stream).ReadToEnd();
+            var rel = name["kernels/".Length..];
+            if (rel.StartsWith("simt/")) emulator[rel] = text;
+            else if (rel.EndsWith(".cu")) sources.Add(new KernelSource(rel, text));
+            else headers[rel] = text;
+        }
+        if (sources.Count == 0)
+            throw new InvalidOperationException($"no kernels are embedded in {asm.GetName().Name}; the build did not include kernels/*.cu");
+        return (sources.ToArray(), headers, emulator);
+    }
+}

@@ -1,0 +1,55 @@
+using System.Runtime.CompilerServices;
+
+namespace RawGan.Engine.Backends.Cuda;
+
+/// <summary>
+/// The arguments of one kernel launch, packed the way cuLaunchKernel wants them: each argument
+/// stored with its exact C size (8 bytes for a device pointer or a long long, 4 for an int or a
+/// float, 16 for a <see cref="Dims4"/> passed by value as <c>struct dims4 { int d0, d1, d2, d3; }</c>).
+/// A struct on the stack: building and launching allocates nothing.
+/// </summary>
+public unsafe struct KernelArgs
+{
+    public const int MaxArguments = 20;
+
+    [InlineArray(MaxArguments * 2)]
+    private struct Storage { private ulong _element0; }
+
+    [InlineArray(MaxArguments)]
+    private struct Offsets { private int _element0; }
+
+    private Storage _storage;     // 8-byte slots
+    private Offsets _offsets;     // first slot of each argument
+    private int _count, _slots;
+
+    public readonly int Count => _count;
+
+    private ref ulong Next(int slots)
+    {
+        if (_count == MaxArguments || _slots + slots > MaxArguments * 2)
+            throw new InvalidOperationException($"a kernel launch takes at most {MaxArguments} arguments");
+        _offsets[_count++] = _slots;
+        ref ulong slot = ref _storage[_slots];
+        _slots += slots;
+        return ref slot;
+    }
+
+    /// <summary>A device pointer (CUdeviceptr, 8 bytes): <c>float*</c> in the kernel.</summary>
+    public KernelArgs Ptr(DeviceBuffer b) { Next(1) = (ulong)b.Address; return this; }
+    /// <summary><c>int</c>.</summary>
+    public KernelArgs Int(int v) { Unsafe.As<ulong, int>(ref Next(1)) = v; return this; }
+    /// <summary><c>long long</c>.</summary>
+    public KernelArgs Long(long v) { Unsafe.As<ulong, long>(ref Next(1)) = v; return this; }
+    /// <summary><c>float</c>.</summary>
+    public KernelArgs Float(float v) { Unsafe.As<ulong, float>(ref Next(1)) = v; return this; }
+    /// <summary><c>struct dims4</c> by value.</summary>
+    public KernelArgs Dims(Dims4 d) { Unsafe.As<ulong, Dims4>(ref Next(2)) = d; return this; }
+
+    /// <summary>Fills <paramref name="pointers"/> with the address of each argument. Call it on a
+    /// local variable (which does not move) right before the launch.</summary>
+    internal void FillPointers(void** pointers)
+    {
+        byte* storage = (byte*)Unsafe.AsPointer(ref _storage[0]);
+        for (int i = 0; i < _count; i++) pointers[i] = storage + _offsets[i] * sizeof(ulong);
+    }
+}
