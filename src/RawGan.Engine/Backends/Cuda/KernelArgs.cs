@@ -24,26 +24,27 @@ public unsafe struct KernelArgs
 
     public readonly int Count => _count;
 
-    private ref ulong Next(int slots)
+    private void* Next(int slots)
     {
         if (_count == MaxArguments || _slots + slots > MaxArguments * 2)
             throw new InvalidOperationException($"a kernel launch takes at most {MaxArguments} arguments");
         _offsets[_count++] = _slots;
-        ref ulong slot = ref _storage[_slots];
+        void* slot = Unsafe.AsPointer(ref _storage[_slots]);
         _slots += slots;
-        return ref slot;
+        *(ulong*)slot = 0;
+        return slot;
     }
 
     /// <summary>A device pointer (CUdeviceptr, 8 bytes): <c>float*</c> in the kernel.</summary>
-    public KernelArgs Ptr(DeviceBuffer b) { Next(1) = (ulong)b.Address; return this; }
+    public KernelArgs Ptr(DeviceBuffer b) { *(ulong*)Next(1) = (ulong)b.Address; return this; }
     /// <summary><c>int</c>.</summary>
-    public KernelArgs Int(int v) { Unsafe.As<ulong, int>(ref Next(1)) = v; return this; }
+    public KernelArgs Int(int v) { *(int*)Next(1) = v; return this; }
     /// <summary><c>long long</c>.</summary>
-    public KernelArgs Long(long v) { Unsafe.As<ulong, long>(ref Next(1)) = v; return this; }
+    public KernelArgs Long(long v) { *(long*)Next(1) = v; return this; }
     /// <summary><c>float</c>.</summary>
-    public KernelArgs Float(float v) { Unsafe.As<ulong, float>(ref Next(1)) = v; return this; }
+    public KernelArgs Float(float v) { *(float*)Next(1) = v; return this; }
     /// <summary><c>struct dims4</c> by value.</summary>
-    public KernelArgs Dims(Dims4 d) { Unsafe.As<ulong, Dims4>(ref Next(2)) = d; return this; }
+    public KernelArgs Dims(Dims4 d) { *(Dims4*)Next(2) = d; return this; }
 
     /// <summary>Fills <paramref name="pointers"/> with the address of each argument. Call it on a
     /// local variable (which does not move) right before the launch.</summary>
