@@ -18,7 +18,9 @@ public unsafe struct KernelArgs
     [InlineArray(MaxArguments)]
     private struct Offsets { private int _element0; }
 
+#pragma warning disable CS0649 // written through pointers
     private Storage _storage;     // 8-byte slots
+#pragma warning restore CS0649
     private Offsets _offsets;     // first slot of each argument
     private int _count, _slots;
 
