@@ -21,8 +21,8 @@ public sealed record DeviceInfo(
 public sealed record KernelSource(string Name, string Text);
 
 /// <summary>
-/// The part of the CUDA driver API that RawGan uses. <see cref="NativeDriver"/> calls the real
-/// one; <see cref="EmulatedDriver"/> runs the same kernels on the CPU. Everything above this
+/// The part of the CUDA driver API that RawGan uses. <c>NativeDriver</c> calls the real
+/// one; <c>EmulatedDriver</c> runs the same kernels on the CPU. Everything above this
 /// interface (the caching allocator, argument marshalling, grid arithmetic) is shared, so tests
 /// on the emulator exercise the real CudaBackend.
 /// </summary>
