@@ -1,0 +1,170 @@
+using System.Reflection;
+using System.Runtime.InteropServices;
+
+namespace RawGan.Engine.Backends.Cuda;
+
+/// <summary>
+/// RawGan's own bindings to the CUDA driver API, NVRTC and cuBLAS: a few dozen declarations,
+/// each with the exact exported symbol (the _v2 ones matter: the plain names of cuMemAlloc and
+/// friends still exist and silently take 32-bit sizes). Handles are nint, CUdeviceptr is ulong,
+/// size_t is nuint, every result is an int checked by <see cref="Check"/>.
+/// </summary>
+internal static unsafe partial class CudaApi
+{
+    public const string Driver = "rawgan-cuda", Nvrtc = "rawgan-nvrtc", Cublas = "rawgan-cublas";
+
+    /// <summary>File names tried for each library, most specific first.</summary>
+    public static readonly IReadOnlyDictionary<string, string[]> Candidates = new Dictionary<string, string[]>
+    {
+        [Driver] = OperatingSystem.IsWindows() ? ["nvcuda.dll"] : ["libcuda.so.1", "libcuda.so"],
+        [Nvrtc] = OperatingSystem.IsWindows()
+            ? ["nvrtc64_120_0.dll", "nvrtc64_112_0.dll", "nvrtc64_111_0.dll"]
+            : ["libnvrtc.so.12", "libnvrtc.so.11.2", "libnvrtc.so.11.1", "libnvrtc.so"],
+        [Cublas] = OperatingSystem.IsWindows() ? ["cublas64_12.dll", "cublas64_11.dll"] : ["libcublas.so.12", "libcublas.so.11", "libcublas.so"],
+    };
+
+    static CudaApi() => NativeLibrary.SetDllImportResolver(typeof(CudaApi).Assembly, Resolve);
+
+    /// <summary>Makes sure the resolver is installed before the first call.</summary>
+    public static void EnsureResolver() { }
+
+    private static nint Resolve(string name, Assembly assembly, DllImportSearchPath? path)
+    {
+        if (!Candidates.TryGetValue(name, out var files)) return 0;
+        foreach (var file in files)
+            if (NativeLibrary.TryLoad(file, assembly, path, out var handle)) return handle;
+        return 0;   // the runtime then throws DllNotFoundException, which callers turn into a clear message
+    }
+
+    /// <summary>Which file a library resolves to, or null if none can be loaded.</summary>
+    public static string? Locate(string library)
+    {
+        foreach (var file in Candidates[library])
+        {
+            if (NativeLibrary.TryLoad(file, out var handle))
+            {
+                NativeLibrary.Free(handle);
+                return file;
+            }
+        }
+        return null;
+    }
+
+    // ------------------------------------------------------------------ driver API (cuda.h)
+
+    [LibraryImport(Driver)] public static partial int cuInit(uint flags);
+    [LibraryImport(Driver)] public static partial int cuDriverGetVersion(out int version);
+    [LibraryImport(Driver)] public static partial int cuDeviceGetCount(out int count);
+    [LibraryImport(Driver)] public static partial int cuDeviceGet(out int device, int ordinal);
+    [LibraryImport(Driver)] public static partial int cuDeviceGetName(byte* name, int length, int device);
+    [LibraryImport(Driver)] public static partial int cuDeviceGetAttribute(out int value, int attribute, int device);
+    [LibraryImport(Driver, EntryPoint = "cuDeviceTotalMem_v2")] public static partial int cuDeviceTotalMem(out nuint bytes, int device);
+    [LibraryImport(Driver)] public static partial int cuDevicePrimaryCtxRetain(out nint context, int device);
+    [LibraryImport(Driver, EntryPoint = "cuDevicePrimaryCtxRelease_v2")] public static partial int cuDevicePrimaryCtxRelease(int device);
+    [LibraryImport(Driver)] public static partial int cuCtxSetCurrent(nint context);
+    [LibraryImport(Driver)] public static partial int cuCtxSynchronize();
+    [LibraryImport(Driver, EntryPoint = "cuMemGetInfo_v2")] public static partial int cuMemGetInfo(out nuint free, out nuint total);
+    [LibraryImport(Driver, EntryPoint = "cuMemAlloc_v2")] public static partial int cuMemAlloc(out ulong address, nuint bytes);
+    [LibraryImport(Driver, EntryPoint = "cuMemFree_v2")] public static partial int cuMemFree(ulong address);
+    [LibraryImport(Driver, EntryPoint = "cuMemcpyHtoD_v2")] public static partial int cuMemcpyHtoD(ulong destination, void* source, nuint bytes);
+    [LibraryImport(Driver, EntryPoint = "cuMemcpyDtoH_v2")] public static partial int cuMemcpyDtoH(void* destination, ulong source, nuint bytes);
+    [LibraryImport(Driver, EntryPoint = "cuMemcpyDtoD_v2")] public static partial int cuMemcpyDtoD(ulong destination, ulong source, nuint bytes);
+    [LibraryImport(Driver)] public static partial int cuModuleLoadDataEx(out nint module, void* image, uint numOptions, int* options, void** values);
+    [LibraryImport(Driver)] public static partial int cuModuleUnload(nint module);
+    [LibraryImport(Driver, StringMarshalling = StringMarshalling.Utf8)] public static partial int cuModuleGetFunction(out nint function, nint module, string name);
+    [LibraryImport(Driver)]
+    public static partial int cuLaunchKernel(nint function, uint gridX, uint gridY, uint gridZ, uint blockX, uint blockY, uint blockZ,
+        uint sharedBytes, nint stream, void** parameters, void** extra);
+    [LibraryImport(Driver)] public static partial int cuGetErrorName(int result, out nint name);
+    [LibraryImport(Driver)] public static partial int cuGetErrorString(int result, out nint text);
+
+    public const int CU_DEVICE_ATTRIBUTE_MAX_THREADS_PER_BLOCK = 1, CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK = 8,
+        CU_DEVICE_ATTRIBUTE_WARP_SIZE = 10, CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT = 16,
+        CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR = 75, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR = 76;
+
+    public const int CU_JIT_INFO_LOG_BUFFER = 3, CU_JIT_INFO_LOG_BUFFER_SIZE_BYTES = 4,
+        CU_JIT_ERROR_LOG_BUFFER = 5, CU_JIT_ERROR_LOG_BUFFER_SIZE_BYTES = 6;
+
+    public const int CUDA_SUCCESS = 0, CUDA_ERROR_OUT_OF_MEMORY = 2, CUDA_ERROR_STUB_LIBRARY = 34, CUDA_ERROR_NO_DEVICE = 100,
+        CUDA_ERROR_UNSUPPORTED_PTX_VERSION = 222;
+
+    /// <summary>Names for the codes RawGan's users may meet, for when cuGetErrorName itself is unavailable.</summary>
+    private static readonly Dictionary<int, string> KnownErrors = new()
+    {
+        [1] = "CUDA_ERROR_INVALID_VALUE", [2] = "CUDA_ERROR_OUT_OF_MEMORY", [3] = "CUDA_ERROR_NOT_INITIALIZED",
+        [34] = "CUDA_ERROR_STUB_LIBRARY", [100] = "CUDA_ERROR_NO_DEVICE", [200] = "CUDA_ERROR_INVALID_IMAGE",
+        [201] = "CUDA_ERROR_INVALID_CONTEXT", [209] = "CUDA_ERROR_NO_BINARY_FOR_GPU", [218] = "CUDA_ERROR_INVALID_PTX",
+        [221] = "CUDA_ERROR_JIT_COMPILER_NOT_FOUND", [222] = "CUDA_ERROR_UNSUPPORTED_PTX_VERSION", [400] = "CUDA_ERROR_INVALID_HANDLE",
+        [500] = "CUDA_ERROR_NOT_FOUND", [700] = "CUDA_ERROR_ILLEGAL_ADDRESS", [701] = "CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES",
+        [719] = "CUDA_ERROR_LAUNCH_FAILED",
+    };
+
+    public static (string name, string text) Describe(int result)
+    {
+        string? name = null, text = null;
+        try
+        {
+            if (cuGetErrorName(result, out var n) == 0 && n != 0) name = Marshal.PtrToStringUTF8(n);
+            if (cuGetErrorString(result, out var t) == 0 && t != 0) text = Marshal.PtrToStringUTF8(t);
+        }
+        catch (DllNotFoundException) { }
+        catch (EntryPointNotFoundException) { }
+        name ??= KnownErrors.GetValueOrDefault(result, $"CUresult {result}");
+        return (name, text ?? "no description available");
+    }
+
+    /// <summary>Throws a <see cref="CudaException"/> naming the call unless <paramref name="result"/> is CUDA_SUCCESS.</summary>
+    public static void Check(int result, string call)
+    {
+        if (result == CUDA_SUCCESS) return;
+        var (name, text) = Describe(result);
+        throw new CudaException(call, result, name, text);
+    }
+
+    // ------------------------------------------------------------------ NVRTC (nvrtc.h)
+
+    [LibraryImport(Nvrtc)] public static partial int nvrtcVersion(out int major, out int minor);
+    [LibraryImport(Nvrtc)]
+    public static partial int nvrtcCreateProgram(out nint program, byte* source, byte* name, int numHeaders, byte** headers, byte** includeNames);
+    [LibraryImport(Nvrtc)] public static partial int nvrtcCompileProgram(nint program, int numOptions, byte** options);
+    [LibraryImport(Nvrtc)] public static partial int nvrtcGetPTXSize(nint program, out nuint size);
+    [LibraryImport(Nvrtc)] public static partial int nvrtcGetPTX(nint program, byte* ptx);
+    [LibraryImport(Nvrtc)] public static partial int nvrtcGetProgramLogSize(nint program, out nuint size);
+    [LibraryImport(Nvrtc)] public static partial int nvrtcGetProgramLog(nint program, byte* log);
+    [LibraryImport(Nvrtc)] public static partial int nvrtcDestroyProgram(ref nint program);
+    [LibraryImport(Nvrtc)] public static partial nint nvrtcGetErrorString(int result);
+
+    public const int NVRTC_SUCCESS = 0, NVRTC_ERROR_COMPILATION = 6;
+
+    public static void CheckNvrtc(int result, string call)
+    {
+        if (result == NVRTC_SUCCESS) return;
+        string text = Marshal.PtrToStringUTF8(nvrtcGetErrorString(result)) ?? $"nvrtcResult {result}";
+        throw new CudaException(call, result, text, text);
+    }
+
+    // ------------------------------------------------------------------ cuBLAS (cublas_api.h), for comparisons in benchmarks
+
+    [LibraryImport(Cublas, EntryPoint = "cublasCreate_v2")] public static partial int cublasCreate(out nint handle);
+    [LibraryImport(Cublas, EntryPoint = "cublasDestroy_v2")] public static partial int cublasDestroy(nint handle);
+    [LibraryImport(Cublas, EntryPoint = "cublasSetStream_v2")] public static partial int cublasSetStream(nint handle, nint stream);
+    [LibraryImport(Cublas, EntryPoint = "cublasSgemm_v2")]
+    public static partial int cublasSgemm(nint handle, int transa, int transb, int m, int n, int k, float* alpha,
+        ulong a, int lda, ulong b, int ldb, float* beta, ulong c, int ldc);
+
+    /// <summary>Every cuBLAS symbol RawGan binds, for the test that the library exports them.</summary>
+    public static readonly string[] CublasSymbols = ["cublasCreate_v2", "cublasDestroy_v2", "cublasSetStream_v2", "cublasSgemm_v2"];
+
+    public static void CheckCublas(int status, string call)
+    {
+        if (status == 0) return;
+        string name = status switch
+        {
+            1 => "CUBLAS_STATUS_NOT_INITIALIZED", 3 => "CUBLAS_STATUS_ALLOC_FAILED", 7 => "CUBLAS_STATUS_INVALID_VALUE",
+            8 => "CUBLAS_STATUS_ARCH_MISMATCH", 11 => "CUBLAS_STATUS_MAPPING_ERROR", 13 => "CUBLAS_STATUS_EXECUTION_FAILED",
+            14 => "CUBLAS_STATUS_INTERNAL_ERROR", 15 => "CUBLAS_STATUS_NOT_SUPPORTED", 16 => "CUBLAS_STATUS_LICENSE_ERROR",
+            _ => $"cublasStatus {status}",
+        };
+        throw new CudaException(call, status, name, "cuBLAS call failed");
+    }
+}

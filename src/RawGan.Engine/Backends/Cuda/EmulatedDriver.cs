@@ -1,0 +1,241 @@
+using System.Diagnostics;
+using System.Runtime.InteropServices;
+using System.Security.Cryptography;
+using System.Text;
+using System.Text.RegularExpressions;
+
+namespace RawGan.Engine.Backends.Cuda;
+
+/// <summary>
+/// A CUDA driver that runs the kernels on the CPU. The same kernels/*.cu that NVRTC compiles for
+/// the GPU are compiled by g++ together with kernels/simt/, which supplies CUDA's execution
+/// model (a grid of blocks run in parallel, a block's threads as cooperatively scheduled fibers,
+/// __syncthreads, shared memory, atomics). Each kernel is exported as
+/// <c>int simt_launch_NAME(const simt_launch_config*, void** args)</c>, called here with exactly
+/// the argument array that cuLaunchKernel would receive. "Device" memory is host memory, so
+/// everything above this class (CudaBackend, its allocator, its launch arithmetic) runs unchanged.
+///
+/// Set RAWGAN_EMULATOR_DEBUG=1 to build with -O0 -g, then step into a kernel with gdb.
+/// </summary>
+public sealed unsafe partial class EmulatedDriver : ICudaDriver
+{
+    [StructLayout(LayoutKind.Sequential)]
+    private struct SimtLaunchConfig
+    {
+        public uint GridX, GridY, GridZ, BlockX, BlockY, BlockZ, SharedBytes;
+    }
+
+    private nint _library;
+    private readonly Dictionary<string, nint> _functions = new();
+    private readonly HashSet<ulong> _allocations = new();
+    private readonly Lock _lock = new();
+    private delegate* unmanaged<sbyte*> _lastError;
+    private bool _disposed;
+
+    private static readonly bool DebugBuild = Environment.GetEnvironmentVariable("RAWGAN_EMULATOR_DEBUG") == "1";
+
+    /// <summary>The largest dynamic + static shared memory a block may use, as on most GPUs.</summary>
+    public const int SharedMemoryPerBlock = 48 * 1024;
+
+    public EmulatedDriver()
+    {
+        Device = new DeviceInfo(
+            $"RawGan SIMT emulator on {Environment.ProcessorCount} CPU threads", 8, 0,
+            GC.GetGCMemoryInfo().TotalAvailableMemoryBytes, Environment.ProcessorCount, 1024, SharedMemoryPerBlock, 32,
+            "emulated", CompilerVersion());
+    }
+
+    /// <summary>An emulated driver with other kernels loaded (the emulator's own self-tests).</summary>
+    public static EmulatedDriver ForSources(IReadOnlyList<KernelSource> sources, IReadOnlyDictionary<string, string>? headers = null)
+    {
+        var driver = new EmulatedDriver();
+        driver.LoadModule(sources, headers ?? KernelLibrary.Headers);
+        return driver;
+    }
+
+    public string Name => "cuda-emulated";
+    public DeviceInfo Device { get; }
+
+    // ------------------------------------------------------------------ memory: host memory posing as device memory
+
+    public ulong Allocate(long bytes)
+    {
+        var p = (ulong)NativeMemory.AlignedAlloc((nuint)Math.Max(bytes, 1), 256);   // cudaMalloc aligns to at least 256 bytes
+        lock (_lock) _allocations.Add(p);
+        return p;
+    }
+
+    public void Free(ulong address)
+    {
+        lock (_lock)
+        {
+            if (!_allocations.Remove(address))
+                throw new CudaException("cuMemFree_v2", 1, "CUDA_ERROR_INVALID_VALUE", $"0x{address:x} is not an allocation of this device");
+        }
+        NativeMemory.AlignedFree((void*)address);
+    }
+
+    public void CopyHostToDevice(ulong destination, void* source, long bytes) => Buffer.MemoryCopy(source, (void*)destination, bytes, bytes);
+    public void CopyDeviceToHost(void* destination, ulong source, long bytes) => Buffer.MemoryCopy((void*)source, destination, bytes, bytes);
+    public void CopyDeviceToDevice(ulong destination, ulong source, long bytes) => Buffer.MemoryCopy((void*)source, (void*)destination, bytes, bytes);
+
+    public (long free, long total) MemoryInfo()
+    {
+        var info = GC.GetGCMemoryInfo();
+        return (Math.Max(0, info.TotalAvailableMemoryBytes - info.MemoryLoadBytes), info.TotalAvailableMemoryBytes);
+    }
+
+    // ------------------------------------------------------------------ kernels
+
+    [GeneratedRegex(@"__global__\s+void\s+([A-Za-z_][A-Za-z0-9_]*)\s*\(")]
+    private static partial Regex KernelDeclaration();
+
+    /// <summary>Names of the kernels defined in a source (what SIMT_EXPORT lines are generated for).</summary>
+    public static IEnumerable<string> KernelNames(string source) =>
+        KernelDeclaration().Matches(StripComments(source)).Select(m => m.Groups[1].Value).Distinct();
+
+    private static string StripComments(string s) => Regex.Replace(s, @"//[^\n]*|/\*.*?\*/", " ", RegexOptions.Singleline);
+
+    public void LoadModule(IReadOnlyList<KernelSource> sources, IReadOnlyDictionary<string, string> headers)
+    {
+        if (_library != 0) throw new InvalidOperationException("the emulator loads its kernels once");
+        string path = BuildLibrary(sources, headers, KernelLibrary.EmulatorFiles);
+        _library = NativeLibrary.Load(path);
+        _lastError = (delegate* unmanaged<sbyte*>)NativeLibrary.GetExport(_library, "simt_last_error");
+    }
+
+    public nint GetFunction(string kernel)
+    {
+        lock (_lock)
+        {
+            if (_functions.TryGetValue(kernel, out var f)) return f;
+            if (!NativeLibrary.TryGetExport(_library, "simt_launch_" + kernel, out f))
+                throw new CudaException("cuModuleGetFunction", 500, "CUDA_ERROR_NOT_FOUND", $"no kernel named '{kernel}' in the emulated module");
+            _functions[kernel] = f;
+            return f;
+        }
+    }
+
+    public void Launch(nint function, string kernel, Dim3 grid, Dim3 block, uint sharedBytes, void** arguments)
+    {
+        if (block.Count > 1024 || block.Count == 0 || grid.Count == 0)
+            throw new CudaException("cuLaunchKernel", 1, "CUDA_ERROR_INVALID_VALUE", $"kernel {kernel}: grid {grid}, block {block} is not a valid launch");
+        if (sharedBytes > SharedMemoryPerBlock)
+            throw new CudaException("cuLaunchKernel", 701, "CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES", $"kernel {kernel} asks for {sharedBytes} bytes of shared memory; the limit is {SharedMemoryPerBlock}");
+        var config = new SimtLaunchConfig
+        {
+            GridX = grid.X, GridY = grid.Y, GridZ = grid.Z, BlockX = block.X, BlockY = block.Y, BlockZ = block.Z, SharedBytes = sharedBytes,
+        };
+        int r = ((delegate* unmanaged<SimtLaunchConfig*, void**, int>)function)(&config, arguments);
+        if (r != 0)
+        {
+            string message = Marshal.PtrToStringUTF8((nint)_lastError()) ?? "unknown error";
+            throw new CudaException("cuLaunchKernel (emulated)", 719, "CUDA_ERROR_LAUNCH_FAILED", $"kernel {kernel}, grid {grid}, block {block}: {message}");
+        }
+    }
+
+    /// <summary>Launches run to completion before they return: nothing to wait for.</summary>
+    public void Synchronize() { }
+
+    public void Dispose()
+    {
+        if (_disposed) return;
+        _disposed = true;
+        // The library stays loaded: the runtime may still hold its worker threads, and unloading
+        // code that a thread could be parked in is never safe. Memory is freed by the backend.
+    }
+
+    // ------------------------------------------------------------------ building the emulator library with g++
+
+    private static readonly Lock BuildLock = new();
+
+    /// <summary>"g++ 12.2.0" or a clear error if g++ is missing.</summary>
+    public static string CompilerVersion()
+    {
+        try
+        {
+            var (code, output) = Run("g++", ["-dumpfullversion"], null);
+            return code == 0 ? $"g++ {output.Trim()}" : "g++ (unknown version)";
+        }
+        catch (System.ComponentModel.Win32Exception e)
+        {
+            throw new CudaUnavailableException("the CUDA emulator needs g++ to build the kernels for the CPU (Debian: apt-get install g++)", e);
+        }
+    }
+
+    /// <summary>
+    /// Writes the sources into a cache directory, generates the translation unit (simt.h, every
+    /// .cu, one SIMT_EXPORT per kernel) and compiles it into a shared library, unless a library
+    /// built from exactly these files, flags and compiler is already there. Returns its path.
+    /// </summary>
+    public static string BuildLibrary(IReadOnlyList<KernelSource> sources, IReadOnlyDictionary<string, string> headers, IReadOnlyDictionary<string, string> emulatorFiles)
+    {
+        var unit = new StringBuilder();
+        unit.AppendLine("// Generated by RawGan's EmulatedDriver: the kernels of kernels/*.cu built for the CPU.");
+        unit.AppendLine("#include \"simt/simt.h\"");
+        foreach (var s in sources) unit.AppendLine($"#include \"{s.Name}\"");
+        foreach (var s in sources)
+            foreach (var k in KernelNames(s.Text))
+                unit.AppendLine($"SIMT_EXPORT({k})");
+
+        string[] flags = DebugBuild
+            ? ["-std=c++17", "-O0", "-g", "-fPIC", "-shared", "-pthread"]
+            : ["-std=c++17", "-O2", "-fPIC", "-shared", "-pthread"];
+        string compiler = CompilerVersion();
+        var key = new StringBuilder(unit.ToString());
+        foreach (var (name, text) in sources.Select(s => (s.Name, s.Text)).Concat(headers.Select(h => (h.Key, h.Value))).Concat(emulatorFiles.Select(e => (e.Key, e.Value))).OrderBy(p => p.Item1, StringComparer.Ordinal))
+            key.Append('\0').Append(name).Append('\0').Append(text);
+        key.Append('\0').AppendJoin(' ', flags).Append('\0').Append(compiler).Append('\0').Append(RuntimeInformation.OSArchitecture);
+        string hash = Convert.ToHexString(SHA256.HashData(Encoding.UTF8.GetBytes(key.ToString())))[..16].ToLowerInvariant();
+        string dir = Path.Combine(CacheDirectory.For("emulator"), hash);
+        string library = Path.Combine(dir, OperatingSystem.IsWindows() ? "rawgan_simt.dll" : "librawgan_simt.so");
+        lock (BuildLock)
+        {
+            if (File.Exists(library)) return library;
+            // Build in a private directory, then rename it into place: concurrent test processes
+            // either find a complete library or build their own.
+            string work = dir + "." + Environment.ProcessId + "." + Guid.NewGuid().ToString("N")[..8];
+            Directory.CreateDirectory(work);
+            foreach (var (name, text) in sources.Select(s => (s.Name, s.Text)).Concat(headers.Select(h => (h.Key, h.Value))).Concat(emulatorFiles.Select(e => (e.Key, e.Value))))
+            {
+                string file = Path.Combine(work, name);
+                Directory.CreateDirectory(Path.GetDirectoryName(file)!);
+                File.WriteAllText(file, text);
+            }
+            File.WriteAllText(Path.Combine(work, "emulator.cpp"), unit.ToString());
+            var args = new List<string>(flags) { "-I", work, "-o", Path.Combine(work, Path.GetFileName(library)), Path.Combine(work, "emulator.cpp") };
+            args.AddRange(emulatorFiles.Keys.Where(k => k.EndsWith(".cpp")).Order().Select(k => Path.Combine(work, k)));
+            var (code, output) = Run("g++", args, work);
+            if (code != 0)
+                throw new KernelCompileException($"g++ could not build the emulated kernels (sources kept in {work}):\n{output}");
+            try
+            {
+                Directory.Move(work, dir);
+            }
+            catch (IOException)
+            {
+                // Another process won the race: its library is identical.
+                if (!File.Exists(library)) throw;
+                try { Directory.Delete(work, recursive: true); } catch (IOException) { }
+            }
+            return library;
+        }
+    }
+
+    private static (int code, string output) Run(string file, IEnumerable<string> args, string? directory)
+    {
+        var psi = new ProcessStartInfo(file)
+        {
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            UseShellExecute = false,
+            WorkingDirectory = directory ?? Environment.CurrentDirectory,
+        };
+        foreach (var a in args) psi.ArgumentList.Add(a);
+        using var p = Process.Start(psi)!;
+        var stderr = p.StandardError.ReadToEndAsync();
+        string stdout = p.StandardOutput.ReadToEnd();
+        p.WaitForExit();
+        return (p.ExitCode, stdout + stderr.Result);
+    }
+}

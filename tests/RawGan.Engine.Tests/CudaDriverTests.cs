@@ -1,0 +1,129 @@
+using RawGan.Engine.Backends.Cuda;
+
+namespace RawGan.Engine.Tests;
+
+/// <summary>
+/// The real CUDA libraries on a machine without a GPU: NVRTC compiles every kernel (it needs no
+/// device), the driver library loads, reports its version, and cuInit's "no device" becomes one
+/// clear message. CI installs libnvrtc11.2 and libcuda1 (.ci/run), so these run there.
+/// </summary>
+public class CudaDriverTests
+{
+    public static TheoryData<string, string> KernelsAndArchitectures()
+    {
+        var data = new TheoryData<string, string>();
+        foreach (var source in KernelLibrary.Sources)
+            foreach (var arch in new[] { "compute_70", "compute_80", "compute_90" })
+                data.Add(source.Name, arch);
+        return data;
+    }
+
+    [Theory]
+    [MemberData(nameof(KernelsAndArchitectures))]
+    public void EveryKernelCompilesWithNvrtcWithoutWarnings(string file, string architecture)
+    {
+        var source = KernelLibrary.Sources.Single(s => s.Name == file);
+        var compiled = NvrtcCompiler.Compile(source, KernelLibrary.Headers, architecture);
+        Assert.True(compiled.Log.Length == 0, $"NVRTC said about kernels/{file} for {architecture}:\n{compiled.Log}");
+        string ptx = System.Text.Encoding.ASCII.GetString(compiled.Ptx);
+        Assert.Contains($".target sm_{architecture["compute_".Length..]}", ptx);
+        Assert.Equal(0, compiled.Ptx[^1]);   // NUL-terminated, as cuModuleLoadData requires
+        // Every kernel of the file is in the PTX under its C name (extern "C": no mangling).
+        foreach (var kernel in EmulatedDriver.KernelNames(source.Text))
+            Assert.Contains($".entry {kernel}(", ptx);
+    }
+
+    [Fact]
+    public void ACompileErrorShowsTheNvrtcLogWithFileAndLine()
+    {
+        var bad = new KernelSource("broken.cu", "extern \"C\" __global__ void broken(float* y)\n{\n    y[0] = undefined_name;\n}\n");
+        var ex = Assert.Throws<KernelCompileException>(() => NvrtcCompiler.Compile(bad, new Dictionary<string, string>(), "compute_80"));
+        Assert.Contains("broken.cu(3)", ex.Message);
+        Assert.Contains("undefined_name", ex.Message);
+    }
+
+    [Fact]
+    public void PtxIsCachedByHash()
+    {
+        var dir = Path.Combine(Path.GetTempPath(), "rawgan-cache-test-" + Guid.NewGuid().ToString("N"));
+        var saved = Environment.GetEnvironmentVariable("RAWGAN_CACHE_DIR");
+        Environment.SetEnvironmentVariable("RAWGAN_CACHE_DIR", dir);
+        try
+        {
+            var source = new KernelSource("tiny.cu", "extern \"C\" __global__ void tiny(float* y) { y[threadIdx.x] = 1.0f; }\n");
+            var first = NvrtcCompiler.CompileCached(source, new Dictionary<string, string>(), "compute_80");
+            var files = Directory.GetFiles(Path.Combine(dir, "ptx"));
+            Assert.Single(files);
+            Assert.Contains("tiny-compute_80-", Path.GetFileName(files[0]));
+            Assert.Equal(first.Ptx, File.ReadAllBytes(files[0]));
+            // A changed source is a different entry; the same source is served from the file.
+            NvrtcCompiler.CompileCached(source with { Text = source.Text + "// changed\n" }, new Dictionary<string, string>(), "compute_80");
+            Assert.Equal(2, Directory.GetFiles(Path.Combine(dir, "ptx")).Length);
+            Assert.Equal(first.Ptx, NvrtcCompiler.CompileCached(source, new Dictionary<string, string>(), "compute_80").Ptx);
+        }
+        finally
+        {
+            Environment.SetEnvironmentVariable("RAWGAN_CACHE_DIR", saved);
+            Directory.Delete(dir, recursive: true);
+        }
+    }
+
+    [Fact]
+    public void NvrtcReportsItsVersion()
+    {
+        var (major, minor) = NvrtcCompiler.Version();
+        Assert.InRange(major, 11, 99);
+        Assert.InRange(minor, 0, 99);
+    }
+
+    [Fact]
+    public void TheDriverLoadsReportsItsVersionAndSaysClearlyThatThereIsNoDevice()
+    {
+        int version = NativeDriver.ProbeDriverVersion();
+        Assert.InRange(version, 10000, 99999);   // 1000 * major + 10 * minor
+        if (HasGpu()) return;   // on a machine with a GPU the constructor succeeds; nothing to check here
+        var ex = Assert.Throws<CudaUnavailableException>(() => new NativeDriver());
+        Assert.Equal($"no CUDA device: the CUDA driver {NativeDriver.FormatVersion(version)} is installed but found no GPU (cuInit: CUDA_ERROR_NO_DEVICE)", ex.Message);
+        Assert.DoesNotContain("\n", ex.Message);
+    }
+
+    [Fact]
+    public void DriverErrorsNameTheCallTheErrorAndItsText()
+    {
+        NativeDriver.ProbeDriverVersion();
+        var ex = Assert.Throws<CudaException>(() => CudaApi.Check(700, "cuMemcpyDtoH_v2"));
+        Assert.Equal("cuMemcpyDtoH_v2 failed: CUDA_ERROR_ILLEGAL_ADDRESS (700): an illegal memory access was encountered", ex.Message);
+        var unknown = Assert.Throws<CudaException>(() => CudaApi.Check(12345, "cuInit"));
+        Assert.Contains("12345", unknown.Message);
+    }
+
+    [Fact]
+    public void CublasExportsEverySymbolRawGanBinds()
+    {
+        string? file = CudaApi.Locate(CudaApi.Cublas);
+        Assert.True(file != null, "cuBLAS is not installed (CI installs libcublas11 from Debian non-free)");
+        var handle = System.Runtime.InteropServices.NativeLibrary.Load(file);
+        try
+        {
+            foreach (var symbol in CudaApi.CublasSymbols)
+                Assert.True(System.Runtime.InteropServices.NativeLibrary.TryGetExport(handle, symbol, out _), $"{file} does not export {symbol}");
+        }
+        finally { System.Runtime.InteropServices.NativeLibrary.Free(handle); }
+        // Without a device, creating a handle fails with a named status instead of crashing.
+        if (!HasGpu())
+        {
+            var ex = Assert.Throws<CudaException>(() =>
+            {
+                CudaApi.CheckCublas(CudaApi.cublasCreate(out var h), "cublasCreate_v2");
+                CudaApi.cublasDestroy(h);
+            });
+            Assert.StartsWith("cublasCreate_v2 failed: CUBLAS_STATUS_", ex.Message);
+        }
+    }
+
+    private static bool HasGpu()
+    {
+        try { using var d = new NativeDriver(); return true; }
+        catch (CudaUnavailableException) { return false; }
+    }
+}
