@@ -2,7 +2,8 @@ namespace RawGan.Engine.Backends.Cpu;
 
 public sealed unsafe partial class CpuBackend
 {
-    // Convolution as im2col + GEMM, one sample at a time. For sample s:
+    // With AVX-512, convolutions run as implicit GEMMs (ConvGemm.cs). Otherwise, and as the
+    // simple version benchmarks compare against: im2col + GEMM, one sample at a time. For sample s:
     //   col[(ci k + ky) k + kx, p] = x[s, ci, py + ky - k/2, px + kx - k/2]   (0 outside the image)
     //   y[s]   = scale * W[cout, cin k k] . col                   (forward)
     //   gcol   = scale * W^T . gy[s];  gx[s] = col2im(gcol)       (input gradient, a transposed conv)
@@ -73,6 +74,11 @@ public sealed unsafe partial class CpuBackend
     public void Conv2dForward(DeviceBuffer x, DeviceBuffer w, DeviceBuffer y, int n, int cin, int h, int wd, int cout, int k, float scale)
     {
         CheckConv(n, cin, h, wd, cout, k);
+        if (Sgemm.Supported)
+        {
+            ConvGemm.Forward(P(x), P(w), P(y), n, cin, h, wd, cout, k, scale);
+            return;
+        }
         int plane = h * wd, ckk = cin * k * k;
         DeviceBuffer col = k == 1 ? DeviceBuffer.Null : Allocate((long)ckk * plane);
         try
@@ -90,6 +96,13 @@ public sealed unsafe partial class CpuBackend
     public void Conv2dBackwardInput(DeviceBuffer gy, DeviceBuffer w, DeviceBuffer gx, int n, int cin, int h, int wd, int cout, int k, float scale)
     {
         CheckConv(n, cin, h, wd, cout, k);
+        if (Sgemm.Supported)
+        {
+            var flipped = Allocate((long)cin * cout * k * k);
+            try { ConvGemm.BackwardInput(P(gy), P(w), P(flipped), P(gx), n, cin, h, wd, cout, k, scale); }
+            finally { Free(flipped); }
+            return;
+        }
         int plane = h * wd, ckk = cin * k * k;
         DeviceBuffer col = k == 1 ? DeviceBuffer.Null : Allocate((long)ckk * plane);
         try
@@ -107,6 +120,11 @@ public sealed unsafe partial class CpuBackend
     public void Conv2dBackwardWeight(DeviceBuffer x, DeviceBuffer gy, DeviceBuffer gw, int n, int cin, int h, int wd, int cout, int k, float scale)
     {
         CheckConv(n, cin, h, wd, cout, k);
+        if (Sgemm.Supported)
+        {
+            ConvGemm.BackwardWeight(P(x), P(gy), P(gw), n, cin, h, wd, cout, k, scale);
+            return;
+        }
         int plane = h * wd, ckk = cin * k * k;
         DeviceBuffer col = k == 1 ? DeviceBuffer.Null : Allocate((long)ckk * plane);
         try

@@ -4,15 +4,26 @@ namespace RawGan.Engine.Backends.Cpu;
 
 public sealed unsafe partial class CpuBackend
 {
-    // A straightforward SGEMM: C is cut into tiles of RowTile x ColTile, tiles are spread over the
-    // cores, and inside a tile each step over k adds one row of op(B), times one scalar of op(A),
-    // to RowTile rows of C with SIMD. When B is transposed its rows are already the columns we
-    // need, so each C element is a SIMD dot product instead.
-    private const int RowTile = 4, ColTile = 512;
-
     public void Gemm(bool transA, bool transB, int m, int n, int k, float alpha, DeviceBuffer a, DeviceBuffer b, float beta, DeviceBuffer c)
     {
         if (m < 0 || n < 0 || k < 0) throw new ArgumentException($"Gemm: negative size m={m} n={n} k={k}");
+        if (Sgemm.Supported)
+        {
+            Sgemm.Multiply(m, n, k, alpha, new DenseA(P(a), transA ? m : k, transA), new DenseB(P(b), transB ? k : n, transB), beta, new DenseC(P(c), n));
+            return;
+        }
+        GemmPortable(transA, transB, m, n, k, alpha, a, b, beta, c);
+    }
+
+    // The portable SGEMM (no AVX-512), also the simple version the benchmarks compare against:
+    // C is cut into tiles of RowTile x ColTile, tiles are spread over the cores, and inside a tile
+    // each step over k adds one row of op(B), times one scalar of op(A), to RowTile rows of C with
+    // SIMD. When B is transposed its rows are already the columns we need, so each C element is a
+    // SIMD dot product instead.
+    private const int RowTile = 4, ColTile = 512;
+
+    internal void GemmPortable(bool transA, bool transB, int m, int n, int k, float alpha, DeviceBuffer a, DeviceBuffer b, float beta, DeviceBuffer c)
+    {
         float* pa = P(a), pb = P(b), pc = P(c);
         int rowTiles = (m + RowTile - 1) / RowTile, colTiles = (n + ColTile - 1) / ColTile;
         long work = (long)m * n * Math.Max(1, k);

@@ -1,0 +1,304 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+
+namespace RawGan.Engine.Backends.Cpu;
+
+// ---------------------------------------------------------------------------------------------
+// How the CPU multiplies matrices fast (the layout of BLIS / GotoBLAS, written for AVX-512).
+//
+// C[m, n] = alpha op(A)[m, k] op(B)[k, n] + beta C. The work is cut three ways so that each piece
+// of data sits in the cache level that reuses it most:
+//
+//   for each panel of KC rows of op(B) (and KC columns of op(A)):
+//     pack that K-slice of op(B), NR columns at a time, into a contiguous "B panel"      (L2/L3)
+//     for each block of MC rows of op(A):
+//       pack it, MR rows at a time, into a contiguous "A block"                          (L2)
+//       for each NR-wide strip of the B panel:          its KC x NR floats stay in L1
+//         for each MR-tall strip of the A block:
+//           micro-kernel: an MR x NR tile of C held in 24 AVX-512 registers, updated by KC
+//           rank-1 steps (4 loads of B, 6 broadcasts of A, 24 fused multiply-adds)
+//
+// "op(A)" and "op(B)" are not necessarily matrices in memory: they are whatever the packers
+// read. A dense (possibly transposed) matrix is one packer; the columns of an image unfolded
+// for a 3x3 convolution (im2col) are another, read straight from the image while packing, so a
+// convolution never materializes its im2col matrix. Likewise the writer decides where element
+// (i, j) of C lives (a plain row-major matrix, or [sample, channel, pixel] for a convolution).
+// The two cores split the columns of C (or its rows, when C is tall and narrow); each packs
+// what it needs, so one GEMM is one parallel region.
+// ---------------------------------------------------------------------------------------------
+
+/// <summary>Reads op(A): element (i, k) for rows [i0, i0 + MR) of the MR-tall strip.</summary>
+internal interface IPackA
+{
+    /// <summary>Writes dst[p * MR + r] = op(A)[i0 + r, k0 + p] for p &lt; kc, r &lt; MR (0 past row m).</summary>
+    unsafe void Pack(float* dst, int i0, int k0, int kc, int m);
+}
+
+/// <summary>Reads op(B): dst[p * NR + c] = op(B)[k0 + p, j0 + c] for p &lt; kc, c &lt; NR (0 past column n).</summary>
+internal interface IPackB
+{
+    unsafe void Pack(float* dst, int k0, int kc, int j0, int n);
+}
+
+/// <summary>Where C's element (i, j) lives: <c>Row(i) + Column(j)</c> floats from the base.</summary>
+internal interface ICLayout
+{
+    unsafe float* Base { get; }
+    long Row(int i);
+    long Column(int j);
+    /// <summary>True if columns j0 .. j0 + count - 1 are adjacent in memory (so rows store as vectors).</summary>
+    bool Contiguous(int j0, int count);
+}
+
+internal static unsafe class Sgemm
+{
+    public const int MR = 6, NR = 64, KC = 256, MC = 96, NC = 512;
+
+    /// <summary>True when the AVX-512 micro-kernel can run; otherwise CpuBackend uses its portable GEMM.</summary>
+    public static bool Supported => Vector512.IsHardwareAccelerated && Avx512F.IsSupported;
+
+    [ThreadStatic] private static float* _packA, _packB, _tile;
+    [ThreadStatic] private static int _packBCapacity;
+
+    private static void EnsureBuffers(int nc)
+    {
+        if (_packA == null)
+        {
+            _packA = (float*)NativeMemory.AlignedAlloc((nuint)(MC * KC * sizeof(float)), 64);
+            _tile = (float*)NativeMemory.AlignedAlloc((nuint)(MR * NR * sizeof(float)), 64);
+        }
+        int needed = KC * ((nc + NR - 1) / NR * NR);
+        if (_packBCapacity < needed)
+        {
+            if (_packB != null) NativeMemory.AlignedFree(_packB);
+            _packB = (float*)NativeMemory.AlignedAlloc((nuint)needed * sizeof(float), 64);
+            _packBCapacity = needed;
+        }
+    }
+
+    /// <summary>C = alpha op(A) op(B) + beta C for the given readers and layout.</summary>
+    public static void Multiply<TA, TB, TC>(int m, int n, int k, float alpha, TA a, TB b, float beta, TC c)
+        where TA : struct, IPackA where TB : struct, IPackB where TC : struct, ICLayout
+    {
+        if (m <= 0 || n <= 0) return;
+        long flops = 2L * m * n * Math.Max(k, 1);
+        int threads = flops < 4_000_000 ? 1 : CpuParallel.Threads;
+        // Split the longer side of C so that each core gets a full-width share of micro-tiles.
+        bool splitColumns = (long)n * MR >= (long)m * NR / 4 || m < 2 * MR;
+        int units = splitColumns ? (n + NR - 1) / NR : (m + MR - 1) / MR;
+        threads = Math.Min(threads, units);
+        if (threads <= 1)
+        {
+            Run(0, m, 0, n, k, alpha, a, b, beta, c);
+            return;
+        }
+        CpuParallel.For(threads, 1, (t0, t1) =>
+        {
+            for (long t = t0; t < t1; t++)
+            {
+                int u0 = (int)(units * t / threads), u1 = (int)(units * (t + 1) / threads);
+                if (splitColumns) Run(0, m, u0 * NR, Math.Min(n, u1 * NR), k, alpha, a, b, beta, c);
+                else Run(u0 * MR, Math.Min(m, u1 * MR), 0, n, k, alpha, a, b, beta, c);
+            }
+        });
+    }
+
+    /// <summary>One core's share: rows [i0, i1) and columns [j0, j1) of C, in column panels of at
+    /// most NC so that a packed B panel (KC x NC floats, 512 KiB) stays in the core's L2.</summary>
+    private static void Run<TA, TB, TC>(int i0, int i1, int j0, int j1, int k, float alpha, TA a, TB b, float beta, TC c)
+        where TA : struct, IPackA where TB : struct, IPackB where TC : struct, ICLayout
+    {
+        for (int jc = j0; jc < j1; jc += NC)
+            RunPanel(i0, i1, jc, Math.Min(j1, jc + NC), k, alpha, a, b, beta, c);
+    }
+
+    private static void RunPanel<TA, TB, TC>(int i0, int i1, int j0, int j1, int k, float alpha, TA a, TB b, float beta, TC c)
+        where TA : struct, IPackA where TB : struct, IPackB where TC : struct, ICLayout
+    {
+        int nc = j1 - j0;
+        EnsureBuffers(nc);
+        float* packA = _packA, packB = _packB, tile = _tile;
+        if (k == 0)
+        {
+            // No products: C = beta C.
+            for (int i = i0; i < i1; i++)
+                for (int j = j0; j < j1; j++)
+                {
+                    float* p = c.Base + c.Row(i) + c.Column(j);
+                    *p = beta == 0 ? 0 : beta * *p;
+                }
+            return;
+        }
+        for (int pc = 0; pc < k; pc += KC)
+        {
+            int kc = Math.Min(KC, k - pc);
+            float betaHere = pc == 0 ? beta : 1f;
+            for (int jr = 0; jr < nc; jr += NR)
+                b.Pack(packB + (long)jr * kc, pc, kc, j0 + jr, j1);
+            for (int ic = i0; ic < i1; ic += MC)
+            {
+                int mc = Math.Min(MC, i1 - ic);
+                for (int ir = 0; ir < mc; ir += MR)
+                    a.Pack(packA + ir * kc, ic + ir, pc, kc, i1);
+                for (int jr = 0; jr < nc; jr += NR)
+                {
+                    int nr = Math.Min(NR, nc - jr);
+                    for (int ir = 0; ir < mc; ir += MR)
+                    {
+                        int mr = Math.Min(MR, mc - ir);
+                        Kernel(kc, packA + ir * kc, packB + (long)jr * kc, tile);
+                        Store(tile, mr, nr, ic + ir, j0 + jr, alpha, betaHere, c);
+                    }
+                }
+            }
+        }
+    }
+
+    /// <summary>The micro-kernel: tile[MR x NR] = sum over p &lt; kc of a[p, :]^T b[p, :].</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Kernel(int kc, float* a, float* b, float* tile)
+    {
+        Vector512<float> c00 = default, c01 = default, c02 = default, c03 = default;
+        Vector512<float> c10 = default, c11 = default, c12 = default, c13 = default;
+        Vector512<float> c20 = default, c21 = default, c22 = default, c23 = default;
+        Vector512<float> c30 = default, c31 = default, c32 = default, c33 = default;
+        Vector512<float> c40 = default, c41 = default, c42 = default, c43 = default;
+        Vector512<float> c50 = default, c51 = default, c52 = default, c53 = default;
+        for (int p = 0; p < kc; p++)
+        {
+            var b0 = Avx512F.LoadAlignedVector512(b);
+            var b1 = Avx512F.LoadAlignedVector512(b + 16);
+            var b2 = Avx512F.LoadAlignedVector512(b + 32);
+            var b3 = Avx512F.LoadAlignedVector512(b + 48);
+            var x = Vector512.Create(a[0]);
+            c00 = Avx512F.FusedMultiplyAdd(x, b0, c00); c01 = Avx512F.FusedMultiplyAdd(x, b1, c01);
+            c02 = Avx512F.FusedMultiplyAdd(x, b2, c02); c03 = Avx512F.FusedMultiplyAdd(x, b3, c03);
+            x = Vector512.Create(a[1]);
+            c10 = Avx512F.FusedMultiplyAdd(x, b0, c10); c11 = Avx512F.FusedMultiplyAdd(x, b1, c11);
+            c12 = Avx512F.FusedMultiplyAdd(x, b2, c12); c13 = Avx512F.FusedMultiplyAdd(x, b3, c13);
+            x = Vector512.Create(a[2]);
+            c20 = Avx512F.FusedMultiplyAdd(x, b0, c20); c21 = Avx512F.FusedMultiplyAdd(x, b1, c21);
+            c22 = Avx512F.FusedMultiplyAdd(x, b2, c22); c23 = Avx512F.FusedMultiplyAdd(x, b3, c23);
+            x = Vector512.Create(a[3]);
+            c30 = Avx512F.FusedMultiplyAdd(x, b0, c30); c31 = Avx512F.FusedMultiplyAdd(x, b1, c31);
+            c32 = Avx512F.FusedMultiplyAdd(x, b2, c32); c33 = Avx512F.FusedMultiplyAdd(x, b3, c33);
+            x = Vector512.Create(a[4]);
+            c40 = Avx512F.FusedMultiplyAdd(x, b0, c40); c41 = Avx512F.FusedMultiplyAdd(x, b1, c41);
+            c42 = Avx512F.FusedMultiplyAdd(x, b2, c42); c43 = Avx512F.FusedMultiplyAdd(x, b3, c43);
+            x = Vector512.Create(a[5]);
+            c50 = Avx512F.FusedMultiplyAdd(x, b0, c50); c51 = Avx512F.FusedMultiplyAdd(x, b1, c51);
+            c52 = Avx512F.FusedMultiplyAdd(x, b2, c52); c53 = Avx512F.FusedMultiplyAdd(x, b3, c53);
+            a += MR;
+            b += NR;
+        }
+        Avx512F.StoreAligned(tile + 0, c00); Avx512F.StoreAligned(tile + 16, c01); Avx512F.StoreAligned(tile + 32, c02); Avx512F.StoreAligned(tile + 48, c03);
+        Avx512F.StoreAligned(tile + 64, c10); Avx512F.StoreAligned(tile + 80, c11); Avx512F.StoreAligned(tile + 96, c12); Avx512F.StoreAligned(tile + 112, c13);
+        Avx512F.StoreAligned(tile + 128, c20); Avx512F.StoreAligned(tile + 144, c21); Avx512F.StoreAligned(tile + 160, c22); Avx512F.StoreAligned(tile + 176, c23);
+        Avx512F.StoreAligned(tile + 192, c30); Avx512F.StoreAligned(tile + 208, c31); Avx512F.StoreAligned(tile + 224, c32); Avx512F.StoreAligned(tile + 240, c33);
+        Avx512F.StoreAligned(tile + 256, c40); Avx512F.StoreAligned(tile + 272, c41); Avx512F.StoreAligned(tile + 288, c42); Avx512F.StoreAligned(tile + 304, c43);
+        Avx512F.StoreAligned(tile + 320, c50); Avx512F.StoreAligned(tile + 336, c51); Avx512F.StoreAligned(tile + 352, c52); Avx512F.StoreAligned(tile + 368, c53);
+    }
+
+    /// <summary>C[i0 + r, j0 + col] = alpha tile[r, col] + beta C[...] for the valid part of the tile.</summary>
+    private static void Store<TC>(float* tile, int mr, int nr, int i0, int j0, float alpha, float beta, TC c) where TC : struct, ICLayout
+    {
+        float* baseC = c.Base;
+        if (nr == NR && c.Contiguous(j0, NR))
+        {
+            var va = Vector512.Create(alpha);
+            var vb = Vector512.Create(beta);
+            long col = c.Column(j0);
+            for (int r = 0; r < mr; r++)
+            {
+                float* dst = baseC + c.Row(i0 + r) + col;
+                float* src = tile + r * NR;
+                for (int v = 0; v < NR; v += 16)
+                {
+                    var acc = Vector512.Load(src + v) * va;
+                    if (beta != 0) acc = Avx512F.FusedMultiplyAdd(vb, Vector512.Load(dst + v), acc);
+                    acc.Store(dst + v);
+                }
+            }
+            return;
+        }
+        long* columns = stackalloc long[NR];
+        for (int col = 0; col < nr; col++) columns[col] = c.Column(j0 + col);
+        for (int r = 0; r < mr; r++)
+        {
+            float* row = baseC + c.Row(i0 + r);
+            float* src = tile + r * NR;
+            for (int col = 0; col < nr; col++)
+            {
+                float* dst = row + columns[col];
+                *dst = beta == 0 ? alpha * src[col] : alpha * src[col] + beta * *dst;
+            }
+        }
+    }
+}
+
+// ------------------------------------------------------------------ dense matrices
+
+/// <summary>op(A) of a row-major matrix: A[i, k] at a[i lda + k], or transposed at a[k lda + i].</summary>
+internal readonly unsafe struct DenseA(float* a, int lda, bool transposed) : IPackA
+{
+    public void Pack(float* dst, int i0, int k0, int kc, int m)
+    {
+        int rows = Math.Min(Sgemm.MR, m - i0);
+        if (rows < Sgemm.MR) new Span<float>(dst, kc * Sgemm.MR).Clear();
+        if (transposed)
+        {
+            for (int p = 0; p < kc; p++)
+            {
+                float* src = a + (long)(k0 + p) * lda + i0;
+                for (int r = 0; r < rows; r++) dst[p * Sgemm.MR + r] = src[r];
+            }
+        }
+        else
+        {
+            for (int r = 0; r < rows; r++)
+            {
+                float* src = a + (long)(i0 + r) * lda + k0;
+                for (int p = 0; p < kc; p++) dst[p * Sgemm.MR + r] = src[p];
+            }
+        }
+    }
+}
+
+/// <summary>op(B) of a row-major matrix: B[k, j] at b[k ldb + j], or transposed at b[j ldb + k].</summary>
+internal readonly unsafe struct DenseB(float* b, int ldb, bool transposed) : IPackB
+{
+    public void Pack(float* dst, int k0, int kc, int j0, int n)
+    {
+        int cols = Math.Min(Sgemm.NR, n - j0);
+        if (!transposed)
+        {
+            for (int p = 0; p < kc; p++)
+            {
+                float* src = b + (long)(k0 + p) * ldb + j0;
+                float* d = dst + p * Sgemm.NR;
+                new ReadOnlySpan<float>(src, cols).CopyTo(new Span<float>(d, cols));
+                if (cols < Sgemm.NR) new Span<float>(d + cols, Sgemm.NR - cols).Clear();
+            }
+        }
+        else
+        {
+            if (cols < Sgemm.NR) new Span<float>(dst, kc * Sgemm.NR).Clear();
+            for (int c = 0; c < cols; c++)
+            {
+                float* src = b + (long)(j0 + c) * ldb + k0;
+                for (int p = 0; p < kc; p++) dst[p * Sgemm.NR + c] = src[p];
+            }
+        }
+    }
+}
+
+/// <summary>A row-major C with leading dimension ldc.</summary>
+internal readonly unsafe struct DenseC(float* c, int ldc) : ICLayout
+{
+    public float* Base => c;
+    public long Row(int i) => (long)i * ldc;
+    public long Column(int j) => j;
+    public bool Contiguous(int j0, int count) => true;
+}
