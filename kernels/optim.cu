@@ -1,0 +1,58 @@
+// optim.cu: the per-parameter updates of training (ProGAN section A.1).
+//
+//   adam_update      m = b1 m + (1 - b1) g
+//                    v = b2 v + (1 - b2) g^2
+//                    p = p - lr_t m / (sqrt(v) + eps),   lr_t = lr sqrt(1 - b2^t) / (1 - b1^t)
+//                    TensorFlow's form, which the official ProGAN uses (lr 0.001, b1 0, b2 0.99,
+//                    eps 1e-8): the bias corrections fold into the step size and eps is added
+//                    to sqrt(v) unscaled. t counts from 1.
+//   ema_update       ema = p + beta (ema - p)
+//                    The generator average Gs of section A.1 (beta = 0.999), after every step.
+//   count_nonfinite  *count += the number of NaN or infinite values in x.
+//                    A training step whose gradients are not all finite is skipped.
+//
+// Threads (adam_update, ema_update): a grid-stride loop over the n parameters, one per thread
+// per step; coalesced, bandwidth-bound. lr_t is the same for every element: each thread
+// computes it once, in double, exactly as CpuBackend.AdamUpdate, so both backends take the same
+// step. Launch: BlockSize threads, blocks to fill the device.
+//
+// Threads (count_nonfinite): a grid-stride loop in which each thread counts its elements, a
+// shared-memory tree per block (block_sum in common.cuh), and one atomicAdd per block into the
+// 64-bit counter, which the host zeroes before the launch. Counts are integers, so the order of
+// the atomic additions cannot change the result. A value is non-finite when its exponent bits
+// are all ones (NaN or infinity): a bit test, immune to compiler assumptions about NaN.
+#include "common.cuh"
+
+extern "C" __global__ void adam_update(float* p, const float* g, float* m, float* v, long long n,
+                                       float lr, float beta1, float beta2, float eps, int step)
+{
+    const float lrT = (float)(lr * sqrt(1.0 - pow((double)beta2, step)) / (1.0 - pow((double)beta1, step)));
+    for (long long i = grid_start(); i < n; i += grid_stride())
+    {
+        const float gi = g[i];
+        const float mi = beta1 * m[i] + (1.0f - beta1) * gi;
+        const float vi = beta2 * v[i] + (1.0f - beta2) * gi * gi;
+        m[i] = mi;
+        v[i] = vi;
+        p[i] -= lrT * mi / (sqrtf(vi) + eps);
+    }
+}
+
+extern "C" __global__ void ema_update(float* ema, const float* p, long long n, float beta)
+{
+    for (long long i = grid_start(); i < n; i += grid_stride())
+    {
+        const float pi = p[i];
+        ema[i] = pi + beta * (ema[i] - pi);
+    }
+}
+
+extern "C" __global__ void count_nonfinite(const float* x, long long n, unsigned long long* count)
+{
+    __shared__ unsigned long long scratch[MAX_BLOCK];
+    unsigned long long local = 0;
+    for (long long i = grid_start(); i < n; i += grid_stride())
+        if ((__float_as_uint(x[i]) & 0x7f800000u) == 0x7f800000u) local++;
+    const unsigned long long total = block_sum(local, scratch);
+    if (threadIdx.x == 0 && total != 0) atomicAdd(count, total);
+}

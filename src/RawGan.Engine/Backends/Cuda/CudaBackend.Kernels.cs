@@ -1,0 +1,237 @@
+using System.Numerics;
+using System.Runtime.InteropServices;
+
+namespace RawGan.Engine.Backends.Cuda;
+
+// The kernel methods of IBackend: each one checks what the CPU backend checks, chooses the
+// launch shape its kernel's opening comment describes (kernels/*.cu), packs the arguments in the
+// kernel's parameter order and launches. Nothing here allocates on the managed heap.
+public sealed unsafe partial class CudaBackend : IBackend
+{
+    // ------------------------------------------------------------------ launch shapes
+
+    private Dim3 Block1D => new((uint)BlockSize);
+
+    /// <summary>A grid-stride kernel over n items (elementwise.cu and friends).</summary>
+    private void LaunchElementwise(string kernel, long n, KernelArgs args)
+    {
+        if (n <= 0) return;
+        Launch(kernel, Grid1D(n), Block1D, 0, args);
+    }
+
+    /// <summary>One block per item (a sample, a group, an output), capped at CUDA's grid limit;
+    /// the kernels loop over items by block, so the cap is only a limit on parallelism.</summary>
+    private static Dim3 GridPerItem(long items) => new((uint)Math.Clamp(items, 0, int.MaxValue));
+
+    /// <summary>The two-dimensional block of the tiled GEMM and convolutions (gemm_tile.cuh):
+    /// BlockSize threads as close to square as a power of two allows (16 x 16 for 256, 8 x 4 for 32),
+    /// x the longer side so a warp spans whole rows of the tile.</summary>
+    private Dim3 TileBlock
+    {
+        get
+        {
+            int log = BitOperations.Log2((uint)BlockSize);
+            uint bx = 1u << ((log + 1) / 2);
+            return new Dim3(bx, (uint)BlockSize / bx);
+        }
+    }
+
+    // Must match GEMM_TM, GEMM_TN, GEMM_BK and gemm_tile_shared_bytes in kernels/gemm_tile.cuh.
+    private const int TileRowsPerThread = 4, TileColumnsPerThread = 4, TileDepth = 16;
+
+    /// <summary>Launches a tiled kernel whose output is a rows x columns matrix.</summary>
+    private void LaunchTiled(string kernel, long rows, long columns, KernelArgs args)
+    {
+        if (rows <= 0 || columns <= 0) return;
+        var block = TileBlock;
+        long tileRows = TileRowsPerThread * block.Y, tileColumns = TileColumnsPerThread * block.X;
+        long gridX = (columns + tileColumns - 1) / tileColumns, gridY = (rows + tileRows - 1) / tileRows;
+        if (gridX > int.MaxValue || gridY > 65535)
+            throw new ArgumentException($"{kernel}: a {rows} x {columns} output needs a grid of {gridX} x {gridY} tiles; CUDA allows {int.MaxValue} x 65535");
+        uint shared = (uint)(sizeof(float) * TileDepth * ((tileRows + 1) + (tileColumns + 1)));
+        Launch(kernel, new Dim3((uint)gridX, (uint)gridY), block, shared, args);
+    }
+
+    // ------------------------------------------------------------------ elementwise.cu
+
+    public void Fill(DeviceBuffer y, long n, float value) =>
+        LaunchElementwise("fill", n, new KernelArgs().Ptr(y).Long(n).Float(value));
+
+    public void Scale(DeviceBuffer x, DeviceBuffer y, long n, float a) =>
+        LaunchElementwise("scale", n, new KernelArgs().Ptr(x).Ptr(y).Long(n).Float(a));
+
+    public void AddScalar(DeviceBuffer x, DeviceBuffer y, long n, float b) =>
+        LaunchElementwise("add_scalar", n, new KernelArgs().Ptr(x).Ptr(y).Long(n).Float(b));
+
+    public void Square(DeviceBuffer x, DeviceBuffer y, long n) =>
+        LaunchElementwise("square", n, new KernelArgs().Ptr(x).Ptr(y).Long(n));
+
+    public void Sqrt(DeviceBuffer x, DeviceBuffer y, long n) =>
+        LaunchElementwise("sqrt_forward", n, new KernelArgs().Ptr(x).Ptr(y).Long(n));
+
+    public void Rsqrt(DeviceBuffer x, DeviceBuffer y, long n) =>
+        LaunchElementwise("rsqrt_forward", n, new KernelArgs().Ptr(x).Ptr(y).Long(n));
+
+    public void LeakyReluForward(DeviceBuffer x, DeviceBuffer y, long n, float slope) =>
+        LaunchElementwise("leaky_relu_forward", n, new KernelArgs().Ptr(x).Ptr(y).Long(n).Float(slope));
+
+    public void LeakyReluBackward(DeviceBuffer x, DeviceBuffer gy, DeviceBuffer gx, long n, float slope) =>
+        LaunchElementwise("leaky_relu_backward", n, new KernelArgs().Ptr(x).Ptr(gy).Ptr(gx).Long(n).Float(slope));
+
+    public void LerpScalar(DeviceBuffer a, DeviceBuffer b, DeviceBuffer y, long n, float t) =>
+        LaunchElementwise("lerp_scalar", n, new KernelArgs().Ptr(a).Ptr(b).Ptr(y).Long(n).Float(t));
+
+    public void LerpPerSample(DeviceBuffer a, DeviceBuffer b, DeviceBuffer t, DeviceBuffer y, int samples, int inner) =>
+        LaunchElementwise("lerp_per_sample", (long)samples * inner, new KernelArgs().Ptr(a).Ptr(b).Ptr(t).Ptr(y).Int(samples).Int(inner));
+
+    // ------------------------------------------------------------------ broadcast.cu
+
+    public void Add(DeviceBuffer a, Dims4 aDims, DeviceBuffer b, Dims4 bDims, DeviceBuffer y, Dims4 yDims) => Binary("add_broadcast", a, aDims, b, bDims, y, yDims);
+    public void Sub(DeviceBuffer a, Dims4 aDims, DeviceBuffer b, Dims4 bDims, DeviceBuffer y, Dims4 yDims) => Binary("sub_broadcast", a, aDims, b, bDims, y, yDims);
+    public void Mul(DeviceBuffer a, Dims4 aDims, DeviceBuffer b, Dims4 bDims, DeviceBuffer y, Dims4 yDims) => Binary("mul_broadcast", a, aDims, b, bDims, y, yDims);
+    public void Div(DeviceBuffer a, Dims4 aDims, DeviceBuffer b, Dims4 bDims, DeviceBuffer y, Dims4 yDims) => Binary("div_broadcast", a, aDims, b, bDims, y, yDims);
+
+    private void Binary(string kernel, DeviceBuffer a, Dims4 aDims, DeviceBuffer b, Dims4 bDims, DeviceBuffer y, Dims4 yDims) =>
+        LaunchElementwise(kernel, yDims.Length, new KernelArgs().Ptr(a).Dims(aDims).Ptr(b).Dims(bDims).Ptr(y).Dims(yDims));
+
+    public void BroadcastTo(DeviceBuffer x, Dims4 xDims, DeviceBuffer y, Dims4 yDims) =>
+        LaunchElementwise("broadcast_to", yDims.Length, new KernelArgs().Ptr(x).Dims(xDims).Ptr(y).Dims(yDims));
+
+    /// <summary>SUM_TO_SERIAL_MAX in kernels/broadcast.cu: up to this many values per output,
+    /// sum_to uses one thread per output; above it, one block per output.</summary>
+    private const long SumToSerialMax = 64;
+
+    public void SumTo(DeviceBuffer x, Dims4 xDims, DeviceBuffer y, Dims4 yDims)
+    {
+        long outputs = yDims.Length;
+        if (outputs <= 0) return;
+        long perOutput = xDims.Length / outputs;
+        var args = new KernelArgs().Ptr(x).Dims(xDims).Ptr(y).Dims(yDims);
+        Launch("sum_to", perOutput <= SumToSerialMax ? Grid1D(outputs) : GridPerItem(outputs), Block1D, 0, args);
+    }
+
+    // ------------------------------------------------------------------ gemm.cu
+
+    public void Gemm(bool transA, bool transB, int m, int n, int k, float alpha, DeviceBuffer a, DeviceBuffer b, float beta, DeviceBuffer c)
+    {
+        if (m < 0 || n < 0 || k < 0) throw new ArgumentException($"Gemm: negative size m={m} n={n} k={k}");
+        LaunchTiled("sgemm", m, n, new KernelArgs().Int(transA ? 1 : 0).Int(transB ? 1 : 0).Int(m).Int(n).Int(k).Float(alpha).Ptr(a).Ptr(b).Float(beta).Ptr(c));
+    }
+
+    // ------------------------------------------------------------------ conv.cu
+
+    private static void CheckConv(int n, int cin, int h, int w, int cout, int k)
+    {
+        if (n <= 0 || cin <= 0 || h <= 0 || w <= 0 || cout <= 0 || k <= 0 || k % 2 == 0)
+            throw new ArgumentException($"conv2d: invalid sizes n={n} cin={cin} h={h} w={w} cout={cout} k={k} (k must be odd)");
+        if ((long)n * h * w > int.MaxValue || (long)Math.Max(cin, cout) * k * k > int.MaxValue)
+            throw new ArgumentException($"conv2d: n={n} h={h} w={w} cin={cin} cout={cout} k={k} overflows the kernels' 32-bit indices");
+    }
+
+    private static KernelArgs ConvArgs(DeviceBuffer first, DeviceBuffer second, DeviceBuffer output, int n, int cin, int h, int wd, int cout, int k, float scale) =>
+        new KernelArgs().Ptr(first).Ptr(second).Ptr(output).Int(n).Int(cin).Int(h).Int(wd).Int(cout).Int(k).Float(scale);
+
+    public void Conv2dForward(DeviceBuffer x, DeviceBuffer w, DeviceBuffer y, int n, int cin, int h, int wd, int cout, int k, float scale)
+    {
+        CheckConv(n, cin, h, wd, cout, k);
+        LaunchTiled("conv2d_forward", cout, (long)n * h * wd, ConvArgs(x, w, y, n, cin, h, wd, cout, k, scale));
+    }
+
+    public void Conv2dBackwardInput(DeviceBuffer gy, DeviceBuffer w, DeviceBuffer gx, int n, int cin, int h, int wd, int cout, int k, float scale)
+    {
+        CheckConv(n, cin, h, wd, cout, k);
+        LaunchTiled("conv2d_backward_input", cin, (long)n * h * wd, ConvArgs(gy, w, gx, n, cin, h, wd, cout, k, scale));
+    }
+
+    public void Conv2dBackwardWeight(DeviceBuffer x, DeviceBuffer gy, DeviceBuffer gw, int n, int cin, int h, int wd, int cout, int k, float scale)
+    {
+        CheckConv(n, cin, h, wd, cout, k);
+        LaunchTiled("conv2d_backward_weight", cout, (long)cin * k * k, ConvArgs(x, gy, gw, n, cin, h, wd, cout, k, scale));
+    }
+
+    // ------------------------------------------------------------------ resample.cu
+
+    public void Upsample2x(DeviceBuffer x, DeviceBuffer y, int planes, int h, int w, float gain) =>
+        LaunchElementwise("upsample2x_nearest", 4L * planes * h * w, new KernelArgs().Ptr(x).Ptr(y).Int(planes).Int(h).Int(w).Float(gain));
+
+    public void AvgPool2x(DeviceBuffer x, DeviceBuffer y, int planes, int h, int w, float gain)
+    {
+        if (h % 2 != 0 || w % 2 != 0) throw new ArgumentException($"avgpool2x: height and width must be even, got {h}x{w}");
+        LaunchElementwise("avgpool2x", (long)planes * (h / 2) * (w / 2), new KernelArgs().Ptr(x).Ptr(y).Int(planes).Int(h).Int(w).Float(gain));
+    }
+
+    // ------------------------------------------------------------------ channels.cu
+
+    public void CopyChannels(DeviceBuffer src, int srcChannels, int srcStart, DeviceBuffer dst, int dstChannels, int dstStart, int count, int samples, int plane) =>
+        LaunchElementwise("copy_channels", (long)count * plane * samples,
+            new KernelArgs().Ptr(src).Int(srcChannels).Int(srcStart).Ptr(dst).Int(dstChannels).Int(dstStart).Int(count).Int(samples).Int(plane));
+
+    // ------------------------------------------------------------------ pixelnorm.cu
+
+    public void PixelNormForward(DeviceBuffer x, DeviceBuffer y, int n, int c, int plane, float eps) =>
+        LaunchElementwise("pixelnorm_forward", (long)n * plane, new KernelArgs().Ptr(x).Ptr(y).Int(n).Int(c).Int(plane).Float(eps));
+
+    public void PixelNormBackward(DeviceBuffer x, DeviceBuffer gy, DeviceBuffer gx, int n, int c, int plane, float eps) =>
+        LaunchElementwise("pixelnorm_backward", (long)n * plane, new KernelArgs().Ptr(x).Ptr(gy).Ptr(gx).Int(n).Int(c).Int(plane).Float(eps));
+
+    // ------------------------------------------------------------------ mbstd.cu
+
+    private static void CheckGroups(int n, int groupSize, string op)
+    {
+        if (groupSize <= 0 || n % groupSize != 0)
+            throw new ArgumentException($"{op}: batch {n} is not divisible by group size {groupSize}");
+    }
+
+    public void MinibatchStdDevForward(DeviceBuffer x, DeviceBuffer y, int n, int c, int plane, int groupSize, float eps)
+    {
+        CheckGroups(n, groupSize, "minibatch_stddev_forward");
+        Launch("minibatch_stddev_forward", GridPerItem(n / groupSize), Block1D, 0,
+            new KernelArgs().Ptr(x).Ptr(y).Int(n).Int(c).Int(plane).Int(groupSize).Float(eps));
+    }
+
+    public void MinibatchStdDevBackward(DeviceBuffer x, DeviceBuffer gy, DeviceBuffer gx, int n, int c, int plane, int groupSize, float eps)
+    {
+        CheckGroups(n, groupSize, "minibatch_stddev_backward");
+        Launch("minibatch_stddev_backward", GridPerItem(n / groupSize), Block1D, 0,
+            new KernelArgs().Ptr(x).Ptr(gy).Ptr(gx).Int(n).Int(c).Int(plane).Int(groupSize).Float(eps));
+    }
+
+    // ------------------------------------------------------------------ wgan_gp.cu
+
+    public void GradientPenaltyForward(DeviceBuffer g, DeviceBuffer norm, DeviceBuffer penalty, int samples, int inner, float target) =>
+        Launch("gradient_penalty_forward", GridPerItem(samples), Block1D, 0,
+            new KernelArgs().Ptr(g).Ptr(norm).Ptr(penalty).Int(samples).Int(inner).Float(target));
+
+    public void GradientPenaltyBackward(DeviceBuffer g, DeviceBuffer norm, DeviceBuffer gpenalty, DeviceBuffer gg, int samples, int inner, float target) =>
+        LaunchElementwise("gradient_penalty_backward", (long)samples * inner,
+            new KernelArgs().Ptr(g).Ptr(norm).Ptr(gpenalty).Ptr(gg).Int(samples).Int(inner).Float(target));
+
+    // ------------------------------------------------------------------ optim.cu
+
+    public void AdamUpdate(DeviceBuffer p, DeviceBuffer g, DeviceBuffer m, DeviceBuffer v, long n, float lr, float beta1, float beta2, float eps, int step) =>
+        LaunchElementwise("adam_update", n, new KernelArgs().Ptr(p).Ptr(g).Ptr(m).Ptr(v).Long(n).Float(lr).Float(beta1).Float(beta2).Float(eps).Int(step));
+
+    public void EmaUpdate(DeviceBuffer ema, DeviceBuffer p, long n, float beta) =>
+        LaunchElementwise("ema_update", n, new KernelArgs().Ptr(ema).Ptr(p).Long(n).Float(beta));
+
+    public long CountNonFinite(DeviceBuffer x, long n)
+    {
+        if (n <= 0) return 0;
+        // A 64-bit counter in two floats of device memory: zeroed by a copy, added to by one
+        // atomicAdd per block, read back. The caching allocator serves it without cuMemAlloc.
+        var counter = Allocate(2);
+        try
+        {
+            Span<float> host = stackalloc float[2];
+            host.Clear();
+            Upload(host, counter);
+            Launch("count_nonfinite", Grid1D(n), Block1D, 0, new KernelArgs().Ptr(x).Long(n).Ptr(counter));
+            Download(counter, host);
+            return (long)MemoryMarshal.Read<ulong>(MemoryMarshal.AsBytes(host));
+        }
+        finally
+        {
+            Free(counter);
+        }
+    }
+}
