@@ -1,5 +1,7 @@
+using System.Collections.Concurrent;
 using RawGan.Engine.Backends;
 using RawGan.Engine.Backends.Cpu;
+using RawGan.Engine.Backends.Cuda;
 
 namespace RawGan.Engine.Tests;
 
@@ -24,12 +26,21 @@ public static class TestBackends
         get
         {
             yield return "cpu";
+            yield return "cuda-emulated";
         }
     }
 
     public static IBackend Get(string name) => name switch
     {
         "cpu" => CpuBackend.Shared,
+        "cuda-emulated" => Emulated(),
         _ => throw new ArgumentException($"unknown test backend '{name}'"),
     };
+
+    private static readonly ConcurrentDictionary<int, Lazy<CudaBackend>> EmulatedBackends = new();
+
+    /// <summary>The CUDA backend over the emulated driver, one per block size, shared by the tests
+    /// (the emulator library is built once and cached on disk).</summary>
+    public static CudaBackend Emulated(int blockSize = 256) =>
+        EmulatedBackends.GetOrAdd(blockSize, b => new Lazy<CudaBackend>(() => new CudaBackend(new EmulatedDriver(), b))).Value;
 }
