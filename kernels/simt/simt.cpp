@@ -49,10 +49,7 @@
 
 #include "simt.h"
 
-thread_local uint3 threadIdx;
-thread_local uint3 blockIdx;
-thread_local dim3 blockDim;
-thread_local dim3 gridDim;
+__thread simt_builtin_variables simt_builtins;
 
 namespace
 {
@@ -213,7 +210,7 @@ struct Job
     const char* kernel;
     simt::thread_body body;
     const void* bound;
-    dim3 grid, block;
+    uint3 grid, block;
     unsigned sharedBytes;
     unsigned threadsPerBlock;
     unsigned long long totalBlocks;
@@ -230,7 +227,7 @@ struct Job
     }
 };
 
-uint3 unflatten(unsigned long long i, const dim3& d)
+uint3 unflatten(unsigned long long i, const uint3& d)
 {
     uint3 r;
     r.x = static_cast<unsigned>(i % d.x);
@@ -287,9 +284,20 @@ void run_block(ThreadState& ts, Job& job, unsigned long long linear)
     {
         // Thread 0 never waited: run the others as plain calls. A barrier reached now is one
         // that thread 0 skipped, which __syncthreads() reports.
+        const uint3 d = job.block;
+        uint3 t{0, 0, 0};
         for (unsigned i = 1; i < n; i++)
         {
-            threadIdx = unflatten(i, blockDim);
+            if (++t.x == d.x)
+            {
+                t.x = 0;
+                if (++t.y == d.y)
+                {
+                    t.y = 0;
+                    ++t.z;
+                }
+            }
+            threadIdx = t;
             ts.body(ts.bound);
         }
         return;
@@ -507,8 +515,8 @@ int launch(const char* kernel, thread_body body, const void* bound, const simt_l
         job.kernel = kernel;
         job.body = body;
         job.bound = bound;
-        job.grid = dim3(config->grid[0], config->grid[1], config->grid[2]);
-        job.block = dim3(config->block[0], config->block[1], config->block[2]);
+        job.grid = uint3{config->grid[0], config->grid[1], config->grid[2]};
+        job.block = uint3{config->block[0], config->block[1], config->block[2]};
         job.sharedBytes = config->shared_bytes;
         job.threadsPerBlock = config->block[0] * config->block[1] * config->block[2];
         job.totalBlocks = 1ull * config->grid[0] * config->grid[1] * config->grid[2];

@@ -54,13 +54,22 @@ struct dim3
 {
     unsigned int x, y, z;
     constexpr dim3(unsigned int vx = 1, unsigned int vy = 1, unsigned int vz = 1) : x(vx), y(vy), z(vz) {}
+    constexpr dim3(uint3 v) : x(v.x), y(v.y), z(v.z) {}
 };
 
 // Written by the runtime before a fiber (one CUDA thread) runs or resumes; read by kernels.
-extern thread_local uint3 threadIdx;
-extern thread_local uint3 blockIdx;
-extern thread_local dim3 blockDim;
-extern thread_local dim3 gridDim;
+// All four live in one GNU __thread struct: plain data needs no initialisation check, and one
+// thread variable costs a kernel one thread-local address lookup instead of four.
+// blockDim and gridDim are uint3 here (dim3 on a GPU); a dim3 converts from one.
+struct simt_builtin_variables
+{
+    uint3 threadIdx, blockIdx, blockDim, gridDim;
+};
+extern __thread simt_builtin_variables simt_builtins;
+#define threadIdx (simt_builtins.threadIdx)
+#define blockIdx (simt_builtins.blockIdx)
+#define blockDim (simt_builtins.blockDim)
+#define gridDim (simt_builtins.gridDim)
 constexpr int warpSize = 32;
 
 // ------------------------------------------------------------------ synchronisation
