@@ -174,7 +174,7 @@ public static class ImageOps
     /// <summary>
     /// Removes alpha by compositing over black: each colour becomes <c>round(colour * alpha / 255)</c>,
     /// so transparent areas turn black and half-transparent edges blend into it. This is what
-    /// <c>Data.ImageFolder</c> does: the colour stored under a transparent pixel is often
+    /// <see cref="Data.ImageFolder"/> does: the colour stored under a transparent pixel is often
     /// arbitrary, and simply dropping alpha would show it.
     /// </summary>
     public static Image CompositeOnBlack(Image image)

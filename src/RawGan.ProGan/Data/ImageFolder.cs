@@ -1,0 +1,220 @@
+using RawGan.ProGan.Imaging;
+using RawGan.ProGan.IO;
+
+namespace RawGan.ProGan.Data;
+
+/// <summary>A file an image folder could not use, and why.</summary>
+public sealed record SkippedFile(string RelativePath, string Reason);
+
+/// <summary>
+/// What happened while reading an image folder: how many files looked like images, how many were
+/// used, and the first few that were skipped (with reasons) so the user can find them.
+/// </summary>
+public sealed class ImageFolderReport
+{
+    /// <summary>How many skipped files are listed by name.</summary>
+    public const int SkippedShown = 5;
+
+    private readonly List<SkippedFile> _firstSkipped = new();
+    private readonly object _lock = new();
+
+    public int Candidates { get; internal set; }
+    public int Loaded { get; internal set; }
+    public int Skipped { get; private set; }
+    public IReadOnlyList<SkippedFile> FirstSkipped => _firstSkipped;
+    /// <summary>False when the images were taken from an existing cache without reading the folder.</summary>
+    public bool FolderRead { get; internal set; } = true;
+
+    internal void Skip(string relativePath, string reason)
+    {
+        lock (_lock)
+        {
+            Skipped++;
+            if (_firstSkipped.Count < SkippedShown)
+                _firstSkipped.Add(new SkippedFile(relativePath, reason));
+        }
+    }
+
+    /// <summary>One or more lines for the user, e.g. "1000 images used, 2 skipped: ...".</summary>
+    public override string ToString()
+    {
+        if (!FolderRead)
+            return "images taken from the prepared cache (the folder has not changed)";
+        var text = $"{Loaded} of {Candidates} image files used";
+        if (Skipped == 0)
+            return text;
+        text += $", {Skipped} skipped:";
+        foreach (var skipped in _firstSkipped)
+            text += $"\n  {skipped.RelativePath}: {skipped.Reason}";
+        if (Skipped > _firstSkipped.Count)
+            text += $"\n  ... and {Skipped - _firstSkipped.Count} more";
+        return text;
+    }
+}
+
+/// <summary>
+/// A folder of the user's own pictures, searched recursively for PNG and JPEG files of any size
+/// and mode. Each picture is decoded, alpha is composited on black, the largest centred square is
+/// cropped and area-resized to the training resolution.
+///
+/// Grey or colour: the data set is grey (one channel) only when every readable file stores grey
+/// samples (PNG colour types 0 and 4, single-component JPEG); otherwise it is RGB and grey pictures
+/// are repeated into all three channels. The rule looks at file headers, so it is decided before any
+/// picture is decoded.
+///
+/// Files that cannot be used (corrupt, truncated, not really an image, JPEG without libturbojpeg)
+/// are skipped and counted in an <see cref="ImageFolderReport"/>; a folder with no usable picture
+/// at all is an error that names the folder. Hidden files and folders are ignored.
+/// </summary>
+public sealed class ImageFolder
+{
+    private readonly (string Path, long Length, long Modified)[] _files;
+
+    private ImageFolder(string folder, (string, long, long)[] files, int channels, ImageFolderReport headerReport)
+    {
+        Folder = folder;
+        _files = files;
+        Channels = channels;
+        HeaderReport = headerReport;
+    }
+
+    public string Folder { get; }
+    /// <summary>1 when every picture is grey, else 3.</summary>
+    public int Channels { get; }
+    /// <summary>The usable-looking files, full paths, in ordinal order of their paths.</summary>
+    public IReadOnlyList<string> Files => _files.Select(f => f.Path).ToArray();
+    public int Count => _files.Length;
+    /// <summary>Files already rejected by their header while scanning.</summary>
+    internal ImageFolderReport HeaderReport { get; }
+
+    /// <summary>
+    /// Scans <paramref name="folder"/> and reads every candidate's header. Throws
+    /// <see cref="DirectoryNotFoundException"/> for a missing folder and
+    /// <see cref="InvalidFileException"/> (naming the folder) when no file in it is a readable image.
+    /// </summary>
+    public static ImageFolder Open(string folder)
+    {
+        if (!Directory.Exists(folder))
+            throw new DirectoryNotFoundException($"the image folder '{folder}' does not exist");
+        var options = new EnumerationOptions
+        {
+            RecurseSubdirectories = true,
+            IgnoreInaccessible = true,
+            AttributesToSkip = FileAttributes.Hidden | FileAttributes.System,
+        };
+        var candidates = Directory.EnumerateFiles(folder, "*", options)
+            .Where(path => ImageFile.Extensions.Contains(System.IO.Path.GetExtension(path).ToLowerInvariant()))
+            .Where(path => !System.IO.Path.GetFileName(path).StartsWith('.'))
+            .Order(StringComparer.Ordinal)
+            .ToArray();
+
+        var report = new ImageFolderReport { Candidates = candidates.Length };
+        var infos = new (bool Usable, bool Grey, long Length, long Modified)[candidates.Length];
+        Parallel.For(0, candidates.Length, i =>
+        {
+            try
+            {
+                var file = new FileInfo(candidates[i]);
+                var (_, _, grey) = ImageFile.ReadInfo(candidates[i]);
+                infos[i] = (true, grey, file.Length, file.LastWriteTimeUtc.Ticks);
+            }
+            catch (Exception ex) when (ex is InvalidFileException or IOException or UnauthorizedAccessException or InvalidOperationException)
+            {
+                report.Skip(System.IO.Path.GetRelativePath(folder, candidates[i]), Reason(ex));
+            }
+        });
+
+        var usable = candidates.Select((path, i) => (path, info: infos[i])).Where(p => p.info.Usable).ToArray();
+        if (usable.Length == 0)
+        {
+            string why = candidates.Length == 0
+                ? "no .png, .jpg or .jpeg files in it or its subfolders"
+                : $"none of its {candidates.Length} image files can be read: " + report;
+            throw new InvalidFileException(folder, $"no usable image ({why})");
+        }
+        int channels = usable.All(p => p.info.Grey) ? 1 : 3;
+        return new ImageFolder(folder, usable.Select(p => (p.path, p.info.Length, p.info.Modified)).ToArray(), channels, report);
+    }
+
+    /// <summary>
+    /// Identifies the folder's content and the preparation: any added, removed, renamed, resized or
+    /// re-saved file, or another resolution, changes it (so a stale cache is rebuilt).
+    /// </summary>
+    public byte[] SourceHash(int resolution) => DatasetCache.HashSources(
+        new[] { $"RawGan image folder v1; resolution {resolution}; channels {Channels}; centre crop, area resize, alpha on black" }
+            .Concat(_files.Select(f => $"{System.IO.Path.GetRelativePath(Folder, f.Path)}|{f.Length}|{f.Modified}")));
+
+    /// <summary>
+    /// Picture <paramref name="index"/> prepared for training: 8-bit CHW, <see cref="Channels"/> x
+    /// <paramref name="resolution"/>². Throws for an unreadable file.
+    /// </summary>
+    public byte[] LoadImage(int index, int resolution)
+    {
+        var image = ImageOps.CompositeOnBlack(ImageFile.Load(_files[index].Path));
+        image = Channels == 1 ? ImageOps.ToGrey(image) : ImageOps.ToRgb(image);
+        image = ImageOps.ResizeArea(ImageOps.CenterCropSquare(image), resolution);
+        int plane = resolution * resolution;
+        var chw = new byte[Channels * plane];
+        for (int p = 0; p < plane; p++)
+            for (int c = 0; c < Channels; c++)
+                chw[c * plane + p] = image.Pixels[p * Channels + c];
+        return chw;
+    }
+
+    /// <summary>
+    /// Every usable picture in order, decoded a batch at a time on all cores. Unreadable files are
+    /// skipped and recorded in <paramref name="report"/>; if none is usable, throws
+    /// <see cref="InvalidFileException"/> naming the folder.
+    /// </summary>
+    public IEnumerable<byte[]> LoadAll(int resolution, ImageFolderReport report)
+    {
+        int batch = Math.Max(8, Environment.ProcessorCount * 8);
+        for (int start = 0; start < _files.Length; start += batch)
+        {
+            int count = Math.Min(batch, _files.Length - start);
+            var results = new byte[]?[count];
+            Parallel.For(0, count, i =>
+            {
+                int index = start + i;
+                try
+                {
+                    results[i] = LoadImage(index, resolution);
+                }
+                catch (Exception ex) when (ex is InvalidFileException or IOException or UnauthorizedAccessException or InvalidOperationException)
+                {
+                    report.Skip(System.IO.Path.GetRelativePath(Folder, _files[index].Path), Reason(ex));
+                }
+            });
+            foreach (var result in results)
+            {
+                if (result is null)
+                    continue;
+                report.Loaded++;
+                yield return result;
+            }
+        }
+        if (report.Loaded == 0)
+            throw new InvalidFileException(Folder, $"no usable image: {report}");
+    }
+
+    /// <summary>
+    /// The whole preparation: scans <paramref name="folder"/>, then opens the cache at
+    /// <paramref name="cachePath"/> if it matches the folder, or builds it. The report lists skipped
+    /// files (those rejected by their header and, when the cache is built, while decoding).
+    /// </summary>
+    public static (DatasetCache Cache, ImageFolderReport Report) PrepareCache(string folder, int resolution, string cachePath)
+    {
+        var imageFolder = Open(folder);
+        var report = imageFolder.HeaderReport;
+        var cache = DatasetCache.OpenOrBuild(cachePath, imageFolder.Channels, resolution, imageFolder.SourceHash(resolution),
+            () => imageFolder.LoadAll(resolution, report), out bool rebuilt);
+        if (!rebuilt)
+        {
+            report.FolderRead = false;
+            report.Loaded = cache.Count;
+        }
+        return (cache, report);
+    }
+
+    private static string Reason(Exception ex) => ex is InvalidFileException invalid ? invalid.Problem : ex.Message;
+}
