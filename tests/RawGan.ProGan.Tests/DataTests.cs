@@ -77,6 +77,26 @@ public class IdxTests
     }
 
     [Fact]
+    public void RandomMutationsNeverEscapeAsOtherExceptions()
+    {
+        var raw = IdxBytes([4, 5, 5], Enumerable.Range(0, 100).Select(i => (byte)i).ToArray());
+        var originals = new[] { raw, Gzip(raw) };
+        var random = new Random(5);
+        for (int trial = 0; trial < 2000; trial++)
+        {
+            var file = (byte[])originals[trial % 2].Clone();
+            switch (random.Next(3))
+            {
+                case 0: file[random.Next(file.Length)] ^= (byte)(1 << random.Next(8)); break;
+                case 1: file[random.Next(Math.Min(file.Length, 16))] = (byte)random.Next(256); break; // the header
+                default: file = file[..random.Next(file.Length)]; break;
+            }
+            try { Read(file); }
+            catch (InvalidFileException) { }
+        }
+    }
+
+    [Fact]
     public void FashionMnistIsFoundWhereDebianPutsIt()
     {
         var files = FashionMnist.Locate();
