@@ -179,6 +179,17 @@ public class ShapesDatasetTests
     }
 
     [Fact]
+    public void RenderingInParallelGivesThePicturesInOrder()
+    {
+        var data = new ShapesDataset(seed: 4, count: 70);
+        var all = data.RenderAllBytes(8).ToList();
+        Assert.Equal(70, all.Count);
+        for (int i = 0; i < 70; i++)
+            Assert.Equal(data.RenderBytes(i, 8), all[i]);
+        Assert.Equal(data.RenderBytes(65, 8), data.RenderAllBytes(8, first: 60, count: 10).ElementAt(5));
+    }
+
+    [Fact]
     public void RendersAtEveryPowerOfTwoFrom4To256()
     {
         var data = new ShapesDataset();

@@ -16,7 +16,6 @@ public sealed class ImageFolderReport
     public const int SkippedShown = 5;
 
     private readonly List<SkippedFile> _firstSkipped = new();
-    private readonly object _lock = new();
 
     public int Candidates { get; internal set; }
     public int Loaded { get; internal set; }
@@ -27,12 +26,9 @@ public sealed class ImageFolderReport
 
     internal void Skip(string relativePath, string reason)
     {
-        lock (_lock)
-        {
-            Skipped++;
-            if (_firstSkipped.Count < SkippedShown)
-                _firstSkipped.Add(new SkippedFile(relativePath, reason));
-        }
+        Skipped++;
+        if (_firstSkipped.Count < SkippedShown)
+            _firstSkipped.Add(new SkippedFile(relativePath, reason));
     }
 
     /// <summary>One or more lines for the user, e.g. "1000 images used, 2 skipped: ...".</summary>
@@ -110,6 +106,7 @@ public sealed class ImageFolder
 
         var report = new ImageFolderReport { Candidates = candidates.Length };
         var infos = new (bool Usable, bool Grey, long Length, long Modified)[candidates.Length];
+        var problems = new string?[candidates.Length];
         Parallel.For(0, candidates.Length, i =>
         {
             try
@@ -120,9 +117,13 @@ public sealed class ImageFolder
             }
             catch (Exception ex) when (ex is InvalidFileException or IOException or UnauthorizedAccessException or InvalidOperationException)
             {
-                report.Skip(System.IO.Path.GetRelativePath(folder, candidates[i]), Reason(ex));
+                problems[i] = Reason(ex);
             }
         });
+        // Reported in file order, so the same folder always lists the same first few.
+        for (int i = 0; i < candidates.Length; i++)
+            if (problems[i] is not null)
+                report.Skip(System.IO.Path.GetRelativePath(folder, candidates[i]), problems[i]!);
 
         var usable = candidates.Select((path, i) => (path, info: infos[i])).Where(p => p.info.Usable).ToArray();
         if (usable.Length == 0)
@@ -173,24 +174,27 @@ public sealed class ImageFolder
         {
             int count = Math.Min(batch, _files.Length - start);
             var results = new byte[]?[count];
+            var problems = new string?[count];
             Parallel.For(0, count, i =>
             {
-                int index = start + i;
                 try
                 {
-                    results[i] = LoadImage(index, resolution);
+                    results[i] = LoadImage(start + i, resolution);
                 }
                 catch (Exception ex) when (ex is InvalidFileException or IOException or UnauthorizedAccessException or InvalidOperationException)
                 {
-                    report.Skip(System.IO.Path.GetRelativePath(Folder, _files[index].Path), Reason(ex));
+                    problems[i] = Reason(ex);
                 }
             });
-            foreach (var result in results)
+            for (int i = 0; i < count; i++)
             {
-                if (result is null)
+                if (results[i] is null)
+                {
+                    report.Skip(System.IO.Path.GetRelativePath(Folder, _files[start + i].Path), problems[i]!);
                     continue;
+                }
                 report.Loaded++;
-                yield return result;
+                yield return results[i]!;
             }
         }
         if (report.Loaded == 0)

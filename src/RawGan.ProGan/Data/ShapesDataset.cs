@@ -15,6 +15,12 @@ public sealed class ShapesDataset
 {
     public const int Channels = 3;
 
+    /// <summary>
+    /// Changes whenever the pictures a (seed, index) renders change; include it in the source hash of
+    /// a cache of these pictures so that an old cache is rebuilt.
+    /// </summary>
+    public const int Version = 2;
+
     /// <param name="seed">Chooses the data set; the same seed gives the same pictures everywhere.</param>
     /// <param name="count">How many pictures the data set holds (any number can be rendered).</param>
     public ShapesDataset(int seed = 0, int count = 50_000)
@@ -113,10 +119,30 @@ public sealed class ShapesDataset
         double weight = 1.0 / (samples * samples);
         var cosines = scene.Shapes.Select(s => Math.Cos(s.Angle)).ToArray();
         var sines = scene.Shapes.Select(s => Math.Sin(s.Angle)).ToArray();
+        double halfDiagonal = Math.Sqrt(0.5) / resolution;
         for (int py = 0; py < resolution; py++)
         {
             for (int px = 0; px < resolution; px++)
             {
+                int p = py * resolution + px;
+                double centreX = (px + 0.5) / resolution, centreY = (py + 0.5) / resolution;
+                // A pixel that no shape's circumcircle reaches shows only the background. Its average over
+                // the pixel is its value at the centre (exactly so for plain and linear backgrounds), so
+                // only pixels near shapes need the full grid of samples.
+                bool nearShape = false;
+                foreach (var shape in scene.Shapes)
+                {
+                    double dx = centreX - shape.CentreX, dy = centreY - shape.CentreY, reach = shape.Size + halfDiagonal;
+                    nearShape |= dx * dx + dy * dy < reach * reach;
+                }
+                if (!nearShape)
+                {
+                    var background = BackgroundAt(scene, centreX, centreY);
+                    destination[p] = ToByte(background.R);
+                    destination[plane + p] = ToByte(background.G);
+                    destination[2 * plane + p] = ToByte(background.B);
+                    continue;
+                }
                 double r = 0, g = 0, b = 0;
                 for (int sy = 0; sy < samples; sy++)
                 {
@@ -134,11 +160,29 @@ public sealed class ShapesDataset
                         r += colour.R; g += colour.G; b += colour.B;
                     }
                 }
-                int p = py * resolution + px;
                 destination[p] = ToByte(r * weight);
                 destination[plane + p] = ToByte(g * weight);
                 destination[2 * plane + p] = ToByte(b * weight);
             }
+        }
+    }
+
+    /// <summary>
+    /// Pictures <paramref name="first"/> .. first + count - 1 as 8-bit CHW, in order, rendered a
+    /// batch at a time on all cores (for filling a data set cache).
+    /// </summary>
+    public IEnumerable<byte[]> RenderAllBytes(int resolution, int first = 0, int count = -1)
+    {
+        if (count < 0)
+            count = Count - first;
+        int batch = Math.Max(16, Environment.ProcessorCount * 16);
+        for (int start = first; start < first + count; start += batch)
+        {
+            int n = Math.Min(batch, first + count - start);
+            var pictures = new byte[n][];
+            Parallel.For(0, n, i => pictures[i] = RenderBytes(start + i, resolution));
+            foreach (var picture in pictures)
+                yield return picture;
         }
     }
 

@@ -1,0 +1,83 @@
+using RawGan.Engine.Backends.Cuda;
+using RawGan.ProGan.Training;
+
+namespace RawGan.ProGan.Data;
+
+/// <summary>A prepared data set (<see cref="DatasetCache"/>) as training images.</summary>
+public sealed class CachedImages(string name, DatasetCache cache) : ITrainingImages, IDisposable
+{
+    public string Name { get; } = name;
+    public DatasetCache Cache { get; } = cache;
+    public int Count => Cache.Count;
+    public int Channels => Cache.Channels;
+    public int Resolution => Cache.MaxResolution;
+
+    public void FillBatch(ReadOnlySpan<int> indices, int resolution, ReadOnlySpan<bool> mirror, Span<float> destination) =>
+        Cache.GetBatch(indices, resolution, mirror, destination);
+
+    public void Dispose() => Cache.Dispose();
+}
+
+/// <summary>
+/// Opens what `--data` names, prepared once into a multi-resolution cache under the user's cache
+/// folder (~/.cache/rawgan/data), so that training never decodes an image during a step:
+/// <list type="bullet">
+/// <item><c>shapes</c> (default): the built-in procedural data set, no files needed.</item>
+/// <item><c>fashion-mnist</c>: Debian's dataset-fashion-mnist, or <c>fashion-mnist:DIR</c> / <c>mnist:DIR</c> for IDX files elsewhere.</item>
+/// <item>anything else: a folder of PNG / JPEG images of any size and mode.</item>
+/// </list>
+/// </summary>
+public static class TrainingData
+{
+    public const int DefaultShapesCount = 20_000;
+
+    public static string CacheFolder => CacheDirectory.For("data");
+
+    public static CachedImages Open(string spec, int resolution, Action<string> notice, int shapesCount = DefaultShapesCount)
+    {
+        if (spec == "shapes")
+        {
+            var shapes = new ShapesDataset(seed: 0, count: shapesCount);
+            var hash = DatasetCache.HashSources(["shapes", "v1", shapesCount.ToString(), resolution.ToString()]);
+            string path = Path.Combine(CacheFolder, $"shapes-{shapesCount}-{resolution}.rgcache");
+            var cache = DatasetCache.OpenOrBuild(path, ShapesDataset.Channels, resolution, hash,
+                () => Announce(notice, $"rendering {shapesCount:N0} shapes at {resolution}x{resolution} into {path} (once)",
+                    Enumerable.Range(0, shapesCount).Select(i => shapes.RenderBytes(i, resolution))), out _);
+            return new CachedImages("shapes", cache);
+        }
+        if (spec == "fashion-mnist" || spec.StartsWith("fashion-mnist:") || spec.StartsWith("mnist:"))
+        {
+            string? dir = spec.Contains(':') ? spec[(spec.IndexOf(':') + 1)..] : null;
+            var files = FashionMnist.Locate(dir) ?? throw new ArgumentException(FashionMnist.InstallHint);
+            var info = new FileInfo(files.TrainImages);
+            var hash = DatasetCache.HashSources(["idx", "v1", info.FullName, info.Length.ToString(), info.LastWriteTimeUtc.Ticks.ToString(), resolution.ToString()]);
+            string path = Path.Combine(CacheFolder, $"{(spec.StartsWith("mnist") ? "mnist" : "fashion-mnist")}-{resolution}-{Convert.ToHexString(hash)[..12]}.rgcache");
+            var cache = DatasetCache.OpenOrBuild(path, 1, resolution, hash, () =>
+            {
+                var images = Idx.ReadImages(files.TrainImages);
+                return Announce(notice, $"preparing {images.Count:N0} images of {files.TrainImages} at {resolution}x{resolution} (once)",
+                    Enumerable.Range(0, images.Count).Select(i => IdxToSquare(images, i, resolution)));
+            }, out _);
+            return new CachedImages(spec.StartsWith("mnist") ? "mnist" : "fashion-mnist", cache);
+        }
+        if (!Directory.Exists(spec))
+            throw new ArgumentException($"--data: '{spec}' is neither a folder nor one of: shapes, fashion-mnist, fashion-mnist:DIR, mnist:DIR");
+        string folderPath = Path.Combine(CacheFolder, $"folder-{Convert.ToHexString(System.Security.Cryptography.SHA256.HashData(System.Text.Encoding.UTF8.GetBytes(Path.GetFullPath(spec))))[..12]}-{resolution}.rgcache");
+        var (folderCache, report) = ImageFolder.PrepareCache(spec, resolution, folderPath);
+        if (report.Skipped > 0) notice(report.ToString());
+        return new CachedImages(Path.GetFullPath(spec), folderCache);
+    }
+
+    private static IEnumerable<byte[]> Announce(Action<string> notice, string message, IEnumerable<byte[]> images)
+    {
+        notice(message);
+        return images;
+    }
+
+    /// <summary>A 28x28 IDX image area-resized to the training resolution (8-bit, 1 x r x r).</summary>
+    private static byte[] IdxToSquare(IdxImages images, int index, int resolution)
+    {
+        var image = new Imaging.Image(images.Width, images.Height, 1, images[index].ToArray());
+        return Imaging.ImageOps.ResizeArea(image, resolution).Pixels;
+    }
+}

@@ -1,0 +1,103 @@
+using RawGan.ProGan.Model;
+
+namespace RawGan.ProGan.Training;
+
+/// <summary>What to do when a step's losses or gradients are not finite, several times in a row.</summary>
+public enum NonFinitePolicy
+{
+    /// <summary>Reload the last checkpoint, halve the learning rate, and go on.</summary>
+    Rollback,
+    /// <summary>Write nothing and stop with a clear message.</summary>
+    Stop,
+}
+
+/// <summary>Everything that decides a training run. Saved in every checkpoint; a resumed run must match it.</summary>
+public sealed record TrainOptions
+{
+    public required ProGanConfig Model { get; init; }
+    /// <summary>"shapes", "fashion-mnist", "mnist", or a folder of images.</summary>
+    public string Data { get; init; } = "shapes";
+    /// <summary>Real images shown per fade-in and per stable phase (official: 600k).</summary>
+    public long ImagesPerPhase { get; init; } = 600_000;
+    /// <summary>Minibatch per resolution; resolutions not listed use <see cref="DefaultBatch"/>.</summary>
+    public Dictionary<int, int> BatchByResolution { get; init; } = new();
+    public int DefaultBatch { get; init; } = 16;
+    /// <summary>Adam learning rate per resolution (official: 0.001, higher above 128px in larger configs).</summary>
+    public Dictionary<int, float> LearningRateByResolution { get; init; } = new();
+    public float LearningRate { get; init; } = 0.001f;
+    /// <summary>
+    /// Half-life of the generator's moving average, in real images. The official code uses
+    /// beta = 0.999 per step, which at batch 16 is a half-life of about 11k images over a run of
+    /// 12M; 0 (the default) scales that with the schedule: ImagesPerPhase / 60, i.e. 10k images for
+    /// the official 600k per phase, so that a short run's average follows its generator the same way.
+    /// </summary>
+    public double EmaHalfLifeImages { get; init; }
+
+    /// <summary>The EMA's half-life in images after applying the default.</summary>
+    public double EffectiveEmaHalfLife => EmaHalfLifeImages > 0 ? EmaHalfLifeImages : ImagesPerPhase / 60.0;
+
+    /// <summary>beta of Gs = G + beta (Gs - G) for a step of <paramref name="batch"/> images.</summary>
+    public float EmaBeta(int batch) => (float)Math.Pow(0.5, batch / Math.Max(EffectiveEmaHalfLife, 1e-9));
+    public bool Mirror { get; init; }
+    public ulong Seed { get; init; } = 1;
+    /// <summary>Progress, metrics and a sample grid every this many real images.</summary>
+    public long TickImages { get; init; } = 4_000;
+    /// <summary>A checkpoint every this many ticks (and at every phase end and on stop).</summary>
+    public int CheckpointTicks { get; init; } = 5;
+    public int KeepCheckpoints { get; init; } = 3;
+    /// <summary>Non-finite steps in a row that trigger <see cref="OnNonFinite"/>.</summary>
+    public int MaxNonFiniteInARow { get; init; } = 10;
+    public NonFinitePolicy OnNonFinite { get; init; } = NonFinitePolicy.Rollback;
+    /// <summary>Images per side for the sliced Wasserstein distance at the end of training (0: skip).</summary>
+    public int SwdImages { get; init; } = 2048;
+
+    public int BatchFor(int resolution) => BatchByResolution.TryGetValue(resolution, out var b) ? b : DefaultBatch;
+    public float LearningRateFor(int resolution) => LearningRateByResolution.TryGetValue(resolution, out var lr) ? lr : LearningRate;
+
+    /// <summary>Throws <see cref="ArgumentException"/> naming the first impossible value.</summary>
+    public TrainOptions Validate()
+    {
+        Model.Validate();
+        if (ImagesPerPhase < 1) throw new ArgumentException($"images per phase must be positive, got {ImagesPerPhase}");
+        for (int r = 4; r <= Model.Resolution; r *= 2)
+        {
+            int b = BatchFor(r);
+            int g = Math.Min(Model.MinibatchGroupSize, b);
+            if (b < 1 || b % g != 0)
+                throw new ArgumentException($"batch {b} at {r}x{r} must be a positive multiple of the minibatch stddev group size {g}");
+        }
+        if (LearningRate <= 0 || LearningRateByResolution.Values.Any(v => v <= 0)) throw new ArgumentException("learning rates must be positive");
+        if (EmaHalfLifeImages < 0) throw new ArgumentException($"the EMA half-life must not be negative, got {EmaHalfLifeImages}");
+        if (TickImages < 1) throw new ArgumentException($"tick must be at least one image, got {TickImages}");
+        if (CheckpointTicks < 1 || KeepCheckpoints < 1) throw new ArgumentException("checkpoint interval and count must be at least 1");
+        return this;
+    }
+
+    /// <summary>The differences that make a checkpoint of <paramref name="other"/> unusable for this run, one per line.</summary>
+    public IReadOnlyList<string> Differences(TrainOptions other)
+    {
+        var diffs = new List<string>();
+        void Check<T>(string name, T mine, T theirs)
+        {
+            if (!EqualityComparer<T>.Default.Equals(mine, theirs)) diffs.Add($"{name}: checkpoint has {theirs}, this run asks for {mine}");
+        }
+        Check("resolution", Model.Resolution, other.Model.Resolution);
+        Check("channels", Model.Channels, other.Model.Channels);
+        Check("latent size", Model.LatentSize, other.Model.LatentSize);
+        Check("fmap-base", Model.FmapBase, other.Model.FmapBase);
+        Check("fmap-max", Model.FmapMax, other.Model.FmapMax);
+        Check("minibatch group size", Model.MinibatchGroupSize, other.Model.MinibatchGroupSize);
+        Check("data", Data, other.Data);
+        Check("images per phase", ImagesPerPhase, other.ImagesPerPhase);
+        Check("default batch", DefaultBatch, other.DefaultBatch);
+        Check("batch per resolution", Format(BatchByResolution), Format(other.BatchByResolution));
+        Check("learning rate", LearningRate, other.LearningRate);
+        Check("learning rate per resolution", Format(LearningRateByResolution), Format(other.LearningRateByResolution));
+        Check("mirror", Mirror, other.Mirror);
+        Check("EMA half-life", EmaHalfLifeImages, other.EmaHalfLifeImages);
+        Check("seed", Seed, other.Seed);
+        return diffs;
+    }
+
+    private static string Format<TV>(Dictionary<int, TV> d) => string.Join(",", d.OrderBy(p => p.Key).Select(p => $"{p.Key}:{p.Value}"));
+}

@@ -1,0 +1,355 @@
+using System.Diagnostics;
+using System.Text.Json;
+using RawGan.Engine;
+using RawGan.Engine.Autograd;
+using RawGan.Engine.Backends;
+using RawGan.ProGan.Checkpoints;
+using RawGan.ProGan.Model;
+
+namespace RawGan.ProGan.Training;
+
+/// <summary>What the trainer tells the outside world once per tick.</summary>
+public sealed record TickReport(
+    long Tick, Phase Phase, int PhaseCount, float Alpha, long TotalImages, long TotalScheduleImages, int Batch,
+    double ImagesPerSecond, double SecondsPerKimg, TimeSpan Elapsed, TimeSpan Remaining,
+    double CriticLoss, double GeneratorLoss, double RealScore, double FakeScore, double Penalty, long SkippedSteps);
+
+/// <summary>Receives progress (a live display or plain log lines) and notices.</summary>
+public interface ITrainingObserver
+{
+    void Tick(TickReport report);
+    void Notice(string message);
+}
+
+/// <summary>Why a run stopped.</summary>
+public enum StopReason { Finished, Interrupted, NonFinite }
+
+/// <summary>
+/// Progressive growing with WGAN-GP, step by step (ProGAN sections 3 and 4, appendix A.1).
+/// One step: a critic update on a minibatch of reals (blended during fade-ins), then a generator
+/// update, then the EMA of the generator. All randomness comes from one seeded generator whose
+/// state is checkpointed, so on the CPU a resumed run reproduces an uninterrupted one bit for bit.
+/// </summary>
+public sealed class Trainer : IDisposable
+{
+    private readonly IBackend _backend;
+    private readonly ITrainingImages _data;
+    private readonly ITrainingObserver _observer;
+    private readonly CheckpointStore _store;
+    private readonly Generator _g, _gEma;
+    private readonly Discriminator _d;
+    private readonly Adam _adamG, _adamD;
+    private Rng _rng;
+    private float[] _batchHost = [];
+    private readonly Tensor _sampleLatents;
+
+    public Trainer(TrainOptions options, IBackend backend, ITrainingImages data, string runDirectory, ITrainingObserver observer, string? resumeFrom = null)
+    {
+        Options = options.Validate();
+        if (data.Channels != options.Model.Channels)
+            throw new ArgumentException($"the data '{data.Name}' has {data.Channels} channel(s) but the model expects {options.Model.Channels}");
+        if (data.Resolution < options.Model.Resolution)
+            throw new ArgumentException($"the data '{data.Name}' is {data.Resolution}x{data.Resolution}, smaller than the model's {options.Model.Resolution}x{options.Model.Resolution}");
+        _backend = backend;
+        _data = data;
+        _observer = observer;
+        RunDirectory = runDirectory;
+        _store = new CheckpointStore(runDirectory);
+        Schedule = new Schedule(options.Model.MaxLevel, options.ImagesPerPhase);
+
+        // Initialization draws from the run's generator in a fixed order: G, D, then training.
+        _rng = new Rng(options.Seed);
+        _g = new Generator(backend, options.Model, _rng);
+        _d = new Discriminator(backend, options.Model, _rng);
+        _gEma = new Generator(backend, options.Model, new Rng(0));
+        _gEma.CopyFrom(_g);
+        _adamG = new Adam(_g.Parameters(), options.LearningRate);
+        _adamD = new Adam(_d.Parameters(), options.LearningRate);
+        State = new TrainerState { NextTickImages = options.TickImages };
+
+        // Fixed latents for the sample grids, from their own generator so they never change.
+        var latentRng = new Rng(options.Seed ^ 0x5A17_1E5EEDUL);
+        _sampleLatents = Tensor.RandomNormal(backend, new Shape(SampleCount, options.Model.LatentSize), latentRng).Escape();
+
+        if (resumeFrom != null) Resume(resumeFrom);
+        else State.Rng = _rng.GetState();
+    }
+
+    public const int SampleCount = 32;
+
+    public TrainOptions Options { get; }
+    public Schedule Schedule { get; }
+    public TrainerState State { get; private set; }
+    public string RunDirectory { get; }
+    public Generator Generator => _g;
+    public Generator GeneratorEma => _gEma;
+    public Discriminator Discriminator => _d;
+
+    /// <summary>Called with a tensor of sample images (from the EMA generator) after every tick and phase.</summary>
+    public Action<string, Tensor, Phase, float>? OnSamples { get; set; }
+
+    // ------------------------------------------------------------------ the loop
+
+    /// <summary>Trains until the schedule ends or <paramref name="stop"/> is cancelled (then
+    /// finishes the current step and writes a checkpoint).</summary>
+    public StopReason Run(CancellationToken stop = default, long? maxSteps = null)
+    {
+        var clock = Stopwatch.StartNew();
+        double secondsAtStart = State.Seconds;
+        var tick = new TickAccumulator();
+        int nonFiniteInARow = 0;
+        long stepsThisRun = 0;
+        while (State.PhaseIndex < Schedule.Phases.Count)
+        {
+            var phase = Schedule.Phases[State.PhaseIndex];
+            if (State.ImagesInPhase == 0) StartPhase(phase);
+            if (stop.IsCancellationRequested || (maxSteps is long m && stepsThisRun >= m))
+            {
+                State.Seconds = secondsAtStart + clock.Elapsed.TotalSeconds;
+                Checkpoint();
+                return StopReason.Interrupted;
+            }
+
+            int batch = Options.BatchFor(phase.Resolution);
+            float alpha = Schedule.Alpha(phase, State.ImagesInPhase);
+            var stats = Step(phase, batch, alpha);
+            stepsThisRun++;
+            State.Steps++;
+            State.ImagesInPhase += batch;
+            State.TotalImages += batch;
+            State.Rng = _rng.GetState();
+
+            if (stats.finite) { nonFiniteInARow = 0; tick.Add(stats); }
+            else
+            {
+                State.SkippedSteps++;
+                nonFiniteInARow++;
+                _observer.Notice($"step {State.Steps}: non-finite loss or gradient; the step was skipped ({State.SkippedSteps} so far)");
+                if (nonFiniteInARow >= Options.MaxNonFiniteInARow)
+                {
+                    if (Options.OnNonFinite == NonFinitePolicy.Stop || _store.Latest == null)
+                    {
+                        _observer.Notice($"stopping: {nonFiniteInARow} steps in a row had non-finite values; the last checkpoint is {(_store.Latest ?? "none")}, nothing was written");
+                        return StopReason.NonFinite;
+                    }
+                    RollBack();
+                    nonFiniteInARow = 0;
+                    continue;
+                }
+            }
+
+            bool phaseDone = State.ImagesInPhase >= phase.Images;
+            if (State.TotalImages >= State.NextTickImages || phaseDone)
+            {
+                State.Seconds = secondsAtStart + clock.Elapsed.TotalSeconds;
+                State.Ticks++;
+                while (State.NextTickImages <= State.TotalImages) State.NextTickImages += Options.TickImages;
+                ReportTick(tick, phase, batch, Schedule.Alpha(phase, State.ImagesInPhase), clock.Elapsed.TotalSeconds, secondsAtStart);
+                tick = new TickAccumulator();
+                EmitSamples($"tick-{State.Ticks:D5}", phase);
+                if (State.Ticks % Options.CheckpointTicks == 0 && !phaseDone) Checkpoint();
+            }
+            if (phaseDone)
+            {
+                EmitSamples($"phase-{phase.Index:D2}-{(phase.FadeIn ? "fade" : "stable")}-{phase.Resolution}", phase);
+                State.PhaseIndex++;
+                State.ImagesInPhase = 0;
+                Checkpoint();
+            }
+        }
+        State.Seconds = secondsAtStart + clock.Elapsed.TotalSeconds;
+        return StopReason.Finished;
+    }
+
+    private void StartPhase(Phase phase)
+    {
+        // Official ProGAN: Adam's moments restart at every phase (fade-in and stable alike).
+        _adamG.Reset();
+        _adamD.Reset();
+        State.GeneratorAdamStep = 0;
+        State.DiscriminatorAdamStep = 0;
+        float lr = Options.LearningRateFor(phase.Resolution) * State.LearningRateFactor;
+        _adamG.LearningRate = lr;
+        _adamD.LearningRate = lr;
+        _observer.Notice($"phase {phase.Index + 1}/{Schedule.Phases.Count}: {phase.Describe()}, {phase.Images:N0} images, batch {Options.BatchFor(phase.Resolution)}, lr {lr:G3}");
+    }
+
+    /// <summary>One critic step and one generator step; false if any value was not finite.</summary>
+    private (bool finite, StepStats critic, float generatorLoss) Step(Phase phase, int batch, float alpha)
+    {
+        int res = phase.Resolution, level = phase.Level, c = Options.Model.Channels;
+        using var scope = new Scope();
+
+        // A minibatch of reals: random indices, random mirroring, at the phase's resolution.
+        Span<int> indices = stackalloc int[batch];
+        Span<bool> mirror = stackalloc bool[batch];
+        for (int i = 0; i < batch; i++) indices[i] = _rng.NextInt(_data.Count);
+        for (int i = 0; i < batch; i++) mirror[i] = Options.Mirror && (_rng.NextUInt64() & 1) == 1;
+        int length = batch * c * res * res;
+        if (_batchHost.Length != length) _batchHost = new float[length];
+        _data.FillBatch(indices, res, mirror, _batchHost);
+        var reals = Tensor.FromArray(_backend, _batchHost, new Shape(batch, c, res, res));
+        // During a fade-in the critic sees reals blended the same way as the generator's output.
+        if (phase.FadeIn && alpha < 1f)
+            reals = Ops.Lerp(Ops.Upsample2x(Ops.AvgPool2x(reals)), reals, alpha);
+
+        var z = Tensor.RandomNormal(_backend, new Shape(batch, Options.Model.LatentSize), _rng);
+        var t = Tensor.RandomUniform(_backend, new Shape(batch), _rng);
+        var z2 = Tensor.RandomNormal(_backend, new Shape(batch, Options.Model.LatentSize), _rng);
+
+        var (lossD, gradsD, real, fake, penalty) = WganGp.CriticLoss(_g, _d, reals, z, t, level, alpha);
+        float lossDValue = lossD.Item();
+        bool finite = float.IsFinite(lossDValue) && WganGp.AllFinite(gradsD);
+        if (finite)
+        {
+            _adamD.Update(gradsD);
+            State.DiscriminatorAdamStep = _adamD.Step;
+        }
+
+        var (lossG, gradsG) = WganGp.GeneratorLoss(_g, _d, z2, level, alpha);
+        float lossGValue = lossG.Item();
+        bool finiteG = float.IsFinite(lossGValue) && WganGp.AllFinite(gradsG);
+        if (finiteG)
+        {
+            _adamG.Update(gradsG);
+            State.GeneratorAdamStep = _adamG.Step;
+            // Gs <- G + beta (Gs - G): the generator that samples, metrics and exports use.
+            var ps = _g.Parameters();
+            var es = _gEma.Parameters();
+            for (int i = 0; i < ps.Count; i++)
+                _backend.EmaUpdate(es[i].Buffer, ps[i].Buffer, ps[i].Length, Options.EmaBeta(batch));
+        }
+        var stats = new StepStats(lossDValue, real.Item(), fake.Item(), penalty.Item(), finite);
+        return (finite && finiteG, stats, lossGValue);
+    }
+
+    // ------------------------------------------------------------------ ticks, samples, checkpoints
+
+    private sealed class TickAccumulator
+    {
+        public int Count;
+        public double Critic, Generator, Real, Fake, Penalty;
+
+        public void Add((bool finite, StepStats critic, float generatorLoss) s)
+        {
+            Count++;
+            Critic += s.critic.Loss; Generator += s.generatorLoss; Real += s.critic.RealScore; Fake += s.critic.FakeScore; Penalty += s.critic.Penalty;
+        }
+
+        public double Mean(double sum) => Count == 0 ? double.NaN : sum / Count;
+    }
+
+    private long _imagesAtLastTick;
+    private double _secondsAtLastTick;
+
+    private void ReportTick(TickAccumulator tick, Phase phase, int batch, float alpha, double runSeconds, double secondsAtStart)
+    {
+        double seconds = runSeconds - _secondsAtLastTick;
+        long images = State.TotalImages - _imagesAtLastTick;
+        if (_imagesAtLastTick == 0 && _secondsAtLastTick == 0) images = Math.Min(images, State.TotalImages);
+        _secondsAtLastTick = runSeconds;
+        _imagesAtLastTick = State.TotalImages;
+        double ips = seconds > 0 ? images / seconds : 0;
+        long remainingImages = Schedule.TotalImages - State.TotalImages;
+        var remaining = TimeSpan.FromSeconds(ips > 0 ? EstimateRemainingSeconds(ips, phase) : 0);
+        var report = new TickReport(State.Ticks, phase, Schedule.Phases.Count, alpha, State.TotalImages, Schedule.TotalImages, batch,
+            ips, ips > 0 ? 1000 / ips : 0, TimeSpan.FromSeconds(secondsAtStart + runSeconds), remaining,
+            tick.Mean(tick.Critic), tick.Mean(tick.Generator), tick.Mean(tick.Real), tick.Mean(tick.Fake), tick.Mean(tick.Penalty), State.SkippedSteps);
+        _observer.Tick(report);
+        AppendMetrics(report);
+    }
+
+    /// <summary>Remaining time, assuming each later phase costs in proportion to its pixel count
+    /// relative to the current one (a step's work grows about 4x per resolution doubling).</summary>
+    private double EstimateRemainingSeconds(double imagesPerSecond, Phase current)
+    {
+        double seconds = 0;
+        foreach (var p in Schedule.Phases.Skip(current.Index))
+        {
+            long images = p.Index == current.Index ? p.Images - State.ImagesInPhase : p.Images;
+            double cost = Math.Pow(4, p.Level - current.Level);
+            seconds += images * cost / imagesPerSecond;
+        }
+        return seconds;
+    }
+
+    private void AppendMetrics(TickReport r)
+    {
+        var line = JsonSerializer.Serialize(new
+        {
+            tick = r.Tick, kimg = r.TotalImages / 1000.0, phase = r.Phase.Index, resolution = r.Phase.Resolution, fade_in = r.Phase.FadeIn,
+            alpha = r.Alpha, batch = r.Batch, loss_d = Finite(r.CriticLoss), loss_g = Finite(r.GeneratorLoss), score_real = Finite(r.RealScore),
+            score_fake = Finite(r.FakeScore), gradient_penalty = Finite(r.Penalty), images_per_s = r.ImagesPerSecond, sec_per_kimg = r.SecondsPerKimg,
+            elapsed_s = r.Elapsed.TotalSeconds, skipped_steps = r.SkippedSteps,
+        });
+        File.AppendAllText(Path.Combine(RunDirectory, "metrics.jsonl"), line + "\n");
+    }
+
+    private static double? Finite(double v) => double.IsFinite(v) ? v : null;
+
+    private void EmitSamples(string name, Phase phase)
+    {
+        if (OnSamples == null) return;
+        using var scope = new Scope();
+        using var _ = Tape.NoGrad();
+        var images = _gEma.Forward(_sampleLatents, phase.Level, Schedule.Alpha(phase, State.ImagesInPhase));
+        OnSamples(name, images, phase, Schedule.Alpha(phase, State.ImagesInPhase));
+    }
+
+    /// <summary>Writes a checkpoint of the current state (atomically) and returns its folder.</summary>
+    public string Checkpoint()
+    {
+        var folder = _store.Save(_g, _d, _gEma, _adamG, _adamD, new CheckpointState(CheckpointStore.FormatName, Options, State, DateTimeOffset.UtcNow), Options.KeepCheckpoints);
+        _observer.Notice($"checkpoint: {folder}");
+        return folder;
+    }
+
+    private void Resume(string checkpoint)
+    {
+        var saved = CheckpointStore.ReadState(checkpoint);
+        var diffs = Options.Differences(saved.Options);
+        if (diffs.Count > 0)
+            throw new ArgumentException($"the checkpoint {checkpoint} was made with other settings:\n  " + string.Join("\n  ", diffs));
+        CheckpointStore.LoadInto(_g, Path.Combine(checkpoint, "G.safetensors"));
+        CheckpointStore.LoadInto(_d, Path.Combine(checkpoint, "D.safetensors"));
+        CheckpointStore.LoadInto(_gEma, Path.Combine(checkpoint, "G_ema.safetensors"));
+        string optim = Path.Combine(checkpoint, "optimizer.safetensors");
+        CheckpointStore.LoadMoments(_adamG, _g, optim, "G");
+        CheckpointStore.LoadMoments(_adamD, _d, optim, "D");
+        State = saved.State;
+        _adamG.Step = State.GeneratorAdamStep;
+        _adamD.Step = State.DiscriminatorAdamStep;
+        if (State.PhaseIndex < Schedule.Phases.Count)
+        {
+            float lr = Options.LearningRateFor(Schedule.Phases[State.PhaseIndex].Resolution) * State.LearningRateFactor;
+            _adamG.LearningRate = lr;
+            _adamD.LearningRate = lr;
+        }
+        _rng = Rng.FromState(State.Rng);
+        _imagesAtLastTick = State.TotalImages;
+    }
+
+    /// <summary>Back to the last checkpoint with half the learning rate (after repeated non-finite steps).</summary>
+    private void RollBack()
+    {
+        string latest = _store.Latest!;
+        float factor = State.LearningRateFactor * 0.5f;
+        int rollbacks = State.Rollbacks + 1;
+        long skipped = State.SkippedSteps;
+        Resume(latest);
+        State.LearningRateFactor = factor;
+        State.Rollbacks = rollbacks;
+        State.SkippedSteps = skipped;
+        float lr = Options.LearningRateFor(Schedule.Phases[Math.Min(State.PhaseIndex, Schedule.Phases.Count - 1)].Resolution) * factor;
+        _adamG.LearningRate = lr;
+        _adamD.LearningRate = lr;
+        _observer.Notice($"rolled back to {latest} with the learning rate halved (factor {factor:G3})");
+    }
+
+    public void Dispose()
+    {
+        _g.Dispose(); _d.Dispose(); _gEma.Dispose();
+        _adamG.Dispose(); _adamD.Dispose();
+        _sampleLatents.Dispose();
+    }
+}

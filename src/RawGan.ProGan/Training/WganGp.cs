@@ -1,0 +1,58 @@
+using RawGan.Engine;
+using RawGan.Engine.Autograd;
+using RawGan.ProGan.Model;
+
+namespace RawGan.ProGan.Training;
+
+/// <summary>What one critic or generator step measured (host values, for logs and metrics).</summary>
+public readonly record struct StepStats(float Loss, float RealScore, float FakeScore, float Penalty, bool Finite);
+
+/// <summary>
+/// The WGAN-GP objective with ProGAN's drift term (Gulrajani et al. 2017; ProGAN appendix A.1):
+///   critic:    D(fake) - D(real) + lambda (||grad_xhat D(xhat)||_2 - 1)^2 + eps_drift D(real)^2
+///   generator: -D(G(z))
+/// each term per sample, then averaged over the batch; xhat = real + t (fake - real), t ~ U[0, 1)
+/// per sample. The gradient norm is per sample over all C*H*W values. A negative critic loss is
+/// normal: it estimates minus the Wasserstein distance.
+/// </summary>
+public static class WganGp
+{
+    public const float Lambda = 10f, Target = 1f, DriftEpsilon = 0.001f;
+
+    /// <summary>The critic's loss and its gradients with respect to the critic's parameters.</summary>
+    public static (Tensor loss, Tensor[] gradients, Tensor realScore, Tensor fakeScore, Tensor penalty) CriticLoss(
+        Generator g, Discriminator d, Tensor reals, Tensor latents, Tensor t, int level, float alpha)
+    {
+        Tensor fakes;
+        using (Tape.NoGrad()) fakes = g.Forward(latents, level, alpha);
+        var real = d.Forward(reals, level, alpha);                   // [N, 1]
+        var fake = d.Forward(fakes, level, alpha);
+        var xhat = Ops.Lerp(reals, fakes, t);
+        xhat.RequiresGrad = true;
+        var scoreHat = d.Forward(xhat, level, alpha);
+        // create_graph: the penalty's gradient with respect to D's weights goes through this gradient.
+        var gradient = Tape.Grad([Ops.Sum(scoreHat)], [xhat], createGraph: true)[0];
+        var penalty = Ops.GradientPenalty(gradient, Target);          // [N]
+        int n = reals.Shape[0];
+        var realFlat = Ops.Reshape(real, new Shape(n));
+        var fakeFlat = Ops.Reshape(fake, new Shape(n));
+        var perSample = Ops.Add(
+            Ops.Add(Ops.Sub(fakeFlat, realFlat), Ops.Scale(penalty, Lambda)),
+            Ops.Scale(Ops.Square(realFlat), DriftEpsilon));
+        var loss = Ops.Mean(perSample);
+        var gradients = Tape.Grad([loss], d.Parameters());
+        return (loss, gradients, Ops.Mean(Ops.Detach(realFlat)), Ops.Mean(Ops.Detach(fakeFlat)), Ops.Mean(Ops.Detach(penalty)));
+    }
+
+    /// <summary>The generator's loss -mean D(G(z)) and its gradients with respect to G's parameters.</summary>
+    public static (Tensor loss, Tensor[] gradients) GeneratorLoss(Generator g, Discriminator d, Tensor latents, int level, float alpha)
+    {
+        var fake = d.Forward(g.Forward(latents, level, alpha), level, alpha);
+        var loss = Ops.Scale(Ops.Mean(fake), -1f);
+        return (loss, Tape.Grad([loss], g.Parameters()));
+    }
+
+    /// <summary>True if every value of every tensor is finite (one reduction kernel per tensor).</summary>
+    public static bool AllFinite(IEnumerable<Tensor> tensors) =>
+        tensors.All(t => t.Backend.CountNonFinite(t.Buffer, t.Length) == 0);
+}

@@ -1,0 +1,128 @@
+using System.CommandLine;
+using System.Diagnostics;
+using RawGan.Engine;
+using RawGan.Engine.Backends;
+using RawGan.Engine.Backends.Cpu;
+using RawGan.Engine.Backends.Cuda;
+using RawGan.ProGan.Model;
+using RawGan.ProGan.Training;
+
+namespace RawGan.Trainer;
+
+/// <summary>
+/// `bench`: the time of one training iteration (a critic step with gradient penalty, a generator
+/// step and the EMA update) at full resolution (alpha 1), after warm-up, on random data. Its last
+/// line is exactly <c>ms_per_iter=&lt;median&gt; images_per_s=&lt;value&gt;</c>.
+/// </summary>
+public static class BenchCommand
+{
+    private static readonly Option<string> Preset = new("--preset") { Description = "tiny, small or paper", DefaultValueFactory = _ => "small" };
+    private static readonly Option<int> Resolution = new("--resolution", "-r") { Description = "resolution of the iteration", DefaultValueFactory = _ => 32 };
+    private static readonly Option<int> Batch = new("--batch") { Description = "minibatch size", DefaultValueFactory = _ => 16 };
+    private static readonly Option<int?> LatentSize = new("--latent-size") { Description = "override the preset's latent size" };
+    private static readonly Option<int?> FmapBase = new("--fmap-base") { Description = "override the preset's fmap-base" };
+    private static readonly Option<int?> FmapMax = new("--fmap-max") { Description = "override the preset's fmap-max" };
+    private static readonly Option<int> Channels = new("--channels") { Description = "image channels", DefaultValueFactory = _ => 3 };
+    private static readonly Option<int> Warmup = new("--warmup") { Description = "iterations not timed", DefaultValueFactory = _ => 2 };
+    private static readonly Option<int> Iterations = new("--iterations") { Description = "timed iterations (the median is reported)", DefaultValueFactory = _ => 5 };
+    private static readonly Option<bool> Profile = new("--profile") { Description = "also time every kernel (waits after each; slower overall) and print where an iteration's time goes" };
+
+    public static Command Create()
+    {
+        var c = new Command("bench", "Time one ProGAN training iteration (D step with gradient penalty, G step, EMA). Last line: ms_per_iter=<median> images_per_s=<value>.");
+        foreach (var o in new Option[] { Preset, Resolution, Batch, LatentSize, FmapBase, FmapMax, Channels, Warmup, Iterations, Profile, TrainCommand.Threads, TrainCommand.Device }) c.Add(o);
+        c.SetAction(parse => Program.Guard(() => Run(parse)));
+        return c;
+    }
+
+    private static int Run(ParseResult parse)
+    {
+        if (parse.GetValue(TrainCommand.Threads) is int t) CpuParallel.Threads = t;
+        var cfg = ProGanConfig.FromPreset(parse.GetValue(Preset)!, parse.GetValue(Resolution), parse.GetValue(Channels));
+        if (parse.GetValue(LatentSize) is int l) cfg = cfg with { LatentSize = l };
+        if (parse.GetValue(FmapBase) is int fb) cfg = cfg with { FmapBase = fb };
+        if (parse.GetValue(FmapMax) is int fm) cfg = cfg with { FmapMax = fm };
+        cfg.Validate();
+        int batch = parse.GetValue(Batch), warmup = parse.GetValue(Warmup), iterations = parse.GetValue(Iterations);
+        if (batch < 1 || batch % Math.Min(cfg.MinibatchGroupSize, batch) != 0) throw new UserError($"--batch must be a positive multiple of {cfg.MinibatchGroupSize}");
+        if (iterations < 1 || warmup < 0) throw new UserError("--iterations must be at least 1 and --warmup at least 0");
+        using var owned = new OwnedBackend(Devices.Open(parse.GetValue(TrainCommand.Device)!, Console.WriteLine));
+        var profiler = parse.GetValue(Profile) ? new ProfilingBackend(owned.Backend) : null;
+        IBackend backend = (IBackend?)profiler ?? owned.Backend;
+        var rng = new Rng(1);
+        using var g = new Generator(backend, cfg, rng);
+        using var d = new Discriminator(backend, cfg, rng);
+        using var gEma = new Generator(backend, cfg, new Rng(2));
+        using var adamG = new Adam(g.Parameters());
+        using var adamD = new Adam(d.Parameters());
+        int level = cfg.MaxLevel;
+        var realsHost = new float[batch * cfg.Channels * cfg.Resolution * cfg.Resolution];
+        rng.FillUniform(realsHost);
+        for (int i = 0; i < realsHost.Length; i++) realsHost[i] = realsHost[i] * 2 - 1;
+        Console.WriteLine($"bench: {backend.Description}; threads {CpuParallel.Threads}; {cfg.Resolution}x{cfg.Resolution}, batch {batch}, latent {cfg.LatentSize}, fmap-base {cfg.FmapBase}, fmap-max {cfg.FmapMax}; G {g.ParameterCount:N0}, D {d.ParameterCount:N0} parameters");
+
+        void Iteration()
+        {
+            using var scope = new Scope();
+            var reals = Tensor.FromArray(backend, realsHost, new Shape(batch, cfg.Channels, cfg.Resolution, cfg.Resolution));
+            var z = Tensor.RandomNormal(backend, new Shape(batch, cfg.LatentSize), rng);
+            var tt = Tensor.RandomUniform(backend, new Shape(batch), rng);
+            var (lossD, gradsD, _, _, _) = WganGp.CriticLoss(g, d, reals, z, tt, level, 1f);
+            adamD.Update(gradsD);
+            var (lossG, gradsG) = WganGp.GeneratorLoss(g, d, Tensor.RandomNormal(backend, new Shape(batch, cfg.LatentSize), rng), level, 1f);
+            adamG.Update(gradsG);
+            var ps = g.Parameters();
+            var es = gEma.Parameters();
+            for (int i = 0; i < ps.Count; i++) backend.EmaUpdate(es[i].Buffer, ps[i].Buffer, ps[i].Length, 0.999f);
+            lossD.Item();   // waits for the device
+            lossG.Item();
+        }
+
+        for (int i = 0; i < warmup; i++) Iteration();
+        profiler?.Reset();
+        long allocationsBefore = backend.Memory.SystemAllocations;
+        long managedBefore = GC.GetAllocatedBytesForCurrentThread();
+        var times = new List<double>();
+        for (int i = 0; i < iterations; i++)
+        {
+            var sw = Stopwatch.StartNew();
+            Iteration();
+            times.Add(sw.Elapsed.TotalMilliseconds);
+            Console.WriteLine($"iteration {i + 1}: {times[^1]:F1} ms");
+        }
+        long managed = GC.GetAllocatedBytesForCurrentThread() - managedBefore;
+        Console.WriteLine($"steady state: {backend.Memory.SystemAllocations - allocationsBefore} new {backend.Name} allocations, {managed / iterations / 1024.0:F0} KiB managed per iteration (this thread), peak {backend.Memory.PeakBytesInUse / (1024.0 * 1024):F1} MiB in use");
+        if (profiler != null)
+        {
+            var rows = profiler.Report();
+            double total = rows.Sum(r => r.Milliseconds);
+            Console.WriteLine($"per kernel, per iteration (total {total / iterations:F1} ms of kernel time):");
+            foreach (var (kernel, calls, ms) in rows)
+                Console.WriteLine($"  {kernel,-26} {ms / iterations,9:F2} ms {100 * ms / total,6:F1}%  {calls / (double)iterations,7:F0} calls");
+        }
+        times.Sort();
+        double median = times.Count % 2 == 1 ? times[times.Count / 2] : (times[times.Count / 2 - 1] + times[times.Count / 2]) / 2;
+        Console.WriteLine(FormattableString.Invariant($"ms_per_iter={median:F1} images_per_s={batch * 1000 / median:F2}"));
+        return 0;
+    }
+}
+
+/// <summary>`info`: devices, kernels and versions.</summary>
+public static class InfoCommand
+{
+    public static Command Create()
+    {
+        var c = new Command("info", "Devices, kernels and versions.");
+        c.SetAction(parse => Program.Guard(() =>
+        {
+            Console.WriteLine($"RawGan {typeof(Program).Assembly.GetName().Version} on .NET {Environment.Version}, {System.Runtime.InteropServices.RuntimeInformation.OSDescription}");
+            foreach (var line in Devices.Describe()) Console.WriteLine(line);
+            Console.WriteLine($"kernel cache: {CacheDirectory.Root}");
+            Console.WriteLine("kernels:");
+            foreach (var source in KernelLibrary.Sources)
+                Console.WriteLine($"  kernels/{source.Name}: {string.Join(", ", EmulatedDriver.KernelNames(source.Text))}");
+            return 0;
+        }));
+        return c;
+    }
+}

@@ -1,0 +1,280 @@
+using System.CommandLine;
+using System.Globalization;
+using System.Runtime.InteropServices;
+using RawGan.Engine;
+using RawGan.Engine.Backends;
+using RawGan.Engine.Backends.Cpu;
+using RawGan.ProGan.Checkpoints;
+using RawGan.ProGan.Data;
+using RawGan.ProGan.Model;
+using RawGan.ProGan.Training;
+
+namespace RawGan.Trainer;
+
+/// <summary>`train`: progressive growing from 4x4 to the chosen resolution, with checkpoints, sample grids and a report.</summary>
+public static class TrainCommand
+{
+    private static readonly Option<string> Data = new("--data") { Description = "shapes (built in), fashion-mnist, fashion-mnist:DIR, mnist:DIR, or a folder of PNG/JPEG images", DefaultValueFactory = _ => "shapes" };
+    private static readonly Option<int> Resolution = new("--resolution", "-r") { Description = "final resolution: a power of two from 4 to 1024", DefaultValueFactory = _ => 32 };
+    private static readonly Option<string> Preset = new("--preset") { Description = "network size: tiny, small (latent 128, fmap-base 2048, fmap-max 128) or paper (latent 512, 8192, 512)", DefaultValueFactory = _ => "small" };
+    private static readonly Option<int?> LatentSize = new("--latent-size") { Description = "latent size (overrides the preset)" };
+    private static readonly Option<int?> FmapBase = new("--fmap-base") { Description = "fmap_base: channels at a resolution are min(fmap-base / 2^stage, fmap-max)" };
+    private static readonly Option<int?> FmapMax = new("--fmap-max") { Description = "the most channels any layer has" };
+    internal static readonly Option<string> Device = new("--device") { Description = "auto, cpu, cuda, cuda:N or cuda-emulated", DefaultValueFactory = _ => "auto" };
+    private static readonly Option<double> KimgPerPhase = new("--kimg-per-phase") { Description = "thousands of real images per fade-in and per stable phase (official: 600)", DefaultValueFactory = _ => 30 };
+    private static readonly Option<string> Batch = new("--batch") { Description = "minibatch: one number, or per resolution like 4:64,8:32,16:16,32:16 (unlisted resolutions use the last number given alone, default 16)", DefaultValueFactory = _ => "16" };
+    private static readonly Option<string> LearningRate = new("--lr") { Description = "Adam learning rate: one number, or per resolution like 0.001,128:0.0015", DefaultValueFactory = _ => "0.001" };
+    internal static readonly Option<ulong> Seed = new("--seed") { Description = "random seed (initialization, data order, noise)", DefaultValueFactory = _ => 1UL };
+    private static readonly Option<string> Out = new("--out", "-o") { Description = "folder in which a new run folder is made", DefaultValueFactory = _ => "runs" };
+    private static readonly Option<string?> Resume = new("--resume") { Description = "continue a run: its folder, or one of its checkpoint folders" };
+    private static readonly Option<bool> Mirror = new("--mirror") { Description = "mirror augment: flip reals left-right with probability 0.5" };
+    internal static readonly Option<int?> Threads = new("--threads") { Description = "CPU threads for kernels (default: all cores)" };
+    private static readonly Option<double> TickKimg = new("--tick-kimg") { Description = "thousands of images between progress lines, metrics and sample grids", DefaultValueFactory = _ => 2 };
+    private static readonly Option<int> CheckpointTicks = new("--checkpoint-ticks") { Description = "ticks between checkpoints (also at every phase end and on Ctrl+C)", DefaultValueFactory = _ => 5 };
+    private static readonly Option<int> Keep = new("--keep") { Description = "checkpoints kept (older ones are deleted)", DefaultValueFactory = _ => 3 };
+    private static readonly Option<string> OnNan = new("--on-nan") { Description = "after repeated non-finite steps: rollback (to the last checkpoint, learning rate halved) or stop", DefaultValueFactory = _ => "rollback" };
+    private static readonly Option<int> SwdImages = new("--swd-images") { Description = "images per side for the final sliced Wasserstein distance (0 to skip)", DefaultValueFactory = _ => 2048 };
+    private static readonly Option<int> ShapesCount = new("--shapes-count") { Description = "how many built-in shape images to render", DefaultValueFactory = _ => TrainingData.DefaultShapesCount };
+    private static readonly Option<double> EmaKimg = new("--ema-kimg") { Description = "half-life of the generator's moving average in thousands of images (default: kimg-per-phase / 60, which is the official 0.999 per step at 600 kimg per phase)", DefaultValueFactory = _ => 0 };
+    private static readonly Option<long?> MaxSteps = new("--max-steps") { Description = "stop (with a checkpoint) after this many steps of this invocation" };
+
+    public static Command Create()
+    {
+        var command = new Command("train", "Train a ProGAN: stable 4x4, then a fade-in and a stable phase per resolution, with checkpoints, sample grids and report.html in the run folder.");
+        foreach (var o in new Option[] { Data, Resolution, Preset, LatentSize, FmapBase, FmapMax, Device, KimgPerPhase, Batch, LearningRate, Seed, Out, Resume, Mirror, Threads, TickKimg, CheckpointTicks, Keep, OnNan, SwdImages, ShapesCount, EmaKimg, MaxSteps })
+            command.Add(o);
+        command.SetAction(parse => Program.Guard(() => Run(parse)));
+        return command;
+    }
+
+    /// <summary>No arguments: a tiny ProGAN on built-in shapes up to 32x32, sized to finish in minutes on two cores.</summary>
+    public static int RunDefault()
+    {
+        Console.WriteLine("RawGan: training a tiny ProGAN on built-in shapes up to 32x32 (try `--help` for everything else).");
+        var root = new RootCommand { Create() };
+        return root.Parse(["train", "--preset", "tiny", "--kimg-per-phase", "6", "--tick-kimg", "2", "--swd-images", "1024", "--shapes-count", "10000"]).Invoke();
+    }
+
+    private static int Run(ParseResult parse)
+    {
+        if (parse.GetValue(Threads) is int threads) CpuParallel.Threads = threads;
+        string? resume = parse.GetValue(Resume);
+        string? checkpoint = null, runDirectory;
+        TrainOptions options;
+        if (resume != null)
+        {
+            checkpoint = FindCheckpoint(resume);
+            runDirectory = Path.GetDirectoryName(Path.GetDirectoryName(Path.GetFullPath(checkpoint)))!;
+            var saved = CheckpointStore.ReadState(checkpoint).Options;
+            options = Explicit(parse, saved);
+            var diffs = options.Differences(saved);
+            if (diffs.Count > 0)
+                throw new UserError($"cannot resume {checkpoint} with different settings:\n  " + string.Join("\n  ", diffs));
+            options = saved with { TickImages = options.TickImages, CheckpointTicks = options.CheckpointTicks, KeepCheckpoints = options.KeepCheckpoints, OnNonFinite = options.OnNonFinite, SwdImages = options.SwdImages };
+        }
+        else
+        {
+            options = FromCommandLine(parse);
+            runDirectory = null;
+        }
+
+        using var backend = new OwnedBackend(Devices.Open(parse.GetValue(Device)!, Console.WriteLine));
+        Console.WriteLine($"device: {backend.Backend.Description}");
+        using var data = TrainingData.Open(options.Data, options.Model.Resolution, Console.WriteLine, parse.GetValue(ShapesCount));
+        if (options.Model.Channels != data.Channels) options = options with { Model = options.Model with { Channels = data.Channels } };
+        Console.WriteLine($"data: {data.Name}, {data.Count:N0} images, {data.Channels} channel(s), prepared up to {data.Resolution}x{data.Resolution}");
+
+        runDirectory ??= NewRunDirectory(parse.GetValue(Out)!, options);
+        Directory.CreateDirectory(Path.Combine(runDirectory, "samples"));
+        var observer = ConsoleObserver.ForConsole();
+        using var trainer = new ProGan.Training.Trainer(options, backend.Backend, data, runDirectory, observer, checkpoint);
+        var report = new RunReport(runDirectory, options, backend.Backend.Description, data.Name);
+        trainer.OnSamples = (name, images, phase, alpha) => report.SaveGrid(name, images, phase, alpha);
+        if (checkpoint == null)
+        {
+            File.WriteAllText(Path.Combine(runDirectory, "config.json"), System.Text.Json.JsonSerializer.Serialize(options, CheckpointStore.Json));
+            Console.WriteLine($"run folder: {runDirectory}");
+            Console.WriteLine($"schedule: {trainer.Schedule.Phases.Count} phases of {options.ImagesPerPhase:N0} images, " +
+                              $"G {trainer.Generator.ParameterCount:N0} and D {trainer.Discriminator.ParameterCount:N0} parameters");
+            if (options.SwdImages > 0)
+            {
+                trainer.State.InitialSwd = Evaluation.Swd(trainer.GeneratorEma, data, options.SwdImages, options.Seed).Mean;
+                Console.WriteLine($"SWD of the untrained generator: {trainer.State.InitialSwd:F1} (x1e3, mean over levels)");
+            }
+        }
+        else Console.WriteLine($"resuming {checkpoint}: phase {trainer.State.PhaseIndex + 1}, {trainer.State.TotalImages:N0} images seen");
+
+        using var stop = new CancellationTokenSource();
+        using var signals = StopSignals.Install(stop, observer);
+        var reason = trainer.Run(stop.Token, parse.GetValue(MaxSteps));
+        switch (reason)
+        {
+            case StopReason.NonFinite:
+                report.Write(trainer, null);
+                return 4;
+            case StopReason.Interrupted:
+                report.Write(trainer, null);
+                Console.WriteLine($"stopped; continue with: dotnet run --project src/Trainer -- train --resume {runDirectory}");
+                return stop.IsCancellationRequested ? 130 : 0;
+        }
+        Evaluation.SwdResult? final = null;
+        if (options.SwdImages > 0)
+        {
+            final = Evaluation.Swd(trainer.GeneratorEma, data, options.SwdImages, options.Seed + 1);
+            Console.WriteLine($"SWD of the trained EMA generator: {final.Mean:F1} (untrained: {trainer.State.InitialSwd:F1}; per level {string.Join(", ", final.Levels.Select(l => $"{l.Resolution}px {l.Value:F1}"))})");
+        }
+        string path = report.Write(trainer, final);
+        Console.WriteLine($"done in {ConsoleObserver.Format(TimeSpan.FromSeconds(trainer.State.Seconds))}. Results in {runDirectory}:");
+        Console.WriteLine($"  {Path.Combine(runDirectory, "samples")} (grids), {path}, checkpoints/ (G_ema.safetensors is the generator to use)");
+        Console.WriteLine($"  next: dotnet run --project src/Trainer -- generate --checkpoint {runDirectory}");
+        return 0;
+    }
+
+    /// <summary>A run folder's newest checkpoint, or the checkpoint folder itself.</summary>
+    public static string FindCheckpoint(string path)
+    {
+        if (File.Exists(Path.Combine(path, "state.json"))) return Path.GetFullPath(path);
+        if (!Directory.Exists(path)) throw new UserError($"'{path}' is not a run folder or a checkpoint folder");
+        return new CheckpointStore(path).Latest ?? throw new UserError($"'{path}' holds no complete checkpoint (checkpoints/kimg-*/state.json)");
+    }
+
+    private static string NewRunDirectory(string outRoot, TrainOptions options)
+    {
+        string name = $"{DateTime.Now:yyyyMMdd-HHmmss}-{Sanitize(Path.GetFileName(options.Data.TrimEnd('/', '\\')))}-{options.Model.Resolution}";
+        string dir = Path.GetFullPath(Path.Combine(outRoot, name));
+        for (int i = 2; Directory.Exists(dir); i++) dir = Path.GetFullPath(Path.Combine(outRoot, $"{name}-{i}"));
+        Directory.CreateDirectory(dir);
+        return dir;
+    }
+
+    private static string Sanitize(string s) => new(s.Select(c => char.IsLetterOrDigit(c) || c is '-' or '_' ? c : '-').ToArray());
+
+    private static TrainOptions FromCommandLine(ParseResult parse)
+    {
+        int resolution = parse.GetValue(Resolution);
+        var model = ProGanConfig.FromPreset(parse.GetValue(Preset)!, resolution, 3);
+        if (parse.GetValue(LatentSize) is int l) model = model with { LatentSize = l };
+        if (parse.GetValue(FmapBase) is int fb) model = model with { FmapBase = fb };
+        if (parse.GetValue(FmapMax) is int fm) model = model with { FmapMax = fm };
+        var (batches, defaultBatch) = ParsePerResolution(parse.GetValue(Batch)!, "--batch", s => int.Parse(s, CultureInfo.InvariantCulture), 16);
+        var (rates, defaultRate) = ParsePerResolution(parse.GetValue(LearningRate)!, "--lr", s => float.Parse(s, CultureInfo.InvariantCulture), 0.001f);
+        string onNan = parse.GetValue(OnNan)!;
+        double kimg = parse.GetValue(KimgPerPhase);
+        if (!(kimg > 0)) throw new UserError($"--kimg-per-phase must be positive, got {kimg}");
+        return new TrainOptions
+        {
+            Model = model,
+            Data = parse.GetValue(Data)!,
+            ImagesPerPhase = (long)Math.Round(kimg * 1000),
+            BatchByResolution = batches,
+            DefaultBatch = defaultBatch,
+            LearningRateByResolution = rates,
+            LearningRate = defaultRate,
+            Mirror = parse.GetValue(Mirror),
+            Seed = parse.GetValue(Seed),
+            TickImages = Math.Max(1, (long)Math.Round(parse.GetValue(TickKimg) * 1000)),
+            CheckpointTicks = parse.GetValue(CheckpointTicks),
+            KeepCheckpoints = parse.GetValue(Keep),
+            OnNonFinite = onNan switch
+            {
+                "rollback" => NonFinitePolicy.Rollback,
+                "stop" => NonFinitePolicy.Stop,
+                _ => throw new UserError($"--on-nan must be rollback or stop, got '{onNan}'"),
+            },
+            SwdImages = parse.GetValue(SwdImages),
+            EmaHalfLifeImages = parse.GetValue(EmaKimg) * 1000,
+        }.Validate();
+    }
+
+    /// <summary>The options for a resumed run: the checkpoint's, with whatever the user typed explicitly on top.</summary>
+    private static TrainOptions Explicit(ParseResult parse, TrainOptions saved)
+    {
+        bool Given(Option o) => parse.GetResult(o) is { Implicit: false };
+        var o = saved;
+        var model = saved.Model;
+        if (Given(Resolution)) model = model with { Resolution = parse.GetValue(Resolution) };
+        if (Given(Preset)) model = ProGanConfig.FromPreset(parse.GetValue(Preset)!, model.Resolution, model.Channels);
+        if (parse.GetValue(LatentSize) is int l) model = model with { LatentSize = l };
+        if (parse.GetValue(FmapBase) is int fb) model = model with { FmapBase = fb };
+        if (parse.GetValue(FmapMax) is int fm) model = model with { FmapMax = fm };
+        o = o with { Model = model };
+        if (Given(Data)) o = o with { Data = parse.GetValue(Data)! };
+        if (Given(KimgPerPhase)) o = o with { ImagesPerPhase = (long)Math.Round(parse.GetValue(KimgPerPhase) * 1000) };
+        if (Given(Batch))
+        {
+            var (b, d) = ParsePerResolution(parse.GetValue(Batch)!, "--batch", s => int.Parse(s, CultureInfo.InvariantCulture), 16);
+            o = o with { BatchByResolution = b, DefaultBatch = d };
+        }
+        if (Given(LearningRate))
+        {
+            var (r, d) = ParsePerResolution(parse.GetValue(LearningRate)!, "--lr", s => float.Parse(s, CultureInfo.InvariantCulture), 0.001f);
+            o = o with { LearningRateByResolution = r, LearningRate = d };
+        }
+        if (Given(Mirror)) o = o with { Mirror = parse.GetValue(Mirror) };
+        if (Given(EmaKimg)) o = o with { EmaHalfLifeImages = parse.GetValue(EmaKimg) * 1000 };
+        if (Given(Seed)) o = o with { Seed = parse.GetValue(Seed) };
+        if (Given(TickKimg)) o = o with { TickImages = Math.Max(1, (long)Math.Round(parse.GetValue(TickKimg) * 1000)) };
+        if (Given(CheckpointTicks)) o = o with { CheckpointTicks = parse.GetValue(CheckpointTicks) };
+        if (Given(Keep)) o = o with { KeepCheckpoints = parse.GetValue(Keep) };
+        if (Given(OnNan)) o = o with { OnNonFinite = parse.GetValue(OnNan) == "stop" ? NonFinitePolicy.Stop : NonFinitePolicy.Rollback };
+        if (Given(SwdImages)) o = o with { SwdImages = parse.GetValue(SwdImages) };
+        return o;
+    }
+
+    /// <summary>"16" or "0.001" alone, or "4:64,8:32,16" (the entry without a resolution is the default).</summary>
+    public static (Dictionary<int, T> perResolution, T fallback) ParsePerResolution<T>(string text, string option, Func<string, T> parse, T fallback)
+    {
+        var map = new Dictionary<int, T>();
+        foreach (var part in text.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
+        {
+            try
+            {
+                int colon = part.IndexOf(':');
+                if (colon < 0) { fallback = parse(part); continue; }
+                int res = int.Parse(part[..colon], CultureInfo.InvariantCulture);
+                if (res < 4 || (res & (res - 1)) != 0) throw new FormatException();
+                map[res] = parse(part[(colon + 1)..]);
+            }
+            catch (FormatException) { throw new UserError($"{option}: cannot read '{part}' (write a number, or RESOLUTION:NUMBER with a power-of-two resolution)"); }
+            catch (OverflowException) { throw new UserError($"{option}: '{part}' is out of range"); }
+        }
+        return (map, fallback);
+    }
+}
+
+/// <summary>Disposes the backend unless it is the process-wide CPU backend.</summary>
+internal sealed class OwnedBackend(IBackend backend) : IDisposable
+{
+    public IBackend Backend { get; } = backend;
+    public void Dispose()
+    {
+        if (!ReferenceEquals(Backend, CpuBackend.Shared)) Backend.Dispose();
+    }
+}
+
+/// <summary>Ctrl+C (SIGINT) and SIGTERM ask the trainer to stop after the current step and write a
+/// checkpoint; a second Ctrl+C ends the process at once (the last complete checkpoint is safe).</summary>
+internal sealed class StopSignals : IDisposable
+{
+    private readonly List<IDisposable> _registrations = new();
+
+    public static StopSignals Install(CancellationTokenSource stop, ITrainingObserver observer)
+    {
+        var s = new StopSignals();
+        void Handler(PosixSignalContext context)
+        {
+            if (stop.IsCancellationRequested) return;   // the second signal: default handling ends the process
+            context.Cancel = true;
+            observer.Notice($"{context.Signal}: stopping after this step and writing a checkpoint (press Ctrl+C again to quit at once)");
+            stop.Cancel();
+        }
+        s._registrations.Add(PosixSignalRegistration.Create(PosixSignal.SIGINT, Handler));
+        s._registrations.Add(PosixSignalRegistration.Create(PosixSignal.SIGTERM, Handler));
+        return s;
+    }
+
+    public void Dispose()
+    {
+        foreach (var r in _registrations) r.Dispose();
+    }
+}

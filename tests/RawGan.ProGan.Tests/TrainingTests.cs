@@ -1,0 +1,230 @@
+using RawGan.Engine;
+using RawGan.Engine.Autograd;
+using RawGan.Engine.Backends.Cpu;
+using RawGan.ProGan.Checkpoints;
+using RawGan.ProGan.Data;
+using RawGan.ProGan.Model;
+using RawGan.ProGan.Training;
+
+namespace RawGan.ProGan.Tests;
+
+/// <summary>Built-in shapes held in memory at every resolution (the tests' data set).</summary>
+internal sealed class InMemoryShapes : ITrainingImages
+{
+    private readonly Dictionary<int, float[][]> _levels = new();
+
+    public InMemoryShapes(int count, int resolution)
+    {
+        var shapes = new ShapesDataset(seed: 3, count: count);
+        for (int r = 4; r <= resolution; r *= 2)
+        {
+            int res = r;
+            _levels[r] = Enumerable.Range(0, count).Select(i => shapes.Render(i, res)).ToArray();
+        }
+        Count = count;
+        Resolution = resolution;
+    }
+
+    public string Name => "shapes (in memory)";
+    public int Count { get; }
+    public int Channels => 3;
+    public int Resolution { get; }
+
+    public void FillBatch(ReadOnlySpan<int> indices, int resolution, ReadOnlySpan<bool> mirror, Span<float> destination)
+    {
+        int per = 3 * resolution * resolution;
+        for (int i = 0; i < indices.Length; i++)
+        {
+            var src = _levels[resolution][indices[i]];
+            var dst = destination.Slice(i * per, per);
+            if (!mirror[i]) { src.CopyTo(dst); continue; }
+            for (int p = 0; p < 3 * resolution; p++)
+                for (int x = 0; x < resolution; x++)
+                    dst[p * resolution + x] = src[p * resolution + resolution - 1 - x];
+        }
+    }
+}
+
+internal sealed class SilentObserver : ITrainingObserver
+{
+    public List<TickReport> Ticks { get; } = new();
+    public List<string> Notices { get; } = new();
+    public void Tick(TickReport report) => Ticks.Add(report);
+    public void Notice(string message) => Notices.Add(message);
+}
+
+public class TrainingTests
+{
+    private static readonly CpuBackend Cpu = CpuBackend.Shared;
+
+    private static TrainOptions Tiny(int resolution, long imagesPerPhase, ulong seed = 5) => new()
+    {
+        Model = ProGanConfig.Tiny(resolution) with { LatentSize = 32, FmapBase = 64, FmapMax = 32 },
+        ImagesPerPhase = imagesPerPhase,
+        DefaultBatch = 8,
+        Seed = seed,
+        TickImages = 200,
+        CheckpointTicks = 1000,
+        SwdImages = 0,
+    };
+
+    /// <summary>
+    /// A hash of the sign of every leaky ReLU input in the graph that made <paramref name="output"/>:
+    /// which linear piece of the networks (and of their recorded backward passes) the point is on.
+    /// The critic loss contains the norm of a gradient of a piecewise-linear network, so it jumps
+    /// where any unit changes sign; a finite difference is only meaningful within one piece.
+    /// </summary>
+    private static long Piece(Tensor output)
+    {
+        var hash = new HashCode();
+        var seen = new HashSet<Node>(ReferenceEqualityComparer.Instance);
+        var stack = new Stack<Node>();
+        if (output.GradFn != null) stack.Push(output.GradFn);
+        while (stack.Count > 0)
+        {
+            var node = stack.Pop();
+            if (!seen.Add(node)) continue;
+            if (node.Op is "LeakyRelu" or "LeakyReluMask")
+                foreach (var v in node.Inputs[0].ToArray()) hash.Add(v > 0);
+            foreach (var input in node.Inputs)
+                if (input.GradFn != null) stack.Push(input.GradFn);
+        }
+        return hash.ToHashCode();
+    }
+
+    [Fact]
+    public void TheCriticLossGradientMatchesFiniteDifferencesForEveryCriticWeight()
+    {
+        var config = ProGanConfig.Tiny(8) with { LatentSize = 8, FmapBase = 16, FmapMax = 4 };
+        using var g = new Generator(Cpu, config, new Rng(1));
+        using var d = new Discriminator(Cpu, config, new Rng(2));
+        var reals = new InMemoryShapes(4, 8);
+        var realHost = new float[4 * 3 * 64];
+        reals.FillBatch(Enumerable.Range(0, 4).ToArray(), 8, new bool[4], realHost);
+        var rng = new Rng(3);
+        var zHost = new float[4 * config.LatentSize];
+        var tHost = new float[4];
+        rng.FillNormal(zHost);
+        rng.FillUniform(tHost);
+        var parameters = d.Parameters();
+
+        (double value, long piece, float[][] grads) Evaluate()
+        {
+            using var scope = new Scope();
+            var (loss, grads, _, _, _) = WganGp.CriticLoss(g, d, Tensor.FromArray(Cpu, realHost, new Shape(4, 3, 8, 8)),
+                Tensor.FromArray(Cpu, zHost, new Shape(4, config.LatentSize)), Tensor.FromArray(Cpu, tHost, new Shape(4)), 3, 0.7f);
+            return (loss.Item(), Piece(loss), grads.Select(t => t.ToArray()).ToArray());
+        }
+
+        var (_, basePiece, analytic) = Evaluate();
+        var failures = new List<string>();
+        int checkedCount = 0, skipped = 0;
+        for (int i = 0; i < parameters.Count; i++)
+        {
+            var original = parameters[i].ToArray();
+            for (int j = 0; j < original.Length; j++)
+            {
+                double? numeric = null;
+                for (double h = 1e-2; h > 1e-5 && numeric == null; h /= 4)
+                {
+                    var values = (float[])original.Clone();
+                    values[j] = (float)(original[j] + h);
+                    parameters[i].CopyFrom(values);
+                    var plus = Evaluate();
+                    values[j] = (float)(original[j] - h);
+                    parameters[i].CopyFrom(values);
+                    var minus = Evaluate();
+                    if (plus.piece == basePiece && minus.piece == basePiece) numeric = (plus.value - minus.value) / (2 * h);
+                }
+                parameters[i].CopyFrom(original);
+                checkedCount++;
+                if (numeric is not double n) { skipped++; continue; }
+                double a = analytic[i][j];
+                if (Math.Abs(a - n) > 2e-3 + 2e-2 * Math.Max(Math.Abs(a), Math.Abs(n)))
+                    failures.Add($"{d.NamedParameters().ElementAt(i).Name}[{j}]: tape {a:G6}, finite difference {n:G6}");
+            }
+        }
+        Assert.True(failures.Count == 0, $"{failures.Count} of {checkedCount} critic weights disagree:\n" + string.Join("\n", failures.Take(10)));
+        Assert.True(skipped <= checkedCount / 20, $"{skipped} of {checkedCount} weights sat on a kink at every step size");
+    }
+
+    [Fact]
+    public void AFewHundredStepsAt8x8BringTheGeneratorCloserToTheData()
+    {
+        using var dir = new TempDirectory();
+        var data = new InMemoryShapes(256, 8);
+        var options = Tiny(8, 1600);
+        using var trainer = new Trainer(options, Cpu, data, dir.Path, new SilentObserver());
+        var before = Evaluation.Swd(trainer.GeneratorEma, data, 256, 9).Mean;
+        Assert.Equal(StopReason.Finished, trainer.Run());
+        var after = Evaluation.Swd(trainer.GeneratorEma, data, 256, 9).Mean;
+        Assert.True(after < 0.7 * before, $"SWD before {before:F1}, after {after:F1}");
+        // The critic learned to tell: its scores separate reals from fakes in the last ticks.
+        Assert.True(File.Exists(Path.Combine(dir.Path, "metrics.jsonl")));
+    }
+
+    [Fact]
+    public void ResumingFromACheckpointGivesBitForBitTheWeightsOfAnUninterruptedRun()
+    {
+        var data = new InMemoryShapes(64, 8);
+        var options = Tiny(8, 96);   // 3 phases of 12 steps, batch 8: resume lands mid-fade-in
+        using var straight = new TempDirectory();
+        using var interrupted = new TempDirectory();
+        float[][] expected;
+        using (var trainer = new Trainer(options, Cpu, data, straight.Path, new SilentObserver()))
+        {
+            Assert.Equal(StopReason.Finished, trainer.Run());
+            expected = Weights(trainer);
+        }
+        string checkpoint;
+        using (var trainer = new Trainer(options, Cpu, data, interrupted.Path, new SilentObserver()))
+        {
+            Assert.Equal(StopReason.Interrupted, trainer.Run(maxSteps: 17));
+            Assert.Equal(1, trainer.State.PhaseIndex);                 // in the 8x8 fade-in
+            Assert.InRange(trainer.State.ImagesInPhase, 1, 95);
+            checkpoint = new CheckpointStore(interrupted.Path).Latest!;
+        }
+        using (var resumed = new Trainer(options, Cpu, data, interrupted.Path, new SilentObserver(), checkpoint))
+        {
+            Assert.Equal(17, resumed.State.Steps);
+            Assert.Equal(StopReason.Finished, resumed.Run());
+            var actual = Weights(resumed);
+            Assert.Equal(expected.Length, actual.Length);
+            for (int i = 0; i < expected.Length; i++)
+                Assert.True(expected[i].AsSpan().SequenceEqual(actual[i]), $"tensor {i} differs after resuming");
+        }
+    }
+
+    private static float[][] Weights(Trainer t) =>
+        t.Generator.Parameters().Concat(t.Discriminator.Parameters()).Concat(t.GeneratorEma.Parameters()).Select(p => p.ToArray()).ToArray();
+
+    [Fact]
+    public void ACheckpointRoundTripsEveryTensorAndRefusesAnotherConfiguration()
+    {
+        var data = new InMemoryShapes(32, 8);
+        var options = Tiny(8, 64);
+        using var dir = new TempDirectory();
+        string checkpoint;
+        float[][] saved;
+        using (var trainer = new Trainer(options, Cpu, data, dir.Path, new SilentObserver()))
+        {
+            trainer.Run(maxSteps: 5);
+            checkpoint = new CheckpointStore(dir.Path).Latest!;
+            saved = Weights(trainer);
+        }
+        foreach (var file in new[] { "G.safetensors", "D.safetensors", "G_ema.safetensors", "optimizer.safetensors", "state.json" })
+            Assert.True(File.Exists(Path.Combine(checkpoint, file)), file);
+        var content = SafeTensors.Load(Path.Combine(checkpoint, "G_ema.safetensors"));
+        // nf(1) = min(64 / 2, 32) = 32 channels at 4x4: the first dense layer is [32 * 16, latent 32], PyTorch's [out, in].
+        Assert.Equal([512, 32], content.Tensors["latent_dense.weight"].Shape);
+        using (var resumed = new Trainer(options, Cpu, data, dir.Path, new SilentObserver(), checkpoint))
+        {
+            var loaded = Weights(resumed);
+            for (int i = 0; i < saved.Length; i++) Assert.Equal(saved[i], loaded[i]);
+        }
+        var other = options with { Model = options.Model with { FmapMax = 16 }, Seed = 99 };
+        var ex = Assert.Throws<ArgumentException>(() => new Trainer(other, Cpu, data, dir.Path, new SilentObserver(), checkpoint));
+        Assert.Contains("fmap-max: checkpoint has 32, this run asks for 16", ex.Message);
+        Assert.Contains("seed: checkpoint has 5, this run asks for 99", ex.Message);
+    }
+}
