@@ -21,10 +21,12 @@
 // reach and others skip is undefined behaviour in CUDA (it hangs or corrupts); here it is caught
 // and the launch fails with a message naming the block.
 //
-// Fiber stacks are reused: each OS thread keeps a pool of them, grown to the largest block it
-// has run, and freed when the thread exits. A stack is 128 KiB with a guard page below it, so a
-// kernel that overflows its stack (a big per-thread local array) crashes at once instead of
-// corrupting its neighbour.
+// Fiber stacks are reused: each worker thread keeps a pool of them, grown to the largest block
+// it has run, and the calling thread uses one more pool shared by all callers (launches take
+// turns, one grid at a time). A stack is 128 KiB with a guard page below it, so a kernel that
+// overflows its stack (a big per-thread local array) crashes at once instead of corrupting its
+// neighbour. Stacks are mapped without reserving memory: only the pages a kernel touches (one or
+// two per CUDA thread) become resident.
 // System headers first: simt.h makes every later declaration hidden (see there).
 #include <atomic>
 #include <chrono>
@@ -197,11 +199,12 @@ struct ThreadState
     }
 };
 
-ThreadState& state()
-{
-    static thread_local ThreadState s;
-    return s;
-}
+// The state of the block runner on this OS thread, set while it runs blocks of a launch: a
+// worker's own, or, on the calling thread, the one state reserved for callers (launches take
+// turns, so one is enough however many threads launch kernels).
+__thread ThreadState* t_state = nullptr;
+
+ThreadState& state() { return *t_state; }
 
 // ------------------------------------------------------------------ a launch
 
@@ -323,9 +326,9 @@ void run_block(ThreadState& ts, Job& job, unsigned long long linear)
 
 // Takes blocks of the job until none is left, or (if `until` is given) until that time has
 // passed; returns false if it stopped early with blocks left.
-bool run_blocks(Job& job, const std::chrono::steady_clock::time_point* until = nullptr)
+bool run_blocks(Job& job, ThreadState& ts, const std::chrono::steady_clock::time_point* until = nullptr)
 {
-    ThreadState& ts = state();
+    t_state = &ts;
     ts.job = &job;
     ts.body = job.body;
     ts.bound = job.bound;
@@ -353,6 +356,7 @@ bool run_blocks(Job& job, const std::chrono::steady_clock::time_point* until = n
         job.fail(std::string("the emulator ran out of resources: ") + e.what());
     }
     ts.job = nullptr;
+    t_state = nullptr;
     return finished;
 }
 
@@ -385,18 +389,18 @@ public:
         for (auto& t : workers_) t.join();
     }
 
-    // Runs every block of the job. The calling thread starts alone: waking a sleeping thread
+    // Runs every block of the job; the caller must hold the launch mutex. The calling thread starts alone: waking a sleeping thread
     // costs tens of microseconds, more than most small launches take. Only a launch still
     // running after kAloneFor gets the other threads.
     void run(Job& job)
     {
         if (workers_.empty() || job.totalBlocks == 1)
         {
-            run_blocks(job);
+            run_blocks(job, callerState_);
             return;
         }
         auto until = std::chrono::steady_clock::now() + kAloneFor;
-        if (run_blocks(job, &until)) return;
+        if (run_blocks(job, callerState_, &until)) return;
         {
             std::lock_guard<std::mutex> lock(mutex_);
             job_ = &job;
@@ -404,7 +408,7 @@ public:
             generation_++;
         }
         wake_.notify_all();
-        run_blocks(job);
+        run_blocks(job, callerState_);
         std::unique_lock<std::mutex> lock(mutex_);
         done_.wait(lock, [this] { return active_ == 0; });
         job_ = nullptr;
@@ -413,6 +417,7 @@ public:
 private:
     void work()
     {
+        ThreadState own;
         unsigned long long seen = 0;
         for (;;)
         {
@@ -424,7 +429,7 @@ private:
                 seen = generation_;
                 job = job_;
             }
-            run_blocks(*job);
+            run_blocks(*job, own);
             {
                 std::lock_guard<std::mutex> lock(mutex_);
                 if (--active_ == 0) done_.notify_all();
@@ -432,6 +437,7 @@ private:
         }
     }
 
+    ThreadState callerState_;   // used by whichever thread holds the launch mutex
     std::vector<std::thread> workers_;
     std::mutex mutex_;
     std::condition_variable wake_, done_;
