@@ -38,11 +38,11 @@ public static class TrainingData
         if (spec == "shapes")
         {
             var shapes = new ShapesDataset(seed: 0, count: shapesCount);
-            var hash = DatasetCache.HashSources(["shapes", "v1", shapesCount.ToString(), resolution.ToString()]);
+            var hash = DatasetCache.HashSources(["shapes", ShapesDataset.Version.ToString(), shapesCount.ToString(), resolution.ToString()]);
             string path = Path.Combine(CacheFolder, $"shapes-{shapesCount}-{resolution}.rgcache");
             var cache = DatasetCache.OpenOrBuild(path, ShapesDataset.Channels, resolution, hash,
                 () => Announce(notice, $"rendering {shapesCount:N0} shapes at {resolution}x{resolution} into {path} (once)",
-                    Enumerable.Range(0, shapesCount).Select(i => shapes.RenderBytes(i, resolution))), out _);
+                    shapes.RenderAllBytes(resolution)), out _);
             return new CachedImages("shapes", cache);
         }
         if (spec == "fashion-mnist" || spec.StartsWith("fashion-mnist:") || spec.StartsWith("mnist:"))

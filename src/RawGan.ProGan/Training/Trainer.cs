@@ -139,7 +139,7 @@ public sealed class Trainer : IDisposable
             }
 
             bool phaseDone = State.ImagesInPhase >= phase.Images;
-            if (State.TotalImages >= State.NextTickImages || phaseDone)
+            if (State.TotalImages >= State.NextTickImages || (phaseDone && State.TotalImages > _imagesAtLastTick))
             {
                 State.Seconds = secondsAtStart + clock.Elapsed.TotalSeconds;
                 State.Ticks++;
@@ -246,12 +246,11 @@ public sealed class Trainer : IDisposable
     {
         double seconds = runSeconds - _secondsAtLastTick;
         long images = State.TotalImages - _imagesAtLastTick;
-        if (_imagesAtLastTick == 0 && _secondsAtLastTick == 0) images = Math.Min(images, State.TotalImages);
         _secondsAtLastTick = runSeconds;
         _imagesAtLastTick = State.TotalImages;
         double ips = seconds > 0 ? images / seconds : 0;
         long remainingImages = Schedule.TotalImages - State.TotalImages;
-        var remaining = TimeSpan.FromSeconds(ips > 0 ? EstimateRemainingSeconds(ips, phase) : 0);
+        var remaining = TimeSpan.FromSeconds(ips > 0 ? Math.Max(0, EstimateRemainingSeconds(ips, phase)) : 0);
         var report = new TickReport(State.Ticks, phase, Schedule.Phases.Count, alpha, State.TotalImages, Schedule.TotalImages, batch,
             ips, ips > 0 ? 1000 / ips : 0, TimeSpan.FromSeconds(secondsAtStart + runSeconds), remaining,
             tick.Mean(tick.Critic), tick.Mean(tick.Generator), tick.Mean(tick.Real), tick.Mean(tick.Fake), tick.Mean(tick.Penalty), State.SkippedSteps);
