@@ -22,9 +22,11 @@
 //   conv2d_backward_weight  o < Cout    (c, a, b)        (s, i, j)         gy          x, shifted
 //
 // Putting the batch into the columns makes one launch cover all samples, so small images (4x4 at
-// the start of ProGAN's training) still give the device enough tiles. Each loader turns its flat
-// index into coordinates with a few divisions and returns 0 for a pixel outside the image: the
-// zero padding costs a comparison, not memory.
+// the start of ProGAN's training) still give the device enough tiles. The "x, shifted" and "gy,
+// shifted" operands are one object, conv_window_operand: its fixed() part turns a flat pixel
+// index (s, i, j) into a sample pointer and a row and column, once per thread and K step; its
+// load() part turns a window index (c, a, b) into a channel and an offset and returns 0 for a
+// pixel outside the image: the zero padding costs a comparison, not memory.
 //
 // Threads and launch: as sgemm (see gemm_tile.cuh): a 2-D block from the host's BlockSize, each
 // thread 4 x 4 outputs of a (4 blockDim.y) x (4 blockDim.x) tile, grid (ceil(columns / (4
@@ -32,52 +34,52 @@
 #include "common.cuh"
 #include "gemm_tile.cuh"
 
-// The sizes every loader needs.
-struct conv_shape
+// One pixel of an image stack: the sample's first channel and the pixel's row and column.
+struct conv_pixel
 {
-    int n, cin, h, w, cout, k;
-    __device__ __forceinline__ int pad() const { return k / 2; }
-    __device__ __forceinline__ int plane() const { return h * w; }
+    const float* sample;
+    int y, x;
 };
 
-// w[o, c, a, b] as A[o, (c, a, b)]: contiguous along the reduction.
-struct conv_forward_load_w
+// The k x k window around each pixel of t [n, channels, h, w], as a matrix indexed by a pixel
+// (s, i, j) on one side and a window position (c, a, b) on the other:
+//   sign +1: t[s, c, i + a - p, j + b - p]   (the input seen by the forward pass and the weight gradient)
+//   sign -1: t[s, c, i - a + p, j - b + p]   (the output gradient seen by the input gradient: the flipped kernel)
+// fixed() takes the flat pixel index, load() the flat window index.
+struct conv_window_operand
 {
-    const float* w;
-    int K;
-    bool k_fastest;
-    __device__ __forceinline__ float operator()(int o, int q) const { return w[(long long)o * K + q]; }
-};
+    const float* t;
+    int channels, h, w, k, sign;
+    bool k_fastest;   // true when the pixels run along K (the weight gradient), false when along the columns
 
-// x[s, c, i + a - p, j + b - p] as B[(c, a, b), (s, i, j)].
-struct conv_forward_load_x
-{
-    const float* x;
-    conv_shape sh;
-    bool k_fastest;
-    __device__ __forceinline__ float operator()(int q, int col) const
+    __device__ __forceinline__ conv_pixel fixed(int pixel) const
     {
-        const int kk = sh.k * sh.k;
-        const int c = q / kk, a = q % kk / sh.k, b = q % sh.k;
-        const int plane = sh.plane();
-        const int s = col / plane, pix = col % plane;
-        const int iy = pix / sh.w + a - sh.pad(), ix = pix % sh.w + b - sh.pad();
-        if (iy < 0 || iy >= sh.h || ix < 0 || ix >= sh.w) return 0.0f;
-        return x[((long long)s * sh.cin + c) * plane + iy * sh.w + ix];
+        const int plane = h * w;
+        const int s = pixel / plane, p = pixel % plane;
+        conv_pixel px = {t + (long long)s * channels * plane, p / w, p % w};
+        return px;
+    }
+
+    __device__ __forceinline__ float load(const conv_pixel& px, int window) const
+    {
+        const int kk = k * k, pad = k / 2;
+        const int c = window / kk, a = window % kk / k, b = window % k;
+        const int iy = px.y + sign * (a - pad), ix = px.x + sign * (b - pad);
+        if (iy < 0 || iy >= h || ix < 0 || ix >= w) return 0.0f;
+        return px.sample[(long long)c * h * w + iy * w + ix];
     }
 };
 
 extern "C" __global__ void conv2d_forward(const float* __restrict__ x, const float* __restrict__ w, float* __restrict__ y,
                                           int n, int cin, int h, int wd, int cout, int k, float scale)
 {
-    const conv_shape sh = {n, cin, h, wd, cout, k};
-    const int K = cin * k * k, columns = n * h * wd;
-    const conv_forward_load_w loadA = {w, K, true};
-    const conv_forward_load_x loadB = {x, sh, false};
+    const int K = cin * k * k, columns = n * h * wd, plane = h * wd;
+    // A[o, q] = w[q + o K]: w is already the [Cout, Cin k k] matrix.
+    const strided_operand A = {w, K, true};
+    const conv_window_operand B = {x, cin, h, wd, k, +1, false};
     float acc[GEMM_TM][GEMM_TN];
-    gemm_tile(cout, columns, K, loadA, loadB, acc);
+    gemm_tile(cout, columns, K, A, B, acc);
 
-    const int plane = h * wd;
     for (int i = 0; i < GEMM_TM; i++)
     {
         const int o = gemm_tile_row(i);
@@ -92,50 +94,30 @@ extern "C" __global__ void conv2d_forward(const float* __restrict__ x, const flo
     }
 }
 
-// w[o, c, a, b] as A[c, (o, a, b)]: the channel axes swapped. Within one o the (a, b) run is
-// contiguous, so k-fastest loading still reads runs of k * k adjacent floats.
-struct conv_input_load_w
+// w [Cout, Cin, k, k] read as A[c, (o, a, b)] = w[o, c, a, b]: the channel axes swapped. The
+// fixed part is the window position (o, a, b), the rest steps through c, k * k floats apart.
+struct conv_weight_by_input_channel
 {
     const float* w;
     int cin, k;
     bool k_fastest;
-    __device__ __forceinline__ float operator()(int c, int q) const
+    __device__ __forceinline__ const float* fixed(int q) const
     {
         const int kk = k * k;
-        const int o = q / kk, ab = q % kk;
-        return w[((long long)o * cin + c) * kk + ab];
+        return w + (long long)(q / kk) * cin * kk + q % kk;
     }
-};
-
-// gy[s, o, i - a + p, j - b + p] as B[(o, a, b), (s, i, j)]: the kernel flipped.
-struct conv_input_load_gy
-{
-    const float* gy;
-    conv_shape sh;
-    bool k_fastest;
-    __device__ __forceinline__ float operator()(int q, int col) const
-    {
-        const int kk = sh.k * sh.k;
-        const int o = q / kk, a = q % kk / sh.k, b = q % sh.k;
-        const int plane = sh.plane();
-        const int s = col / plane, pix = col % plane;
-        const int oy = pix / sh.w - a + sh.pad(), ox = pix % sh.w - b + sh.pad();
-        if (oy < 0 || oy >= sh.h || ox < 0 || ox >= sh.w) return 0.0f;
-        return gy[((long long)s * sh.cout + o) * plane + oy * sh.w + ox];
-    }
+    __device__ __forceinline__ float load(const float* f, int c) const { return f[(long long)c * k * k]; }
 };
 
 extern "C" __global__ void conv2d_backward_input(const float* __restrict__ gy, const float* __restrict__ w, float* __restrict__ gx,
                                                  int n, int cin, int h, int wd, int cout, int k, float scale)
 {
-    const conv_shape sh = {n, cin, h, wd, cout, k};
-    const int K = cout * k * k, columns = n * h * wd;
-    const conv_input_load_w loadA = {w, cin, k, true};
-    const conv_input_load_gy loadB = {gy, sh, false};
+    const int K = cout * k * k, columns = n * h * wd, plane = h * wd;
+    const conv_weight_by_input_channel A = {w, cin, k, true};
+    const conv_window_operand B = {gy, cout, h, wd, k, -1, false};
     float acc[GEMM_TM][GEMM_TN];
-    gemm_tile(cin, columns, K, loadA, loadB, acc);
+    gemm_tile(cin, columns, K, A, B, acc);
 
-    const int plane = h * wd;
     for (int i = 0; i < GEMM_TM; i++)
     {
         const int c = gemm_tile_row(i);
@@ -150,46 +132,25 @@ extern "C" __global__ void conv2d_backward_input(const float* __restrict__ gy, c
     }
 }
 
-// gy[s, o, i, j] as A[o, (s, i, j)]: contiguous along the reduction within a sample.
-struct conv_weight_load_gy
+// gy [N, Cout, H, W] read as A[o, (s, i, j)]: the fixed part is the pixel, the rest steps
+// through o, one plane apart.
+struct conv_output_by_pixel
 {
     const float* gy;
     int cout, plane;
     bool k_fastest;
-    __device__ __forceinline__ float operator()(int o, int r) const
-    {
-        const int s = r / plane, pix = r % plane;
-        return gy[((long long)s * cout + o) * plane + pix];
-    }
-};
-
-// x[s, c, i + a - p, j + b - p] as B[(s, i, j), (c, a, b)]: contiguous along the reduction.
-struct conv_weight_load_x
-{
-    const float* x;
-    conv_shape sh;
-    bool k_fastest;
-    __device__ __forceinline__ float operator()(int r, int q) const
-    {
-        const int plane = sh.plane();
-        const int s = r / plane, pix = r % plane;
-        const int kk = sh.k * sh.k;
-        const int c = q / kk, a = q % kk / sh.k, b = q % sh.k;
-        const int iy = pix / sh.w + a - sh.pad(), ix = pix % sh.w + b - sh.pad();
-        if (iy < 0 || iy >= sh.h || ix < 0 || ix >= sh.w) return 0.0f;
-        return x[((long long)s * sh.cin + c) * plane + iy * sh.w + ix];
-    }
+    __device__ __forceinline__ const float* fixed(int r) const { return gy + (long long)(r / plane) * cout * plane + r % plane; }
+    __device__ __forceinline__ float load(const float* f, int o) const { return f[(long long)o * plane]; }
 };
 
 extern "C" __global__ void conv2d_backward_weight(const float* __restrict__ x, const float* __restrict__ gy, float* __restrict__ gw,
                                                   int n, int cin, int h, int wd, int cout, int k, float scale)
 {
-    const conv_shape sh = {n, cin, h, wd, cout, k};
     const int columns = cin * k * k, K = n * h * wd;
-    const conv_weight_load_gy loadA = {gy, cout, h * wd, true};
-    const conv_weight_load_x loadB = {x, sh, true};
+    const conv_output_by_pixel A = {gy, cout, h * wd, true};
+    const conv_window_operand B = {x, cin, h, wd, k, +1, true};
     float acc[GEMM_TM][GEMM_TN];
-    gemm_tile(cout, columns, K, loadA, loadB, acc);
+    gemm_tile(cout, columns, K, A, B, acc);
 
     for (int i = 0; i < GEMM_TM; i++)
     {

@@ -18,41 +18,19 @@
 #include "common.cuh"
 #include "gemm_tile.cuh"
 
-// op(A)[row, k]: A is [m, k] row-major, or [k, m] when transposed.
-struct sgemm_load_a
-{
-    const float* a;
-    int m, k;
-    bool transposed;
-    bool k_fastest;   // consecutive k are adjacent in memory unless A is transposed
-
-    __device__ __forceinline__ float operator()(int row, int kk) const
-    {
-        return transposed ? a[(long long)kk * m + row] : a[(long long)row * k + kk];
-    }
-};
-
-// op(B)[k, col]: B is [k, n] row-major, or [n, k] when transposed.
-struct sgemm_load_b
-{
-    const float* b;
-    int n, k;
-    bool transposed;
-    bool k_fastest;   // consecutive k are adjacent in memory only if B is transposed
-
-    __device__ __forceinline__ float operator()(int kk, int col) const
-    {
-        return transposed ? b[(long long)col * k + kk] : b[(long long)kk * n + col];
-    }
-};
-
+// Each operand is a strided_operand (gemm_tile.cuh), read at p[i + j * stride] with i the
+// index adjacent in memory (r, c, d: row, column and depth (k) indices; m, n, k: the sizes):
+//   A [m, k]        A[r, d] = a[d + r * k]    i = d (depth fastest)
+//   A^T, A [k, m]   A[r, d] = a[r + d * m]    i = r
+//   B [k, n]        B[d, c] = b[c + d * n]    i = c
+//   B^T, B [n, k]   B[d, c] = b[d + c * k]    i = d (depth fastest)
 extern "C" __global__ void sgemm(int transA, int transB, int m, int n, int k, float alpha,
                                  const float* __restrict__ a, const float* __restrict__ b, float beta, float* __restrict__ c)
 {
-    const sgemm_load_a loadA = {a, m, k, transA != 0, transA == 0};
-    const sgemm_load_b loadB = {b, n, k, transB != 0, transB != 0};
+    const strided_operand A = {a, transA ? (long long)m : (long long)k, transA == 0};
+    const strided_operand B = {b, transB ? (long long)k : (long long)n, transB != 0};
     float acc[GEMM_TM][GEMM_TN];
-    gemm_tile(m, n, k, loadA, loadB, acc);
+    gemm_tile(m, n, k, A, B, acc);
 
     for (int i = 0; i < GEMM_TM; i++)
     {

@@ -1,10 +1,10 @@
 // gemm_tile.cuh: the tiled matrix product shared by sgemm (gemm.cu) and the three convolution
 // kernels (conv.cu).
 //
-// The product. C[M, N] = A[M, K] B[K, N], where A and B are never passed as arrays: a "loader"
-// returns A[row, k] and B[k, col] on demand. For sgemm the loaders read row-major matrices
-// (transposed or not); for a convolution they gather the right input pixel for each (row, k) or
-// (k, col) on the fly, an "implicit GEMM": the im2col matrix is never built in memory.
+// The product. C[M, N] = A[M, K] B[K, N], where A and B are never passed as arrays: an operand
+// object returns A[row, k] and B[k, col] on demand. For sgemm the operands read row-major
+// matrices (transposed or not); for a convolution one of them gathers the right input pixel for
+// each (k, col) on the fly, an "implicit GEMM": the im2col matrix is never built in memory.
 //
 // The tiling. A block of blockDim.x * blockDim.y threads computes one tile of C with
 // BM = GEMM_TM * blockDim.y rows and BN = GEMM_TN * blockDim.x columns, at
@@ -12,7 +12,7 @@
 //   columns blockIdx.x * BN ...
 // so the grid is (ceil(N / BN), ceil(M / BM)). It walks K in steps of GEMM_BK: the block's
 // threads first copy a BK x BM slice of A and a BK x BN slice of B into shared memory together
-// (each element of the tiles is loaded once from global memory and then read by TN or TM
+// (each element is loaded from global memory once, then read from shared memory by TN or TM
 // threads), a barrier makes the tiles complete, every thread does BK rank-1 updates of its own
 // GEMM_TM x GEMM_TN accumulators held in registers, and a second barrier keeps the next copy from
 // overwriting tiles that slower threads are still reading.
@@ -23,17 +23,22 @@
 // elements (coalesced). Each shared value read feeds TM or TN multiply-adds from registers,
 // which is what lifts this above a naive one-output-per-thread kernel.
 //
-// Loading. Every tile element is loaded by some thread in a loop striding over the block, so
-// any block shape works. The order in which a block walks a tile follows the operand's memory
-// layout (loader.k_fastest says whether consecutive k are adjacent in memory), so the threads of
-// a warp read adjacent addresses either way. Tiles are padded by one float per row so that
-// threads writing down a column of the tile hit different banks. Elements outside M, N or K
-// load as 0, so sizes need not be multiples of anything.
+// Operands. An operand says whether consecutive k are adjacent in memory (k_fastest), and splits
+// the work of finding an element in two: fixed(i) does the part that depends on one index, and
+// load(f, j) the rest, where (i, j) = (k, row or column) if k_fastest, else (row or column, k).
+// A tile is walked in the operand's memory order, so the threads of a warp read adjacent
+// addresses either way. With the host's block shapes every thread then keeps the same i for a
+// whole K step and only j varies: fixed() runs once per thread and step (for a convolution it
+// holds the divisions that turn a flat pixel index into a sample, a row and a column), and
+// load() once per element. Any other block shape takes a generic path that calls both per
+// element. Elements outside M, N or K load as 0, so sizes need not be multiples of anything.
+// Tiles are padded by one float per row so that threads writing down a column of a tile hit
+// different shared-memory banks.
 //
-// Launch shape. The host picks a two-dimensional block from its BlockSize (e.g. 16 x 16 for
-// 256 threads: 64 x 64 tiles) and passes gemm_tile_shared_bytes(bx, by) of dynamic shared
-// memory: 16.5 KiB for the largest (32 x 32) block, well under the 48 KiB limit. The kernel is
-// correct for any block shape; only the speed depends on it.
+// Launch shape. The host picks a two-dimensional block from its BlockSize (16 x 16 for 256
+// threads: 64 x 64 tiles; 8 x 4 for 32; 32 x 32 for 1024) and passes gemm_tile_shared_bytes(bx,
+// by) of dynamic shared memory: 16.5 KiB for the largest block, well under the 48 KiB limit. The
+// kernel is correct for any block shape; only its speed depends on the shape.
 #pragma once
 #include "common.cuh"
 
@@ -47,11 +52,74 @@ __host__ __device__ __forceinline__ unsigned gemm_tile_shared_bytes(unsigned bx,
     return (unsigned)sizeof(float) * GEMM_BK * ((GEMM_TM * by + 1) + (GEMM_TN * bx + 1));
 }
 
+// A row-major matrix operand read at p[i + j * stride]: i is the index adjacent in memory.
+// All four sgemm cases are one of these (see gemm.cu), and so is a convolution's weight matrix.
+struct strided_operand
+{
+    const float* p;
+    long long stride;
+    bool k_fastest;
+    __device__ __forceinline__ const float* fixed(int i) const { return p + i; }
+    __device__ __forceinline__ float load(const float* f, int j) const { return f[j * stride]; }
+};
+
+// One operand tile: tile[kk * pitch + l] = operand at (l0 + l, k0 + kk) for l < L, kk < GEMM_BK,
+// where l is the row (of A) or column (of B) and limit the matrix's row or column count.
+template <typename Operand>
+__device__ __forceinline__ void gemm_load_tile(const Operand& op, float* tile, int pitch, int L, int l0, int limit, int k0, int K)
+{
+    const int tid = threadIdx.y * blockDim.x + threadIdx.x;
+    const int threads = blockDim.x * blockDim.y;
+    if (op.k_fastest && threads % GEMM_BK == 0)
+    {
+        // This thread keeps one depth kk and walks the rows (or columns) of the tile.
+        const int kk = tid % GEMM_BK, k = k0 + kk;
+        if (k < K)
+        {
+            const auto f = op.fixed(k);
+            for (int l = tid / GEMM_BK; l < L; l += threads / GEMM_BK)
+                tile[kk * pitch + l] = l0 + l < limit ? op.load(f, l0 + l) : 0.0f;
+        }
+        else
+        {
+            for (int l = tid / GEMM_BK; l < L; l += threads / GEMM_BK) tile[kk * pitch + l] = 0.0f;
+        }
+    }
+    else if (!op.k_fastest && threads % L == 0)
+    {
+        // This thread keeps one row (or column) l and walks the depths of the tile.
+        const int l = tid % L;
+        if (l0 + l < limit)
+        {
+            const auto f = op.fixed(l0 + l);
+            for (int kk = tid / L; kk < GEMM_BK; kk += threads / L)
+                tile[kk * pitch + l] = k0 + kk < K ? op.load(f, k0 + kk) : 0.0f;
+        }
+        else
+        {
+            for (int kk = tid / L; kk < GEMM_BK; kk += threads / L) tile[kk * pitch + l] = 0.0f;
+        }
+    }
+    else
+    {
+        // Any other block shape: every element on its own.
+        for (int e = tid; e < GEMM_BK * L; e += threads)
+        {
+            int l, kk;
+            if (op.k_fastest) { l = e / GEMM_BK; kk = e % GEMM_BK; }
+            else { kk = e / L; l = e % L; }
+            const int li = l0 + l, k = k0 + kk;
+            float v = 0.0f;
+            if (li < limit && k < K) v = op.k_fastest ? op.load(op.fixed(k), li) : op.load(op.fixed(li), k);
+            tile[kk * pitch + l] = v;
+        }
+    }
+}
+
 // Accumulates this thread's GEMM_TM x GEMM_TN outputs of the block's tile of A B into acc.
-// LoadA: float operator()(int row, int k) const, bool k_fastest; LoadB: float operator()(int k,
-// int col) const, bool k_fastest. Every thread of the block must call it (it has barriers).
-template <typename LoadA, typename LoadB>
-__device__ __forceinline__ void gemm_tile(int M, int N, int K, const LoadA& loadA, const LoadB& loadB, float acc[GEMM_TM][GEMM_TN])
+// Every thread of the block must call it (it has barriers).
+template <typename OperandA, typename OperandB>
+__device__ __forceinline__ void gemm_tile(int M, int N, int K, const OperandA& a, const OperandB& b, float acc[GEMM_TM][GEMM_TN])
 {
     DYNAMIC_SHARED(float, tiles);
     const int bx = blockDim.x, by = blockDim.y;
@@ -61,38 +129,23 @@ __device__ __forceinline__ void gemm_tile(int M, int N, int K, const LoadA& load
     float* Bs = tiles + GEMM_BK * lda;              // Bs[kk * ldb + c] = B[k0 + kk, col0 + c]
     const int row0 = blockIdx.y * BM, col0 = blockIdx.x * BN;
     const int tx = threadIdx.x, ty = threadIdx.y;
-    const int tid = ty * bx + tx, threads = bx * by;
 
     for (int i = 0; i < GEMM_TM; i++)
         for (int j = 0; j < GEMM_TN; j++) acc[i][j] = 0.0f;
 
     for (int k0 = 0; k0 < K; k0 += GEMM_BK)
     {
-        for (int e = tid; e < GEMM_BK * BM; e += threads)
-        {
-            int r, kk;
-            if (loadA.k_fastest) { r = e / GEMM_BK; kk = e % GEMM_BK; }
-            else { kk = e / BM; r = e % BM; }
-            const int row = row0 + r, k = k0 + kk;
-            As[kk * lda + r] = (row < M && k < K) ? loadA(row, k) : 0.0f;
-        }
-        for (int e = tid; e < GEMM_BK * BN; e += threads)
-        {
-            int c, kk;
-            if (loadB.k_fastest) { c = e / GEMM_BK; kk = e % GEMM_BK; }
-            else { kk = e / BN; c = e % BN; }
-            const int col = col0 + c, k = k0 + kk;
-            Bs[kk * ldb + c] = (k < K && col < N) ? loadB(k, col) : 0.0f;
-        }
+        gemm_load_tile(a, As, lda, BM, row0, M, k0, K);
+        gemm_load_tile(b, Bs, ldb, BN, col0, N, k0, K);
         __syncthreads();
 
         for (int kk = 0; kk < GEMM_BK; kk++)
         {
-            float a[GEMM_TM], b[GEMM_TN];
-            for (int i = 0; i < GEMM_TM; i++) a[i] = As[kk * lda + ty + i * by];
-            for (int j = 0; j < GEMM_TN; j++) b[j] = Bs[kk * ldb + tx + j * bx];
+            float av[GEMM_TM], bv[GEMM_TN];
+            for (int i = 0; i < GEMM_TM; i++) av[i] = As[kk * lda + ty + i * by];
+            for (int j = 0; j < GEMM_TN; j++) bv[j] = Bs[kk * ldb + tx + j * bx];
             for (int i = 0; i < GEMM_TM; i++)
-                for (int j = 0; j < GEMM_TN; j++) acc[i][j] += a[i] * b[j];
+                for (int j = 0; j < GEMM_TN; j++) acc[i][j] += av[i] * bv[j];
         }
         __syncthreads();
     }
