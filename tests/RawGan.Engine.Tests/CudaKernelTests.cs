@@ -241,6 +241,68 @@ public class CudaKernelTests
                 }
     }
 
+    /// <summary>
+    /// The tiled kernels take their tile size from the block shape. CudaBackend only launches
+    /// near-square power-of-two blocks, where each thread keeps one row or depth per step; any
+    /// other shape takes the generic element-by-element path of gemm_tile.cuh. Both must be right,
+    /// so this launches sgemm and the convolutions directly with odd shapes.
+    /// </summary>
+    [Theory]
+    [InlineData(1u, 1u)]
+    [InlineData(5u, 3u)]
+    [InlineData(32u, 1u)]
+    [InlineData(1u, 32u)]
+    [InlineData(7u, 9u)]
+    [InlineData(64u, 16u)]
+    [InlineData(4u, 2u)]
+    public unsafe void TiledKernelsAreRightForAnyBlockShape(uint bx, uint by)
+    {
+        var gpu = TestBackends.Emulated(256);
+        var block = new Backends.Cuda.Dim3(bx, by);
+        uint shared = 4u * 16u * ((4u * by + 1) + (4u * bx + 1));
+
+        void LaunchTiled(string kernel, long rows, long columns, Backends.Cuda.KernelArgs args)
+        {
+            var grid = new Backends.Cuda.Dim3((uint)((columns + 4 * bx - 1) / (4 * bx)), (uint)((rows + 4 * by - 1) / (4 * by)));
+            void** pointers = stackalloc void*[Backends.Cuda.KernelArgs.MaxArguments];
+            args.FillPointers(pointers);
+            gpu.Driver.Launch(gpu.Driver.GetFunction(kernel), kernel, grid, block, shared, pointers);
+        }
+
+        foreach (var (m, n, k) in new[] { (3, 5, 7), (17, 33, 20), (1, 1, 1) })
+            foreach (bool ta in new[] { false, true })
+                foreach (bool tb in new[] { false, true })
+                {
+                    var a = Normal((long)m * k, 1);
+                    var b = Normal((long)k * n, 2);
+                    var expected = Run(CpuBackend.Shared, [a, b], [(long)m * n], (be, p) => be.Gemm(ta, tb, m, n, k, 1.5f, p[0], p[1], 0f, p[2]));
+                    var actual = Run(gpu, [a, b], [(long)m * n], (_, p) => LaunchTiled("sgemm", m, n,
+                        new Backends.Cuda.KernelArgs().Int(ta ? 1 : 0).Int(tb ? 1 : 0).Int(m).Int(n).Int(k).Float(1.5f).Ptr(p[0]).Ptr(p[1]).Float(0f).Ptr(p[2])));
+                    AssertClose(expected[2], actual[2], Product, $"sgemm {m}x{n}x{k} ta={ta} tb={tb}, block ({bx}, {by})");
+                }
+
+        var (cn, cin, h, w, cout, kk) = (2, 3, 5, 6, 4, 3);
+        long xs = (long)cn * cin * h * w, ws = (long)cout * cin * kk * kk, ys = (long)cn * cout * h * w;
+        var x = Normal(xs, 3);
+        var wt = Normal(ws, 4);
+        var gy = Normal(ys, 5);
+        Backends.Cuda.KernelArgs Args(DeviceBuffer p0, DeviceBuffer p1, DeviceBuffer p2) =>
+            new Backends.Cuda.KernelArgs().Ptr(p0).Ptr(p1).Ptr(p2).Int(cn).Int(cin).Int(h).Int(w).Int(cout).Int(kk).Float(0.5f);
+
+        var cases = new (string kernel, float[] first, float[] second, long output, long rows, long columns, Action<IBackend, DeviceBuffer[]> cpu)[]
+        {
+            ("conv2d_forward", x, wt, ys, cout, (long)cn * h * w, (be, p) => be.Conv2dForward(p[0], p[1], p[2], cn, cin, h, w, cout, kk, 0.5f)),
+            ("conv2d_backward_input", gy, wt, xs, cin, (long)cn * h * w, (be, p) => be.Conv2dBackwardInput(p[0], p[1], p[2], cn, cin, h, w, cout, kk, 0.5f)),
+            ("conv2d_backward_weight", x, gy, ws, cout, (long)cin * kk * kk, (be, p) => be.Conv2dBackwardWeight(p[0], p[1], p[2], cn, cin, h, w, cout, kk, 0.5f)),
+        };
+        foreach (var (kernel, first, second, output, rows, columns, cpu) in cases)
+        {
+            var expected = Run(CpuBackend.Shared, [first, second], [output], cpu);
+            var actual = Run(gpu, [first, second], [output], (_, p) => LaunchTiled(kernel, rows, columns, Args(p[0], p[1], p[2])));
+            AssertClose(expected[2], actual[2], Product, $"{kernel}, block ({bx}, {by})");
+        }
+    }
+
     // ------------------------------------------------------------------ conv.cu
 
     private static readonly (int n, int cin, int h, int w, int cout, int k)[] ConvCases =
