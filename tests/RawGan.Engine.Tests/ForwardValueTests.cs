@@ -21,7 +21,7 @@ public class ForwardValueTests
 
     // ------------------------------------------------------------------ naive references
 
-    private static double[] NaiveConv(float[] x, float[] w, int n, int cin, int h, int wd, int cout, int k, double scale)
+    internal static double[] NaiveConv(float[] x, float[] w, int n, int cin, int h, int wd, int cout, int k, double scale)
     {
         var y = new double[n * cout * h * wd];
         int pad = k / 2;

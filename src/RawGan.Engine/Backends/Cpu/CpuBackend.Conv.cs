@@ -71,10 +71,36 @@ public sealed unsafe partial class CpuBackend
         });
     }
 
+    /// <summary>How CpuBackend computes convolutions. Three versions live side by side so that
+    /// benchmarks and tests can compare them; the default is the fastest this CPU can run.</summary>
+    public enum ConvolutionAlgorithm
+    {
+        /// <summary>im2col into a buffer, then one GEMM per sample (portable; the simple version).</summary>
+        Im2Col,
+        /// <summary>Implicit GEMM: the GEMM's packer reads im2col columns straight from the image (AVX-512).</summary>
+        ImplicitGemm,
+        /// <summary>GEMM over a zero-padded copy of the batch, whose im2col rows are contiguous runs (AVX-512).</summary>
+        PaddedGemm,
+    }
+
+    private ConvolutionAlgorithm _convolution = Sgemm.Supported ? ConvolutionAlgorithm.ImplicitGemm : ConvolutionAlgorithm.Im2Col;
+
+    public ConvolutionAlgorithm Convolution
+    {
+        get => _convolution;
+        set => _convolution = value == ConvolutionAlgorithm.Im2Col || Sgemm.Supported ? value
+            : throw new NotSupportedException($"{value} convolution needs AVX-512; this CPU runs Im2Col");
+    }
+
     public void Conv2dForward(DeviceBuffer x, DeviceBuffer w, DeviceBuffer y, int n, int cin, int h, int wd, int cout, int k, float scale)
     {
         CheckConv(n, cin, h, wd, cout, k);
-        if (Sgemm.Supported)
+        if (_convolution == ConvolutionAlgorithm.PaddedGemm)
+        {
+            PaddedForward(P(x), P(w), P(y), n, cin, h, wd, cout, k, scale);
+            return;
+        }
+        if (_convolution == ConvolutionAlgorithm.ImplicitGemm)
         {
             ConvGemm.Forward(P(x), P(w), P(y), n, cin, h, wd, cout, k, scale);
             return;
@@ -96,10 +122,16 @@ public sealed unsafe partial class CpuBackend
     public void Conv2dBackwardInput(DeviceBuffer gy, DeviceBuffer w, DeviceBuffer gx, int n, int cin, int h, int wd, int cout, int k, float scale)
     {
         CheckConv(n, cin, h, wd, cout, k);
-        if (Sgemm.Supported)
+        if (_convolution != ConvolutionAlgorithm.Im2Col)
         {
+            // The input gradient is the forward convolution of gy with the transposed, flipped kernel.
             var flipped = Allocate((long)cin * cout * k * k);
-            try { ConvGemm.BackwardInput(P(gy), P(w), P(flipped), P(gx), n, cin, h, wd, cout, k, scale); }
+            try
+            {
+                ConvGemm.Flip(P(w), P(flipped), cin, cout, k);
+                if (_convolution == ConvolutionAlgorithm.PaddedGemm) PaddedForward(P(gy), P(flipped), P(gx), n, cout, h, wd, cin, k, scale);
+                else ConvGemm.Forward(P(gy), P(flipped), P(gx), n, cout, h, wd, cin, k, scale);
+            }
             finally { Free(flipped); }
             return;
         }
@@ -120,7 +152,12 @@ public sealed unsafe partial class CpuBackend
     public void Conv2dBackwardWeight(DeviceBuffer x, DeviceBuffer gy, DeviceBuffer gw, int n, int cin, int h, int wd, int cout, int k, float scale)
     {
         CheckConv(n, cin, h, wd, cout, k);
-        if (Sgemm.Supported)
+        if (_convolution == ConvolutionAlgorithm.PaddedGemm)
+        {
+            PaddedBackwardWeight(P(x), P(gy), P(gw), n, cin, h, wd, cout, k, scale);
+            return;
+        }
+        if (_convolution == ConvolutionAlgorithm.ImplicitGemm)
         {
             ConvGemm.BackwardWeight(P(x), P(gy), P(gw), n, cin, h, wd, cout, k, scale);
             return;
@@ -137,6 +174,41 @@ public sealed unsafe partial class CpuBackend
             }
         }
         finally { Free(col); }
+    }
+
+    private void PaddedForward(float* x, float* w, float* y, int n, int cin, int h, int wd, int cout, int k, float scale)
+    {
+        long length = PaddedConv.PaddedLength(n, cin, h, wd, k);
+        var xp = Allocate(length);
+        var offsets = Allocate((long)cin * k * k);     // ints, stored in a float buffer of the same size
+        try
+        {
+            PaddedConv.Pad(x, P(xp), n, cin, h, wd, k, length);
+            PaddedConv.Offsets((int*)P(offsets), n, cin, h, wd, k);
+            PaddedConv.Forward(P(xp), (int*)P(offsets), w, y, n, cin, h, wd, cout, k, scale);
+        }
+        finally { Free(xp); Free(offsets); }
+    }
+
+    private void PaddedBackwardWeight(float* x, float* gy, float* gw, int n, int cin, int h, int wd, int cout, int k, float scale)
+    {
+        long length = PaddedConv.PaddedLength(n, cin, h, wd, k);
+        int pad = k / 2, ckk = cin * k * k;
+        var xp = Allocate(length);
+        var gyp = Allocate((long)cout * n * (h + 2 * pad) * (wd + 2 * pad));
+        var offsets = Allocate(ckk);
+        var gwT = Allocate((long)ckk * cout);
+        try
+        {
+            PaddedConv.Pad(x, P(xp), n, cin, h, wd, k, length);
+            PaddedConv.PadOutputGradient(gy, P(gyp), n, cout, h, wd, k);
+            PaddedConv.Offsets((int*)P(offsets), n, cin, h, wd, k);
+            PaddedConv.WeightGradientTransposed(P(xp), (int*)P(offsets), P(gyp), P(gwT), n, cin, h, wd, cout, k, scale);
+            float* t = P(gwT);
+            for (int i = 0; i < ckk; i++)
+                for (int co = 0; co < cout; co++) gw[(long)co * ckk + i] = t[(long)i * cout + co];
+        }
+        finally { Free(xp); Free(gyp); Free(offsets); Free(gwT); }
     }
 
     private static DeviceBuffer Offset(DeviceBuffer b, long floats) => new(b.Address + (nint)(floats * sizeof(float)), b.Length - floats);

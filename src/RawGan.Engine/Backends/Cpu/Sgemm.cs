@@ -42,7 +42,8 @@ internal interface IPackB
     unsafe void Pack(float* dst, int k0, int kc, int j0, int n);
 }
 
-/// <summary>Where C's element (i, j) lives: <c>Row(i) + Column(j)</c> floats from the base.</summary>
+/// <summary>Where C's element (i, j) lives: <c>Row(i) + Column(j)</c> floats from the base. A
+/// negative <c>Column(j)</c> means column j is not stored (padding columns of a convolution).</summary>
 internal interface ICLayout
 {
     unsafe float* Base { get; }
@@ -231,6 +232,7 @@ internal static unsafe class Sgemm
             float* src = tile + r * NR;
             for (int col = 0; col < nr; col++)
             {
+                if (columns[col] < 0) continue;
                 float* dst = row + columns[col];
                 *dst = beta == 0 ? alpha * src[col] : alpha * src[col] + beta * *dst;
             }

@@ -39,17 +39,25 @@ public sealed unsafe partial class CudaBackend : IBackend
     // Must match GEMM_TM, GEMM_TN, GEMM_BK and gemm_tile_shared_bytes in kernels/gemm_tile.cuh.
     private const int TileRowsPerThread = 4, TileColumnsPerThread = 4, TileDepth = 16;
 
-    /// <summary>Launches a tiled kernel whose output is a rows x columns matrix.</summary>
-    private void LaunchTiled(string kernel, long rows, long columns, KernelArgs args)
+    /// <summary>Tiles of a rows x columns output (the grid's x and y).</summary>
+    private (long x, long y) TileGrid(long rows, long columns)
+    {
+        var block = TileBlock;
+        long tileRows = TileRowsPerThread * block.Y, tileColumns = TileColumnsPerThread * block.X;
+        return ((columns + tileColumns - 1) / tileColumns, (rows + tileRows - 1) / tileRows);
+    }
+
+    /// <summary>Launches a tiled kernel whose output is a rows x columns matrix, with
+    /// <paramref name="splits"/> blocks per tile along the grid's z (conv2d_backward_weight only).</summary>
+    private void LaunchTiled(string kernel, long rows, long columns, KernelArgs args, int splits = 1)
     {
         if (rows <= 0 || columns <= 0) return;
         var block = TileBlock;
-        long tileRows = TileRowsPerThread * block.Y, tileColumns = TileColumnsPerThread * block.X;
-        long gridX = (columns + tileColumns - 1) / tileColumns, gridY = (rows + tileRows - 1) / tileRows;
+        var (gridX, gridY) = TileGrid(rows, columns);
         if (gridX > int.MaxValue || gridY > 65535)
             throw new ArgumentException($"{kernel}: a {rows} x {columns} output needs a grid of {gridX} x {gridY} tiles; CUDA allows {int.MaxValue} x 65535");
-        uint shared = (uint)(sizeof(float) * TileDepth * ((tileRows + 1) + (tileColumns + 1)));
-        Launch(kernel, new Dim3((uint)gridX, (uint)gridY), block, shared, args);
+        uint shared = (uint)(sizeof(float) * TileDepth * ((TileRowsPerThread * block.Y + 1) + (TileColumnsPerThread * block.X + 1)));
+        Launch(kernel, new Dim3((uint)gridX, (uint)gridY, (uint)splits), block, shared, args);
     }
 
     // ------------------------------------------------------------------ elementwise.cu
@@ -143,10 +151,34 @@ public sealed unsafe partial class CudaBackend : IBackend
         LaunchTiled("conv2d_backward_input", cin, (long)n * h * wd, ConvArgs(gy, w, gx, n, cin, h, wd, cout, k, scale));
     }
 
+    /// <summary>The fewest pixels (terms of the reduction) one slice of a split weight gradient sums.</summary>
+    private const long MinPixelsPerSplit = 1024;
+
     public void Conv2dBackwardWeight(DeviceBuffer x, DeviceBuffer gy, DeviceBuffer gw, int n, int cin, int h, int wd, int cout, int k, float scale)
     {
         CheckConv(n, cin, h, wd, cout, k);
-        LaunchTiled("conv2d_backward_weight", cout, (long)cin * k * k, ConvArgs(x, gy, gw, n, cin, h, wd, cout, k, scale));
+        long columns = (long)cin * k * k, pixels = (long)n * h * wd;
+        // Split K (see conv.cu) when the gradient has too few tiles to keep two blocks on every
+        // multiprocessor and the batch has enough pixels to share out.
+        var (gridX, gridY) = TileGrid(cout, columns);
+        long tiles = gridX * gridY, wanted = 2L * Math.Max(1, _driver.Device.Multiprocessors);
+        int splits = tiles >= wanted ? 1 : (int)Math.Clamp(Math.Min((wanted + tiles - 1) / tiles, pixels / MinPixelsPerSplit), 1, 64);
+        if (splits == 1)
+        {
+            LaunchTiled("conv2d_backward_weight", cout, columns, ConvArgs(x, gy, gw, n, cin, h, wd, cout, k, scale));
+            return;
+        }
+        long size = cout * columns;
+        var partial = Allocate(splits * size);
+        try
+        {
+            LaunchTiled("conv2d_backward_weight", cout, columns, ConvArgs(x, gy, partial, n, cin, h, wd, cout, k, scale), splits);
+            SumTo(partial, new Dims4(1, 1, splits, (int)size), gw, new Dims4(1, 1, 1, (int)size));
+        }
+        finally
+        {
+            Free(partial);
+        }
     }
 
     // ------------------------------------------------------------------ resample.cu
