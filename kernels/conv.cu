@@ -31,6 +31,7 @@
 // Threads and launch: as sgemm (see gemm_tile.cuh): a 2-D block from the host's BlockSize, each
 // thread 4 x 4 outputs of a (4 blockDim.y) x (4 blockDim.x) tile, grid (ceil(columns / (4
 // blockDim.x)), ceil(rows / (4 blockDim.y))), gemm_tile_shared_bytes of dynamic shared memory.
+// The weight gradient may also split its long reduction over gridDim.z (see there).
 #include "common.cuh"
 #include "gemm_tile.cuh"
 
@@ -143,15 +144,27 @@ struct conv_output_by_pixel
     __device__ __forceinline__ float load(const float* f, int o) const { return f[(long long)o * plane]; }
 };
 
+// Split K. The weight gradient's reduction runs over every pixel of the batch (16 * 128 * 128 =
+// 262144 terms at 128x128), while its output, Cout x Cin k k, can be small (toRGB, fromRGB, the
+// 64-channel layers at high resolution): a handful of tiles, each with a very long loop, would
+// leave most of the device idle. So the host may launch gridDim.z > 1 blocks per tile: block z
+// sums its own contiguous slice of the pixels and writes its partial sum to gw + z Cout Cin k k
+// (gw then holds gridDim.z partial gradients), and the host adds the slices with sum_to, in a
+// fixed order, so the result does not depend on scheduling. With gridDim.z = 1 this kernel
+// writes the gradient itself.
 extern "C" __global__ void conv2d_backward_weight(const float* __restrict__ x, const float* __restrict__ gy, float* __restrict__ gw,
                                                   int n, int cin, int h, int wd, int cout, int k, float scale)
 {
     const int columns = cin * k * k, K = n * h * wd;
+    const int slice = ((K + gridDim.z - 1) / gridDim.z + GEMM_BK - 1) / GEMM_BK * GEMM_BK;   // whole K steps
+    const int kBegin = blockIdx.z * slice;
+    const int kEnd = kBegin + slice < K ? kBegin + slice : K;
     const conv_output_by_pixel A = {gy, cout, h * wd, true};
     const conv_window_operand B = {x, cin, h, wd, k, +1, true};
     float acc[GEMM_TM][GEMM_TN];
-    gemm_tile(cout, columns, K, A, B, acc);
+    gemm_tile_range(cout, columns, kBegin, kEnd, A, B, acc);
 
+    float* out = gw + (long long)blockIdx.z * cout * columns;
     for (int i = 0; i < GEMM_TM; i++)
     {
         const int o = gemm_tile_row(i);
@@ -160,7 +173,7 @@ extern "C" __global__ void conv2d_backward_weight(const float* __restrict__ x, c
         {
             const int q = gemm_tile_col(j);
             if (q >= columns) continue;
-            gw[(long long)o * columns + q] = scale * acc[i][j];
+            out[(long long)o * columns + q] = scale * acc[i][j];
         }
     }
 }

@@ -64,7 +64,8 @@ struct strided_operand
 };
 
 // One operand tile: tile[kk * pitch + l] = operand at (l0 + l, k0 + kk) for l < L, kk < GEMM_BK,
-// where l is the row (of A) or column (of B) and limit the matrix's row or column count.
+// where l is the row (of A) or column (of B), limit the matrix's row or column count, and K the
+// end of the depths to read (zeros beyond).
 template <typename Operand>
 __device__ __forceinline__ void gemm_load_tile(const Operand& op, float* tile, int pitch, int L, int l0, int limit, int k0, int K)
 {
@@ -116,10 +117,11 @@ __device__ __forceinline__ void gemm_load_tile(const Operand& op, float* tile, i
     }
 }
 
-// Accumulates this thread's GEMM_TM x GEMM_TN outputs of the block's tile of A B into acc.
-// Every thread of the block must call it (it has barriers).
+// Accumulates this thread's GEMM_TM x GEMM_TN outputs of the block's tile of A B into acc, over
+// the depths kBegin <= k < kEnd (a slice of K when several blocks share one tile; see
+// conv2d_backward_weight). Every thread of the block must call it (it has barriers).
 template <typename OperandA, typename OperandB>
-__device__ __forceinline__ void gemm_tile(int M, int N, int K, const OperandA& a, const OperandB& b, float acc[GEMM_TM][GEMM_TN])
+__device__ __forceinline__ void gemm_tile_range(int M, int N, int kBegin, int kEnd, const OperandA& a, const OperandB& b, float acc[GEMM_TM][GEMM_TN])
 {
     DYNAMIC_SHARED(float, tiles);
     const int bx = blockDim.x, by = blockDim.y;
@@ -133,10 +135,10 @@ __device__ __forceinline__ void gemm_tile(int M, int N, int K, const OperandA& a
     for (int i = 0; i < GEMM_TM; i++)
         for (int j = 0; j < GEMM_TN; j++) acc[i][j] = 0.0f;
 
-    for (int k0 = 0; k0 < K; k0 += GEMM_BK)
+    for (int k0 = kBegin; k0 < kEnd; k0 += GEMM_BK)
     {
-        gemm_load_tile(a, As, lda, BM, row0, M, k0, K);
-        gemm_load_tile(b, Bs, ldb, BN, col0, N, k0, K);
+        gemm_load_tile(a, As, lda, BM, row0, M, k0, kEnd);
+        gemm_load_tile(b, Bs, ldb, BN, col0, N, k0, kEnd);
         __syncthreads();
 
         for (int kk = 0; kk < GEMM_BK; kk++)
@@ -149,6 +151,13 @@ __device__ __forceinline__ void gemm_tile(int M, int N, int K, const OperandA& a
         }
         __syncthreads();
     }
+}
+
+// The whole product: every depth 0 <= k < K.
+template <typename OperandA, typename OperandB>
+__device__ __forceinline__ void gemm_tile(int M, int N, int K, const OperandA& a, const OperandB& b, float acc[GEMM_TM][GEMM_TN])
+{
+    gemm_tile_range(M, N, 0, K, a, b, acc);
 }
 
 // The C coordinates of this thread's accumulator acc[i][j].
