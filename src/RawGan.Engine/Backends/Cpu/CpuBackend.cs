@@ -1,4 +1,5 @@
 using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
 
 namespace RawGan.Engine.Backends.Cpu;
 
@@ -116,7 +117,17 @@ public sealed unsafe partial class CpuBackend : IBackend
         float* px = P(x), py = P(y);
         CpuParallel.For(n, ElementGrain, (s, e) =>
         {
-            for (long i = s; i < e; i++) { float v = px[i]; py[i] = v > 0 ? v : slope * v; }
+            long i = s;
+            if (Vector512.IsHardwareAccelerated)
+            {
+                var vs = Vector512.Create(slope);
+                for (; i + 16 <= e; i += 16)
+                {
+                    var v = Vector512.Load(px + i);
+                    Vector512.ConditionalSelect(Vector512.GreaterThan(v, Vector512<float>.Zero), v, v * vs).Store(py + i);
+                }
+            }
+            for (; i < e; i++) { float v = px[i]; py[i] = v > 0 ? v : slope * v; }
         });
     }
 
@@ -125,7 +136,17 @@ public sealed unsafe partial class CpuBackend : IBackend
         float* px = P(x), pg = P(gy), po = P(gx);
         CpuParallel.For(n, ElementGrain, (s, e) =>
         {
-            for (long i = s; i < e; i++) po[i] = px[i] > 0 ? pg[i] : slope * pg[i];
+            long i = s;
+            if (Vector512.IsHardwareAccelerated)
+            {
+                var vs = Vector512.Create(slope);
+                for (; i + 16 <= e; i += 16)
+                {
+                    var g = Vector512.Load(pg + i);
+                    Vector512.ConditionalSelect(Vector512.GreaterThan(Vector512.Load(px + i), Vector512<float>.Zero), g, g * vs).Store(po + i);
+                }
+            }
+            for (; i < e; i++) po[i] = px[i] > 0 ? pg[i] : slope * pg[i];
         });
     }
 
@@ -146,11 +167,31 @@ public sealed unsafe partial class CpuBackend : IBackend
 
     // ------------------------------------------------------------------ broadcast
 
-    private interface IBinary { static abstract float Apply(float a, float b); }
-    private struct AddOp : IBinary { public static float Apply(float a, float b) => a + b; }
-    private struct SubOp : IBinary { public static float Apply(float a, float b) => a - b; }
-    private struct MulOp : IBinary { public static float Apply(float a, float b) => a * b; }
-    private struct DivOp : IBinary { public static float Apply(float a, float b) => a / b; }
+    private interface IBinary
+    {
+        static abstract float Apply(float a, float b);
+        static abstract Vector512<float> Apply(Vector512<float> a, Vector512<float> b);
+    }
+    private struct AddOp : IBinary
+    {
+        public static float Apply(float a, float b) => a + b;
+        public static Vector512<float> Apply(Vector512<float> a, Vector512<float> b) => a + b;
+    }
+    private struct SubOp : IBinary
+    {
+        public static float Apply(float a, float b) => a - b;
+        public static Vector512<float> Apply(Vector512<float> a, Vector512<float> b) => a - b;
+    }
+    private struct MulOp : IBinary
+    {
+        public static float Apply(float a, float b) => a * b;
+        public static Vector512<float> Apply(Vector512<float> a, Vector512<float> b) => a * b;
+    }
+    private struct DivOp : IBinary
+    {
+        public static float Apply(float a, float b) => a / b;
+        public static Vector512<float> Apply(Vector512<float> a, Vector512<float> b) => a / b;
+    }
 
     public void Add(DeviceBuffer a, Dims4 aDims, DeviceBuffer b, Dims4 bDims, DeviceBuffer y, Dims4 yDims) => Binary<AddOp>(a, aDims, b, bDims, y, yDims);
     public void Sub(DeviceBuffer a, Dims4 aDims, DeviceBuffer b, Dims4 bDims, DeviceBuffer y, Dims4 yDims) => Binary<SubOp>(a, aDims, b, bDims, y, yDims);
@@ -168,7 +209,16 @@ public sealed unsafe partial class CpuBackend : IBackend
             {
                 plan.RowOffsets(row, out long ao, out long bo);
                 float* ra = pa + ao, rb = pb + bo, ry = py + row * inner;
-                for (long i = 0; i < inner; i++) ry[i] = TOp.Apply(ra[i * sa], rb[i * sb]);
+                long i = 0;
+                // The common rows: both operands contiguous, or one of them a single value (a bias).
+                if (Vector512.IsHardwareAccelerated && sa <= 1 && sb <= 1 && (sa | sb) != 0)
+                {
+                    var ca = Vector512.Create(*ra);
+                    var cb = Vector512.Create(*rb);
+                    for (; i + 16 <= inner; i += 16)
+                        TOp.Apply(sa == 1 ? Vector512.Load(ra + i) : ca, sb == 1 ? Vector512.Load(rb + i) : cb).Store(ry + i);
+                }
+                for (; i < inner; i++) ry[i] = TOp.Apply(ra[i * sa], rb[i * sb]);
             }
         });
     }
