@@ -16,8 +16,7 @@
 // Threads (elementwise kernels): a grid-stride loop over y's elements, one element per thread
 // per step, so stores are coalesced; the operand reads are coalesced along any axis the operand
 // shares with y, and a broadcast operand is read from cache. Each thread turns its flat index
-// back into four coordinates: three divisions, in 32 bits whenever the sizes allow (fits_32 in
-// common.cuh), so that the index arithmetic stays cheaper than the memory traffic.
+// back into four coordinates (three divisions); the kernels are bandwidth-bound, so that is free.
 // Launch: BlockSize threads, blocks to fill the device. Outputs may alias inputs (the tape adds
 // gradients in place), so no pointer is __restrict__.
 //
@@ -52,16 +51,15 @@ __device__ __forceinline__ broadcast_strides strides_of(dims4 d)
     return s;
 }
 
-// Offset in an operand of y's flat element i. Index is unsigned or long long (see fits_32).
-template <typename Index>
-__device__ __forceinline__ long long broadcast_offset(Index i, dims4 yd, broadcast_strides s)
+// Offset in an operand of y's flat element i.
+__device__ __forceinline__ long long broadcast_offset(long long i, dims4 yd, broadcast_strides s)
 {
-    const Index d3 = yd.d3, d2 = yd.d2, d1 = yd.d1;
-    const Index i3 = i % d3;
-    i /= d3;
-    const Index i2 = i % d2;
-    i /= d2;
-    const Index i1 = i % d1, i0 = i / d1;
+    long long i3 = i % yd.d3;
+    long long t = i / yd.d3;
+    long long i2 = t % yd.d2;
+    t /= yd.d2;
+    long long i1 = t % yd.d1;
+    long long i0 = t / yd.d1;
     return i0 * s.s0 + i1 * s.s1 + i2 * s.s2 + i3 * s.s3;
 }
 
@@ -72,20 +70,13 @@ struct broadcast_sub { static __device__ __forceinline__ float apply(float a, fl
 struct broadcast_mul { static __device__ __forceinline__ float apply(float a, float b) { return a * b; } };
 struct broadcast_div { static __device__ __forceinline__ float apply(float a, float b) { return a / b; } };
 
-template <typename Op, typename Index>
-__device__ __forceinline__ void broadcast_binary_loop(const float* a, broadcast_strides sa, const float* b, broadcast_strides sb, float* y, dims4 yd, Index n)
-{
-    for (Index i = (Index)grid_start(); i < n; i += (Index)grid_stride())
-        y[i] = Op::apply(a[broadcast_offset(i, yd, sa)], b[broadcast_offset(i, yd, sb)]);
-}
-
 template <typename Op>
 __device__ __forceinline__ void broadcast_binary(const float* a, dims4 ad, const float* b, dims4 bd, float* y, dims4 yd)
 {
     const broadcast_strides sa = strides_of(ad), sb = strides_of(bd);
     const long long n = dims_length(yd);
-    if (fits_32(n)) broadcast_binary_loop<Op, unsigned>(a, sa, b, sb, y, yd, (unsigned)n);
-    else broadcast_binary_loop<Op, long long>(a, sa, b, sb, y, yd, n);
+    for (long long i = grid_start(); i < n; i += grid_stride())
+        y[i] = Op::apply(a[broadcast_offset(i, yd, sa)], b[broadcast_offset(i, yd, sb)]);
 }
 
 extern "C" __global__ void add_broadcast(const float* a, dims4 ad, const float* b, dims4 bd, float* y, dims4 yd)
@@ -108,18 +99,11 @@ extern "C" __global__ void div_broadcast(const float* a, dims4 ad, const float* 
     broadcast_binary<broadcast_div>(a, ad, b, bd, y, yd);
 }
 
-template <typename Index>
-__device__ __forceinline__ void broadcast_to_loop(const float* x, broadcast_strides sx, float* y, dims4 yd, Index n)
-{
-    for (Index i = (Index)grid_start(); i < n; i += (Index)grid_stride()) y[i] = x[broadcast_offset(i, yd, sx)];
-}
-
 extern "C" __global__ void broadcast_to(const float* x, dims4 xd, float* y, dims4 yd)
 {
     const broadcast_strides sx = strides_of(xd);
     const long long n = dims_length(yd);
-    if (fits_32(n)) broadcast_to_loop<unsigned>(x, sx, y, yd, (unsigned)n);
-    else broadcast_to_loop<long long>(x, sx, y, yd, n);
+    for (long long i = grid_start(); i < n; i += grid_stride()) y[i] = x[broadcast_offset(i, yd, sx)];
 }
 
 // The host reads this threshold too (CudaBackend.SumTo) to size the grid.
@@ -134,45 +118,16 @@ struct sum_to_plan
     bool summed[4];        // y has 1 on this axis and x does not
 };
 
-template <typename Index>
-__device__ __forceinline__ long long sum_to_offset(const sum_to_plan& p, Index index, bool summedAxes)
+__device__ __forceinline__ long long sum_to_offset(const sum_to_plan& p, long long index, bool summedAxes)
 {
     long long offset = 0;
     for (int k = 3; k >= 0; k--)
     {
         if (p.summed[k] != summedAxes) continue;
-        const Index d = p.dim[k];
-        offset += (index % d) * p.stride[k];
-        index /= d;
+        offset += (index % p.dim[k]) * p.stride[k];
+        index /= p.dim[k];
     }
     return offset;
-}
-
-template <typename Index>
-__device__ __forceinline__ void sum_to_loops(const float* x, float* y, const sum_to_plan& p, Index outputs, Index perOutput, double* scratch)
-{
-    if (perOutput <= SUM_TO_SERIAL_MAX)
-    {
-        for (Index o = (Index)grid_start(); o < outputs; o += (Index)grid_stride())
-        {
-            const long long base = sum_to_offset(p, o, false);
-            double sum = 0.0;
-            for (Index r = 0; r < perOutput; r++) sum += x[base + sum_to_offset(p, r, true)];
-            y[o] = (float)sum;
-        }
-        return;
-    }
-
-    // One block per output. The loop bound is the same for every thread of the block, so every
-    // thread reaches the barriers inside block_sum.
-    for (Index o = blockIdx.x; o < outputs; o += gridDim.x)
-    {
-        const long long base = sum_to_offset(p, o, false);
-        double partial = 0.0;
-        for (Index r = threadIdx.x; r < perOutput; r += blockDim.x) partial += x[base + sum_to_offset(p, r, true)];
-        const double total = block_sum(partial, scratch);
-        if (threadIdx.x == 0) y[o] = (float)total;
-    }
 }
 
 extern "C" __global__ void sum_to(const float* x, dims4 xd, float* y, dims4 yd)
@@ -188,8 +143,29 @@ extern "C" __global__ void sum_to(const float* x, dims4 xd, float* y, dims4 yd)
         stride *= p.dim[k];
         p.summed[k] = ydim[k] == 1 && p.dim[k] != 1;
     }
-    const long long length = dims_length(xd), outputs = dims_length(yd);
-    const long long perOutput = outputs == 0 ? 0 : length / outputs;
-    if (fits_32(length)) sum_to_loops<unsigned>(x, y, p, (unsigned)outputs, (unsigned)perOutput, scratch);
-    else sum_to_loops<long long>(x, y, p, outputs, perOutput, scratch);
+    const long long outputs = dims_length(yd);
+    const long long perOutput = outputs == 0 ? 0 : dims_length(xd) / outputs;
+
+    if (perOutput <= SUM_TO_SERIAL_MAX)
+    {
+        for (long long o = grid_start(); o < outputs; o += grid_stride())
+        {
+            const long long base = sum_to_offset(p, o, false);
+            double sum = 0.0;
+            for (long long r = 0; r < perOutput; r++) sum += x[base + sum_to_offset(p, r, true)];
+            y[o] = (float)sum;
+        }
+        return;
+    }
+
+    // One block per output. The loop bound is the same for every thread of the block, so every
+    // thread reaches the barriers inside block_sum.
+    for (long long o = blockIdx.x; o < outputs; o += gridDim.x)
+    {
+        const long long base = sum_to_offset(p, o, false);
+        double partial = 0.0;
+        for (long long r = threadIdx.x; r < perOutput; r += blockDim.x) partial += x[base + sum_to_offset(p, r, true)];
+        double total = block_sum(partial, scratch);
+        if (threadIdx.x == 0) y[o] = (float)total;
+    }
 }

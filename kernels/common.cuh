@@ -33,13 +33,6 @@ struct dims4
 __device__ __forceinline__ long long grid_start() { return (long long)blockIdx.x * blockDim.x + threadIdx.x; }
 __device__ __forceinline__ long long grid_stride() { return (long long)gridDim.x * blockDim.x; }
 
-// Whether a grid-stride loop over n items may count in unsigned 32-bit integers: every index,
-// plus one stride, stays below 2^32. Division by a value known only at run time is a long
-// instruction sequence on a GPU, and the 64-bit one several times longer, so kernels that turn a
-// flat index into coordinates do it in 32 bits whenever the sizes allow (every tensor of a
-// ProGAN) and keep a 64-bit path for the rest. Offsets into memory stay 64-bit either way.
-__device__ __forceinline__ bool fits_32(long long n) { return n <= 0x7fffffff && grid_stride() <= 0x7fffffff; }
-
 // Sum of one value per thread over a one-dimensional block, left in every thread.
 //
 // A tree in shared memory: at each step the lower half of the active range adds the upper half,

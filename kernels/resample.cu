@@ -13,48 +13,36 @@
 //
 // Threads: a grid-stride loop over the *output* elements, one per thread per step, so every
 // output is written exactly once by one thread (no atomics), stores are coalesced, and the
-// reads of neighbouring threads fall on the same or adjacent input rows. Each thread turns its
-// output index into (plane, row, column) with divisions in 32 bits when the sizes allow (see
-// fits_32 in common.cuh). Launch: BlockSize threads, blocks to fill the device.
+// reads of neighbouring threads fall on the same or adjacent input rows. Launch: BlockSize
+// threads, blocks to fill the device.
 #include "common.cuh"
-
-// Index is unsigned or long long (see fits_32 in common.cuh); offsets are 64-bit either way.
-template <typename Index>
-__device__ __forceinline__ void upsample2x_loop(const float* x, float* y, Index n, int h, int w, float gain)
-{
-    const Index w2 = 2 * w, h2 = 2 * h;
-    for (Index o = (Index)grid_start(); o < n; o += (Index)grid_stride())
-    {
-        const Index ox = o % w2, t = o / w2;
-        const Index oy = t % h2, plane = t / h2;
-        y[o] = gain * x[((long long)plane * h + oy / 2) * w + ox / 2];
-    }
-}
 
 extern "C" __global__ void upsample2x_nearest(const float* x, float* y, int planes, int h, int w, float gain)
 {
-    const long long n = 4LL * planes * h * w;
-    if (fits_32(n)) upsample2x_loop<unsigned>(x, y, (unsigned)n, h, w, gain);
-    else upsample2x_loop<long long>(x, y, n, h, w, gain);
-}
-
-template <typename Index>
-__device__ __forceinline__ void avgpool2x_loop(const float* x, float* y, Index n, int h, int w, float gain)
-{
-    const Index ho = h / 2, wo = w / 2;
-    const float g = 0.25f * gain;
-    for (Index o = (Index)grid_start(); o < n; o += (Index)grid_stride())
+    const int w2 = 2 * w, h2 = 2 * h;
+    const long long n = (long long)planes * h2 * w2;
+    for (long long o = grid_start(); o < n; o += grid_stride())
     {
-        const Index ox = o % wo, t = o / wo;
-        const Index oy = t % ho, plane = t / ho;
-        const float* src = x + ((long long)plane * h + 2 * oy) * w + 2 * ox;
-        y[o] = g * (src[0] + src[1] + src[w] + src[w + 1]);
+        const int ox = (int)(o % w2);
+        const long long t = o / w2;
+        const int oy = (int)(t % h2);
+        const long long plane = t / h2;
+        y[o] = gain * x[(plane * h + oy / 2) * w + ox / 2];
     }
 }
 
 extern "C" __global__ void avgpool2x(const float* x, float* y, int planes, int h, int w, float gain)
 {
-    const long long n = (long long)planes * (h / 2) * (w / 2);
-    if (fits_32(n)) avgpool2x_loop<unsigned>(x, y, (unsigned)n, h, w, gain);
-    else avgpool2x_loop<long long>(x, y, n, h, w, gain);
+    const int ho = h / 2, wo = w / 2;
+    const float g = 0.25f * gain;
+    const long long n = (long long)planes * ho * wo;
+    for (long long o = grid_start(); o < n; o += grid_stride())
+    {
+        const int ox = (int)(o % wo);
+        const long long t = o / wo;
+        const int oy = (int)(t % ho);
+        const long long plane = t / ho;
+        const float* src = x + (plane * h + 2 * oy) * w + 2 * ox;
+        y[o] = g * (src[0] + src[1] + src[w] + src[w + 1]);
+    }
 }
