@@ -16,7 +16,9 @@
 // Threads (elementwise kernels): a grid-stride loop over y's elements, one element per thread
 // per step, so stores are coalesced; the operand reads are coalesced along any axis the operand
 // shares with y, and a broadcast operand is read from cache. Each thread turns its flat index
-// back into four coordinates (three divisions); the kernels are bandwidth-bound, so that is free.
+// back into four coordinates: three 64-bit divisions, which the GPU compiler runs as 32-bit
+// divisions whenever both operands fit (it inserts that check itself), cheap next to the
+// memory traffic.
 // Launch: BlockSize threads, blocks to fill the device. Outputs may alias inputs (the tape adds
 // gradients in place), so no pointer is __restrict__.
 //
