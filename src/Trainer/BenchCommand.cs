@@ -55,6 +55,7 @@ public static class BenchCommand
         using var gEma = new Generator(backend, cfg, new Rng(2));
         using var adamG = new Adam(g.Parameters());
         using var adamD = new Adam(d.Parameters());
+        var models = new GanModels(g, d, gEma, adamG, adamD);
         int level = cfg.MaxLevel;
         var realsHost = new float[batch * cfg.Channels * cfg.Resolution * cfg.Resolution];
         rng.FillUniform(realsHost);
@@ -67,15 +68,8 @@ public static class BenchCommand
             var reals = Tensor.FromArray(backend, realsHost, new Shape(batch, cfg.Channels, cfg.Resolution, cfg.Resolution));
             var z = Tensor.RandomNormal(backend, new Shape(batch, cfg.LatentSize), rng);
             var tt = Tensor.RandomUniform(backend, new Shape(batch), rng);
-            var (lossD, gradsD, _, _, _) = WganGp.CriticLoss(g, d, reals, z, tt, level, 1f);
-            adamD.Update(gradsD);
-            var (lossG, gradsG) = WganGp.GeneratorLoss(g, d, Tensor.RandomNormal(backend, new Shape(batch, cfg.LatentSize), rng), level, 1f);
-            adamG.Update(gradsG);
-            var ps = g.Parameters();
-            var es = gEma.Parameters();
-            for (int i = 0; i < ps.Count; i++) backend.EmaUpdate(es[i].Buffer, ps[i].Buffer, ps[i].Length, 0.999f);
-            lossD.Item();   // waits for the device
-            lossG.Item();
+            var stats = WganGp.TrainingStep(models, reals, z, tt, Tensor.RandomNormal(backend, new Shape(batch, cfg.LatentSize), rng), level, 1f, 0.999f);
+            if (!stats.Finite) throw new UserError("the benchmark step produced non-finite values");
         }
 
         for (int i = 0; i < warmup; i++) Iteration();

@@ -39,6 +39,7 @@ public sealed class Trainer : IDisposable
     private readonly Generator _g, _gEma;
     private readonly Discriminator _d;
     private readonly Adam _adamG, _adamD;
+    private readonly GanModels _models;
     private Rng _rng;
     private float[] _batchHost = [];
     private readonly Tensor _sampleLatents;
@@ -65,6 +66,7 @@ public sealed class Trainer : IDisposable
         _gEma.CopyFrom(_g);
         _adamG = new Adam(_g.Parameters(), options.LearningRate);
         _adamD = new Adam(_d.Parameters(), options.LearningRate);
+        _models = new GanModels(_g, _d, _gEma, _adamG, _adamD);
         State = new TrainerState { NextTickImages = options.TickImages };
 
         // Fixed latents for the sample grids, from their own generator so they never change.
@@ -119,7 +121,7 @@ public sealed class Trainer : IDisposable
             State.TotalImages += batch;
             State.Rng = _rng.GetState();
 
-            if (stats.finite) { nonFiniteInARow = 0; tick.Add(stats); }
+            if (stats.Finite) { nonFiniteInARow = 0; tick.Add(stats); }
             else
             {
                 State.SkippedSteps++;
@@ -175,7 +177,7 @@ public sealed class Trainer : IDisposable
     }
 
     /// <summary>One critic step and one generator step; false if any value was not finite.</summary>
-    private (bool finite, StepStats critic, float generatorLoss) Step(Phase phase, int batch, float alpha)
+    private StepStats Step(Phase phase, int batch, float alpha)
     {
         int res = phase.Resolution, level = phase.Level, c = Options.Model.Channels;
         using var scope = new Scope();
@@ -196,31 +198,10 @@ public sealed class Trainer : IDisposable
         var z = Tensor.RandomNormal(_backend, new Shape(batch, Options.Model.LatentSize), _rng);
         var t = Tensor.RandomUniform(_backend, new Shape(batch), _rng);
         var z2 = Tensor.RandomNormal(_backend, new Shape(batch, Options.Model.LatentSize), _rng);
-
-        var (lossD, gradsD, real, fake, penalty) = WganGp.CriticLoss(_g, _d, reals, z, t, level, alpha);
-        float lossDValue = lossD.Item();
-        bool finite = float.IsFinite(lossDValue) && WganGp.AllFinite(gradsD);
-        if (finite)
-        {
-            _adamD.Update(gradsD);
-            State.DiscriminatorAdamStep = _adamD.Step;
-        }
-
-        var (lossG, gradsG) = WganGp.GeneratorLoss(_g, _d, z2, level, alpha);
-        float lossGValue = lossG.Item();
-        bool finiteG = float.IsFinite(lossGValue) && WganGp.AllFinite(gradsG);
-        if (finiteG)
-        {
-            _adamG.Update(gradsG);
-            State.GeneratorAdamStep = _adamG.Step;
-            // Gs <- G + beta (Gs - G): the generator that samples, metrics and exports use.
-            var ps = _g.Parameters();
-            var es = _gEma.Parameters();
-            for (int i = 0; i < ps.Count; i++)
-                _backend.EmaUpdate(es[i].Buffer, ps[i].Buffer, ps[i].Length, Options.EmaBeta(batch));
-        }
-        var stats = new StepStats(lossDValue, real.Item(), fake.Item(), penalty.Item(), finite);
-        return (finite && finiteG, stats, lossGValue);
+        var stats = WganGp.TrainingStep(_models, reals, z, t, z2, level, alpha, Options.EmaBeta(batch));
+        State.DiscriminatorAdamStep = _adamD.Step;
+        State.GeneratorAdamStep = _adamG.Step;
+        return stats;
     }
 
     // ------------------------------------------------------------------ ticks, samples, checkpoints
@@ -230,10 +211,10 @@ public sealed class Trainer : IDisposable
         public int Count;
         public double Critic, Generator, Real, Fake, Penalty;
 
-        public void Add((bool finite, StepStats critic, float generatorLoss) s)
+        public void Add(StepStats s)
         {
             Count++;
-            Critic += s.critic.Loss; Generator += s.generatorLoss; Real += s.critic.RealScore; Fake += s.critic.FakeScore; Penalty += s.critic.Penalty;
+            Critic += s.CriticLoss; Generator += s.GeneratorLoss; Real += s.RealScore; Fake += s.FakeScore; Penalty += s.Penalty;
         }
 
         public double Mean(double sum) => Count == 0 ? double.NaN : sum / Count;

@@ -4,8 +4,14 @@ using RawGan.ProGan.Model;
 
 namespace RawGan.ProGan.Training;
 
-/// <summary>What one critic or generator step measured (host values, for logs and metrics).</summary>
-public readonly record struct StepStats(float Loss, float RealScore, float FakeScore, float Penalty, bool Finite);
+/// <summary>What one training step measured (host values, for logs and metrics).</summary>
+public readonly record struct StepStats(float CriticLoss, float GeneratorLoss, float RealScore, float FakeScore, float Penalty, bool CriticFinite, bool GeneratorFinite)
+{
+    public bool Finite => CriticFinite && GeneratorFinite;
+}
+
+/// <summary>The networks and optimizers one training step updates.</summary>
+public sealed record GanModels(Generator G, Discriminator D, Generator GEma, Adam AdamG, Adam AdamD);
 
 /// <summary>
 /// The WGAN-GP objective with ProGAN's drift term (Gulrajani et al. 2017; ProGAN appendix A.1):
@@ -50,6 +56,32 @@ public static class WganGp
         var fake = d.Forward(g.Forward(latents, level, alpha), level, alpha);
         var loss = Ops.Scale(Ops.Mean(fake), -1f);
         return (loss, Tape.Grad([loss], g.Parameters()));
+    }
+
+    /// <summary>
+    /// One training step, as the trainer, `bench` and the tests run it: a critic update on
+    /// <paramref name="reals"/> (already blended during a fade-in), a generator update, then the
+    /// moving average Gs = G + beta (Gs - G). An update whose loss or gradients are not finite is
+    /// skipped (official behaviour); the caller counts and reports it.
+    /// </summary>
+    public static StepStats TrainingStep(GanModels m, Tensor reals, Tensor latents, Tensor t, Tensor latents2, int level, float alpha, float emaBeta)
+    {
+        var (lossD, gradsD, real, fake, penalty) = CriticLoss(m.G, m.D, reals, latents, t, level, alpha);
+        float lossDValue = lossD.Item();
+        bool criticFinite = float.IsFinite(lossDValue) && AllFinite(gradsD);
+        if (criticFinite) m.AdamD.Update(gradsD);
+
+        var (lossG, gradsG) = GeneratorLoss(m.G, m.D, latents2, level, alpha);
+        float lossGValue = lossG.Item();
+        bool generatorFinite = float.IsFinite(lossGValue) && AllFinite(gradsG);
+        if (generatorFinite)
+        {
+            m.AdamG.Update(gradsG);
+            var ps = m.G.Parameters();
+            var es = m.GEma.Parameters();
+            for (int i = 0; i < ps.Count; i++) ps[i].Backend.EmaUpdate(es[i].Buffer, ps[i].Buffer, ps[i].Length, emaBeta);
+        }
+        return new StepStats(lossDValue, lossGValue, real.Item(), fake.Item(), penalty.Item(), criticFinite, generatorFinite);
     }
 
     /// <summary>True if every value of every tensor is finite (one reduction kernel per tensor).</summary>
