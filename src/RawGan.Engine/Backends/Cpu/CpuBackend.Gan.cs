@@ -134,6 +134,17 @@ public sealed unsafe partial class CpuBackend
             throw new ArgumentException($"{op}: batch {n} is not divisible by group size {groupSize}");
     }
 
+    /// <summary>Population standard deviation (eps inside the root) of feature e over the members of group m.</summary>
+    private static double GroupStd(float* x, int groups, int groupSize, long m, long e, long feat, float eps, out double mean)
+    {
+        mean = 0;
+        for (int g = 0; g < groupSize; g++) mean += x[(g * groups + m) * feat + e];
+        mean /= groupSize;
+        double var = 0;
+        for (int g = 0; g < groupSize; g++) { double d = x[(g * groups + m) * feat + e] - mean; var += d * d; }
+        return Math.Sqrt(var / groupSize + eps);
+    }
+
     public void MinibatchStdDevForward(DeviceBuffer x, DeviceBuffer y, int n, int c, int plane, int groupSize, float eps)
     {
         CheckGroups(n, groupSize, "minibatch_stddev_forward");
@@ -145,15 +156,7 @@ public sealed unsafe partial class CpuBackend
             for (long m = m0; m < m1; m++)
             {
                 double stdSum = 0;
-                for (long e = 0; e < feat; e++)
-                {
-                    double mean = 0;
-                    for (int g = 0; g < groupSize; g++) mean += px[(g * groups + m) * feat + e];
-                    mean /= groupSize;
-                    double var = 0;
-                    for (int g = 0; g < groupSize; g++) { double d = px[(g * groups + m) * feat + e] - mean; var += d * d; }
-                    stdSum += Math.Sqrt(var / groupSize + eps);
-                }
+                for (long e = 0; e < feat; e++) stdSum += GroupStd(px, groups, groupSize, m, e, feat, eps, out _);
                 float stat = (float)(stdSum / feat);
                 for (int g = 0; g < groupSize; g++)
                 {
@@ -187,12 +190,7 @@ public sealed unsafe partial class CpuBackend
                 double coef = gstat / ((double)groupSize * feat);
                 for (long e = 0; e < feat; e++)
                 {
-                    double mean = 0;
-                    for (int g = 0; g < groupSize; g++) mean += px[(g * groups + m) * feat + e];
-                    mean /= groupSize;
-                    double var = 0;
-                    for (int g = 0; g < groupSize; g++) { double d = px[(g * groups + m) * feat + e] - mean; var += d * d; }
-                    double std = Math.Sqrt(var / groupSize + eps);
+                    double std = GroupStd(px, groups, groupSize, m, e, feat, eps, out double mean);
                     for (int g = 0; g < groupSize; g++)
                     {
                         long s = g * groups + m;
