@@ -480,7 +480,7 @@ std::string validate(const simt_launch_config& c)
 }
 } // namespace
 
-void __syncthreads()
+void simt_barrier()
 {
     ThreadState& ts = state();
     if (ts.current < 0)

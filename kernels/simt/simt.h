@@ -74,8 +74,16 @@ constexpr int warpSize = 32;
 
 // ------------------------------------------------------------------ synchronisation
 // A barrier: the calling fiber yields, and resumes only after every thread of its block has
-// reached the barrier (see simt.cpp).
-void __syncthreads();
+// reached the barrier (simt_barrier in simt.cpp). The other threads of the block run in between
+// and write shared memory, so the compiler must not keep shared values in registers across it:
+// the call is opaque, and the empty asm statements with a "memory" clobber say so explicitly.
+void simt_barrier();
+inline void __syncthreads()
+{
+    __asm__ __volatile__("" ::: "memory");
+    simt_barrier();
+    __asm__ __volatile__("" ::: "memory");
+}
 inline void __threadfence() { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
 inline void __threadfence_block() { __atomic_signal_fence(__ATOMIC_SEQ_CST); }
 
