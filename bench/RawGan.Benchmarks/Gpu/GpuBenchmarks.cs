@@ -1,0 +1,127 @@
+using BenchmarkDotNet.Attributes;
+using RawGan.Benchmarks.Infrastructure;
+using RawGan.Benchmarks.Reference;
+using RawGan.Engine.Backends;
+using RawGan.Engine.Backends.Cuda;
+
+namespace RawGan.Benchmarks.Gpu;
+
+// GPU comparisons. They need a CUDA device; Program leaves them out (and says "skipped: no CUDA
+// device") when there is none, and their [GlobalSetup] refuses to run without one. Every launch
+// is asynchronous, so each benchmark ends by waiting for the device. Outputs are checked against
+// the naive CPU loops first, as on the CPU.
+
+/// <summary>RawGan's sgemm kernel (kernels/gemm.cu, shared-memory tiles) against cuBLAS sgemm.</summary>
+public class GpuGemmBenchmarks
+{
+    [ParamsSource(nameof(Cases))]
+    public GemmCase Case { get; set; } = null!;
+
+    public static IEnumerable<GemmCase> Cases => ProGanSizes.Smoke
+        ? ProGanSizes.Gemms().Where(c => !c.TransB)
+        : ProGanSizes.SquareGemmSizes.Select(s => new GemmCase("square", s, s, s)).Append(ProGanSizes.Gemms().First(c => c.Label == "conv as GEMM"));
+
+    private CudaBackend _gpu = null!;
+    private Cublas _cublas = null!;
+    private DeviceBuffer _a, _b, _c;
+
+    [GlobalSetup]
+    public void Setup()
+    {
+        _gpu = GpuDevice.Open();
+        _cublas = new Cublas();
+        var (m, n, k) = (Case.M, Case.N, Case.K);
+        var a = CpuBuffers.Normal((long)m * k, 1);
+        var b = CpuBuffers.Normal((long)k * n, 2);
+        var expected = new float[(long)m * n];
+        NaiveKernels.Gemm(m, n, k, a, b, false, expected);
+        _a = GpuDevice.Upload(_gpu, a);
+        _b = GpuDevice.Upload(_gpu, b);
+        _c = _gpu.Allocate(expected.Length);
+        RawGanSgemm();
+        Verify.Close($"sgemm (GPU) {Case}", expected, GpuDevice.Download(_gpu, _c, expected.Length));
+        _gpu.Fill(_c, expected.Length, float.NaN);
+        CublasSgemm();
+        Verify.Close($"cublasSgemm {Case}", expected, GpuDevice.Download(_gpu, _c, expected.Length));
+    }
+
+    [GlobalCleanup]
+    public void Cleanup()
+    {
+        _cublas?.Dispose();
+        _gpu?.Dispose();
+    }
+
+    [Benchmark(Baseline = true, Description = "cuBLAS sgemm")]
+    public void CublasSgemm()
+    {
+        _cublas.Sgemm(Case.M, Case.N, Case.K, 1f, (ulong)_a.Address, (ulong)_b.Address, 0f, (ulong)_c.Address);
+        _gpu.Synchronize();
+    }
+
+    [Benchmark(Description = "RawGan sgemm kernel")]
+    public void RawGanSgemm()
+    {
+        _gpu.Gemm(false, false, Case.M, Case.N, Case.K, 1f, _a, _b, 0f, _c);
+        _gpu.Synchronize();
+    }
+}
+
+/// <summary>RawGan's implicit-GEMM convolution (kernels/conv.cu) against im2col + cuBLAS (one
+/// im2col launch for the batch, one strided-batched sgemm).</summary>
+public class GpuConvBenchmarks
+{
+    [ParamsSource(nameof(Cases))]
+    public ConvCase Case { get; set; } = null!;
+
+    public static IEnumerable<ConvCase> Cases => ProGanSizes.Convolutions();
+
+    private CudaBackend _gpu = null!;
+    private Cublas _cublas = null!;
+    private GpuIm2Col _im2col = null!;
+    private DeviceBuffer _x, _w, _y, _col;
+
+    [GlobalSetup]
+    public void Setup()
+    {
+        _gpu = GpuDevice.Open();
+        _cublas = new Cublas();
+        _im2col = new GpuIm2Col(_gpu.Driver, load: true);
+        var x = CpuBuffers.Normal(Case.InputLength, 11);
+        var w = CpuBuffers.Normal(Case.WeightLength, 12);
+        var expected = new float[Case.OutputLength];
+        NaiveKernels.ConvForward(x, w, expected, Case.N, Case.Cin, Case.H, Case.W, Case.Cout, Case.K, Case.Scale);
+        _x = GpuDevice.Upload(_gpu, x);
+        _w = GpuDevice.Upload(_gpu, w);
+        _y = _gpu.Allocate(Case.OutputLength);
+        _col = _gpu.Allocate((long)Case.N * Case.Cin * Case.K * Case.K * Case.H * Case.W);
+        RawGanConv();
+        Verify.Close($"conv2d_forward (GPU) {Case}", expected, GpuDevice.Download(_gpu, _y, expected.Length));
+        _gpu.Fill(_y, expected.Length, float.NaN);
+        Im2ColCublas();
+        Verify.Close($"im2col + cuBLAS {Case}", expected, GpuDevice.Download(_gpu, _y, expected.Length));
+    }
+
+    [GlobalCleanup]
+    public void Cleanup()
+    {
+        _cublas?.Dispose();
+        _gpu?.Dispose();
+    }
+
+    [Benchmark(Baseline = true, Description = "im2col + cuBLAS (strided batched)")]
+    public void Im2ColCublas()
+    {
+        _im2col.Run(_x, _col, Case.N, Case.Cin, Case.H, Case.W, Case.K);
+        int plane = Case.H * Case.W;
+        _cublas.SgemmSharedA(Case.Cout, plane, Case.Cin * Case.K * Case.K, Case.Scale, (ulong)_w.Address, (ulong)_col.Address, (ulong)_y.Address, Case.N);
+        _gpu.Synchronize();
+    }
+
+    [Benchmark(Description = "RawGan conv2d_forward")]
+    public void RawGanConv()
+    {
+        _gpu.Conv2dForward(_x, _w, _y, Case.N, Case.Cin, Case.H, Case.W, Case.Cout, Case.K, Case.Scale);
+        _gpu.Synchronize();
+    }
+}
