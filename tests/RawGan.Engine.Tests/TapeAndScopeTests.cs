@@ -60,6 +60,31 @@ public class TapeAndScopeTests
         Assert.Null(a.Grad);                         // Grad never touches .Grad
     }
 
+    [Fact]
+    public void GradientsNobodyAskedForAreNotComputed()
+    {
+        // The gradient with respect to an input of a convolution needs no weight gradient, even
+        // though the weight requires one: the tape tells each rule which inputs are wanted.
+        using var cpu = new CpuBackend();
+        var profiler = new RawGan.Engine.Backends.ProfilingBackend(cpu);
+        using var scope = new Scope();
+        var w = Tensor.RandomNormal(profiler, new Shape(4, 3, 3, 3), new Rng(1));
+        w.RequiresGrad = true;
+        var x = Tensor.RandomNormal(profiler, new Shape(2, 3, 5, 5), new Rng(2));
+        x.RequiresGrad = true;
+        var y = Ops.Sum(Ops.LeakyRelu(Ops.Conv2d(Ops.LeakyRelu(Ops.Conv2d(x, w)), Ops.Reshape(Ops.Scale(w, 1f), new Shape(3, 4, 3, 3)))));
+        profiler.Reset();
+        Tape.Grad([y], [x]);
+        var calls = profiler.Report().ToDictionary(r => r.Kernel, r => r.Calls);
+        Assert.Equal(2, calls["Conv2dBackwardInput"]);
+        Assert.False(calls.ContainsKey("Conv2dBackwardWeight"));
+        profiler.Reset();
+        Tape.Grad([y], [w]);
+        calls = profiler.Report().ToDictionary(r => r.Kernel, r => r.Calls);
+        Assert.Equal(2, calls["Conv2dBackwardWeight"]);
+        Assert.Equal(1, calls["Conv2dBackwardInput"]);   // only between the two convolutions
+    }
+
     [Theory]
     [MemberData(nameof(Backends))]
     public void SecondDerivativeOfACubicIsExact(string backend)

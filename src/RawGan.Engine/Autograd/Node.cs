@@ -44,5 +44,15 @@ public sealed class Node
     public bool F { get; init; }
     public bool G { get; init; }
 
+    /// <summary>
+    /// Which inputs the running backward pass needs a gradient for (set by the tape before it
+    /// calls <see cref="Backward"/>): an input that requires a gradient but leads to none of the
+    /// tensors asked for is skipped. The critic's weight gradients, for example, are never
+    /// computed while taking the gradient with respect to x_hat or to the generator.
+    /// </summary>
+    public bool Wants(int input) => input >= 64 || ((WantedMask >> input) & 1) != 0;
+
+    internal ulong WantedMask { get; set; } = ulong.MaxValue;
+
     public override string ToString() => $"{Op}({string.Join(", ", Inputs.Select(i => i.Describe()))}) -> {Output.Describe()}";
 }

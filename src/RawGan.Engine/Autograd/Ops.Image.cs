@@ -45,8 +45,8 @@ public static partial class Ops
             y.GradFn = new Node("Conv2d", [x, w], y, static (node, g, gi) =>
             {
                 var (x, w) = (node.Inputs[0], node.Inputs[1]);
-                if (x.RequiresGrad) gi[0] = ConvInputGrad(g, w, x.Shape, node.A);
-                if (w.RequiresGrad) gi[1] = ConvWeightGrad(x, g, w.Shape, node.A);
+                if (node.Wants(0)) gi[0] = ConvInputGrad(g, w, x.Shape, node.A);
+                if (node.Wants(1)) gi[1] = ConvWeightGrad(x, g, w.Shape, node.A);
             }) { A = scale };
         }
         return y;
@@ -66,8 +66,8 @@ public static partial class Ops
             gx.GradFn = new Node("ConvInputGrad", [gy, w], gx, static (node, g, gi) =>
             {
                 var (gy, w) = (node.Inputs[0], node.Inputs[1]);
-                if (gy.RequiresGrad) gi[0] = Conv2d(g, w, node.A);
-                if (w.RequiresGrad) gi[1] = ConvWeightGrad(g, gy, w.Shape, node.A);
+                if (node.Wants(0)) gi[0] = Conv2d(g, w, node.A);
+                if (node.Wants(1)) gi[1] = ConvWeightGrad(g, gy, w.Shape, node.A);
             }) { A = scale };
         }
         return gx;
@@ -87,8 +87,8 @@ public static partial class Ops
             gw.GradFn = new Node("ConvWeightGrad", [x, gy], gw, static (node, g, gi) =>
             {
                 var (x, gy) = (node.Inputs[0], node.Inputs[1]);
-                if (x.RequiresGrad) gi[0] = ConvInputGrad(gy, g, x.Shape, node.A);
-                if (gy.RequiresGrad) gi[1] = Conv2d(x, g, node.A);
+                if (node.Wants(0)) gi[0] = ConvInputGrad(gy, g, x.Shape, node.A);
+                if (node.Wants(1)) gi[1] = Conv2d(x, g, node.A);
             }) { A = scale };
         }
         return gw;
@@ -166,7 +166,7 @@ public static partial class Ops
                 for (int i = 0; i < node.Inputs.Length; i++)
                 {
                     int c = node.Inputs[i].Shape[1];
-                    if (node.Inputs[i].RequiresGrad) gi[i] = SliceChannels(g, start, c);
+                    if (node.Wants(i)) gi[i] = SliceChannels(g, start, c);
                     start += c;
                 }
             });
@@ -213,8 +213,8 @@ public static partial class Ops
         {
             y.GradFn = new Node("Lerp", [a, b], y, static (node, g, gi) =>
             {
-                if (node.Inputs[0].RequiresGrad) gi[0] = Scale(g, 1f - node.A);
-                if (node.Inputs[1].RequiresGrad) gi[1] = Scale(g, node.A);
+                if (node.Wants(0)) gi[0] = Scale(g, 1f - node.A);
+                if (node.Wants(1)) gi[1] = Scale(g, node.A);
             }) { A = t };
         }
         return y;
@@ -246,8 +246,8 @@ public static partial class Ops
                 dims[0] = s.Shape[0];
                 var tb = Reshape(s, new Shape(dims));
                 var gb = Mul(g, tb);
-                if (node.Inputs[1].RequiresGrad) gi[1] = gb;
-                if (node.Inputs[0].RequiresGrad) gi[0] = Sub(g, gb);
+                if (node.Wants(1)) gi[1] = gb;
+                if (node.Wants(0)) gi[0] = Sub(g, gb);
             }) { Saved = t };
         }
         return y;

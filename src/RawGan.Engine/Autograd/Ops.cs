@@ -82,8 +82,8 @@ public static partial class Ops
         static (be, a, ad, b, bd, y, yd) => be.Add(a, ad, b, bd, y, yd),
         static (n, g, gi) =>
         {
-            gi[0] = SumTo(g, n.Inputs[0].Shape);
-            gi[1] = SumTo(g, n.Inputs[1].Shape);
+            if (n.Wants(0)) gi[0] = SumTo(g, n.Inputs[0].Shape);
+            if (n.Wants(1)) gi[1] = SumTo(g, n.Inputs[1].Shape);
         });
 
     /// <summary>a - b, broadcasting.</summary>
@@ -91,8 +91,8 @@ public static partial class Ops
         static (be, a, ad, b, bd, y, yd) => be.Sub(a, ad, b, bd, y, yd),
         static (n, g, gi) =>
         {
-            gi[0] = SumTo(g, n.Inputs[0].Shape);
-            if (n.Inputs[1].RequiresGrad) gi[1] = Scale(SumTo(g, n.Inputs[1].Shape), -1f);
+            if (n.Wants(0)) gi[0] = SumTo(g, n.Inputs[0].Shape);
+            if (n.Wants(1)) gi[1] = Scale(SumTo(g, n.Inputs[1].Shape), -1f);
         });
 
     /// <summary>a * b elementwise, broadcasting.</summary>
@@ -101,8 +101,8 @@ public static partial class Ops
         static (n, g, gi) =>
         {
             var (a, b) = (n.Inputs[0], n.Inputs[1]);
-            if (a.RequiresGrad) gi[0] = SumTo(Mul(g, b), a.Shape);
-            if (b.RequiresGrad) gi[1] = SumTo(Mul(g, a), b.Shape);
+            if (n.Wants(0)) gi[0] = SumTo(Mul(g, b), a.Shape);
+            if (n.Wants(1)) gi[1] = SumTo(Mul(g, a), b.Shape);
         });
 
     /// <summary>a / b elementwise, broadcasting.</summary>
@@ -111,9 +111,9 @@ public static partial class Ops
         static (n, g, gi) =>
         {
             var (a, b) = (n.Inputs[0], n.Inputs[1]);
-            if (a.RequiresGrad) gi[0] = SumTo(Div(g, b), a.Shape);
+            if (n.Wants(0)) gi[0] = SumTo(Div(g, b), a.Shape);
             // d(a/b)/db = -a/b^2 = -y/b
-            if (b.RequiresGrad) gi[1] = Scale(SumTo(Div(Mul(g, n.Output), b), b.Shape), -1f);
+            if (n.Wants(1)) gi[1] = Scale(SumTo(Div(Mul(g, n.Output), b), b.Shape), -1f);
         });
 
     /// <summary>Repeats x along its size-1 axes to <paramref name="shape"/>. Adjoint of <see cref="SumTo"/>.</summary>
@@ -263,8 +263,8 @@ public static partial class Ops
                 bool ta = node.F, tb = node.G;
                 float alpha = node.A;
                 // C = alpha op(A) op(B):  d op(A) = alpha G op(B)^T,  d op(B) = alpha op(A)^T G.
-                if (a.RequiresGrad) gi[0] = ta ? MatMul(b, g, tb, true, alpha) : MatMul(g, b, false, !tb, alpha);
-                if (b.RequiresGrad) gi[1] = tb ? MatMul(g, a, true, ta, alpha) : MatMul(a, g, !ta, false, alpha);
+                if (node.Wants(0)) gi[0] = ta ? MatMul(b, g, tb, true, alpha) : MatMul(g, b, false, !tb, alpha);
+                if (node.Wants(1)) gi[1] = tb ? MatMul(g, a, true, ta, alpha) : MatMul(a, g, !ta, false, alpha);
             }) { A = alpha, F = transA, G = transB };
         }
         return y;

@@ -159,11 +159,19 @@ public static class Tape
             var node = order[n];
             if (!needed.Contains(node) || !grads.TryGetValue(node.Output, out var gy)) continue;
             var gin = new Tensor?[node.Inputs.Length];
+            ulong mask = 0;
+            for (int i = 0; i < node.Inputs.Length && i < 64; i++)
+            {
+                var input = node.Inputs[i];
+                if (input.RequiresGrad && (inputSet!.Contains(input) || (input.GradFn != null && needed.Contains(input.GradFn))))
+                    mask |= 1UL << i;
+            }
+            node.WantedMask = mask | (node.Inputs.Length > 64 ? ~0UL << 63 : 0);
             node.Backward(node, gy, gin);
             for (int i = 0; i < gin.Length; i++)
             {
                 var input = node.Inputs[i];
-                if (gin[i] == null || !input.RequiresGrad) continue;
+                if (gin[i] == null || !input.RequiresGrad || !node.Wants(i)) continue;
                 if (gin[i]!.Shape != input.Shape)
                     throw new InvalidOperationException($"backward of {node.Op}: gradient {gin[i]!.Shape} for input {i} of shape {input.Shape}");
                 Accumulate(grads, input, gin[i]!);
