@@ -8,9 +8,9 @@
 //               __shared__ becomes `static thread_local` (a block runs on one OS thread, so
 //               every fiber of the block sees the same copy, and blocks on other OS threads
 //               have their own); __restrict__ is already a GNU keyword.
-//   builtins    threadIdx, blockIdx, blockDim, gridDim (thread_local, set by the runtime for
-//               each fiber), warpSize, __syncthreads, atomics (real atomics: blocks run on
-//               different OS threads), bit casts, and the math functions the kernels call.
+//   builtins    threadIdx, blockIdx, blockDim, gridDim (per OS thread, rewritten by the runtime
+//               before each fiber runs), warpSize, __syncthreads, atomics (real atomics: blocks
+//               run on different OS threads), bit casts, and the math functions kernels call.
 //   launching   SIMT_EXPORT(kernel) defines the C entry point
 //                   int simt_launch_<kernel>(const simt_launch_config*, void** args)
 //               which takes its arguments the way cuLaunchKernel does (one pointer per
