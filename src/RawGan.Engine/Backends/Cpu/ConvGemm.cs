@@ -122,6 +122,16 @@ internal readonly unsafe struct BatchedMapsC(float* y, int channels, int plane) 
     public long Row(int i) => (long)i * plane;
     public long Column(int j) => (long)(j / plane) * channels * plane + j % plane;
     public bool Contiguous(int j0, int count) => j0 % plane + count <= plane;
+    public void FillColumns(int j0, int count, long* columns)
+    {
+        int s = j0 / plane, p = j0 % plane;
+        long sample = (long)s * channels * plane;
+        for (int c = 0; c < count; c++)
+        {
+            columns[c] = sample + p;
+            if (++p == plane) { p = 0; sample += (long)channels * plane; }
+        }
+    }
 }
 
 internal static unsafe class ConvGemm
@@ -212,6 +222,20 @@ internal readonly unsafe struct PaddedMapsC(float* y, int channels, int h, int w
         return py < h && px < w ? (long)s * channels * h * w + py * w + px : -1;
     }
     public bool Contiguous(int j0, int count) => false;
+    public void FillColumns(int q0, int count, long* columns)
+    {
+        int plane = hp * wp, s = q0 / plane, r = q0 % plane, py = r / wp, px = r % wp;
+        long sample = (long)s * channels * h * w;
+        for (int c = 0; c < count; c++)
+        {
+            columns[c] = py < h && px < w ? sample + py * w + px : -1;
+            if (++px == wp)
+            {
+                px = 0;
+                if (++py == hp) { py = 0; sample += (long)channels * h * w; }
+            }
+        }
+    }
 }
 
 internal static unsafe class PaddedConv

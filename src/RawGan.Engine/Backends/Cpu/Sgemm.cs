@@ -51,6 +51,8 @@ internal interface ICLayout
     long Column(int j);
     /// <summary>True if columns j0 .. j0 + count - 1 are adjacent in memory (so rows store as vectors).</summary>
     bool Contiguous(int j0, int count);
+    /// <summary>columns[c] = Column(j0 + c) for c &lt; count, computed incrementally (no division per column).</summary>
+    unsafe void FillColumns(int j0, int count, long* columns);
 }
 
 internal static unsafe class Sgemm
@@ -225,7 +227,7 @@ internal static unsafe class Sgemm
             return;
         }
         long* columns = stackalloc long[NR];
-        for (int col = 0; col < nr; col++) columns[col] = c.Column(j0 + col);
+        c.FillColumns(j0, nr, columns);
         for (int r = 0; r < mr; r++)
         {
             float* row = baseC + c.Row(i0 + r);
@@ -303,4 +305,8 @@ internal readonly unsafe struct DenseC(float* c, int ldc) : ICLayout
     public long Row(int i) => (long)i * ldc;
     public long Column(int j) => j;
     public bool Contiguous(int j0, int count) => true;
+    public void FillColumns(int j0, int count, long* columns)
+    {
+        for (int c = 0; c < count; c++) columns[c] = j0 + c;
+    }
 }
