@@ -185,7 +185,7 @@ public sealed unsafe partial class EmulatedDriver : ICudaDriver
         var key = new StringBuilder(unit.ToString());
         foreach (var (name, text) in sources.Select(s => (s.Name, s.Text)).Concat(headers.Select(h => (h.Key, h.Value))).Concat(emulatorFiles.Select(e => (e.Key, e.Value))).OrderBy(p => p.Item1, StringComparer.Ordinal))
             key.Append('\0').Append(name).Append('\0').Append(text);
-        key.Append('\0').AppendJoin(' ', flags).Append('\0').Append(compiler).Append('\0').Append(RuntimeInformation.OSArchitecture);
+        key.Append('\0').AppendJoin(' ', flags).Append(" -fdebug-prefix-map").Append('\0').Append(compiler).Append('\0').Append(RuntimeInformation.OSArchitecture);
         string hash = Convert.ToHexString(SHA256.HashData(Encoding.UTF8.GetBytes(key.ToString())))[..16].ToLowerInvariant();
         string dir = Path.Combine(CacheDirectory.For("emulator"), hash);
         string library = Path.Combine(dir, OperatingSystem.IsWindows() ? "rawgan_simt.dll" : "librawgan_simt.so");
@@ -203,7 +203,9 @@ public sealed unsafe partial class EmulatedDriver : ICudaDriver
                 File.WriteAllText(file, text);
             }
             File.WriteAllText(Path.Combine(work, "emulator.cpp"), unit.ToString());
-            var args = new List<string>(flags) { "-I", work, "-o", Path.Combine(work, Path.GetFileName(library)), Path.Combine(work, "emulator.cpp") };
+            // Debug information names the sources where they will live after the rename below, so
+            // that gdb finds them.
+            var args = new List<string>(flags) { $"-fdebug-prefix-map={work}={dir}", "-I", work, "-o", Path.Combine(work, Path.GetFileName(library)), Path.Combine(work, "emulator.cpp") };
             args.AddRange(emulatorFiles.Keys.Where(k => k.EndsWith(".cpp")).Order().Select(k => Path.Combine(work, k)));
             var (code, output) = Run("g++", args, work);
             if (code != 0)
