@@ -11,7 +11,9 @@ public sealed unsafe partial class CudaBackend
 {
     private readonly ICudaDriver _driver;
     private readonly CachingAllocator _allocator;
-    private readonly Dictionary<string, nint> _functions = new();
+    // Tests share one backend across threads; kernel handles are looked up once and shared.
+    private readonly System.Collections.Concurrent.ConcurrentDictionary<string, nint> _functions = new();
+    private long _launches;
     private bool _disposed;
 
     /// <param name="driver">The real driver or the emulator.</param>
@@ -32,7 +34,7 @@ public sealed unsafe partial class CudaBackend
     public ICudaDriver Driver => _driver;
 
     /// <summary>Number of kernel launches so far (for tests and profiling).</summary>
-    public long Launches { get; private set; }
+    public long Launches => Interlocked.Read(ref _launches);
 
     // ------------------------------------------------------------------ memory
 
@@ -102,15 +104,8 @@ public sealed unsafe partial class CudaBackend
         return new Dim3((uint)Math.Min(needed, cap));
     }
 
-    private nint Function(string kernel)
-    {
-        if (!_functions.TryGetValue(kernel, out var f))
-        {
-            f = _driver.GetFunction(kernel);
-            _functions[kernel] = f;
-        }
-        return f;
-    }
+    private nint Function(string kernel) =>
+        _functions.TryGetValue(kernel, out var f) ? f : _functions.GetOrAdd(kernel, _driver.GetFunction(kernel));
 
     private void Launch(string kernel, Dim3 grid, Dim3 block, uint sharedBytes, KernelArgs args)
     {
@@ -118,7 +113,7 @@ public sealed unsafe partial class CudaBackend
         void** pointers = stackalloc void*[KernelArgs.MaxArguments];
         args.FillPointers(pointers);
         _driver.Launch(Function(kernel), kernel, grid, block, sharedBytes, pointers);
-        Launches++;
+        Interlocked.Increment(ref _launches);
     }
 
     // The kernel methods, one per IBackend method, are in CudaBackend.Kernels.cs. The pattern:

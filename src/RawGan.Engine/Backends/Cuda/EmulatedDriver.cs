@@ -180,7 +180,7 @@ public sealed unsafe partial class EmulatedDriver : ICudaDriver
 
         string[] flags = DebugBuild
             ? ["-std=c++17", "-O0", "-g", "-fPIC", "-shared", "-pthread"]
-            : ["-std=c++17", "-O2", "-fPIC", "-shared", "-pthread"];
+            : ["-std=c++17", "-O3", "-fPIC", "-shared", "-pthread"];
         string compiler = CompilerVersion();
         var key = new StringBuilder(unit.ToString());
         foreach (var (name, text) in sources.Select(s => (s.Name, s.Text)).Concat(headers.Select(h => (h.Key, h.Value))).Concat(emulatorFiles.Select(e => (e.Key, e.Value))).OrderBy(p => p.Item1, StringComparer.Ordinal))
