@@ -28,14 +28,19 @@ dotnet build -c Release src/Trainer -nologo -v quiet >/dev/null
 
 last_value() { sed -n 's/.*images_per_s=\([0-9.]*\).*/\1/p' | tail -1; }
 
+# Each program's output is shown as it runs and kept in a file, whose last line is parsed.
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
 summary=()
 for r in $RESOLUTIONS; do
   for round in $(seq 1 "$ROUNDS"); do
-    echo "## ${r}x${r}, batch $BATCH, $THREADS threads, round $round"
-    rawgan=$(dotnet run -c Release --no-build --project src/Trainer -- bench --preset small --resolution "$r" --batch "$BATCH" \
-      --latent-size 128 --fmap-base 2048 --fmap-max 128 --threads "$THREADS" --device cpu --warmup "$WARMUP" --iterations "$ITERATIONS" | tee /dev/stderr | tail -1)
-    torch=$("$PYTHON" bench/pytorch_progan.py --resolution "$r" --batch "$BATCH" --latent 128 --fmap-base 2048 --fmap-max 128 \
-      --threads "$THREADS" --warmup "$WARMUP" --iterations "$ITERATIONS" | tee /dev/stderr | tail -1)
+    echo "## ${r}x${r}, batch $BATCH, $THREADS threads, round $round, load $(cut -d' ' -f1-3 /proc/loadavg)"
+    dotnet run -c Release --no-build --project src/Trainer -- bench --preset small --resolution "$r" --batch "$BATCH" \
+      --latent-size 128 --fmap-base 2048 --fmap-max 128 --threads "$THREADS" --device cpu --warmup "$WARMUP" --iterations "$ITERATIONS" | tee "$log"
+    rawgan=$(tail -1 "$log")
+    "$PYTHON" bench/pytorch_progan.py --resolution "$r" --batch "$BATCH" --latent 128 --fmap-base 2048 --fmap-max 128 \
+      --threads "$THREADS" --warmup "$WARMUP" --iterations "$ITERATIONS" | tee "$log"
+    torch=$(tail -1 "$log")
     a=$(echo "$rawgan" | last_value)
     b=$(echo "$torch" | last_value)
     ratio=$(awk -v a="$a" -v b="$b" 'BEGIN { printf "%.2f", a / b }')

@@ -63,6 +63,7 @@ if (own.Contains("--check")) return CorrectnessCheck.Run(types, checkGpuOnEmulat
 
 var config = DefaultConfig.Instance
     .AddColumn(new GflopsColumn())
+    .WithSummaryStyle(BenchmarkDotNet.Reports.SummaryStyle.Default.WithMaxParameterColumnWidth(48))
     .WithOptions(ConfigOptions.DisableLogFile);
 BenchmarkSwitcher.FromTypes(types).Run(rest.ToArray(), config);
 return 0;

@@ -34,7 +34,8 @@ public sealed class GflopsColumn : IColumn
         var flops = Flops(benchmarkCase);
         var stats = summary[benchmarkCase]?.ResultStatistics;
         if (flops == null || stats == null || stats.Mean <= 0) return "-";
-        return (flops.Value / stats.Mean).ToString("F1", System.Globalization.CultureInfo.InvariantCulture);   // FLOP per ns = GFLOP/s
+        double gflops = flops.Value / stats.Mean;   // FLOP per ns = GFLOP/s
+        return gflops.ToString(gflops >= 10 ? "F1" : "G3", System.Globalization.CultureInfo.InvariantCulture);
     }
 
     public override string ToString() => ColumnName;
