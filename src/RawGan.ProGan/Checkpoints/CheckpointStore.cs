@@ -1,5 +1,6 @@
 using System.Text.Json;
 using System.Text.Json.Serialization;
+using System.Text.RegularExpressions;
 using RawGan.Engine;
 using RawGan.ProGan.IO;
 using RawGan.ProGan.Nn;
@@ -11,16 +12,18 @@ namespace RawGan.ProGan.Checkpoints;
 public sealed record CheckpointState(string Format, TrainOptions Options, TrainerState State, DateTimeOffset Written);
 
 /// <summary>
-/// A run's checkpoints: <c>checkpoints/kimg-NNNNNN/</c> folders holding G.safetensors,
+/// A run's checkpoints: <c>checkpoints/kimg-NNNNNN-NNN/</c> folders (images seen, in thousands
+/// and the rest) holding G.safetensors,
 /// D.safetensors, G_ema.safetensors (what exported weights and samples use), optimizer.safetensors
 /// (Adam's moments, named "&lt;G|D&gt;.&lt;param&gt;.m" and ".v") and state.json.
 ///
 /// Writing is crash-safe: a checkpoint is written into a temporary folder, every file flushed to
 /// disk, then the folder is renamed into place (one atomic step), and only then are the oldest
-/// checkpoints beyond the last few deleted. A crash at any moment leaves the newest complete
-/// checkpoint loadable; folders with a ".partial" suffix are leftovers and are ignored.
+/// checkpoints beyond the last few renamed away and deleted. A crash at any moment leaves the
+/// newest complete checkpoint loadable; folders with a ".partial" suffix are leftovers and are
+/// ignored. Nothing non-finite is ever written.
 /// </summary>
-public sealed class CheckpointStore
+public sealed partial class CheckpointStore
 {
     public const string FormatName = "rawgan-progan-checkpoint-1";
     private const string Partial = ".partial";
@@ -42,23 +45,49 @@ public sealed class CheckpointStore
     public static IEnumerable<NamedTensor> Export(Module module, string prefix = "") =>
         module.NamedParameters().Select(p => new NamedTensor(prefix + p.Name, p.Tensor.Shape.ToArray(), p.Tensor.ToArray()));
 
-    /// <summary>Writes a checkpoint named after the images seen; returns its folder.</summary>
+    /// <summary>
+    /// Writes a checkpoint named after the images seen; returns its folder. A complete checkpoint
+    /// is never replaced in place (a crash between deleting it and renaming the new one would lose
+    /// it): a second checkpoint at the same count (after a rollback, or a stop right after a phase
+    /// end) gets the next revision, <c>kimg-NNNNNN-NNN-r2</c>, which sorts after it. If the disk
+    /// refuses, the temporary folder is removed and an <see cref="IOException"/> names the
+    /// checkpoint, the reason and the last complete checkpoint, which is kept.
+    /// </summary>
     public string Save(Module g, Module d, Module gEma, Adam adamG, Adam adamD, CheckpointState state, int keep)
     {
-        System.IO.Directory.CreateDirectory(Directory);
+        var files = new (string Name, List<NamedTensor> Tensors)[]
+        {
+            ("G.safetensors", Export(g).ToList()),
+            ("D.safetensors", Export(d).ToList()),
+            ("G_ema.safetensors", Export(gEma).ToList()),
+            ("optimizer.safetensors", Moments(adamG, g, "G").Concat(Moments(adamD, d, "D")).ToList()),
+        };
+        foreach (var (file, tensors) in files)
+            foreach (var t in tensors)
+                if (!AllFinite(t.Data))
+                    throw new ArgumentException($"refusing to write a checkpoint: tensor '{t.Name}' of {file} holds NaN or infinite values");
+
         string name = $"kimg-{state.State.TotalImages / 1000:D6}-{state.State.TotalImages % 1000:D3}";
         string final = Path.Combine(Directory, name);
+        for (int revision = 2; System.IO.Directory.Exists(final); revision++) final = Path.Combine(Directory, $"{name}-r{revision}");
         string temp = final + Partial + "-" + Environment.ProcessId;
-        if (System.IO.Directory.Exists(temp)) System.IO.Directory.Delete(temp, recursive: true);
-        System.IO.Directory.CreateDirectory(temp);
-        var meta = new Dictionary<string, string> { ["format"] = FormatName, ["images"] = state.State.TotalImages.ToString() };
-        SafeTensors.Save(Path.Combine(temp, "G.safetensors"), Export(g), meta);
-        SafeTensors.Save(Path.Combine(temp, "D.safetensors"), Export(d), meta);
-        SafeTensors.Save(Path.Combine(temp, "G_ema.safetensors"), Export(gEma), meta);
-        SafeTensors.Save(Path.Combine(temp, "optimizer.safetensors"), Moments(adamG, g, "G").Concat(Moments(adamD, d, "D")), meta);
-        AtomicFile.WriteAllText(Path.Combine(temp, "state.json"), JsonSerializer.Serialize(state, Json));
-        if (System.IO.Directory.Exists(final)) System.IO.Directory.Delete(final, recursive: true);
-        System.IO.Directory.Move(temp, final);
+        try
+        {
+            System.IO.Directory.CreateDirectory(Directory);
+            if (System.IO.Directory.Exists(temp)) System.IO.Directory.Delete(temp, recursive: true);
+            System.IO.Directory.CreateDirectory(temp);
+            var meta = new Dictionary<string, string> { ["format"] = FormatName, ["images"] = state.State.TotalImages.ToString() };
+            foreach (var (file, tensors) in files) SafeTensors.Save(Path.Combine(temp, file), tensors, meta);
+            AtomicFile.WriteAllText(Path.Combine(temp, "state.json"), JsonSerializer.Serialize(state, Json));
+            System.IO.Directory.Move(temp, final);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            try { if (System.IO.Directory.Exists(temp)) System.IO.Directory.Delete(temp, recursive: true); }
+            catch (Exception cleanup) when (cleanup is IOException or UnauthorizedAccessException) { /* a leftover .partial is ignored */ }
+            throw new IOException($"could not write the checkpoint {final}: {e.GetBaseException().Message.TrimEnd('.')}. " +
+                                  $"The last complete checkpoint, {Latest ?? "(none yet)"}, is kept.", e);
+        }
         Prune(keep);
         return final;
     }
@@ -75,14 +104,35 @@ public sealed class CheckpointStore
         }
     }
 
-    /// <summary>Complete checkpoints, oldest first.</summary>
+    /// <summary>Complete checkpoints, oldest first: by images seen, then revision. Folders of other
+    /// names (".partial" leftovers among them) are not checkpoints.</summary>
     public IReadOnlyList<string> List()
     {
         if (!System.IO.Directory.Exists(Directory)) return [];
         return System.IO.Directory.GetDirectories(Directory, "kimg-*")
-            .Where(p => !Path.GetFileName(p).Contains(Partial) && File.Exists(Path.Combine(p, "state.json")))
-            .Order(StringComparer.Ordinal).ToList();
+            .Select(p => (path: p, key: SortKey(Path.GetFileName(p))))
+            .Where(c => c.key != null && File.Exists(Path.Combine(c.path, "state.json")))
+            .OrderBy(c => c.key!.Value.images).ThenBy(c => c.key!.Value.revision)
+            .Select(c => c.path).ToList();
     }
+
+    private static bool AllFinite(float[] values)
+    {
+        foreach (float v in values)
+            if (!float.IsFinite(v)) return false;
+        return true;
+    }
+
+    private static (long images, int revision)? SortKey(string name)
+    {
+        var m = CheckpointName().Match(name);
+        if (!m.Success || !long.TryParse(m.Groups[1].Value, out long kimg) || !int.TryParse(m.Groups[2].Value, out int rest)) return null;
+        int revision = m.Groups[3].Success && int.TryParse(m.Groups[3].Value, out int r) ? r : 1;
+        return (kimg * 1000 + rest, revision);
+    }
+
+    [GeneratedRegex(@"^kimg-([0-9]{6,})-([0-9]{3})(?:-r([0-9]+))?$")]
+    private static partial Regex CheckpointName();
 
     public string? Latest => List().LastOrDefault();
 
@@ -91,13 +141,21 @@ public sealed class CheckpointStore
         var all = List();
         for (int i = 0; i < all.Count - keep; i++)
         {
-            try { System.IO.Directory.Delete(all[i], recursive: true); }
-            catch (IOException) { /* still open elsewhere: try again next time */ }
+            // Renamed first (one atomic step), so that a crash midway through the deletion leaves
+            // a ".partial" leftover rather than a checkpoint folder with files missing.
+            string doomed = $"{all[i]}{Partial}-deleting-{Guid.NewGuid():N}";
+            try
+            {
+                System.IO.Directory.Move(all[i], doomed);
+                System.IO.Directory.Delete(doomed, recursive: true);
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException) { /* still open elsewhere: try again next time */ }
         }
         foreach (var leftover in System.IO.Directory.GetDirectories(Directory, "*" + Partial + "*"))
         {
             if (leftover.EndsWith("-" + Environment.ProcessId)) continue;
-            try { System.IO.Directory.Delete(leftover, recursive: true); } catch (IOException) { }
+            try { System.IO.Directory.Delete(leftover, recursive: true); }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException) { }
         }
     }
 
@@ -149,6 +207,8 @@ public sealed class CheckpointStore
                 string key = $"{prefix}.{names[i]}.{suffix}";
                 if (!content.Tensors.TryGetValue(key, out var stored) || stored.Data.Length != target.Length)
                     throw new InvalidFileException(path, $"optimizer moment '{key}' is missing or has the wrong size");
+                if (!AllFinite(stored.Data))
+                    throw new InvalidFileException(path, $"optimizer moment '{key}' holds NaN or infinite values");
                 target.CopyFrom(stored.Data);
             }
         }
