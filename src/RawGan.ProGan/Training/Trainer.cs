@@ -86,6 +86,8 @@ public sealed class Trainer : IDisposable
     public Generator Generator => _g;
     public Generator GeneratorEma => _gEma;
     public Discriminator Discriminator => _d;
+    /// <summary>The newest complete checkpoint of the run, if any.</summary>
+    public string? LatestCheckpoint => _store.Latest;
 
     /// <summary>Called with a tensor of sample images (from the EMA generator) after every tick and phase.</summary>
     public Action<string, Tensor, Phase, float>? OnSamples { get; set; }
@@ -276,9 +278,17 @@ public sealed class Trainer : IDisposable
         OnSamples(name, images, phase, Schedule.Alpha(phase, State.ImagesInPhase));
     }
 
-    /// <summary>Writes a checkpoint of the current state (atomically) and returns its folder.</summary>
-    public string Checkpoint()
+    /// <summary>Writes a checkpoint of the current state (atomically) and returns its folder; null,
+    /// and nothing written, if a weight or an optimizer moment is not finite (an update overflowed):
+    /// the last good checkpoint stays the newest, for a rollback or a resume.</summary>
+    public string? Checkpoint()
     {
+        if (!WganGp.AllFinite(_g.Parameters().Concat(_d.Parameters()).Concat(_gEma.Parameters())
+                .Concat(_adamG.FirstMoments).Concat(_adamG.SecondMoments).Concat(_adamD.FirstMoments).Concat(_adamD.SecondMoments)))
+        {
+            _observer.Notice($"checkpoint not written: the weights hold non-finite values; the last checkpoint is {_store.Latest ?? "none"}");
+            return null;
+        }
         var folder = _store.Save(_g, _d, _gEma, _adamG, _adamD, new CheckpointState(CheckpointStore.FormatName, Options, State, DateTimeOffset.UtcNow), Options.KeepCheckpoints);
         _observer.Notice($"checkpoint: {folder}");
         return folder;

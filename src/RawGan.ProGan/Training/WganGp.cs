@@ -62,14 +62,16 @@ public static class WganGp
     /// One training step, as the trainer, `bench` and the tests run it: a critic update on
     /// <paramref name="reals"/> (already blended during a fade-in), a generator update, then the
     /// moving average Gs = G + beta (Gs - G). An update whose loss or gradients are not finite is
-    /// skipped (official behaviour); the caller counts and reports it.
+    /// skipped (official behaviour); the caller counts and reports it. A non-finite critic update
+    /// skips the generator's too: a skipped step changes no weight at all.
     /// </summary>
     public static StepStats TrainingStep(GanModels m, Tensor reals, Tensor latents, Tensor t, Tensor latents2, int level, float alpha, float emaBeta)
     {
         var (lossD, gradsD, real, fake, penalty) = CriticLoss(m.G, m.D, reals, latents, t, level, alpha);
         float lossDValue = lossD.Item();
         bool criticFinite = float.IsFinite(lossDValue) && AllFinite(gradsD);
-        if (criticFinite) m.AdamD.Update(gradsD);
+        if (!criticFinite) return new StepStats(lossDValue, float.NaN, real.Item(), fake.Item(), penalty.Item(), false, false);
+        m.AdamD.Update(gradsD);
 
         var (lossG, gradsG) = GeneratorLoss(m.G, m.D, latents2, level, alpha);
         float lossGValue = lossG.Item();
