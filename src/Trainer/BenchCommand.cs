@@ -37,7 +37,7 @@ public static class BenchCommand
 
     private static int Run(ParseResult parse)
     {
-        if (parse.GetValue(TrainCommand.Threads) is int t) CpuParallel.Threads = t;
+        TrainCommand.UseThreads(parse);
         var cfg = ProGanConfig.FromPreset(parse.GetValue(Preset)!, parse.GetValue(Resolution), parse.GetValue(Channels));
         if (parse.GetValue(LatentSize) is int l) cfg = cfg with { LatentSize = l };
         if (parse.GetValue(FmapBase) is int fb) cfg = cfg with { FmapBase = fb };

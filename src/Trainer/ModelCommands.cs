@@ -64,7 +64,7 @@ public static class GenerateCommand
 
     private static int Run(ParseResult parse)
     {
-        if (parse.GetValue(TrainCommand.Threads) is int t) Engine.Backends.Cpu.CpuParallel.Threads = t;
+        TrainCommand.UseThreads(parse);
         using var backend = new OwnedBackend(Devices.Open(parse.GetValue(TrainCommand.Device)!, Console.WriteLine));
         var (g, state, folder) = Checkpoint.LoadGenerator(parse.GetValue(Checkpoint.Path)!, backend.Backend);
         using var _g = g;

@@ -8,7 +8,7 @@ namespace RawGan.Trainer;
 /// The RawGan command line: `dotnet run --project src/Trainer -- &lt;command&gt;`.
 /// With no command it trains a small ProGAN on the built-in shapes up to 32x32.
 /// </summary>
-public static class Program
+public static partial class Program
 {
     public static int Main(string[] args)
     {
@@ -27,7 +27,7 @@ public static class Program
         {
             // One clear line for a user mistake; --help shows the rest.
             string command = result.CommandResult.Command == root ? "" : " " + result.CommandResult.Command.Name;
-            Console.Error.WriteLine($"rawgan: {result.Errors[0].Message} (see 'rawgan{command} --help')");
+            Console.Error.WriteLine($"rawgan: {OneLine(ParseErrorText(result.Errors[0].Message))} (see 'rawgan{command} --help')");
             return 2;
         }
         var config = new InvocationConfiguration { ProcessTerminationTimeout = null, EnableDefaultExceptionHandler = false };
@@ -45,10 +45,37 @@ public static class Program
         catch (Exception e) when (IsUserError(e))
         {
             Console.Out.Flush();
-            Console.Error.WriteLine($"rawgan: {e.Message}");
+            Console.Error.WriteLine($"rawgan: {OneLine(e)}");
             return e is CudaUnavailableException ? 3 : 1;
         }
     }
+
+    /// <summary>A message as one line: an ArgumentException's "(Parameter 'x')" dropped, detail lines
+    /// (a list of skipped files, of differing settings) joined with "; ".</summary>
+    internal static string OneLine(Exception e) =>
+        OneLine(e is ArgumentException { ParamName: string p } ? e.Message.Replace($" (Parameter '{p}')", "") : e.Message);
+
+    internal static string OneLine(string message)
+    {
+        var parts = message.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+        if (parts.Length == 0) return message.Trim();
+        var line = new System.Text.StringBuilder(parts[0]);
+        for (int i = 1; i < parts.Length; i++) line.Append(parts[i - 1].EndsWith(':') ? " " : "; ").Append(parts[i]);
+        return line.ToString();
+    }
+
+    /// <summary>System.CommandLine's parse errors name .NET types; a user reads what to type instead.</summary>
+    private static string ParseErrorText(string message) => ExpectedType().Replace(message, m => m.Groups[1].Value switch
+    {
+        var t when t.Contains("UInt") => "as expected: a whole number, 0 or more",
+        var t when t.Contains("Int") => "as expected: a whole number",
+        var t when t.Contains("Double") || t.Contains("Single") => "as expected: a number",
+        var t when t.Contains("Boolean") => "as expected: true or false",
+        _ => m.Value,
+    });
+
+    [System.Text.RegularExpressions.GeneratedRegex(@"as expected type '([^']+)'")]
+    private static partial System.Text.RegularExpressions.Regex ExpectedType();
 
     private static bool IsUserError(Exception e) => e is ArgumentException or InvalidFileException or CudaUnavailableException
         or FileNotFoundException or DirectoryNotFoundException or UnauthorizedAccessException or IOException or KernelCompileException or UserError;

@@ -6,6 +6,7 @@ using RawGan.Engine.Backends;
 using RawGan.Engine.Backends.Cpu;
 using RawGan.ProGan.Checkpoints;
 using RawGan.ProGan.Data;
+using RawGan.ProGan.IO;
 using RawGan.ProGan.Model;
 using RawGan.ProGan.Training;
 
@@ -55,9 +56,19 @@ public static class TrainCommand
         return root.Parse(["train", "--preset", "tiny", "--kimg-per-phase", "6", "--tick-kimg", "2", "--swd-images", "1024", "--shapes-count", "10000"]).Invoke();
     }
 
+    /// <summary>Applies --threads (all cores when absent).</summary>
+    internal static void UseThreads(ParseResult parse)
+    {
+        if (parse.GetValue(Threads) is not int threads) return;
+        if (threads < 1) throw new UserError($"--threads must be at least 1, got {threads}");
+        CpuParallel.Threads = threads;
+    }
+
     private static int Run(ParseResult parse)
     {
-        if (parse.GetValue(Threads) is int threads) CpuParallel.Threads = threads;
+        UseThreads(parse);
+        long? maxSteps = parse.GetValue(MaxSteps);
+        if (maxSteps < 0) throw new UserError($"--max-steps must not be negative, got {maxSteps}");
         string? resume = parse.GetValue(Resume);
         string? checkpoint = null, runDirectory;
         TrainOptions options;
@@ -80,14 +91,14 @@ public static class TrainCommand
 
         using var backend = new OwnedBackend(Devices.Open(parse.GetValue(Device)!, Console.WriteLine));
         Console.WriteLine($"device: {backend.Backend.Description}");
-        using var data = TrainingData.Open(options.Data, options.Model.Resolution, Console.WriteLine, parse.GetValue(ShapesCount));
+        using var data = TrainingData.Open(options.Data, options.Model.Resolution, Console.WriteLine, options.ShapesCount);
         if (options.Model.Channels != data.Channels) options = options with { Model = options.Model with { Channels = data.Channels } };
         Console.WriteLine($"data: {data.Name}, {data.Count:N0} images, {data.Channels} channel(s), prepared up to {data.Resolution}x{data.Resolution}");
 
         runDirectory ??= NewRunDirectory(parse.GetValue(Out)!, options);
         Directory.CreateDirectory(Path.Combine(runDirectory, "samples"));
         var observer = ConsoleObserver.ForConsole();
-        using var trainer = new ProGan.Training.Trainer(options, backend.Backend, data, runDirectory, observer, checkpoint);
+        using var trainer = OpenTrainer(options, backend.Backend, data, runDirectory, observer, checkpoint);
         var report = new RunReport(runDirectory, options, backend.Backend.Description, data.Name);
         trainer.OnSamples = (name, images, phase, alpha) => report.SaveGrid(name, images, phase, alpha);
         if (checkpoint == null)
@@ -106,11 +117,14 @@ public static class TrainCommand
 
         using var stop = new CancellationTokenSource();
         using var signals = StopSignals.Install(stop, observer);
-        var reason = trainer.Run(stop.Token, parse.GetValue(MaxSteps));
+        var reason = trainer.Run(stop.Token, maxSteps);
         switch (reason)
         {
             case StopReason.NonFinite:
                 report.Write(trainer, null);
+                Console.Out.Flush();
+                Console.Error.WriteLine($"rawgan: training stopped: {options.MaxNonFiniteInARow} steps in a row had non-finite losses or gradients " +
+                                        $"(a lower --lr may help); the last checkpoint is {trainer.LatestCheckpoint ?? "none"}");
                 return 4;
             case StopReason.Interrupted:
                 report.Write(trainer, null);
@@ -130,6 +144,22 @@ public static class TrainCommand
         return 0;
     }
 
+    /// <summary>The trainer, resumed from <paramref name="checkpoint"/> if given; a damaged checkpoint
+    /// is one line that also names the newest older checkpoint, which may be intact.</summary>
+    private static ProGan.Training.Trainer OpenTrainer(TrainOptions options, IBackend backend, ITrainingImages data, string runDirectory,
+        ITrainingObserver observer, string? checkpoint)
+    {
+        try
+        {
+            return new ProGan.Training.Trainer(options, backend, data, runDirectory, observer, checkpoint);
+        }
+        catch (InvalidFileException e) when (checkpoint != null)
+        {
+            string? older = new CheckpointStore(runDirectory).List().LastOrDefault(c => Path.GetFullPath(c) != Path.GetFullPath(checkpoint));
+            throw new UserError(older == null ? e.Message : $"{e.Message} (an older checkpoint may be intact: train --resume {older})");
+        }
+    }
+
     /// <summary>A run folder's newest checkpoint, or the checkpoint folder itself.</summary>
     public static string FindCheckpoint(string path)
     {
@@ -143,7 +173,14 @@ public static class TrainCommand
         string name = $"{DateTime.Now:yyyyMMdd-HHmmss}-{Sanitize(Path.GetFileName(options.Data.TrimEnd('/', '\\')))}-{options.Model.Resolution}";
         string dir = Path.GetFullPath(Path.Combine(outRoot, name));
         for (int i = 2; Directory.Exists(dir); i++) dir = Path.GetFullPath(Path.Combine(outRoot, $"{name}-{i}"));
-        Directory.CreateDirectory(dir);
+        try
+        {
+            Directory.CreateDirectory(dir);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new UserError($"--out: cannot make the run folder {dir}: {e.Message}");
+        }
         return dir;
     }
 
@@ -161,10 +198,13 @@ public static class TrainCommand
         string onNan = parse.GetValue(OnNan)!;
         double kimg = parse.GetValue(KimgPerPhase);
         if (!(kimg > 0)) throw new UserError($"--kimg-per-phase must be positive, got {kimg}");
+        int shapes = parse.GetValue(ShapesCount);
+        if (shapes < 1) throw new UserError($"--shapes-count must be at least 1, got {shapes}");
         return new TrainOptions
         {
             Model = model,
-            Data = parse.GetValue(Data)!,
+            Data = DataSpec(parse.GetValue(Data)!),
+            ShapesCount = shapes,
             ImagesPerPhase = (long)Math.Round(kimg * 1000),
             BatchByResolution = batches,
             DefaultBatch = defaultBatch,
@@ -198,7 +238,8 @@ public static class TrainCommand
         if (parse.GetValue(FmapBase) is int fb) model = model with { FmapBase = fb };
         if (parse.GetValue(FmapMax) is int fm) model = model with { FmapMax = fm };
         o = o with { Model = model };
-        if (Given(Data)) o = o with { Data = parse.GetValue(Data)! };
+        if (Given(Data)) o = o with { Data = DataSpec(parse.GetValue(Data)!) };
+        if (Given(ShapesCount)) o = o with { ShapesCount = parse.GetValue(ShapesCount) };
         if (Given(KimgPerPhase)) o = o with { ImagesPerPhase = (long)Math.Round(parse.GetValue(KimgPerPhase) * 1000) };
         if (Given(Batch))
         {
@@ -220,6 +261,11 @@ public static class TrainCommand
         if (Given(SwdImages)) o = o with { SwdImages = parse.GetValue(SwdImages) };
         return o;
     }
+
+    /// <summary>--data as saved in checkpoints: a folder by its full path, so that a run resumes from anywhere.</summary>
+    private static string DataSpec(string data) =>
+        data is "shapes" or "fashion-mnist" || data.StartsWith("fashion-mnist:") || data.StartsWith("mnist:") || !Directory.Exists(data)
+            ? data : Path.GetFullPath(data);
 
     /// <summary>"16" or "0.001" alone, or "4:64,8:32,16" (the entry without a resolution is the default).</summary>
     public static (Dictionary<int, T> perResolution, T fallback) ParsePerResolution<T>(string text, string option, Func<string, T> parse, T fallback)

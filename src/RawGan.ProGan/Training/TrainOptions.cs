@@ -17,6 +17,8 @@ public sealed record TrainOptions
     public required ProGanConfig Model { get; init; }
     /// <summary>"shapes", "fashion-mnist", "mnist", or a folder of images.</summary>
     public string Data { get; init; } = "shapes";
+    /// <summary>How many images the built-in shapes data set renders (when <see cref="Data"/> is "shapes").</summary>
+    public int ShapesCount { get; init; } = global::RawGan.ProGan.Data.TrainingData.DefaultShapesCount;
     /// <summary>Real images shown per fade-in and per stable phase (official: 600k).</summary>
     public long ImagesPerPhase { get; init; } = 600_000;
     /// <summary>Minibatch per resolution; resolutions not listed use <see cref="DefaultBatch"/>.</summary>
@@ -66,7 +68,9 @@ public sealed record TrainOptions
             if (b < 1 || b % g != 0)
                 throw new ArgumentException($"batch {b} at {r}x{r} must be a positive multiple of the minibatch stddev group size {g}");
         }
-        if (LearningRate <= 0 || LearningRateByResolution.Values.Any(v => v <= 0)) throw new ArgumentException("learning rates must be positive");
+        if (!(LearningRate > 0 && float.IsFinite(LearningRate)) || LearningRateByResolution.Values.Any(v => !(v > 0 && float.IsFinite(v))))
+            throw new ArgumentException("learning rates must be positive finite numbers");
+        if (ShapesCount < 1) throw new ArgumentException($"the shapes data set needs at least one image, got {ShapesCount}");
         if (EmaHalfLifeImages < 0) throw new ArgumentException($"the EMA half-life must not be negative, got {EmaHalfLifeImages}");
         if (TickImages < 1) throw new ArgumentException($"tick must be at least one image, got {TickImages}");
         if (CheckpointTicks < 1 || KeepCheckpoints < 1) throw new ArgumentException("checkpoint interval and count must be at least 1");
@@ -88,6 +92,7 @@ public sealed record TrainOptions
         Check("fmap-max", Model.FmapMax, other.Model.FmapMax);
         Check("minibatch group size", Model.MinibatchGroupSize, other.Model.MinibatchGroupSize);
         Check("data", Data, other.Data);
+        if (Data == "shapes") Check("shapes count", ShapesCount, other.ShapesCount);
         Check("images per phase", ImagesPerPhase, other.ImagesPerPhase);
         Check("default batch", DefaultBatch, other.DefaultBatch);
         Check("batch per resolution", Format(BatchByResolution), Format(other.BatchByResolution));
