@@ -1,0 +1,83 @@
+using RawGan.ProGan.Checkpoints;
+
+namespace RawGan.Trainer.Tests;
+
+/// <summary>
+/// Stopping and resuming through the real command line: Ctrl+C (SIGINT), SIGTERM and --max-steps
+/// stop after the current step with a checkpoint, and `train --resume` finishes with weights that
+/// are bit for bit those of an uninterrupted run (CPU, one thread).
+/// </summary>
+[Collection("rawgan")]
+public class InterruptionTests(RawganFixture cli)
+{
+    private static readonly TimeSpan Wait = RawganFixture.Timeout;
+
+    [Theory]
+    [InlineData(RawganProcess.SIGINT, 7)]    // in the 8x8 fade-in (ticks every 40 images; 200 per phase)
+    [InlineData(RawganProcess.SIGTERM, 2)]   // in the 4x4 stable phase
+    public void ASignalStopsAfterTheStepWithACheckpointAndResumeFinishesBitExact(int signal, int afterTick)
+    {
+        string reference = new CheckpointStore(cli.ReferenceRun).Latest!;
+        string runs = cli.NewFolder($"signal-{signal}");
+        string runFolder;
+        long stoppedAt;
+        using (var train = cli.Start(RawganFixture.TinyTrain(runs)))
+        {
+            Assert.True(train.WaitForLine(l => l.StartsWith($"tick {afterTick}:"), Wait) != null, train.Describe());
+            train.Signal(signal);
+            int code = train.WaitForExit(Wait);
+            Assert.True(code == 130, $"exit {code}: {train.Describe()}");
+            runFolder = RawganFixture.RunFolderOf(train.Stdout);
+            string name = signal == RawganProcess.SIGINT ? "SIGINT" : "SIGTERM";
+            var lines = train.StdoutLines;
+            int notice = Array.FindIndex(lines, l => l.StartsWith($"{name}: stopping after this step"));
+            Assert.True(notice >= 0, train.Describe());
+            // After the notice: the checkpoint, then how to continue, and nothing else of note.
+            var checkpointLine = lines.Skip(notice).FirstOrDefault(l => l.StartsWith("checkpoint: "));
+            Assert.True(checkpointLine != null, train.Describe());
+            Assert.Contains($"train --resume {runFolder}", lines[^1]);
+            string checkpoint = checkpointLine["checkpoint: ".Length..];
+            Assert.Equal(checkpoint, new CheckpointStore(runFolder).Latest);
+            stoppedAt = RawganFixture.LoadCompletely(checkpoint).State.TotalImages;
+            Assert.InRange(stoppedAt, afterTick * 40, 599);
+        }
+
+        var resumed = cli.Run("train", "--resume", runFolder, "--device", "cpu", "--threads", "1");
+        Assert.True(resumed.ExitCode == 0, resumed.ToString());
+        Assert.Contains($"{stoppedAt:N0} images seen", resumed.Stdout);
+        Assert.Contains("done in", resumed.Stdout);
+        RawganFixture.AssertSameWeights(reference, new CheckpointStore(runFolder).Latest!);
+    }
+
+    [Fact]
+    public void MaxStepsThenResumeGivesByteIdenticalWeights()
+    {
+        string reference = new CheckpointStore(cli.ReferenceRun).Latest!;
+        string runs = cli.NewFolder("max-steps");
+        // 33 steps of 8 images: the 8x8 fade-in runs from step 25 to 50, so this stops mid-fade-in.
+        var first = cli.Run(RawganFixture.TinyTrain(runs, "--max-steps", "33"));
+        Assert.True(first.ExitCode == 0, first.ToString());
+        string runFolder = RawganFixture.RunFolderOf(first.Stdout);
+        var stopped = RawganFixture.LoadCompletely(new CheckpointStore(runFolder).Latest!);
+        Assert.Equal(33 * 8, stopped.State.TotalImages);
+        Assert.Equal(1, stopped.State.PhaseIndex);
+        Assert.NotEqual(0, stopped.State.ImagesInPhase);
+
+        // Resume twice more in short hops, the second across the end of the fade-in.
+        foreach (var hop in new[] { "5", "15" })
+        {
+            var r = cli.Run("train", "--resume", runFolder, "--device", "cpu", "--threads", "1", "--max-steps", hop);
+            Assert.True(r.ExitCode == 0, r.ToString());
+        }
+        Assert.Equal(53 * 8, CheckpointStore.ReadState(new CheckpointStore(runFolder).Latest!).State.TotalImages);
+        var last = cli.Run("train", "--resume", runFolder, "--device", "cpu", "--threads", "1");
+        Assert.True(last.ExitCode == 0, last.ToString());
+        string final = new CheckpointStore(runFolder).Latest!;
+        Assert.Equal(600, CheckpointStore.ReadState(final).State.TotalImages);
+        RawganFixture.AssertSameWeights(reference, final);
+        // And the result is usable: generate reads the newest checkpoint.
+        var gen = cli.Run("generate", "--checkpoint", runFolder, "--count", "4", "--device", "cpu", "--out", Path.Combine(runs, "grid.png"));
+        Assert.True(gen.ExitCode == 0, gen.ToString());
+        Assert.True(new FileInfo(Path.Combine(runs, "grid.png")).Length > 0);
+    }
+}

@@ -1,0 +1,130 @@
+using System.Diagnostics;
+using System.Runtime.InteropServices;
+
+namespace RawGan.Trainer.Tests;
+
+/// <summary>
+/// The real `rawgan` executable running as a child process (<c>dotnet rawgan.dll ...</c>), with its
+/// standard output and error collected line by line, so that a test can wait for a progress line
+/// ("tick 3:", "checkpoint:") before it acts, send it a POSIX signal, or kill it.
+/// </summary>
+internal sealed partial class RawganProcess : IDisposable
+{
+    public const int SIGINT = 2, SIGKILL = 9, SIGTERM = 15;
+
+    private readonly Process _process;
+    private readonly object _gate = new();
+    private readonly List<string> _stdout = new(), _stderr = new();
+    private bool _stdoutClosed, _stderrClosed;
+
+    public RawganProcess(string dll, string cacheDirectory, IEnumerable<string> args)
+    {
+        var start = new ProcessStartInfo(Environment.GetEnvironmentVariable("DOTNET_HOST_PATH") ?? "dotnet")
+        {
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            UseShellExecute = false,
+        };
+        start.ArgumentList.Add(dll);
+        foreach (var a in args) start.ArgumentList.Add(a);
+        start.Environment["RAWGAN_CACHE_DIR"] = cacheDirectory;
+        start.Environment.Remove("TERM");   // plain log lines, as in CI
+        Arguments = string.Join(' ', args);
+        _process = new Process { StartInfo = start };
+        _process.OutputDataReceived += (_, e) => Receive(_stdout, e.Data, stdout: true);
+        _process.ErrorDataReceived += (_, e) => Receive(_stderr, e.Data, stdout: false);
+        _process.Start();
+        _process.BeginOutputReadLine();
+        _process.BeginErrorReadLine();
+    }
+
+    public string Arguments { get; }
+    public int Id => _process.Id;
+    public bool HasExited => _process.HasExited;
+
+    private void Receive(List<string> lines, string? line, bool stdout)
+    {
+        lock (_gate)
+        {
+            if (line != null) lines.Add(line);
+            else if (stdout) _stdoutClosed = true;
+            else _stderrClosed = true;
+            Monitor.PulseAll(_gate);
+        }
+    }
+
+    public string Stdout { get { lock (_gate) return string.Join('\n', _stdout); } }
+    public string Stderr { get { lock (_gate) return string.Join('\n', _stderr); } }
+    public string[] StdoutLines { get { lock (_gate) return _stdout.ToArray(); } }
+
+    /// <summary>Waits for a line of standard output that <paramref name="match"/> accepts (counting
+    /// lines already printed); null if the output ends or the time runs out first.</summary>
+    public string? WaitForLine(Func<string, bool> match, TimeSpan timeout, int skip = 0)
+    {
+        var deadline = DateTime.UtcNow + timeout;
+        int next = 0;
+        lock (_gate)
+        {
+            while (true)
+            {
+                for (; next < _stdout.Count; next++)
+                    if (match(_stdout[next]) && skip-- <= 0) return _stdout[next];
+                if (_stdoutClosed) return null;
+                var left = deadline - DateTime.UtcNow;
+                if (left <= TimeSpan.Zero) return null;
+                Monitor.Wait(_gate, left);
+            }
+        }
+    }
+
+    [LibraryImport("libc", SetLastError = true)]
+    private static partial int kill(int pid, int signal);
+
+    /// <summary>Sends a POSIX signal (SIGINT, SIGTERM, SIGKILL) to the child.</summary>
+    public void Signal(int signal)
+    {
+        if (kill(_process.Id, signal) != 0)
+            throw new InvalidOperationException($"kill({_process.Id}, {signal}) failed: errno {Marshal.GetLastPInvokeError()}");
+    }
+
+    /// <summary>Waits for the child to end and for its output to be read to the end; on timeout the
+    /// child is killed and the test fails with what it printed.</summary>
+    public int WaitForExit(TimeSpan timeout)
+    {
+        if (!_process.WaitForExit(timeout))
+        {
+            _process.Kill(entireProcessTree: true);
+            _process.WaitForExit();
+            throw new TimeoutException($"rawgan {Arguments} did not end within {timeout.TotalSeconds:F0} s.\nstdout:\n{Stdout}\nstderr:\n{Stderr}");
+        }
+        _process.WaitForExit();   // drains the redirected output
+        lock (_gate)
+        {
+            var until = DateTime.UtcNow.AddSeconds(10);
+            while (!(_stdoutClosed && _stderrClosed) && DateTime.UtcNow < until) Monitor.Wait(_gate, TimeSpan.FromSeconds(1));
+        }
+        return _process.ExitCode;
+    }
+
+    public string Describe() => $"rawgan {Arguments}\n--- stdout:\n{Stdout}\n--- stderr:\n{Stderr}";
+
+    public void Dispose()
+    {
+        try
+        {
+            if (!_process.HasExited)
+            {
+                _process.Kill(entireProcessTree: true);
+                _process.WaitForExit();
+            }
+        }
+        catch (InvalidOperationException) { }
+        _process.Dispose();
+    }
+}
+
+/// <summary>What a finished invocation printed and returned.</summary>
+internal sealed record RawganResult(string Arguments, int ExitCode, string Stdout, string Stderr)
+{
+    public override string ToString() => $"rawgan {Arguments} -> exit {ExitCode}\n--- stdout:\n{Stdout}\n--- stderr:\n{Stderr}";
+}

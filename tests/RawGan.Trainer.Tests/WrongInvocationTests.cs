@@ -1,0 +1,196 @@
+using System.Text.RegularExpressions;
+using RawGan.ProGan.Checkpoints;
+
+namespace RawGan.Trainer.Tests;
+
+/// <summary>
+/// Every user mistake gets one clear line on stderr ("rawgan: ..."), a non-zero exit and no stack
+/// trace; `--help` works on every command. Each case drives the real executable.
+/// </summary>
+[Collection("rawgan")]
+public partial class WrongInvocationTests(RawganFixture cli)
+{
+    private static readonly string[] Cpu = ["--device", "cpu", "--threads", "1"];
+
+    /// <summary>A run of the tiny model with one checkpoint (2 steps), made once per test class.</summary>
+    private static string? _smallRun;
+    private string SmallRun()
+    {
+        if (_smallRun != null) return _smallRun;
+        var r = cli.Run(RawganFixture.TinyTrain(cli.NewFolder("small"), "--max-steps", "2"));
+        Assert.True(r.ExitCode == 0, r.ToString());
+        return _smallRun = RawganFixture.RunFolderOf(r.Stdout);
+    }
+
+    /// <summary>A copy of the small run whose newest checkpoint is damaged by <paramref name="damage"/>.</summary>
+    private string DamagedRun(string name, Action<string> damage)
+    {
+        string copy = cli.NewFolder(name);
+        CopyFolder(SmallRun(), copy);
+        damage(new CheckpointStore(copy).Latest!);
+        return copy;
+    }
+
+    private static void CopyFolder(string from, string to)
+    {
+        foreach (var dir in Directory.GetDirectories(from, "*", SearchOption.AllDirectories))
+            Directory.CreateDirectory(dir.Replace(from, to));
+        foreach (var file in Directory.GetFiles(from, "*", SearchOption.AllDirectories))
+            File.Copy(file, file.Replace(from, to));
+    }
+
+    public static TheoryData<string> Cases =>
+    [
+        "unknown command", "unknown option", "missing option value", "option value of the wrong type", "resolution 48",
+        "resolution 2048", "missing data folder", "empty data folder", "only corrupt images", "batch 6", "batch 4:x",
+        "preset huge", "device nonsense", "device cuda without a GPU", "threads 0", "shapes-count 0", "out is a file",
+        "negative max-steps", "infinite learning rate", "generate missing checkpoint", "generate without checkpoint",
+        "generate latents of the wrong shape", "generate latents not npy", "resume with other settings", "resume nothing",
+        "truncated G_ema", "garbage G for resume", "NaN in G_ema", "corrupt state.json", "bench batch 6",
+        "interpolate one seed", "evaluate missing checkpoint",
+    ];
+
+    /// <summary>The arguments of a case and the fragments (separated by '|') its one line must contain.</summary>
+    private (string[] args, string expected) Case(string name)
+    {
+        string Folder(string n) => cli.NewFolder(n);
+        switch (name)
+        {
+            case "unknown command": return (["frobnicate"], "frobnicate");
+            case "unknown option": return (["train", "--learning-speed", "3"], "--learning-speed");
+            case "missing option value": return (["train", "--resolution"], "--resolution");
+            case "option value of the wrong type": return (["train", "--seed", "minus-three"], "--seed");
+            case "resolution 48": return (["train", "--resolution", "48", .. Cpu], "48");
+            case "resolution 2048": return (["train", "--resolution", "2048", .. Cpu], "2048");
+            case "missing data folder": return (["train", "--data", "/no/such/folder", .. Cpu], "/no/such/folder");
+            case "empty data folder":
+            {
+                string empty = Folder("empty-data");
+                return (["train", "--data", empty, "--resolution", "8", .. Cpu], "no usable image");
+            }
+            case "only corrupt images":
+            {
+                string bad = Folder("corrupt-data");
+                File.WriteAllText(Path.Combine(bad, "text.png"), "this is not a picture\n");
+                File.WriteAllBytes(Path.Combine(bad, "cut.png"), [0x89, (byte)'P', (byte)'N', (byte)'G', 13, 10, 26, 10, 0, 0, 0, 13, (byte)'I', (byte)'H']);
+                File.WriteAllBytes(Path.Combine(bad, "cut.jpg"), [0xFF, 0xD8, 0xFF, 0xE0, 0, 16]);
+                Directory.CreateDirectory(Path.Combine(bad, "sub"));
+                File.WriteAllBytes(Path.Combine(bad, "sub", "zero.png"), []);
+                return (["train", "--data", bad, "--resolution", "8", .. Cpu], "no usable image");
+            }
+            case "batch 6": return (["train", "--batch", "6", .. Cpu], "batch 6");
+            case "batch 4:x": return (["train", "--batch", "4:x", .. Cpu], "4:x");
+            case "preset huge": return (["train", "--preset", "huge", .. Cpu], "huge");
+            case "device nonsense": return (["train", "--device", "nonsense"], "nonsense");
+            case "device cuda without a GPU": return (["train", "--device", "cuda", .. RawganFixture.TinyModel], "no CUDA");
+            case "threads 0": return (["train", "--device", "cpu", "--threads", "0"], "--threads");
+            case "shapes-count 0": return ([.. RawganFixture.TinyTrain(Folder("shapes0"), "--shapes-count", "0")], "--shapes-count");
+            case "out is a file":
+            {
+                string file = Path.Combine(Folder("out-file"), "runs");
+                File.WriteAllText(file, "a file where the runs folder should be");
+                return ([.. RawganFixture.TinyTrain(file)], file);
+            }
+            case "negative max-steps": return ([.. RawganFixture.TinyTrain(Folder("negative-steps"), "--max-steps", "-1")], "--max-steps");
+            case "infinite learning rate": return ([.. RawganFixture.TinyTrain(Folder("lr-inf"), "--lr", "Infinity")], "learning rate");
+            case "generate missing checkpoint": return (["generate", "--checkpoint", "/nonexistent", .. Cpu], "/nonexistent");
+            case "generate without checkpoint": return (["generate", .. Cpu], "--checkpoint");
+            case "generate latents of the wrong shape":
+            {
+                string npy = Path.Combine(Folder("latents"), "z.npy");
+                Npy.Save(npy, new float[3 * 7], [3, 7]);
+                return (["generate", "--checkpoint", SmallRun(), "--latents", npy, .. Cpu], "[N, 16]");
+            }
+            case "generate latents not npy":
+            {
+                string npy = Path.Combine(Folder("latents-bad"), "z.npy");
+                File.WriteAllText(npy, "0.1 0.2 0.3\n");
+                return (["generate", "--checkpoint", SmallRun(), "--latents", npy, .. Cpu], "z.npy");
+            }
+            case "resume with other settings":
+                return (["train", "--resume", SmallRun(), "--seed", "7", "--resolution", "16", "--batch", "16", .. Cpu],
+                    "seed: checkpoint has 3, this run asks for 7|resolution: checkpoint has 8, this run asks for 16|default batch: checkpoint has 8, this run asks for 16");
+            case "resume nothing": return (["train", "--resume", Folder("not-a-run"), .. Cpu], "no complete checkpoint");
+            case "truncated G_ema":
+            {
+                string run = DamagedRun("truncated", c =>
+                {
+                    string f = Path.Combine(c, "G_ema.safetensors");
+                    File.WriteAllBytes(f, File.ReadAllBytes(f)[..100]);
+                });
+                return (["generate", "--checkpoint", run, .. Cpu], "G_ema.safetensors");
+            }
+            case "garbage G for resume":
+            {
+                string run = DamagedRun("garbage", c => File.WriteAllBytes(Path.Combine(c, "G.safetensors"), Enumerable.Range(0, 4096).Select(i => (byte)(i * 7919 >> 3)).ToArray()));
+                return (["train", "--resume", run, .. Cpu], "G.safetensors");
+            }
+            case "NaN in G_ema":
+            {
+                string run = DamagedRun("nan", c =>
+                {
+                    string f = Path.Combine(c, "G_ema.safetensors");
+                    var content = SafeTensors.Load(f);
+                    var tensors = content.Tensors.Values.Select(t => t.Name == "latent_dense.weight"
+                        ? new NamedTensor(t.Name, t.Shape, t.Data.Select((v, i) => i == 5 ? float.NaN : v).ToArray()) : t).ToList();
+                    SafeTensors.Save(f, tensors, content.Metadata);
+                });
+                return (["generate", "--checkpoint", run, .. Cpu], "NaN");
+            }
+            case "corrupt state.json":
+            {
+                string run = DamagedRun("state", c => File.WriteAllText(Path.Combine(c, "state.json"), "{ \"Format\": \"rawgan-progan-checkpoint-1\", \"Options\": "));
+                return (["train", "--resume", run, .. Cpu], "state.json");
+            }
+            case "bench batch 6": return (["bench", "--batch", "6", .. Cpu], "--batch");
+            case "interpolate one seed": return (["interpolate", "--checkpoint", SmallRun(), "--seeds", "5", "--device", "cpu"], "--seeds");
+            case "evaluate missing checkpoint": return (["evaluate", "--checkpoint", "/nonexistent", "--device", "cpu"], "/nonexistent");
+        }
+        throw new ArgumentException(name);
+    }
+
+    [Theory]
+    [MemberData(nameof(Cases))]
+    public void AMistakeGetsOneClearLineAndANonZeroExit(string name)
+    {
+        if (name == "device cuda without a GPU" && (File.Exists("/dev/nvidia0") || File.Exists("/dev/dxg")))
+            return;   // this machine has a GPU: `--device cuda` is not a mistake here
+        var (args, expected) = Case(name);
+        var r = cli.Run(args);
+        Assert.True(r.ExitCode != 0, $"exit 0 for a mistake: {r}");
+        var lines = r.Stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        Assert.True(lines.Length == 1, $"stderr should be one line, was {lines.Length}: {r}");
+        Assert.StartsWith("rawgan: ", lines[0]);
+        foreach (var fragment in expected.Split('|'))
+            Assert.True(lines[0].Contains(fragment, StringComparison.OrdinalIgnoreCase), $"the line should mention '{fragment}': {r}");
+        string all = r.Stdout + "\n" + r.Stderr;
+        Assert.DoesNotContain("   at ", all);
+        Assert.False(ExceptionName().IsMatch(all), $"an exception type leaked: {r}");
+    }
+
+    [GeneratedRegex(@"\b[A-Z]\w*Exception\b")]
+    private static partial Regex ExceptionName();
+
+    public static TheoryData<string, string> HelpCases => new()
+    {
+        { "", "train generate interpolate evaluate bench info" },
+        { "train", "--data --resolution --preset --latent-size --fmap-base --fmap-max --device --kimg-per-phase --batch --lr --seed --out --resume --mirror --threads --tick-kimg --checkpoint-ticks --keep --on-nan --swd-images --max-steps" },
+        { "generate", "--checkpoint --count --seed --out --single --truncation --latents --raw --device" },
+        { "interpolate", "--checkpoint --seeds --steps --scale --out --device" },
+        { "evaluate", "--checkpoint --data --images --ms-ssim-pairs --seed --device" },
+        { "bench", "--preset --resolution --batch --threads --device --warmup --iterations --profile" },
+        { "info", "--help" },
+    };
+
+    [Theory]
+    [MemberData(nameof(HelpCases))]
+    public void HelpOnEveryCommandExitsZeroAndListsItsOptions(string command, string expected)
+    {
+        var r = cli.Run(command == "" ? ["--help"] : [command, "--help"]);
+        Assert.True(r.ExitCode == 0, r.ToString());
+        Assert.Equal("", r.Stderr.Trim());
+        Assert.Contains("Usage:", r.Stdout);
+        foreach (var word in expected.Split(' '))
+            Assert.True(Regex.IsMatch(r.Stdout, $@"(^|[\s,]){Regex.Escape(word)}\b", RegexOptions.Multiline), $"'{word}' missing from:\n{r.Stdout}");
+    }
+}
