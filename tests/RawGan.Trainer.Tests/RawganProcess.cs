@@ -87,6 +87,16 @@ internal sealed partial class RawganProcess : IDisposable
             throw new InvalidOperationException($"kill({_process.Id}, {signal}) failed: errno {Marshal.GetLastPInvokeError()}");
     }
 
+    /// <summary>True if the child ignores <paramref name="signal"/> (Linux /proc): a process started
+    /// from a background job of a non-interactive shell inherits SIGINT ignored, as Unix prescribes.</summary>
+    public bool Ignores(int signal)
+    {
+        string status = $"/proc/{_process.Id}/status";
+        if (!File.Exists(status)) return false;
+        string? line = File.ReadLines(status).FirstOrDefault(l => l.StartsWith("SigIgn:"));
+        return line != null && ((Convert.ToUInt64(line["SigIgn:".Length..].Trim(), 16) >> (signal - 1)) & 1) == 1;
+    }
+
     /// <summary>Waits for the child to end and for its output to be read to the end; on timeout the
     /// child is killed and the test fails with what it printed.</summary>
     public int WaitForExit(TimeSpan timeout)
