@@ -64,20 +64,20 @@ public partial class WrongInvocationTests(RawganFixture cli)
             case "resolution 2048": return (["train", "--resolution", "2048", .. Cpu], "2048");
             case "missing data folder": return (["train", "--data", "/no/such/folder", .. Cpu], "/no/such/folder");
             case "empty data folder":
-            {
-                string empty = Folder("empty-data");
-                return (["train", "--data", empty, "--resolution", "8", .. Cpu], "no usable image");
-            }
+                {
+                    string empty = Folder("empty-data");
+                    return (["train", "--data", empty, "--resolution", "8", .. Cpu], "no usable image");
+                }
             case "only corrupt images":
-            {
-                string bad = Folder("corrupt-data");
-                File.WriteAllText(Path.Combine(bad, "text.png"), "this is not a picture\n");
-                File.WriteAllBytes(Path.Combine(bad, "cut.png"), [0x89, (byte)'P', (byte)'N', (byte)'G', 13, 10, 26, 10, 0, 0, 0, 13, (byte)'I', (byte)'H']);
-                File.WriteAllBytes(Path.Combine(bad, "cut.jpg"), [0xFF, 0xD8, 0xFF, 0xE0, 0, 16]);
-                Directory.CreateDirectory(Path.Combine(bad, "sub"));
-                File.WriteAllBytes(Path.Combine(bad, "sub", "zero.png"), []);
-                return (["train", "--data", bad, "--resolution", "8", .. Cpu], "no usable image");
-            }
+                {
+                    string bad = Folder("corrupt-data");
+                    File.WriteAllText(Path.Combine(bad, "text.png"), "this is not a picture\n");
+                    File.WriteAllBytes(Path.Combine(bad, "cut.png"), [0x89, (byte)'P', (byte)'N', (byte)'G', 13, 10, 26, 10, 0, 0, 0, 13, (byte)'I', (byte)'H']);
+                    File.WriteAllBytes(Path.Combine(bad, "cut.jpg"), [0xFF, 0xD8, 0xFF, 0xE0, 0, 16]);
+                    Directory.CreateDirectory(Path.Combine(bad, "sub"));
+                    File.WriteAllBytes(Path.Combine(bad, "sub", "zero.png"), []);
+                    return (["train", "--data", bad, "--resolution", "8", .. Cpu], "no usable image");
+                }
             case "batch 6": return (["train", "--batch", "6", .. Cpu], "batch 6");
             case "batch 4:x": return (["train", "--batch", "4:x", .. Cpu], "4:x");
             case "preset huge": return (["train", "--preset", "huge", .. Cpu], "huge");
@@ -86,62 +86,62 @@ public partial class WrongInvocationTests(RawganFixture cli)
             case "threads 0": return (["train", "--device", "cpu", "--threads", "0"], "--threads");
             case "shapes-count 0": return ([.. RawganFixture.TinyTrain(Folder("shapes0"), "--shapes-count", "0")], "--shapes-count");
             case "out is a file":
-            {
-                string file = Path.Combine(Folder("out-file"), "runs");
-                File.WriteAllText(file, "a file where the runs folder should be");
-                return ([.. RawganFixture.TinyTrain(file)], file);
-            }
+                {
+                    string file = Path.Combine(Folder("out-file"), "runs");
+                    File.WriteAllText(file, "a file where the runs folder should be");
+                    return ([.. RawganFixture.TinyTrain(file)], file);
+                }
             case "negative max-steps": return ([.. RawganFixture.TinyTrain(Folder("negative-steps"), "--max-steps", "-1")], "--max-steps");
             case "infinite learning rate": return ([.. RawganFixture.TinyTrain(Folder("lr-inf"), "--lr", "Infinity")], "learning rate");
             case "generate missing checkpoint": return (["generate", "--checkpoint", "/nonexistent", .. Cpu], "/nonexistent");
             case "generate without checkpoint": return (["generate", .. Cpu], "--checkpoint");
             case "generate latents of the wrong shape":
-            {
-                string npy = Path.Combine(Folder("latents"), "z.npy");
-                Npy.Save(npy, new float[3 * 7], [3, 7]);
-                return (["generate", "--checkpoint", SmallRun(), "--latents", npy, .. Cpu], "[N, 16]");
-            }
+                {
+                    string npy = Path.Combine(Folder("latents"), "z.npy");
+                    Npy.Save(npy, new float[3 * 7], [3, 7]);
+                    return (["generate", "--checkpoint", SmallRun(), "--latents", npy, .. Cpu], "[N, 16]");
+                }
             case "generate latents not npy":
-            {
-                string npy = Path.Combine(Folder("latents-bad"), "z.npy");
-                File.WriteAllText(npy, "0.1 0.2 0.3\n");
-                return (["generate", "--checkpoint", SmallRun(), "--latents", npy, .. Cpu], "z.npy");
-            }
+                {
+                    string npy = Path.Combine(Folder("latents-bad"), "z.npy");
+                    File.WriteAllText(npy, "0.1 0.2 0.3\n");
+                    return (["generate", "--checkpoint", SmallRun(), "--latents", npy, .. Cpu], "z.npy");
+                }
             case "resume with other settings":
                 return (["train", "--resume", SmallRun(), "--seed", "7", "--resolution", "16", "--batch", "16", .. Cpu],
                     "seed: checkpoint has 3, this run asks for 7|resolution: checkpoint has 8, this run asks for 16|default batch: checkpoint has 8, this run asks for 16");
             case "resume nothing": return (["train", "--resume", Folder("not-a-run"), .. Cpu], "no complete checkpoint");
             case "truncated G_ema":
-            {
-                string run = DamagedRun("truncated", c =>
                 {
-                    string f = Path.Combine(c, "G_ema.safetensors");
-                    File.WriteAllBytes(f, File.ReadAllBytes(f)[..100]);
-                });
-                return (["generate", "--checkpoint", run, .. Cpu], "G_ema.safetensors");
-            }
+                    string run = DamagedRun("truncated", c =>
+                    {
+                        string f = Path.Combine(c, "G_ema.safetensors");
+                        File.WriteAllBytes(f, File.ReadAllBytes(f)[..100]);
+                    });
+                    return (["generate", "--checkpoint", run, .. Cpu], "G_ema.safetensors");
+                }
             case "garbage G for resume":
-            {
-                string run = DamagedRun("garbage", c => File.WriteAllBytes(Path.Combine(c, "G.safetensors"), Enumerable.Range(0, 4096).Select(i => (byte)(i * 7919 >> 3)).ToArray()));
-                return (["train", "--resume", run, .. Cpu], "G.safetensors");
-            }
-            case "NaN in G_ema":
-            {
-                string run = DamagedRun("nan", c =>
                 {
-                    string f = Path.Combine(c, "G_ema.safetensors");
-                    var content = SafeTensors.Load(f);
-                    var tensors = content.Tensors.Values.Select(t => t.Name == "latent_dense.weight"
-                        ? new NamedTensor(t.Name, t.Shape, t.Data.Select((v, i) => i == 5 ? float.NaN : v).ToArray()) : t).ToList();
-                    SafeTensors.Save(f, tensors, content.Metadata);
-                });
-                return (["generate", "--checkpoint", run, .. Cpu], "NaN");
-            }
+                    string run = DamagedRun("garbage", c => File.WriteAllBytes(Path.Combine(c, "G.safetensors"), Enumerable.Range(0, 4096).Select(i => (byte)(i * 7919 >> 3)).ToArray()));
+                    return (["train", "--resume", run, .. Cpu], "G.safetensors");
+                }
+            case "NaN in G_ema":
+                {
+                    string run = DamagedRun("nan", c =>
+                    {
+                        string f = Path.Combine(c, "G_ema.safetensors");
+                        var content = SafeTensors.Load(f);
+                        var tensors = content.Tensors.Values.Select(t => t.Name == "latent_dense.weight"
+                            ? new NamedTensor(t.Name, t.Shape, t.Data.Select((v, i) => i == 5 ? float.NaN : v).ToArray()) : t).ToList();
+                        SafeTensors.Save(f, tensors, content.Metadata);
+                    });
+                    return (["generate", "--checkpoint", run, .. Cpu], "NaN");
+                }
             case "corrupt state.json":
-            {
-                string run = DamagedRun("state", c => File.WriteAllText(Path.Combine(c, "state.json"), "{ \"Format\": \"rawgan-progan-checkpoint-1\", \"Options\": "));
-                return (["train", "--resume", run, .. Cpu], "state.json");
-            }
+                {
+                    string run = DamagedRun("state", c => File.WriteAllText(Path.Combine(c, "state.json"), "{ \"Format\": \"rawgan-progan-checkpoint-1\", \"Options\": "));
+                    return (["train", "--resume", run, .. Cpu], "state.json");
+                }
             case "bench batch 6": return (["bench", "--batch", "6", .. Cpu], "--batch");
             case "interpolate one seed": return (["interpolate", "--checkpoint", SmallRun(), "--seeds", "5", "--device", "cpu"], "--seeds");
             case "evaluate missing checkpoint": return (["evaluate", "--checkpoint", "/nonexistent", "--device", "cpu"], "/nonexistent");
