@@ -81,9 +81,14 @@ public sealed unsafe partial class CpuBackend
         ImplicitGemm,
         /// <summary>GEMM over a zero-padded copy of the batch, whose im2col rows are contiguous runs (AVX-512).</summary>
         PaddedGemm,
+        /// <summary>Per product, the one that measured fastest on this project's machine: implicit
+        /// GEMM forward and for the input gradient (its im2col columns are whole image rows); the
+        /// padded GEMM for 3x3 weight gradients with 64 or more output channels, where the
+        /// contiguous runs pay for the padding (AVX-512).</summary>
+        Auto,
     }
 
-    private ConvolutionAlgorithm _convolution = Sgemm.Supported ? ConvolutionAlgorithm.ImplicitGemm : ConvolutionAlgorithm.Im2Col;
+    private ConvolutionAlgorithm _convolution = Sgemm.Supported ? ConvolutionAlgorithm.Auto : ConvolutionAlgorithm.Im2Col;
 
     public ConvolutionAlgorithm Convolution
     {
@@ -100,7 +105,7 @@ public sealed unsafe partial class CpuBackend
             PaddedForward(P(x), P(w), P(y), n, cin, h, wd, cout, k, scale);
             return;
         }
-        if (_convolution == ConvolutionAlgorithm.ImplicitGemm)
+        if (_convolution is ConvolutionAlgorithm.ImplicitGemm or ConvolutionAlgorithm.Auto)
         {
             ConvGemm.Forward(P(x), P(w), P(y), n, cin, h, wd, cout, k, scale);
             return;
@@ -152,12 +157,12 @@ public sealed unsafe partial class CpuBackend
     public void Conv2dBackwardWeight(DeviceBuffer x, DeviceBuffer gy, DeviceBuffer gw, int n, int cin, int h, int wd, int cout, int k, float scale)
     {
         CheckConv(n, cin, h, wd, cout, k);
-        if (_convolution == ConvolutionAlgorithm.PaddedGemm)
+        if (_convolution == ConvolutionAlgorithm.PaddedGemm || (_convolution == ConvolutionAlgorithm.Auto && k > 1 && cout >= 64))
         {
             PaddedBackwardWeight(P(x), P(gy), P(gw), n, cin, h, wd, cout, k, scale);
             return;
         }
-        if (_convolution == ConvolutionAlgorithm.ImplicitGemm)
+        if (_convolution is ConvolutionAlgorithm.ImplicitGemm or ConvolutionAlgorithm.Auto)
         {
             ConvGemm.BackwardWeight(P(x), P(gy), P(gw), n, cin, h, wd, cout, k, scale);
             return;
