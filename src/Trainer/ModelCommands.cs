@@ -47,6 +47,8 @@ internal static class Checkpoint
 public static class GenerateCommand
 {
     private static readonly Option<int> Count = new("--count", "-n") { Description = "how many images", DefaultValueFactory = _ => 32 };
+    /// <summary>Generated images are held in memory before they are written: keep that bounded.</summary>
+    private const int MaxCount = 100_000;
     private static readonly Option<ulong> Seed = new("--seed") { Description = "seed of the latents", DefaultValueFactory = _ => 0UL };
     private static readonly Option<string?> Out = new("--out", "-o") { Description = "output: a .png for a grid, a folder for --single (default: the run folder's generated/)" };
     private static readonly Option<bool> Single = new("--single") { Description = "one PNG per image instead of a grid" };
@@ -82,7 +84,7 @@ public static class GenerateCommand
         else
         {
             count = parse.GetValue(Count);
-            if (count < 1) throw new UserError($"--count must be at least 1, got {count}");
+            if (count < 1 || count > MaxCount) throw new UserError($"--count must be from 1 to {MaxCount:N0}, got {count}");
             z = Checkpoint.Latents(count, cfg.LatentSize, new Rng(parse.GetValue(Seed)), parse.GetValue(Truncation));
         }
         var images = new float[(long)count * cfg.Channels * cfg.Resolution * cfg.Resolution];

@@ -150,6 +150,21 @@ public sealed class NonFiniteTests : IDisposable
     }
 
     [Fact]
+    public void ANaNThatRollbacksCannotCureStopsAfterMaxRollbacks()
+    {
+        // From step 20 on every batch is poisoned: each rollback is followed by three more bad
+        // steps, until the cap of two rollbacks is reached.
+        var data = new PoisonedShapes(32, 8, call => call >= 20);
+        var observer = new RecordingObserver();
+        using var trainer = new ProGanTrainer(Options(NonFinitePolicy.Rollback) with { MaxRollbacks = 2 }, CpuBackend.Shared, data, _dir, observer);
+        Assert.Equal(StopReason.NonFinite, trainer.Run());
+        Assert.Equal(2, trainer.State.Rollbacks);
+        Assert.Equal(0.25f, trainer.State.LearningRateFactor);
+        Assert.StartsWith("stopping: still non-finite after 2 rollbacks", observer.Notices[^1]);
+        AssertEveryCheckpointIsFinite(_dir);
+    }
+
+    [Fact]
     public void WithPolicyStopSeveralInARowStopWithAClearMessage()
     {
         var data = new PoisonedShapes(32, 8, call => call >= 20);

@@ -49,6 +49,8 @@ public sealed record TrainOptions
     public int KeepCheckpoints { get; init; } = 3;
     /// <summary>Non-finite steps in a row that trigger <see cref="OnNonFinite"/>.</summary>
     public int MaxNonFiniteInARow { get; init; } = 10;
+    /// <summary>Rollbacks (each halving the learning rate) before the run gives up and stops.</summary>
+    public int MaxRollbacks { get; init; } = 5;
     public NonFinitePolicy OnNonFinite { get; init; } = NonFinitePolicy.Rollback;
     /// <summary>Images per side for the sliced Wasserstein distance at the end of training (0: skip).</summary>
     public int SwdImages { get; init; } = 2048;

@@ -136,6 +136,11 @@ public sealed class Trainer : IDisposable
                         _observer.Notice($"stopping: {nonFiniteInARow} steps in a row had non-finite values; the last checkpoint is {(_store.Latest ?? "none")}, nothing was written");
                         return StopReason.NonFinite;
                     }
+                    if (State.Rollbacks >= Options.MaxRollbacks)
+                    {
+                        _observer.Notice($"stopping: still non-finite after {State.Rollbacks} rollbacks (learning rate factor {State.LearningRateFactor:G3}); the last checkpoint is {_store.Latest}, nothing was written");
+                        return StopReason.NonFinite;
+                    }
                     RollBack();
                     nonFiniteInARow = 0;
                     continue;
