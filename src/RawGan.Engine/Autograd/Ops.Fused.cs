@@ -43,7 +43,8 @@ public static partial class Ops
                 var gx = Tensor.Empty(x.Backend, x.Shape);
                 x.Backend.PixelNormBackward(x.Buffer, g.Buffer, gx.Buffer, n, c, plane, eps);
                 gi[0] = gx;
-            }) { A = eps };
+            })
+            { A = eps };
         }
         return y;
     }
@@ -93,7 +94,8 @@ public static partial class Ops
                 var gx = Tensor.Empty(x.Backend, x.Shape);
                 x.Backend.MinibatchStdDevBackward(x.Buffer, gy.Buffer, gx.Buffer, n, c, h * w, group, eps);
                 gi[0] = gx;
-            }) { I = g, A = eps };
+            })
+            { I = g, A = eps };
         }
         return y;
     }
@@ -143,7 +145,8 @@ public static partial class Ops
                 var gg = Tensor.Empty(g.Backend, g.Shape);
                 g.Backend.GradientPenaltyBackward(g.Buffer, node.Saved!.Buffer, gp.Buffer, gg.Buffer, samples, (int)(g.Length / samples), target);
                 gi[0] = gg;
-            }) { A = target, Saved = norm };
+            })
+            { A = target, Saved = norm };
         }
         return penalty;
     }

@@ -47,7 +47,8 @@ public static partial class Ops
                 var (x, w) = (node.Inputs[0], node.Inputs[1]);
                 if (node.Wants(0)) gi[0] = ConvInputGrad(g, w, x.Shape, node.A);
                 if (node.Wants(1)) gi[1] = ConvWeightGrad(x, g, w.Shape, node.A);
-            }) { A = scale };
+            })
+            { A = scale };
         }
         return y;
     }
@@ -68,7 +69,8 @@ public static partial class Ops
                 var (gy, w) = (node.Inputs[0], node.Inputs[1]);
                 if (node.Wants(0)) gi[0] = Conv2d(g, w, node.A);
                 if (node.Wants(1)) gi[1] = ConvWeightGrad(g, gy, w.Shape, node.A);
-            }) { A = scale };
+            })
+            { A = scale };
         }
         return gx;
     }
@@ -89,7 +91,8 @@ public static partial class Ops
                 var (x, gy) = (node.Inputs[0], node.Inputs[1]);
                 if (node.Wants(0)) gi[0] = ConvInputGrad(gy, g, x.Shape, node.A);
                 if (node.Wants(1)) gi[1] = Conv2d(x, g, node.A);
-            }) { A = scale };
+            })
+            { A = scale };
         }
         return gw;
     }
@@ -183,7 +186,8 @@ public static partial class Ops
         var y = Tensor.Empty(x.Backend, WithChannels(x.Shape, count));
         x.Backend.CopyChannels(x.Buffer, channels, start, y.Buffer, count, 0, count, samples, plane);
         if (Recording(x)) y.GradFn = new Node("SliceChannels", [x], y,
-            static (node, g, gi) => gi[0] = PadChannels(g, node.I, node.Inputs[0].Shape[1])) { I = start };
+            static (node, g, gi) => gi[0] = PadChannels(g, node.I, node.Inputs[0].Shape[1]))
+        { I = start };
         return y;
     }
 
@@ -196,7 +200,8 @@ public static partial class Ops
         var y = Tensor.Zeros(x.Backend, WithChannels(x.Shape, total));
         x.Backend.CopyChannels(x.Buffer, channels, 0, y.Buffer, total, start, channels, samples, plane);
         if (Recording(x)) y.GradFn = new Node("PadChannels", [x], y,
-            static (node, g, gi) => gi[0] = SliceChannels(g, node.I, node.Inputs[0].Shape[1])) { I = start };
+            static (node, g, gi) => gi[0] = SliceChannels(g, node.I, node.Inputs[0].Shape[1]))
+        { I = start };
         return y;
     }
 
@@ -215,7 +220,8 @@ public static partial class Ops
             {
                 if (node.Wants(0)) gi[0] = Scale(g, 1f - node.A);
                 if (node.Wants(1)) gi[1] = Scale(g, node.A);
-            }) { A = t };
+            })
+            { A = t };
         }
         return y;
     }
@@ -248,7 +254,8 @@ public static partial class Ops
                 var gb = Mul(g, tb);
                 if (node.Wants(1)) gi[1] = gb;
                 if (node.Wants(0)) gi[0] = Sub(g, gb);
-            }) { Saved = t };
+            })
+            { Saved = t };
         }
         return y;
     }

@@ -218,7 +218,8 @@ public static partial class Ops
         var y = Tensor.Empty(x.Backend, x.Shape);
         x.Backend.LeakyReluForward(x.Buffer, y.Buffer, x.Length, slope);
         if (Recording(x)) y.GradFn = new Node("LeakyRelu", [x], y,
-            static (n, g, gi) => gi[0] = LeakyReluMask(n.Inputs[0], g, n.A)) { A = slope };
+            static (n, g, gi) => gi[0] = LeakyReluMask(n.Inputs[0], g, n.A))
+        { A = slope };
         return y;
     }
 
@@ -265,7 +266,8 @@ public static partial class Ops
                 // C = alpha op(A) op(B):  d op(A) = alpha G op(B)^T,  d op(B) = alpha op(A)^T G.
                 if (node.Wants(0)) gi[0] = ta ? MatMul(b, g, tb, true, alpha) : MatMul(g, b, false, !tb, alpha);
                 if (node.Wants(1)) gi[1] = tb ? MatMul(g, a, true, ta, alpha) : MatMul(a, g, !ta, false, alpha);
-            }) { A = alpha, F = transA, G = transB };
+            })
+            { A = alpha, F = transA, G = transB };
         }
         return y;
     }

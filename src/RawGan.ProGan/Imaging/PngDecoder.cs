@@ -285,7 +285,11 @@ public static partial class Png
 
     private static int SamplesPerPixel(int colourType) => colourType switch
     {
-        0 => 1, 2 => 3, 3 => 1, 4 => 2, _ => 4,
+        0 => 1,
+        2 => 3,
+        3 => 1,
+        4 => 2,
+        _ => 4,
     };
 
     private static int OutputChannels(PngInfo info, byte[]? paletteAlpha, int transparentGrey, (int, int, int)? transparentRgb) =>
@@ -412,35 +416,35 @@ public static partial class Png
                 switch (info.ColourType)
                 {
                     case 0:
-                    {
-                        int grey = Sample(row, i, 0);
-                        output[o] = To8Bit(grey);
-                        if (channels == 2) output[o + 1] = grey == transparentGrey ? (byte)0 : (byte)255;
-                        break;
-                    }
+                        {
+                            int grey = Sample(row, i, 0);
+                            output[o] = To8Bit(grey);
+                            if (channels == 2) output[o + 1] = grey == transparentGrey ? (byte)0 : (byte)255;
+                            break;
+                        }
                     case 2:
-                    {
-                        int r = Sample(row, i, 0), g = Sample(row, i, 1), b = Sample(row, i, 2);
-                        output[o] = To8Bit(r); output[o + 1] = To8Bit(g); output[o + 2] = To8Bit(b);
-                        if (channels == 4) output[o + 3] = transparentRgb == (r, g, b) ? (byte)0 : (byte)255;
-                        break;
-                    }
+                        {
+                            int r = Sample(row, i, 0), g = Sample(row, i, 1), b = Sample(row, i, 2);
+                            output[o] = To8Bit(r); output[o + 1] = To8Bit(g); output[o + 2] = To8Bit(b);
+                            if (channels == 4) output[o + 3] = transparentRgb == (r, g, b) ? (byte)0 : (byte)255;
+                            break;
+                        }
                     case 3:
-                    {
-                        int index = Sample(row, i, 0);
-                        // An index past the palette's end is an error in the file; it decodes as opaque
-                        // black rather than rejecting an otherwise good image.
-                        if (index * 3 + 2 < palette!.Length)
                         {
-                            output[o] = palette[index * 3]; output[o + 1] = palette[index * 3 + 1]; output[o + 2] = palette[index * 3 + 2];
+                            int index = Sample(row, i, 0);
+                            // An index past the palette's end is an error in the file; it decodes as opaque
+                            // black rather than rejecting an otherwise good image.
+                            if (index * 3 + 2 < palette!.Length)
+                            {
+                                output[o] = palette[index * 3]; output[o + 1] = palette[index * 3 + 1]; output[o + 2] = palette[index * 3 + 2];
+                            }
+                            else
+                            {
+                                output[o] = 0; output[o + 1] = 0; output[o + 2] = 0;
+                            }
+                            if (channels == 4) output[o + 3] = index < paletteAlpha!.Length ? paletteAlpha[index] : (byte)255;
+                            break;
                         }
-                        else
-                        {
-                            output[o] = 0; output[o + 1] = 0; output[o + 2] = 0;
-                        }
-                        if (channels == 4) output[o + 3] = index < paletteAlpha!.Length ? paletteAlpha[index] : (byte)255;
-                        break;
-                    }
                     default: // 4 and 6: samples map one to one
                         for (int c = 0; c < _samples; c++)
                             output[o + c] = To8Bit(Sample(row, i, c));
@@ -459,12 +463,12 @@ public static partial class Png
                 case 16:
                     return BinaryPrimitives.ReadUInt16BigEndian(row[((pixel * _samples + channel) * 2)..]);
                 default:
-                {
-                    // Depths below 8 occur only with one sample per pixel, packed from the high bit down.
-                    int bit = pixel * _depth;
-                    int shift = 8 - _depth - (bit & 7);
-                    return (row[bit >> 3] >> shift) & _maxSample;
-                }
+                    {
+                        // Depths below 8 occur only with one sample per pixel, packed from the high bit down.
+                        int bit = pixel * _depth;
+                        int shift = 8 - _depth - (bit & 7);
+                        return (row[bit >> 3] >> shift) & _maxSample;
+                    }
             }
         }
 

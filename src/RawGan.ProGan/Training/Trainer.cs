@@ -264,10 +264,22 @@ public sealed class Trainer : IDisposable
     {
         var line = JsonSerializer.Serialize(new
         {
-            tick = r.Tick, kimg = r.TotalImages / 1000.0, phase = r.Phase.Index, resolution = r.Phase.Resolution, fade_in = r.Phase.FadeIn,
-            alpha = r.Alpha, batch = r.Batch, loss_d = Finite(r.CriticLoss), loss_g = Finite(r.GeneratorLoss), score_real = Finite(r.RealScore),
-            score_fake = Finite(r.FakeScore), gradient_penalty = Finite(r.Penalty), images_per_s = r.ImagesPerSecond, sec_per_kimg = r.SecondsPerKimg,
-            elapsed_s = r.Elapsed.TotalSeconds, skipped_steps = r.SkippedSteps,
+            tick = r.Tick,
+            kimg = r.TotalImages / 1000.0,
+            phase = r.Phase.Index,
+            resolution = r.Phase.Resolution,
+            fade_in = r.Phase.FadeIn,
+            alpha = r.Alpha,
+            batch = r.Batch,
+            loss_d = Finite(r.CriticLoss),
+            loss_g = Finite(r.GeneratorLoss),
+            score_real = Finite(r.RealScore),
+            score_fake = Finite(r.FakeScore),
+            gradient_penalty = Finite(r.Penalty),
+            images_per_s = r.ImagesPerSecond,
+            sec_per_kimg = r.SecondsPerKimg,
+            elapsed_s = r.Elapsed.TotalSeconds,
+            skipped_steps = r.SkippedSteps,
         });
         File.AppendAllText(Path.Combine(RunDirectory, "metrics.jsonl"), line + "\n");
     }

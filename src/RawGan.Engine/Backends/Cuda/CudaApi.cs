@@ -91,11 +91,21 @@ internal static unsafe partial class CudaApi
     /// <summary>Names for the codes RawGan's users may meet, for when cuGetErrorName itself is unavailable.</summary>
     private static readonly Dictionary<int, string> KnownErrors = new()
     {
-        [1] = "CUDA_ERROR_INVALID_VALUE", [2] = "CUDA_ERROR_OUT_OF_MEMORY", [3] = "CUDA_ERROR_NOT_INITIALIZED",
-        [34] = "CUDA_ERROR_STUB_LIBRARY", [100] = "CUDA_ERROR_NO_DEVICE", [200] = "CUDA_ERROR_INVALID_IMAGE",
-        [201] = "CUDA_ERROR_INVALID_CONTEXT", [209] = "CUDA_ERROR_NO_BINARY_FOR_GPU", [218] = "CUDA_ERROR_INVALID_PTX",
-        [221] = "CUDA_ERROR_JIT_COMPILER_NOT_FOUND", [222] = "CUDA_ERROR_UNSUPPORTED_PTX_VERSION", [400] = "CUDA_ERROR_INVALID_HANDLE",
-        [500] = "CUDA_ERROR_NOT_FOUND", [700] = "CUDA_ERROR_ILLEGAL_ADDRESS", [701] = "CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES",
+        [1] = "CUDA_ERROR_INVALID_VALUE",
+        [2] = "CUDA_ERROR_OUT_OF_MEMORY",
+        [3] = "CUDA_ERROR_NOT_INITIALIZED",
+        [34] = "CUDA_ERROR_STUB_LIBRARY",
+        [100] = "CUDA_ERROR_NO_DEVICE",
+        [200] = "CUDA_ERROR_INVALID_IMAGE",
+        [201] = "CUDA_ERROR_INVALID_CONTEXT",
+        [209] = "CUDA_ERROR_NO_BINARY_FOR_GPU",
+        [218] = "CUDA_ERROR_INVALID_PTX",
+        [221] = "CUDA_ERROR_JIT_COMPILER_NOT_FOUND",
+        [222] = "CUDA_ERROR_UNSUPPORTED_PTX_VERSION",
+        [400] = "CUDA_ERROR_INVALID_HANDLE",
+        [500] = "CUDA_ERROR_NOT_FOUND",
+        [700] = "CUDA_ERROR_ILLEGAL_ADDRESS",
+        [701] = "CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES",
         [719] = "CUDA_ERROR_LAUNCH_FAILED",
     };
 
@@ -160,9 +170,15 @@ internal static unsafe partial class CudaApi
         if (status == 0) return;
         string name = status switch
         {
-            1 => "CUBLAS_STATUS_NOT_INITIALIZED", 3 => "CUBLAS_STATUS_ALLOC_FAILED", 7 => "CUBLAS_STATUS_INVALID_VALUE",
-            8 => "CUBLAS_STATUS_ARCH_MISMATCH", 11 => "CUBLAS_STATUS_MAPPING_ERROR", 13 => "CUBLAS_STATUS_EXECUTION_FAILED",
-            14 => "CUBLAS_STATUS_INTERNAL_ERROR", 15 => "CUBLAS_STATUS_NOT_SUPPORTED", 16 => "CUBLAS_STATUS_LICENSE_ERROR",
+            1 => "CUBLAS_STATUS_NOT_INITIALIZED",
+            3 => "CUBLAS_STATUS_ALLOC_FAILED",
+            7 => "CUBLAS_STATUS_INVALID_VALUE",
+            8 => "CUBLAS_STATUS_ARCH_MISMATCH",
+            11 => "CUBLAS_STATUS_MAPPING_ERROR",
+            13 => "CUBLAS_STATUS_EXECUTION_FAILED",
+            14 => "CUBLAS_STATUS_INTERNAL_ERROR",
+            15 => "CUBLAS_STATUS_NOT_SUPPORTED",
+            16 => "CUBLAS_STATUS_LICENSE_ERROR",
             _ => $"cublasStatus {status}",
         };
         throw new CudaException(call, status, name, "cuBLAS call failed");

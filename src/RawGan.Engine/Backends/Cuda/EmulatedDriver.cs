@@ -124,7 +124,13 @@ public sealed unsafe partial class EmulatedDriver : ICudaDriver
             throw new CudaException("cuLaunchKernel", 701, "CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES", $"kernel {kernel} asks for {sharedBytes} bytes of shared memory; the limit is {SharedMemoryPerBlock}");
         var config = new SimtLaunchConfig
         {
-            GridX = grid.X, GridY = grid.Y, GridZ = grid.Z, BlockX = block.X, BlockY = block.Y, BlockZ = block.Z, SharedBytes = sharedBytes,
+            GridX = grid.X,
+            GridY = grid.Y,
+            GridZ = grid.Z,
+            BlockX = block.X,
+            BlockY = block.Y,
+            BlockZ = block.Z,
+            SharedBytes = sharedBytes,
         };
         int r = ((delegate* unmanaged<SimtLaunchConfig*, void**, int>)function)(&config, arguments);
         if (r != 0)
