@@ -50,17 +50,12 @@ public static class BenchCommand
         var profiler = parse.GetValue(Profile) ? new ProfilingBackend(owned.Backend) : null;
         IBackend backend = (IBackend?)profiler ?? owned.Backend;
         var rng = new Rng(1);
-        using var g = new Generator(backend, cfg, rng);
-        using var d = new Discriminator(backend, cfg, rng);
-        using var gEma = new Generator(backend, cfg, new Rng(2));
-        using var adamG = new Adam(g.Parameters());
-        using var adamD = new Adam(d.Parameters());
-        var models = new GanModels(g, d, gEma, adamG, adamD);
+        using var models = GanModels.Create(backend, cfg, rng);
         int level = cfg.MaxLevel;
         var realsHost = new float[batch * cfg.Channels * cfg.Resolution * cfg.Resolution];
         rng.FillUniform(realsHost);
         for (int i = 0; i < realsHost.Length; i++) realsHost[i] = realsHost[i] * 2 - 1;
-        Console.WriteLine($"bench: {backend.Description}; threads {CpuParallel.Threads}; {cfg.Resolution}x{cfg.Resolution}, batch {batch}, latent {cfg.LatentSize}, fmap-base {cfg.FmapBase}, fmap-max {cfg.FmapMax}; G {g.ParameterCount:N0}, D {d.ParameterCount:N0} parameters");
+        Console.WriteLine($"bench: {backend.Description}; threads {CpuParallel.Threads}; {cfg.Resolution}x{cfg.Resolution}, batch {batch}, latent {cfg.LatentSize}, fmap-base {cfg.FmapBase}, fmap-max {cfg.FmapMax}; G {models.G.ParameterCount:N0}, D {models.D.ParameterCount:N0} parameters");
 
         void Iteration()
         {

@@ -23,12 +23,7 @@ public class SteadyStateTests
         using IBackend backend = name == "cpu" ? new CpuBackend() : new CudaBackend(new EmulatedDriver());
         var config = ProGanConfig.Tiny(8) with { LatentSize = 16, FmapBase = 32, FmapMax = 16 };
         var rng = new Rng(1);
-        using var g = new Generator(backend, config, rng);
-        using var d = new Discriminator(backend, config, rng);
-        using var gEma = new Generator(backend, config, new Rng(2));
-        using var adamG = new Adam(g.Parameters());
-        using var adamD = new Adam(d.Parameters());
-        var models = new GanModels(g, d, gEma, adamG, adamD);
+        using var models = GanModels.Create(backend, config, rng);
         var reals = new InMemoryShapes(8, 8);
         var host = new float[8 * 3 * 64];
         reals.FillBatch(Enumerable.Range(0, 8).ToArray(), 8, new bool[8], host);

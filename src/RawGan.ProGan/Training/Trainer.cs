@@ -60,13 +60,8 @@ public sealed class Trainer : IDisposable
 
         // Initialization draws from the run's generator in a fixed order: G, D, then training.
         _rng = new Rng(options.Seed);
-        _g = new Generator(backend, options.Model, _rng);
-        _d = new Discriminator(backend, options.Model, _rng);
-        _gEma = new Generator(backend, options.Model, new Rng(0));
-        _gEma.CopyFrom(_g);
-        _adamG = new Adam(_g.Parameters(), options.LearningRate);
-        _adamD = new Adam(_d.Parameters(), options.LearningRate);
-        _models = new GanModels(_g, _d, _gEma, _adamG, _adamD);
+        _models = GanModels.Create(backend, options.Model, _rng, options.LearningRate);
+        (_g, _d, _gEma, _adamG, _adamD) = (_models.G, _models.D, _models.GEma, _models.AdamG, _models.AdamD);
         State = new TrainerState { NextTickImages = options.TickImages };
 
         // Fixed latents for the sample grids, from their own generator so they never change.
@@ -355,8 +350,7 @@ public sealed class Trainer : IDisposable
 
     public void Dispose()
     {
-        _g.Dispose(); _d.Dispose(); _gEma.Dispose();
-        _adamG.Dispose(); _adamD.Dispose();
+        _models.Dispose();
         _sampleLatents.Dispose();
     }
 }

@@ -11,7 +11,25 @@ public readonly record struct StepStats(float CriticLoss, float GeneratorLoss, f
 }
 
 /// <summary>The networks and optimizers one training step updates.</summary>
-public sealed record GanModels(Generator G, Discriminator D, Generator GEma, Adam AdamG, Adam AdamD);
+public sealed record GanModels(Generator G, Discriminator D, Generator GEma, Adam AdamG, Adam AdamD) : IDisposable
+{
+    /// <summary>Fresh networks: G then D drawn from <paramref name="rng"/> (in that order, so a
+    /// seed always gives the same weights), the moving average a copy of G, Adam for each.</summary>
+    public static GanModels Create(RawGan.Engine.Backends.IBackend backend, ProGanConfig config, Rng rng, float learningRate = 0.001f)
+    {
+        var g = new Generator(backend, config, rng);
+        var d = new Discriminator(backend, config, rng);
+        var gEma = new Generator(backend, config, new Rng(0));
+        gEma.CopyFrom(g);
+        return new GanModels(g, d, gEma, new Adam(g.Parameters(), learningRate), new Adam(d.Parameters(), learningRate));
+    }
+
+    public void Dispose()
+    {
+        G.Dispose(); D.Dispose(); GEma.Dispose();
+        AdamG.Dispose(); AdamD.Dispose();
+    }
+}
 
 /// <summary>
 /// The WGAN-GP objective with ProGAN's drift term (Gulrajani et al. 2017; ProGAN appendix A.1):
