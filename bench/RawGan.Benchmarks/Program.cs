@@ -17,6 +17,7 @@ using RawGan.Benchmarks.Infrastructure;
 //                  CUDA device the GPU path's own im2col kernel is checked on the emulator
 //   --gemm         GFLOP/s of the engine's SGEMMs on square matrices 512..2048 and this
 //                  machine's fp32 FMA peak (the numbers to set beside OpenBLAS)
+//   --conv         GFLOP/s of every CPU convolution algorithm on the step's convolutions
 //
 // With no CUDA device the GPU classes are left out, and the program says so.
 
@@ -26,7 +27,7 @@ for (int i = 0; i < args.Length; i++)
 {
     switch (args[i])
     {
-        case "--smoke" or "--check" or "--gemm":
+        case "--smoke" or "--check" or "--gemm" or "--conv":
             own.Add(args[i]);
             break;
         case "--threads" when i + 1 < args.Length && int.TryParse(args[i + 1], out int t) && t > 0:
@@ -46,6 +47,7 @@ if (own.Contains("--smoke")) Environment.SetEnvironmentVariable(ProGanSizes.Size
 CpuBuffers.ApplyThreads();
 
 if (own.Contains("--gemm")) return GemmThroughput.Run();
+if (own.Contains("--conv")) return ConvThroughput.Run();
 
 Type[] cpuTypes = [typeof(RawGan.Benchmarks.Cpu.GemmBenchmarks), typeof(RawGan.Benchmarks.Cpu.ConvForwardBenchmarks),
     typeof(RawGan.Benchmarks.Cpu.ConvBackwardInputBenchmarks), typeof(RawGan.Benchmarks.Cpu.ConvBackwardWeightBenchmarks),

@@ -4,7 +4,7 @@ using RawGan.Engine.Backends.Cpu;
 namespace RawGan.Engine.Tests;
 
 /// <summary>
-/// The CPU's three convolution algorithms (im2col, implicit GEMM, GEMM over a padded copy) each
+/// The CPU's convolution algorithms (im2col, implicit GEMM, GEMM over a padded copy, Winograd) each
 /// against plain loops, forward and both adjoints, on shapes from 1x1 images to odd sizes and
 /// batches whose columns straddle GEMM strips.
 /// </summary>
@@ -17,6 +17,7 @@ public class CpuConvolutionAlgorithmTests
         {
             data.Add(CpuBackend.ConvolutionAlgorithm.ImplicitGemm);
             data.Add(CpuBackend.ConvolutionAlgorithm.PaddedGemm);
+            data.Add(CpuBackend.ConvolutionAlgorithm.Winograd);
             data.Add(CpuBackend.ConvolutionAlgorithm.Auto);
         }
         return data;
@@ -27,7 +28,7 @@ public class CpuConvolutionAlgorithmTests
     public void ForwardAndAdjointsMatchPlainLoops(CpuBackend.ConvolutionAlgorithm algorithm)
     {
         using var be = new CpuBackend { Convolution = algorithm };
-        foreach (var (n, cin, h, w, cout, k) in new[] { (1, 1, 1, 1, 1, 3), (2, 3, 5, 7, 4, 3), (1, 3, 4, 4, 2, 1), (3, 2, 6, 3, 5, 3), (1, 4, 8, 8, 3, 5), (5, 7, 9, 11, 13, 3), (16, 8, 4, 4, 8, 3), (2, 3, 6, 5, 64, 3) })
+        foreach (var (n, cin, h, w, cout, k) in new[] { (1, 1, 1, 1, 1, 3), (2, 3, 5, 7, 4, 3), (1, 3, 4, 4, 2, 1), (3, 2, 6, 3, 5, 3), (1, 4, 8, 8, 3, 5), (5, 7, 9, 11, 13, 3), (16, 8, 4, 4, 8, 3), (2, 3, 6, 5, 64, 3), (4, 5, 20, 17, 7, 3), (2, 70, 6, 6, 5, 3) })
         {
             using var scope = new Scope();
             var xv = GradCheck.Normal(new Shape(n * cin * h * w), n + h);

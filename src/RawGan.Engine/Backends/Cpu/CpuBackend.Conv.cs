@@ -81,10 +81,11 @@ public sealed unsafe partial class CpuBackend
         ImplicitGemm,
         /// <summary>GEMM over a zero-padded copy of the batch, whose im2col rows are contiguous runs (AVX-512).</summary>
         PaddedGemm,
-        /// <summary>Per product, the one that measured fastest on this project's machine: implicit
-        /// GEMM forward and for the input gradient (its im2col columns are whole image rows); the
-        /// padded GEMM for 3x3 weight gradients with 64 or more output channels, where the
-        /// contiguous runs pay for the padding (AVX-512).</summary>
+        /// <summary>Winograd F(2x2, 3x3) for 3x3 kernels (Winograd.cs): 16/36 of the multiplies;
+        /// other kernel sizes run the implicit GEMM (AVX-512).</summary>
+        Winograd,
+        /// <summary>Per product, the one that measured fastest on this project's machine: Winograd
+        /// for every 3x3 product; otherwise the implicit GEMM (AVX-512).</summary>
         Auto,
     }
 
@@ -105,7 +106,12 @@ public sealed unsafe partial class CpuBackend
             PaddedForward(P(x), P(w), P(y), n, cin, h, wd, cout, k, scale);
             return;
         }
-        if (_convolution is ConvolutionAlgorithm.ImplicitGemm or ConvolutionAlgorithm.Auto)
+        if (UsesWinograd(k))
+        {
+            WinogradForward(P(x), P(w), P(y), n, cin, h, wd, cout, scale);
+            return;
+        }
+        if (_convolution != ConvolutionAlgorithm.Im2Col)
         {
             ConvGemm.Forward(P(x), P(w), P(y), n, cin, h, wd, cout, k, scale);
             return;
@@ -134,7 +140,8 @@ public sealed unsafe partial class CpuBackend
             try
             {
                 ConvGemm.Flip(P(w), P(flipped), cin, cout, k);
-                if (_convolution == ConvolutionAlgorithm.PaddedGemm) PaddedForward(P(gy), P(flipped), P(gx), n, cout, h, wd, cin, k, scale);
+                if (UsesWinograd(k)) WinogradForward(P(gy), P(flipped), P(gx), n, cout, h, wd, cin, scale);
+                else if (_convolution == ConvolutionAlgorithm.PaddedGemm) PaddedForward(P(gy), P(flipped), P(gx), n, cout, h, wd, cin, k, scale);
                 else ConvGemm.Forward(P(gy), P(flipped), P(gx), n, cout, h, wd, cin, k, scale);
             }
             finally { Free(flipped); }
@@ -157,12 +164,19 @@ public sealed unsafe partial class CpuBackend
     public void Conv2dBackwardWeight(DeviceBuffer x, DeviceBuffer gy, DeviceBuffer gw, int n, int cin, int h, int wd, int cout, int k, float scale)
     {
         CheckConv(n, cin, h, wd, cout, k);
-        if (_convolution == ConvolutionAlgorithm.PaddedGemm || (_convolution == ConvolutionAlgorithm.Auto && k > 1 && cout >= 64))
+        if (UsesWinograd(k))
+        {
+            var scratch = Allocate(Winograd.WeightScratchLength(cin, cout, CpuParallel.Threads));
+            try { Winograd.BackwardWeight(P(x), P(gy), P(gw), P(scratch), n, cin, h, wd, cout, scale); }
+            finally { Free(scratch); }
+            return;
+        }
+        if (_convolution == ConvolutionAlgorithm.PaddedGemm)
         {
             PaddedBackwardWeight(P(x), P(gy), P(gw), n, cin, h, wd, cout, k, scale);
             return;
         }
-        if (_convolution is ConvolutionAlgorithm.ImplicitGemm or ConvolutionAlgorithm.Auto)
+        if (_convolution != ConvolutionAlgorithm.Im2Col)
         {
             ConvGemm.BackwardWeight(P(x), P(gy), P(gw), n, cin, h, wd, cout, k, scale);
             return;
@@ -179,6 +193,15 @@ public sealed unsafe partial class CpuBackend
             }
         }
         finally { Free(col); }
+    }
+
+    private bool UsesWinograd(int k) => k == 3 && (_convolution is ConvolutionAlgorithm.Winograd or ConvolutionAlgorithm.Auto);
+
+    private void WinogradForward(float* x, float* w, float* y, int n, int cin, int h, int wd, int cout, float scale)
+    {
+        var packed = Allocate(Winograd.PackedFilterLength(cin, cout));
+        try { Winograd.Forward(x, w, P(packed), y, n, cin, h, wd, cout, scale); }
+        finally { Free(packed); }
     }
 
     private void PaddedForward(float* x, float* w, float* y, int n, int cin, int h, int wd, int cout, int k, float scale)

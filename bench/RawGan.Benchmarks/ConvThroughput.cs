@@ -1,0 +1,99 @@
+using System.Diagnostics;
+using System.Globalization;
+using RawGan.Benchmarks.Infrastructure;
+using RawGan.Engine.Backends;
+using RawGan.Engine.Backends.Cpu;
+
+namespace RawGan.Benchmarks;
+
+/// <summary>
+/// --conv: every CPU convolution algorithm on the convolutions of a real step (Sizes.cs), forward,
+/// input gradient and weight gradient, in GFLOP/s counted as a direct convolution does
+/// (2 N Cout Cin 9 H W), so that an algorithm doing fewer multiplies (Winograd) shows as faster.
+/// Each algorithm's result is first compared with im2col's (max |difference| / max |value|
+/// below 1e-4); then one untimed call, and calls until half a second has passed (at least 3):
+/// the best call is reported, with the median beside it.
+/// </summary>
+public static class ConvThroughput
+{
+    private static readonly CpuBackend.ConvolutionAlgorithm[] Algorithms =
+    [
+        CpuBackend.ConvolutionAlgorithm.Im2Col, CpuBackend.ConvolutionAlgorithm.ImplicitGemm,
+        CpuBackend.ConvolutionAlgorithm.PaddedGemm, CpuBackend.ConvolutionAlgorithm.Winograd,
+    ];
+
+    public static int Run()
+    {
+        Console.WriteLine($"# {CpuBackend.Shared.Description}; threads {CpuParallel.Threads}; .NET {Environment.Version}");
+        using var be = new CpuBackend();
+        foreach (var c in ProGanSizes.Convolutions())
+        {
+            var x = Upload(be, CpuBuffers.Normal(c.InputLength, 1));
+            var w = Upload(be, CpuBuffers.Normal(c.WeightLength, 2));
+            var gy = Upload(be, CpuBuffers.Normal(c.OutputLength, 3));
+            var y = be.Allocate(c.OutputLength);
+            var gx = be.Allocate(c.InputLength);
+            var gw = be.Allocate(c.WeightLength);
+            var products = new (string Name, DeviceBuffer Output, long Length, Action Call)[]
+            {
+                ("forward", y, c.OutputLength, () => be.Conv2dForward(x, w, y, c.N, c.Cin, c.H, c.W, c.Cout, c.K, c.Scale)),
+                ("input-grad", gx, c.InputLength, () => be.Conv2dBackwardInput(gy, w, gx, c.N, c.Cin, c.H, c.W, c.Cout, c.K, c.Scale)),
+                ("weight-grad", gw, c.WeightLength, () => be.Conv2dBackwardWeight(x, gy, gw, c.N, c.Cin, c.H, c.W, c.Cout, c.K, c.Scale)),
+            };
+            foreach (var (name, output, length, call) in products)
+            {
+                float[]? reference = null;
+                foreach (var algorithm in Algorithms)
+                {
+                    if (algorithm != CpuBackend.ConvolutionAlgorithm.Im2Col && !Sgemm.Supported) continue;
+                    be.Convolution = algorithm;
+                    call();
+                    var result = new float[length];
+                    be.Download(output, result);
+                    if (reference == null) reference = result;
+                    else Verify(reference, result, $"{c} {name} {algorithm}");
+                    var (best, median) = Measure(call);
+                    Console.WriteLine(Invariant($"conv case=\"{c}\" product={name} algorithm={algorithm} gflops={c.Flops / best / 1e9:F1} median_gflops={c.Flops / median / 1e9:F1} ms={best * 1e3:F2}"));
+                }
+            }
+            foreach (var b in new[] { x, w, gy, y, gx, gw }) be.Free(b);
+        }
+        return 0;
+    }
+
+    private static DeviceBuffer Upload(CpuBackend be, float[] host)
+    {
+        var b = be.Allocate(host.Length);
+        be.Upload(host, b);
+        return b;
+    }
+
+    private static void Verify(float[] expected, float[] actual, string what)
+    {
+        double maxDiff = 0, maxValue = 0;
+        for (int i = 0; i < expected.Length; i++)
+        {
+            maxDiff = Math.Max(maxDiff, Math.Abs((double)expected[i] - actual[i]));
+            maxValue = Math.Max(maxValue, Math.Abs((double)expected[i]));
+        }
+        if (!(maxDiff <= 1e-4 * maxValue))
+            throw new MismatchException($"{what}: max |difference| {maxDiff:G3} against max |value| {maxValue:G3}");
+    }
+
+    private static (double best, double median) Measure(Action call)
+    {
+        call();
+        var times = new List<double>();
+        var total = Stopwatch.StartNew();
+        while (times.Count < 3 || total.Elapsed.TotalSeconds < 0.5)
+        {
+            var sw = Stopwatch.StartNew();
+            call();
+            times.Add(sw.Elapsed.TotalSeconds);
+        }
+        times.Sort();
+        return (times[0], times[times.Count / 2]);
+    }
+
+    private static string Invariant(FormattableString s) => s.ToString(CultureInfo.InvariantCulture);
+}

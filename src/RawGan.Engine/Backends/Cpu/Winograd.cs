@@ -1,0 +1,529 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+
+namespace RawGan.Engine.Backends.Cpu;
+
+// ---------------------------------------------------------------------------------------------
+// Winograd F(2x2, 3x3): a 3x3 convolution (stride 1, 'same' padding) with 2.25x fewer multiplies.
+//
+// Cut the output into 2x2 tiles. Tile (ty, tx) of output map co needs the 4x4 input patch
+// d[r, c] = x[2ty - 1 + r, 2tx - 1 + c] of every channel ci (0 outside the image). In one
+// dimension, two outputs of a 3-tap correlation take four multiplies instead of six:
+//
+//   y = A^T [ (G g) * (B^T d) ]            (* elementwise)
+//
+//          | 1  0 -1  0 |          | 1    0    0  |          | 1  1  1  0 |
+//   B^T =  | 0  1  1  0 |     G =  | 1/2  1/2  1/2|    A^T = | 0  1 -1 -1 |
+//          | 0 -1  1  0 |          | 1/2 -1/2  1/2|
+//          | 0  1  0 -1 |          | 0    0    1  |
+//
+// and nested in two dimensions, Y = A^T [ U * V ] A with U = G g G^T and V = B^T d B (4x4 each).
+// Summing over input channels happens in the transformed domain, where it is 16 independent
+// matrix products, one per position xi of the 4x4 tile:
+//
+//   M[xi][co, t] = sum over ci of U[xi][co, ci] V[xi][ci, t]        (t: the tiles)
+//
+// 16 products of (cout x cin) (cin x tiles) replace one of (cout x 9 cin) (9 cin x 4 tiles):
+// 16 / 36 of the multiplies. The transforms are additions only (the halves are folded into U).
+//
+// How it runs: the filters are transformed once per call, straight into the GEMM micro-kernel's
+// packed-A layout (Sgemm.cs). The tiles are cut into blocks of NR = 64; each core takes whole
+// blocks, and for each block it
+//   1. transforms the input patches into V, written directly as 16 packed-B panels [cin x 64];
+//   2. runs the micro-kernel on (U[xi], V[xi]) for every strip of MR output channels, with K = cin
+//      (no K blocking: a panel is at most cin x 64 floats);
+//   3. transforms M back (16 values -> a 2x2 output tile), 16 tiles at a time in AVX-512 lanes.
+// Nothing of size batch x tiles is ever materialized, so a block's V and M stay in the core's L2.
+//
+// The input gradient is the forward convolution of gy with the flipped, transposed kernel. The
+// weight gradient is the adjoint of the same formula:
+//
+//   dU[xi][co, ci] = sum over tiles of (A dY A^T)[xi][co, t] V[xi][ci, t],   dg = G^T dU G
+//
+// 16 products with K = the tiles (long), accumulated per core and summed at the end.
+// ---------------------------------------------------------------------------------------------
+
+internal static unsafe class Winograd
+{
+    private const int MR = Sgemm.MR, TB = Sgemm.NR;   // a block of tiles is one micro-kernel width
+    private const int WeightBlock = 256;                // tiles per block of the weight gradient (its K)
+
+    private static int RoundUp(int v, int m) => (v + m - 1) / m * m;
+
+    /// <summary>Floats of the transformed, packed filters that <see cref="Forward"/> needs.</summary>
+    public static long PackedFilterLength(int cin, int cout) => 16L * RoundUp(cout, MR) * cin;
+
+    /// <summary>Floats of scratch that <see cref="BackwardWeight"/> needs for <paramref name="threads"/> cores.</summary>
+    public static long WeightScratchLength(int cin, int cout, int threads) => (long)threads * 16 * RoundUp(cout, MR) * RoundUp(cin, TB);
+
+    [ThreadStatic] private static float* _scratch;
+    [ThreadStatic] private static long _scratchLength;
+
+    private static float* Scratch(long floats)
+    {
+        if (_scratchLength < floats)
+        {
+            if (_scratch != null) NativeMemory.AlignedFree(_scratch);
+            _scratch = (float*)NativeMemory.AlignedAlloc((nuint)(floats * sizeof(float)), 64);
+            _scratchLength = floats;
+        }
+        return _scratch;
+    }
+
+    /// <summary>The position of each tile of a block: its sample and the top-left output pixel.</summary>
+    private struct TileBlock
+    {
+        public fixed int Sample[WeightBlock];
+        public fixed int Y[WeightBlock];
+        public fixed int X[WeightBlock];
+        public int Count;
+
+        public void Decode(long t0, int count, int tilesY, int tilesX)
+        {
+            Count = count;
+            int perSample = tilesY * tilesX;
+            int s = (int)(t0 / perSample), r = (int)(t0 % perSample), ty = r / tilesX, tx = r % tilesX;
+            for (int j = 0; j < count; j++)
+            {
+                Sample[j] = s;
+                Y[j] = 2 * ty;
+                X[j] = 2 * tx;
+                if (++tx == tilesX)
+                {
+                    tx = 0;
+                    if (++ty == tilesY) { ty = 0; s++; }
+                }
+            }
+        }
+    }
+
+    // ----------------------------------------------------------------------------- forward
+
+    /// <summary>y = scale conv3x3(x, w) (w: [cout, cin, 3, 3]); <paramref name="packed"/> is scratch of <see cref="PackedFilterLength"/>.</summary>
+    public static void Forward(float* x, float* w, float* packed, float* y, int n, int cin, int h, int wd, int cout, float scale)
+    {
+        TransformFilters(w, packed, cin, cout, scale);
+        int tilesY = (h + 1) / 2, tilesX = (wd + 1) / 2, coutPad = RoundUp(cout, MR);
+        long tiles = (long)n * tilesY * tilesX;
+        long blocks = (tiles + TB - 1) / TB;
+        CpuParallel.For(blocks, 1, (b0, b1) =>
+        {
+            float* v = Scratch(16L * TB * (cin + coutPad));
+            float* m = v + 16L * TB * cin;
+            TileBlock block = default;
+            for (long b = b0; b < b1; b++)
+            {
+                long t0 = b * TB;
+                block.Decode(t0, (int)Math.Min(TB, tiles - t0), tilesY, tilesX);
+                TransformInputRows(x, v, ref block, cin, h, wd, tilesX);
+                for (int xi = 0; xi < 16; xi++)
+                    for (int co = 0; co < coutPad; co += MR)
+                        Sgemm.Kernel(cin, packed + ((long)xi * coutPad + co) * cin, v + (long)xi * cin * TB, m + ((long)xi * coutPad + co) * TB);
+                TransformOutputRows(m, y, ref block, cout, coutPad, h, wd, tilesX);
+            }
+        });
+    }
+
+    /// <summary>U[xi] = scale G g G^T for every (co, ci), stored as the micro-kernel's A panels:
+    /// packed[(xi coutPad + co0) cin + ci MR + r] = U[xi][co0 + r, ci] (co0 a multiple of MR; 0 past cout).</summary>
+    private static void TransformFilters(float* w, float* packed, int cin, int cout, float scale)
+    {
+        int coutPad = RoundUp(cout, MR);
+        CpuParallel.For(coutPad, MR, (c0, c1) =>
+        {
+            float* u = stackalloc float[16];
+            for (long co = c0; co < c1; co++)
+            {
+                long strip = co - co % MR;
+                int r = (int)(co % MR);
+                for (int ci = 0; ci < cin; ci++)
+                {
+                    if (co < cout) FilterTransform(w + (co * cin + ci) * 9, u, scale);
+                    else new Span<float>(u, 16).Clear();
+                    for (int xi = 0; xi < 16; xi++)
+                        packed[((long)xi * coutPad + strip) * cin + ci * MR + r] = u[xi];
+                }
+            }
+        });
+    }
+
+    /// <summary>u = scale G g G^T for one 3x3 filter g (row-major), u row-major 4x4.</summary>
+    private static void FilterTransform(float* g, float* u, float scale)
+    {
+        float* t = stackalloc float[12];   // G g: 4 rows of 3
+        for (int c = 0; c < 3; c++)
+        {
+            float g0 = g[c], g1 = g[3 + c], g2 = g[6 + c];
+            t[c] = g0;
+            t[3 + c] = 0.5f * (g0 + g1 + g2);
+            t[6 + c] = 0.5f * (g0 - g1 + g2);
+            t[9 + c] = g2;
+        }
+        for (int r = 0; r < 4; r++)
+        {
+            float g0 = t[3 * r], g1 = t[3 * r + 1], g2 = t[3 * r + 2];
+            u[4 * r] = scale * g0;
+            u[4 * r + 1] = scale * 0.5f * (g0 + g1 + g2);
+            u[4 * r + 2] = scale * 0.5f * (g0 - g1 + g2);
+            u[4 * r + 3] = scale * g2;
+        }
+    }
+
+    // The forward transforms work on runs of up to 16 tiles of one tile row, one tile per AVX-512
+    // lane. The 4x4 patches of a run overlap (tile t starts two columns after tile t - 1), so
+    // column c of all 16 patches is every other element of one image row from 2 tx0 - 1 + c:
+    // two loads and one two-source permute (vpermt2ps) per column. Masked loads read zeros
+    // outside the image, masked stores write only inside it: no tile needs a special case.
+
+    private static readonly Vector512<int> Lanes = Vector512<int>.Indices;
+    private static readonly Vector512<int> Even = Lanes * 2, Odd = Lanes * 2 + Vector512<int>.One;
+    private static readonly Vector512<int> InterleaveLow = Vector512.Create(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+    private static readonly Vector512<int> InterleaveHigh = InterleaveLow + Vector512.Create(8);
+
+    /// <summary>Lanes l with lo &lt;= start + l &lt; hi, as a load/store mask.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<float> Between(int start, int lo, int hi)
+    {
+        var col = Lanes + Vector512.Create(start);
+        return (Vector512.GreaterThanOrEqual(col, Vector512.Create(lo)) & Vector512.LessThan(col, Vector512.Create(hi))).AsSingle();
+    }
+
+    /// <summary>The length of the run of tiles starting at block position j: at most 16, within one tile row.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static int RunLength(ref TileBlock block, int j, int tilesX) => Math.Min(Math.Min(16, block.Count - j), tilesX - block.X[j] / 2);
+
+    /// <summary>V = B^T d B for the block, as the forward products' B panels: v[(xi cin + ci) TB + j].
+    /// Lanes past the block's count are zero.</summary>
+    private static void TransformInputRows(float* x, float* v, ref TileBlock block, int cin, int h, int wd, int tilesX)
+    {
+        long plane = (long)h * wd, xiStride = (long)cin * TB;
+        if (block.Count < TB) new Span<float>(v, (int)(16 * xiStride)).Clear();
+        for (int j = 0; j < block.Count;)
+        {
+            int run = RunLength(ref block, j, tilesX);
+            int c0 = block.X[j] - 1, iy0 = block.Y[j] - 1, end = Math.Min(wd, c0 + 2 * run + 2);
+            // Columns 0 and 1 of the patches come from image columns c0 .. c0 + 31, columns 2 and 3 from c0 + 2 .. c0 + 33.
+            Vector512<float> mask0 = Between(c0, 0, end), mask1 = Between(c0 + 16, 0, end);
+            Vector512<float> mask2 = Between(c0 + 2, 0, end), mask3 = Between(c0 + 18, 0, end);
+            var store = Vector512.LessThan(Lanes, Vector512.Create(run)).AsSingle();
+            for (int ci = 0; ci < cin; ci++)
+            {
+                float* src = x + (block.Sample[j] * (long)cin + ci) * plane;
+                LoadRow(src, iy0, h, wd, c0, mask0, mask1, mask2, mask3, out var d00, out var d01, out var d02, out var d03);
+                LoadRow(src, iy0 + 1, h, wd, c0, mask0, mask1, mask2, mask3, out var d10, out var d11, out var d12, out var d13);
+                LoadRow(src, iy0 + 2, h, wd, c0, mask0, mask1, mask2, mask3, out var d20, out var d21, out var d22, out var d23);
+                LoadRow(src, iy0 + 3, h, wd, c0, mask0, mask1, mask2, mask3, out var d30, out var d31, out var d32, out var d33);
+                float* dst = v + (long)ci * TB + j;
+                // Rows of B^T d, then (B^T d) B along each row.
+                StoreColumns(d00 - d20, d01 - d21, d02 - d22, d03 - d23, dst, 0, xiStride, store);
+                StoreColumns(d10 + d20, d11 + d21, d12 + d22, d13 + d23, dst, 4, xiStride, store);
+                StoreColumns(d20 - d10, d21 - d11, d22 - d12, d23 - d13, dst, 8, xiStride, store);
+                StoreColumns(d10 - d30, d11 - d31, d12 - d32, d13 - d33, dst, 12, xiStride, store);
+            }
+            j += run;
+        }
+    }
+
+    /// <summary>Columns 0..3 of the run's patches in image row iy (zeros outside the image).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void LoadRow(float* src, int iy, int h, int wd, int c0, Vector512<float> mask0, Vector512<float> mask1,
+        Vector512<float> mask2, Vector512<float> mask3, out Vector512<float> d0, out Vector512<float> d1, out Vector512<float> d2, out Vector512<float> d3)
+    {
+        if ((uint)iy >= (uint)h)
+        {
+            d0 = d1 = d2 = d3 = Vector512<float>.Zero;
+            return;
+        }
+        float* row = src + (long)iy * wd + c0;
+        var a = Avx512F.MaskLoad(row, mask0, Vector512<float>.Zero);
+        var b = Avx512F.MaskLoad(row + 16, mask1, Vector512<float>.Zero);
+        var c = Avx512F.MaskLoad(row + 2, mask2, Vector512<float>.Zero);
+        var d = Avx512F.MaskLoad(row + 18, mask3, Vector512<float>.Zero);
+        d0 = Avx512F.PermuteVar16x32x2(a, Even, b);
+        d1 = Avx512F.PermuteVar16x32x2(a, Odd, b);
+        d2 = Avx512F.PermuteVar16x32x2(c, Even, d);
+        d3 = Avx512F.PermuteVar16x32x2(c, Odd, d);
+    }
+
+    /// <summary>[t0 - t2, t1 + t2, t2 - t1, t1 - t3] (one row of V) into xi0 .. xi0 + 3.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void StoreColumns(Vector512<float> t0, Vector512<float> t1, Vector512<float> t2, Vector512<float> t3,
+        float* dst, int xi0, long xiStride, Vector512<float> store)
+    {
+        Avx512F.MaskStore(dst + xi0 * xiStride, store, t0 - t2);
+        Avx512F.MaskStore(dst + (xi0 + 1) * xiStride, store, t1 + t2);
+        Avx512F.MaskStore(dst + (xi0 + 2) * xiStride, store, t2 - t1);
+        Avx512F.MaskStore(dst + (xi0 + 3) * xiStride, store, t1 - t3);
+    }
+
+    /// <summary>Y = A^T M A for every (co, tile) of the block, a run of tiles per vector; the two
+    /// output columns of each tile are interleaved into image rows and stored where inside the image.</summary>
+    private static void TransformOutputRows(float* m, float* y, ref TileBlock block, int cout, int coutPad, int h, int wd, int tilesX)
+    {
+        long plane = (long)h * wd, xiStride = (long)coutPad * TB;
+        for (int j = 0; j < block.Count;)
+        {
+            int run = RunLength(ref block, j, tilesX);
+            int ox = block.X[j], oy = block.Y[j], end = Math.Min(wd, ox + 2 * run);
+            Vector512<float> maskLow = Between(ox, 0, end), maskHigh = Between(ox + 16, 0, end);
+            bool down = oy + 1 < h;
+            for (int co = 0; co < cout; co++)
+            {
+                float* src = m + (long)co * TB + j;
+                // Rows of A^T M: s0 = M0 + M1 + M2, s1 = M1 - M2 - M3 (Mr: row r, four columns).
+                var m1c0 = Vector512.Load(src + 4 * xiStride); var m2c0 = Vector512.Load(src + 8 * xiStride);
+                var m1c1 = Vector512.Load(src + 5 * xiStride); var m2c1 = Vector512.Load(src + 9 * xiStride);
+                var m1c2 = Vector512.Load(src + 6 * xiStride); var m2c2 = Vector512.Load(src + 10 * xiStride);
+                var m1c3 = Vector512.Load(src + 7 * xiStride); var m2c3 = Vector512.Load(src + 11 * xiStride);
+                Vector512<float> s00 = Vector512.Load(src) + m1c0 + m2c0, s10 = m1c0 - m2c0 - Vector512.Load(src + 12 * xiStride);
+                Vector512<float> s01 = Vector512.Load(src + xiStride) + m1c1 + m2c1, s11 = m1c1 - m2c1 - Vector512.Load(src + 13 * xiStride);
+                Vector512<float> s02 = Vector512.Load(src + 2 * xiStride) + m1c2 + m2c2, s12 = m1c2 - m2c2 - Vector512.Load(src + 14 * xiStride);
+                Vector512<float> s03 = Vector512.Load(src + 3 * xiStride) + m1c3 + m2c3, s13 = m1c3 - m2c3 - Vector512.Load(src + 15 * xiStride);
+                // Columns: Y[a, 0] = s_a0 + s_a1 + s_a2, Y[a, 1] = s_a1 - s_a2 - s_a3; interleaved they are image row oy + a.
+                float* dst = y + (block.Sample[j] * (long)cout + co) * plane + (long)oy * wd + ox;
+                StoreInterleaved(dst, s00 + s01 + s02, s01 - s02 - s03, maskLow, maskHigh);
+                if (down) StoreInterleaved(dst + wd, s10 + s11 + s12, s11 - s12 - s13, maskLow, maskHigh);
+            }
+            j += run;
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void StoreInterleaved(float* dst, Vector512<float> left, Vector512<float> right, Vector512<float> maskLow, Vector512<float> maskHigh)
+    {
+        Avx512F.MaskStore(dst, maskLow, Avx512F.PermuteVar16x32x2(left, InterleaveLow, right));
+        Avx512F.MaskStore(dst + 16, maskHigh, Avx512F.PermuteVar16x32x2(left, InterleaveHigh, right));
+    }
+
+    /// <summary>V = B^T d B for every (channel, tile) of the block. Not transposed (forward):
+    /// v[(xi cin + ci) TB + j], the B panels of the forward products. Transposed (weight
+    /// gradient): v[((xi cinStrips + ci / 64) width + j) 64 + ci % 64], B panels with the tiles as K.
+    /// Columns past the block's count are zero.</summary>
+    private static void TransformInputs(float* x, float* v, ref TileBlock block, int cin, int h, int wd, bool transposed, int width)
+    {
+        long plane = (long)h * wd;
+        int cinPad = RoundUp(cin, TB);
+        // Where value xi of (ci, j) goes: base + xi * xiStride + ci-part + j * jStride.
+        long xiStride = transposed ? (long)cinPad * width : (long)cin * TB;
+        long jStride = transposed ? TB : 1;
+        if (transposed || block.Count < width)
+        {
+            long total = 16 * xiStride;
+            new Span<float>(v, (int)total).Clear();
+        }
+        float* d = stackalloc float[16];
+        var sign = Vector128.Create(-1f, 1f, -1f, -1f);
+        for (int ci = 0; ci < cin; ci++)
+        {
+            long ciOffset = transposed ? (long)(ci / TB) * width * TB + ci % TB : (long)ci * TB;
+            for (int j = 0; j < block.Count; j++)
+            {
+                float* src = x + (block.Sample[j] * (long)cin + ci) * plane;
+                int r0 = block.Y[j] - 1, c0 = block.X[j] - 1;
+                Vector128<float> d0, d1, d2, d3;
+                if (r0 >= 0 && r0 + 3 < h && c0 >= 0 && c0 + 3 < wd)
+                {
+                    float* p = src + (long)r0 * wd + c0;
+                    d0 = Vector128.Load(p); d1 = Vector128.Load(p + wd); d2 = Vector128.Load(p + 2 * wd); d3 = Vector128.Load(p + 3 * wd);
+                }
+                else
+                {
+                    for (int r = 0; r < 4; r++)
+                        for (int c = 0; c < 4; c++)
+                        {
+                            int sy = r0 + r, sx = c0 + c;
+                            d[4 * r + c] = (uint)sy < (uint)h && (uint)sx < (uint)wd ? src[(long)sy * wd + sx] : 0f;
+                        }
+                    d0 = Vector128.Load(d); d1 = Vector128.Load(d + 4); d2 = Vector128.Load(d + 8); d3 = Vector128.Load(d + 12);
+                }
+                // Rows: B^T d. Then each row's columns: (B^T d) B.
+                float* dst = v + ciOffset + j * jStride;
+                StoreRow(Columns(d0 - d2, sign), dst, 0, xiStride);
+                StoreRow(Columns(d1 + d2, sign), dst, 4, xiStride);
+                StoreRow(Columns(d2 - d1, sign), dst, 8, xiStride);
+                StoreRow(Columns(d1 - d3, sign), dst, 12, xiStride);
+            }
+        }
+    }
+
+    /// <summary>[t0 - t2, t1 + t2, t2 - t1, t1 - t3]: the B^T transform along a row held in one vector.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector128<float> Columns(Vector128<float> t, Vector128<float> sign)
+    {
+        var a = Sse.Shuffle(t, t, 0b01_10_01_00);   // lanes 0, 1, 2, 1
+        var b = Sse.Shuffle(t, t, 0b11_01_10_10);   // lanes 2, 2, 1, 3
+        return a + b * sign;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void StoreRow(Vector128<float> row, float* dst, int xi0, long xiStride)
+    {
+        dst[xi0 * xiStride] = row.GetElement(0);
+        dst[(xi0 + 1) * xiStride] = row.GetElement(1);
+        dst[(xi0 + 2) * xiStride] = row.GetElement(2);
+        dst[(xi0 + 3) * xiStride] = row.GetElement(3);
+    }
+
+    /// <summary>Y = A^T M A for every (co, tile) of the block, 16 tiles per AVX-512 vector, then
+    /// each 2x2 tile written to y (the parts inside the image).</summary>
+    private static void TransformOutputs(float* m, float* y, ref TileBlock block, int cout, int coutPad, int h, int wd)
+    {
+        long plane = (long)h * wd;
+        float* tile = stackalloc float[4 * 16];
+        for (int co = 0; co < cout; co++)
+        {
+            for (int j0 = 0; j0 < block.Count; j0 += 16)
+            {
+                float* src = m + (long)co * TB + j0;
+                long xiStride = (long)coutPad * TB;
+                // Rows of A^T M: s0 = M0 + M1 + M2, s1 = M1 - M2 - M3 (Mr: row r, four columns).
+                var m1c0 = Vector512.Load(src + 4 * xiStride); var m2c0 = Vector512.Load(src + 8 * xiStride);
+                var m1c1 = Vector512.Load(src + 5 * xiStride); var m2c1 = Vector512.Load(src + 9 * xiStride);
+                var m1c2 = Vector512.Load(src + 6 * xiStride); var m2c2 = Vector512.Load(src + 10 * xiStride);
+                var m1c3 = Vector512.Load(src + 7 * xiStride); var m2c3 = Vector512.Load(src + 11 * xiStride);
+                Vector512<float> s00 = Vector512.Load(src) + m1c0 + m2c0, s10 = m1c0 - m2c0 - Vector512.Load(src + 12 * xiStride);
+                Vector512<float> s01 = Vector512.Load(src + xiStride) + m1c1 + m2c1, s11 = m1c1 - m2c1 - Vector512.Load(src + 13 * xiStride);
+                Vector512<float> s02 = Vector512.Load(src + 2 * xiStride) + m1c2 + m2c2, s12 = m1c2 - m2c2 - Vector512.Load(src + 14 * xiStride);
+                Vector512<float> s03 = Vector512.Load(src + 3 * xiStride) + m1c3 + m2c3, s13 = m1c3 - m2c3 - Vector512.Load(src + 15 * xiStride);
+                // Columns: Y[a, 0] = s_a0 + s_a1 + s_a2, Y[a, 1] = s_a1 - s_a2 - s_a3.
+                (s00 + s01 + s02).Store(tile);
+                (s01 - s02 - s03).Store(tile + 16);
+                (s10 + s11 + s12).Store(tile + 32);
+                (s11 - s12 - s13).Store(tile + 48);
+                int count = Math.Min(16, block.Count - j0);
+                for (int t = 0; t < count; t++)
+                {
+                    int j = j0 + t, oy = block.Y[j], ox = block.X[j];
+                    float* dst = y + (block.Sample[j] * (long)cout + co) * plane + (long)oy * wd + ox;
+                    bool right = ox + 1 < wd, down = oy + 1 < h;
+                    dst[0] = tile[t];
+                    if (right) dst[1] = tile[16 + t];
+                    if (down)
+                    {
+                        dst[wd] = tile[32 + t];
+                        if (right) dst[wd + 1] = tile[48 + t];
+                    }
+                }
+            }
+        }
+    }
+
+    // ----------------------------------------------------------------------------- weight gradient
+
+    /// <summary>gw = scale sum over the batch of the correlation of gy with x (gw: [cout, cin, 3, 3]);
+    /// <paramref name="scratch"/> holds <see cref="WeightScratchLength"/> floats.</summary>
+    public static void BackwardWeight(float* x, float* gy, float* gw, float* scratch, int n, int cin, int h, int wd, int cout, float scale)
+    {
+        int tilesY = (h + 1) / 2, tilesX = (wd + 1) / 2, coutPad = RoundUp(cout, MR), cinPad = RoundUp(cin, TB);
+        long tiles = (long)n * tilesY * tilesX;
+        long blocks = (tiles + WeightBlock - 1) / WeightBlock;
+        int threads = (int)Math.Min(CpuParallel.Threads, blocks);
+        long accLength = 16L * coutPad * cinPad;
+        // Each core accumulates dU over its blocks in its own slice of scratch, tile-major: the
+        // MR x 64 tile of (xi, co strip, ci strip) is contiguous, exactly what the micro-kernel adds into.
+        new Span<float>(scratch, (int)(accLength * threads)).Clear();
+        CpuParallel.For(threads, 1, (p0, p1) =>
+        {
+            for (long p = p0; p < p1; p++)
+            {
+                float* acc = scratch + p * accLength;
+                float* v = Scratch(16L * WeightBlock * (cinPad + coutPad));
+                float* g = v + 16L * WeightBlock * cinPad;
+                TileBlock block = default;
+                for (long b = blocks * p / threads; b < blocks * (p + 1) / threads; b++)
+                {
+                    long t0 = b * WeightBlock;
+                    block.Decode(t0, (int)Math.Min(WeightBlock, tiles - t0), tilesY, tilesX);
+                    TransformInputs(x, v, ref block, cin, h, wd, transposed: true, WeightBlock);
+                    TransformOutputGradients(gy, g, ref block, cout, coutPad, h, wd);
+                    for (int xi = 0; xi < 16; xi++)
+                        for (int co = 0; co < coutPad; co += MR)
+                            for (int ci = 0; ci < cinPad; ci += TB)
+                                Sgemm.Kernel(block.Count,
+                                    g + ((long)xi * coutPad + co) * WeightBlock,
+                                    v + ((long)xi * cinPad + ci) * WeightBlock,
+                                    acc + (((long)xi * coutPad + co) * cinPad + ci * MR),
+                                    accumulate: true);
+                }
+            }
+        });
+        // Sum the cores' dU, then dg = G^T dU G.
+        for (int p = 1; p < threads; p++)
+        {
+            float* src = scratch + p * accLength;
+            for (long i = 0; i < accLength; i++) scratch[i] += src[i];
+        }
+        CpuParallel.For(cout, 4, (c0, c1) =>
+        {
+            float* u = stackalloc float[16];
+            for (long co = c0; co < c1; co++)
+            {
+                long strip = co - co % MR;
+                int r = (int)(co % MR);
+                for (int ci = 0; ci < cin; ci++)
+                {
+                    float* tileBase = scratch + (strip * cinPad + (long)(ci - ci % TB) * MR) + r * TB + ci % TB;
+                    for (int xi = 0; xi < 16; xi++) u[xi] = tileBase[(long)xi * coutPad * cinPad];
+                    FilterTransformAdjoint(u, gw + (co * cin + ci) * 9, scale);
+                }
+            }
+        });
+    }
+
+    /// <summary>g = scale G^T u G: the adjoint of <see cref="FilterTransform"/> (u 4x4, g 3x3, row-major).</summary>
+    private static void FilterTransformAdjoint(float* u, float* g, float scale)
+    {
+        float* t = stackalloc float[12];   // G^T u: 3 rows of 4
+        for (int c = 0; c < 4; c++)
+        {
+            float u0 = u[c], u1 = u[4 + c], u2 = u[8 + c], u3 = u[12 + c];
+            t[c] = u0 + 0.5f * (u1 + u2);
+            t[4 + c] = 0.5f * (u1 - u2);
+            t[8 + c] = 0.5f * (u1 + u2) + u3;
+        }
+        for (int r = 0; r < 3; r++)
+        {
+            float u0 = t[4 * r], u1 = t[4 * r + 1], u2 = t[4 * r + 2], u3 = t[4 * r + 3];
+            g[3 * r] = scale * (u0 + 0.5f * (u1 + u2));
+            g[3 * r + 1] = scale * 0.5f * (u1 - u2);
+            g[3 * r + 2] = scale * (0.5f * (u1 + u2) + u3);
+        }
+    }
+
+    /// <summary>A dY A^T for every (co, tile) of the block, as the micro-kernel's A panels with the
+    /// tiles as K: g[((xi coutPad + co0) WeightBlock + j) MR + r] for co = co0 + r. Zero past cout and count.</summary>
+    private static void TransformOutputGradients(float* gy, float* g, ref TileBlock block, int cout, int coutPad, int h, int wd)
+    {
+        long plane = (long)h * wd, xiStride = (long)coutPad * WeightBlock;
+        new Span<float>(g, (int)(16 * xiStride)).Clear();
+        for (int co = 0; co < cout; co++)
+        {
+            float* dstBase = g + (long)(co - co % MR) * WeightBlock + co % MR;
+            for (int j = 0; j < block.Count; j++)
+            {
+                int oy = block.Y[j], ox = block.X[j];
+                float* src = gy + (block.Sample[j] * (long)cout + co) * plane + (long)oy * wd + ox;
+                bool right = ox + 1 < wd, down = oy + 1 < h;
+                float y00 = src[0], y01 = right ? src[1] : 0f;
+                float y10 = down ? src[wd] : 0f, y11 = down && right ? src[wd + 1] : 0f;
+                // A dY: rows (y0, y0 + y1, y0 - y1, -y1) of two columns; then the same on each row's columns.
+                float* dst = dstBase + (long)j * MR;
+                Expand(y00, y01, dst, 0, xiStride);
+                Expand(y00 + y10, y01 + y11, dst, 4, xiStride);
+                Expand(y00 - y10, y01 - y11, dst, 8, xiStride);
+                Expand(-y10, -y11, dst, 12, xiStride);
+            }
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Expand(float a, float b, float* dst, int xi0, long xiStride)
+    {
+        dst[xi0 * xiStride] = a;
+        dst[(xi0 + 1) * xiStride] = a + b;
+        dst[(xi0 + 2) * xiStride] = a - b;
+        dst[(xi0 + 3) * xiStride] = -b;
+    }
+}
