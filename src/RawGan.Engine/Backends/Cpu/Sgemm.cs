@@ -159,10 +159,9 @@ internal static unsafe class Sgemm
         }
     }
 
-    /// <summary>The micro-kernel: tile[MR x NR] = sum over p &lt; kc of a[p, :]^T b[p, :], or
-    /// tile += that sum when <paramref name="accumulate"/>. b and tile are 64-byte aligned.</summary>
+    /// <summary>The micro-kernel: tile[MR x NR] = sum over p &lt; kc of a[p, :]^T b[p, :] (b and tile 64-byte aligned).</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    internal static void Kernel(int kc, float* a, float* b, float* tile, bool accumulate = false)
+    internal static void Kernel(int kc, float* a, float* b, float* tile)
     {
         Vector512<float> c00 = default, c01 = default, c02 = default, c03 = default;
         Vector512<float> c10 = default, c11 = default, c12 = default, c13 = default;
@@ -170,15 +169,6 @@ internal static unsafe class Sgemm
         Vector512<float> c30 = default, c31 = default, c32 = default, c33 = default;
         Vector512<float> c40 = default, c41 = default, c42 = default, c43 = default;
         Vector512<float> c50 = default, c51 = default, c52 = default, c53 = default;
-        if (accumulate)
-        {
-            c00 = Avx512F.LoadAlignedVector512(tile + 0); c01 = Avx512F.LoadAlignedVector512(tile + 16); c02 = Avx512F.LoadAlignedVector512(tile + 32); c03 = Avx512F.LoadAlignedVector512(tile + 48);
-            c10 = Avx512F.LoadAlignedVector512(tile + 64); c11 = Avx512F.LoadAlignedVector512(tile + 80); c12 = Avx512F.LoadAlignedVector512(tile + 96); c13 = Avx512F.LoadAlignedVector512(tile + 112);
-            c20 = Avx512F.LoadAlignedVector512(tile + 128); c21 = Avx512F.LoadAlignedVector512(tile + 144); c22 = Avx512F.LoadAlignedVector512(tile + 160); c23 = Avx512F.LoadAlignedVector512(tile + 176);
-            c30 = Avx512F.LoadAlignedVector512(tile + 192); c31 = Avx512F.LoadAlignedVector512(tile + 208); c32 = Avx512F.LoadAlignedVector512(tile + 224); c33 = Avx512F.LoadAlignedVector512(tile + 240);
-            c40 = Avx512F.LoadAlignedVector512(tile + 256); c41 = Avx512F.LoadAlignedVector512(tile + 272); c42 = Avx512F.LoadAlignedVector512(tile + 288); c43 = Avx512F.LoadAlignedVector512(tile + 304);
-            c50 = Avx512F.LoadAlignedVector512(tile + 320); c51 = Avx512F.LoadAlignedVector512(tile + 336); c52 = Avx512F.LoadAlignedVector512(tile + 352); c53 = Avx512F.LoadAlignedVector512(tile + 368);
-        }
         for (int p = 0; p < kc; p++)
         {
             var b0 = Avx512F.LoadAlignedVector512(b);

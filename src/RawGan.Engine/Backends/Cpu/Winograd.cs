@@ -56,7 +56,7 @@ internal static unsafe class Winograd
     public static long PackedFilterLength(int cin, int cout) => 16L * RoundUp(cout, MR) * cin;
 
     /// <summary>Floats of scratch that <see cref="BackwardWeight"/> needs for <paramref name="threads"/> cores.</summary>
-    public static long WeightScratchLength(int cin, int cout, int threads) => (long)threads * 16 * RoundUp(cout, MR) * RoundUp(cin, TB);
+    public static long WeightScratchLength(int cin, int cout, int threads) => (long)threads * 16 * RoundUp(cout, DotRows) * RoundUp(cin, DotColumns);
 
     [ThreadStatic] private static float* _scratch;
     [ThreadStatic] private static long _scratchLength;
@@ -117,7 +117,7 @@ internal static unsafe class Winograd
             {
                 long t0 = b * TB;
                 block.Decode(t0, (int)Math.Min(TB, tiles - t0), tilesY, tilesX);
-                TransformInputRows(x, v, ref block, cin, h, wd, tilesX);
+                TransformInputRows(x, v, ref block, cin, cin, h, wd, tilesX, TB);
                 for (int xi = 0; xi < 16; xi++)
                     for (int co = 0; co < coutPad; co += MR)
                         Sgemm.Kernel(cin, packed + ((long)xi * coutPad + co) * cin, v + (long)xi * cin * TB, m + ((long)xi * coutPad + co) * TB);
@@ -194,12 +194,13 @@ internal static unsafe class Winograd
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static int RunLength(ref TileBlock block, int j, int tilesX) => Math.Min(Math.Min(16, block.Count - j), tilesX - block.X[j] / 2);
 
-    /// <summary>V = B^T d B for the block, as the forward products' B panels: v[(xi cin + ci) TB + j].
-    /// Lanes past the block's count are zero.</summary>
-    private static void TransformInputRows(float* x, float* v, ref TileBlock block, int cin, int h, int wd, int tilesX)
+    /// <summary>V = B^T d B for the block: v[(xi cinPad + ci) width + j]. For the forward products
+    /// (width TB) these are the micro-kernel's B panels. Rows past cin, and lanes past the block's
+    /// count up to a multiple of 16, are zero.</summary>
+    private static void TransformInputRows(float* x, float* v, ref TileBlock block, int cin, int cinPad, int h, int wd, int tilesX, int width)
     {
-        long plane = (long)h * wd, xiStride = (long)cin * TB;
-        if (block.Count < TB) new Span<float>(v, (int)(16 * xiStride)).Clear();
+        long plane = (long)h * wd, xiStride = (long)cinPad * width;
+        ClearPadding(v, ref block, cin, cinPad, width);
         for (int j = 0; j < block.Count;)
         {
             int run = RunLength(ref block, j, tilesX);
@@ -215,7 +216,7 @@ internal static unsafe class Winograd
                 LoadRow(src, iy0 + 1, h, wd, c0, mask0, mask1, mask2, mask3, out var d10, out var d11, out var d12, out var d13);
                 LoadRow(src, iy0 + 2, h, wd, c0, mask0, mask1, mask2, mask3, out var d20, out var d21, out var d22, out var d23);
                 LoadRow(src, iy0 + 3, h, wd, c0, mask0, mask1, mask2, mask3, out var d30, out var d31, out var d32, out var d33);
-                float* dst = v + (long)ci * TB + j;
+                float* dst = v + (long)ci * width + j;
                 // Rows of B^T d, then (B^T d) B along each row.
                 StoreColumns(d00 - d20, d01 - d21, d02 - d22, d03 - d23, dst, 0, xiStride, store);
                 StoreColumns(d10 + d20, d11 + d21, d12 + d22, d13 + d23, dst, 4, xiStride, store);
@@ -297,132 +298,21 @@ internal static unsafe class Winograd
         Avx512F.MaskStore(dst + 16, maskHigh, Avx512F.PermuteVar16x32x2(left, InterleaveHigh, right));
     }
 
-    /// <summary>V = B^T d B for every (channel, tile) of the block. Not transposed (forward):
-    /// v[(xi cin + ci) TB + j], the B panels of the forward products. Transposed (weight
-    /// gradient): v[((xi cinStrips + ci / 64) width + j) 64 + ci % 64], B panels with the tiles as K.
-    /// Columns past the block's count are zero.</summary>
-    private static void TransformInputs(float* x, float* v, ref TileBlock block, int cin, int h, int wd, bool transposed, int width)
-    {
-        long plane = (long)h * wd;
-        int cinPad = RoundUp(cin, TB);
-        // Where value xi of (ci, j) goes: base + xi * xiStride + ci-part + j * jStride.
-        long xiStride = transposed ? (long)cinPad * width : (long)cin * TB;
-        long jStride = transposed ? TB : 1;
-        if (transposed || block.Count < width)
-        {
-            long total = 16 * xiStride;
-            new Span<float>(v, (int)total).Clear();
-        }
-        float* d = stackalloc float[16];
-        var sign = Vector128.Create(-1f, 1f, -1f, -1f);
-        for (int ci = 0; ci < cin; ci++)
-        {
-            long ciOffset = transposed ? (long)(ci / TB) * width * TB + ci % TB : (long)ci * TB;
-            for (int j = 0; j < block.Count; j++)
-            {
-                float* src = x + (block.Sample[j] * (long)cin + ci) * plane;
-                int r0 = block.Y[j] - 1, c0 = block.X[j] - 1;
-                Vector128<float> d0, d1, d2, d3;
-                if (r0 >= 0 && r0 + 3 < h && c0 >= 0 && c0 + 3 < wd)
-                {
-                    float* p = src + (long)r0 * wd + c0;
-                    d0 = Vector128.Load(p); d1 = Vector128.Load(p + wd); d2 = Vector128.Load(p + 2 * wd); d3 = Vector128.Load(p + 3 * wd);
-                }
-                else
-                {
-                    for (int r = 0; r < 4; r++)
-                        for (int c = 0; c < 4; c++)
-                        {
-                            int sy = r0 + r, sx = c0 + c;
-                            d[4 * r + c] = (uint)sy < (uint)h && (uint)sx < (uint)wd ? src[(long)sy * wd + sx] : 0f;
-                        }
-                    d0 = Vector128.Load(d); d1 = Vector128.Load(d + 4); d2 = Vector128.Load(d + 8); d3 = Vector128.Load(d + 12);
-                }
-                // Rows: B^T d. Then each row's columns: (B^T d) B.
-                float* dst = v + ciOffset + j * jStride;
-                StoreRow(Columns(d0 - d2, sign), dst, 0, xiStride);
-                StoreRow(Columns(d1 + d2, sign), dst, 4, xiStride);
-                StoreRow(Columns(d2 - d1, sign), dst, 8, xiStride);
-                StoreRow(Columns(d1 - d3, sign), dst, 12, xiStride);
-            }
-        }
-    }
-
-    /// <summary>[t0 - t2, t1 + t2, t2 - t1, t1 - t3]: the B^T transform along a row held in one vector.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector128<float> Columns(Vector128<float> t, Vector128<float> sign)
-    {
-        var a = Sse.Shuffle(t, t, 0b01_10_01_00);   // lanes 0, 1, 2, 1
-        var b = Sse.Shuffle(t, t, 0b11_01_10_10);   // lanes 2, 2, 1, 3
-        return a + b * sign;
-    }
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void StoreRow(Vector128<float> row, float* dst, int xi0, long xiStride)
-    {
-        dst[xi0 * xiStride] = row.GetElement(0);
-        dst[(xi0 + 1) * xiStride] = row.GetElement(1);
-        dst[(xi0 + 2) * xiStride] = row.GetElement(2);
-        dst[(xi0 + 3) * xiStride] = row.GetElement(3);
-    }
-
-    /// <summary>Y = A^T M A for every (co, tile) of the block, 16 tiles per AVX-512 vector, then
-    /// each 2x2 tile written to y (the parts inside the image).</summary>
-    private static void TransformOutputs(float* m, float* y, ref TileBlock block, int cout, int coutPad, int h, int wd)
-    {
-        long plane = (long)h * wd;
-        float* tile = stackalloc float[4 * 16];
-        for (int co = 0; co < cout; co++)
-        {
-            for (int j0 = 0; j0 < block.Count; j0 += 16)
-            {
-                float* src = m + (long)co * TB + j0;
-                long xiStride = (long)coutPad * TB;
-                // Rows of A^T M: s0 = M0 + M1 + M2, s1 = M1 - M2 - M3 (Mr: row r, four columns).
-                var m1c0 = Vector512.Load(src + 4 * xiStride); var m2c0 = Vector512.Load(src + 8 * xiStride);
-                var m1c1 = Vector512.Load(src + 5 * xiStride); var m2c1 = Vector512.Load(src + 9 * xiStride);
-                var m1c2 = Vector512.Load(src + 6 * xiStride); var m2c2 = Vector512.Load(src + 10 * xiStride);
-                var m1c3 = Vector512.Load(src + 7 * xiStride); var m2c3 = Vector512.Load(src + 11 * xiStride);
-                Vector512<float> s00 = Vector512.Load(src) + m1c0 + m2c0, s10 = m1c0 - m2c0 - Vector512.Load(src + 12 * xiStride);
-                Vector512<float> s01 = Vector512.Load(src + xiStride) + m1c1 + m2c1, s11 = m1c1 - m2c1 - Vector512.Load(src + 13 * xiStride);
-                Vector512<float> s02 = Vector512.Load(src + 2 * xiStride) + m1c2 + m2c2, s12 = m1c2 - m2c2 - Vector512.Load(src + 14 * xiStride);
-                Vector512<float> s03 = Vector512.Load(src + 3 * xiStride) + m1c3 + m2c3, s13 = m1c3 - m2c3 - Vector512.Load(src + 15 * xiStride);
-                // Columns: Y[a, 0] = s_a0 + s_a1 + s_a2, Y[a, 1] = s_a1 - s_a2 - s_a3.
-                (s00 + s01 + s02).Store(tile);
-                (s01 - s02 - s03).Store(tile + 16);
-                (s10 + s11 + s12).Store(tile + 32);
-                (s11 - s12 - s13).Store(tile + 48);
-                int count = Math.Min(16, block.Count - j0);
-                for (int t = 0; t < count; t++)
-                {
-                    int j = j0 + t, oy = block.Y[j], ox = block.X[j];
-                    float* dst = y + (block.Sample[j] * (long)cout + co) * plane + (long)oy * wd + ox;
-                    bool right = ox + 1 < wd, down = oy + 1 < h;
-                    dst[0] = tile[t];
-                    if (right) dst[1] = tile[16 + t];
-                    if (down)
-                    {
-                        dst[wd] = tile[32 + t];
-                        if (right) dst[wd + 1] = tile[48 + t];
-                    }
-                }
-            }
-        }
-    }
-
     // ----------------------------------------------------------------------------- weight gradient
+
+    private const int DotRows = 6, DotColumns = 4;   // the weight gradient's register tile: 6 output x 4 input channels
 
     /// <summary>gw = scale sum over the batch of the correlation of gy with x (gw: [cout, cin, 3, 3]);
     /// <paramref name="scratch"/> holds <see cref="WeightScratchLength"/> floats.</summary>
     public static void BackwardWeight(float* x, float* gy, float* gw, float* scratch, int n, int cin, int h, int wd, int cout, float scale)
     {
-        int tilesY = (h + 1) / 2, tilesX = (wd + 1) / 2, coutPad = RoundUp(cout, MR), cinPad = RoundUp(cin, TB);
+        int tilesY = (h + 1) / 2, tilesX = (wd + 1) / 2;
+        int coutPad = RoundUp(cout, DotRows), cinPad = RoundUp(cin, DotColumns);
         long tiles = (long)n * tilesY * tilesX;
         long blocks = (tiles + WeightBlock - 1) / WeightBlock;
         int threads = (int)Math.Min(CpuParallel.Threads, blocks);
         long accLength = 16L * coutPad * cinPad;
-        // Each core accumulates dU over its blocks in its own slice of scratch, tile-major: the
-        // MR x 64 tile of (xi, co strip, ci strip) is contiguous, exactly what the micro-kernel adds into.
+        // Each core accumulates dU[xi][co, ci] over its blocks in its own slice of scratch.
         new Span<float>(scratch, (int)(accLength * threads)).Clear();
         CpuParallel.For(threads, 1, (p0, p1) =>
         {
@@ -436,16 +326,14 @@ internal static unsafe class Winograd
                 {
                     long t0 = b * WeightBlock;
                     block.Decode(t0, (int)Math.Min(WeightBlock, tiles - t0), tilesY, tilesX);
-                    TransformInputs(x, v, ref block, cin, h, wd, transposed: true, WeightBlock);
-                    TransformOutputGradients(gy, g, ref block, cout, coutPad, h, wd);
+                    TransformInputRows(x, v, ref block, cin, cinPad, h, wd, tilesX, WeightBlock);
+                    TransformOutputGradientRows(gy, g, ref block, cout, coutPad, h, wd, tilesX);
+                    int steps = (block.Count + 15) / 16;
                     for (int xi = 0; xi < 16; xi++)
-                        for (int co = 0; co < coutPad; co += MR)
-                            for (int ci = 0; ci < cinPad; ci += TB)
-                                Sgemm.Kernel(block.Count,
-                                    g + ((long)xi * coutPad + co) * WeightBlock,
-                                    v + ((long)xi * cinPad + ci) * WeightBlock,
-                                    acc + (((long)xi * coutPad + co) * cinPad + ci * MR),
-                                    accumulate: true);
+                        for (int co = 0; co < coutPad; co += DotRows)
+                            for (int ci = 0; ci < cinPad; ci += DotColumns)
+                                Dot(g + ((long)xi * coutPad + co) * WeightBlock, v + ((long)xi * cinPad + ci) * WeightBlock, steps,
+                                    acc + ((long)xi * coutPad + co) * cinPad + ci, cinPad);
                 }
             }
         });
@@ -459,16 +347,11 @@ internal static unsafe class Winograd
         {
             float* u = stackalloc float[16];
             for (long co = c0; co < c1; co++)
-            {
-                long strip = co - co % MR;
-                int r = (int)(co % MR);
                 for (int ci = 0; ci < cin; ci++)
                 {
-                    float* tileBase = scratch + (strip * cinPad + (long)(ci - ci % TB) * MR) + r * TB + ci % TB;
-                    for (int xi = 0; xi < 16; xi++) u[xi] = tileBase[(long)xi * coutPad * cinPad];
+                    for (int xi = 0; xi < 16; xi++) u[xi] = scratch[((long)xi * coutPad + co) * cinPad + ci];
                     FilterTransformAdjoint(u, gw + (co * cin + ci) * 9, scale);
                 }
-            }
         });
     }
 
@@ -492,38 +375,121 @@ internal static unsafe class Winograd
         }
     }
 
-    /// <summary>A dY A^T for every (co, tile) of the block, as the micro-kernel's A panels with the
-    /// tiles as K: g[((xi coutPad + co0) WeightBlock + j) MR + r] for co = co0 + r. Zero past cout and count.</summary>
-    private static void TransformOutputGradients(float* gy, float* g, ref TileBlock block, int cout, int coutPad, int h, int wd)
+    /// <summary>A dY A^T for the block, one row of tiles per vector like the inputs:
+    /// g[(xi coutPad + co) WeightBlock + j]; rows past cout and lanes past the count are zero.</summary>
+    private static void TransformOutputGradientRows(float* gy, float* g, ref TileBlock block, int cout, int coutPad, int h, int wd, int tilesX)
     {
         long plane = (long)h * wd, xiStride = (long)coutPad * WeightBlock;
-        new Span<float>(g, (int)(16 * xiStride)).Clear();
-        for (int co = 0; co < cout; co++)
+        ClearPadding(g, ref block, cout, coutPad, WeightBlock);
+        for (int j = 0; j < block.Count;)
         {
-            float* dstBase = g + (long)(co - co % MR) * WeightBlock + co % MR;
-            for (int j = 0; j < block.Count; j++)
+            int run = RunLength(ref block, j, tilesX);
+            int ox = block.X[j], oy = block.Y[j], end = Math.Min(wd, ox + 2 * run);
+            Vector512<float> mask0 = Between(ox, 0, end), mask1 = Between(ox + 16, 0, end);
+            var store = Vector512.LessThan(Lanes, Vector512.Create(run)).AsSingle();
+            bool down = oy + 1 < h;
+            for (int co = 0; co < cout; co++)
             {
-                int oy = block.Y[j], ox = block.X[j];
-                float* src = gy + (block.Sample[j] * (long)cout + co) * plane + (long)oy * wd + ox;
-                bool right = ox + 1 < wd, down = oy + 1 < h;
-                float y00 = src[0], y01 = right ? src[1] : 0f;
-                float y10 = down ? src[wd] : 0f, y11 = down && right ? src[wd + 1] : 0f;
-                // A dY: rows (y0, y0 + y1, y0 - y1, -y1) of two columns; then the same on each row's columns.
-                float* dst = dstBase + (long)j * MR;
-                Expand(y00, y01, dst, 0, xiStride);
-                Expand(y00 + y10, y01 + y11, dst, 4, xiStride);
-                Expand(y00 - y10, y01 - y11, dst, 8, xiStride);
-                Expand(-y10, -y11, dst, 12, xiStride);
+                // The run's 2x2 tiles of gy: columns 0 and 1 of rows oy and oy + 1 (0 outside the image).
+                float* row = gy + (block.Sample[j] * (long)cout + co) * plane + (long)oy * wd + ox;
+                var a = Avx512F.MaskLoad(row, mask0, Vector512<float>.Zero);
+                var b = Avx512F.MaskLoad(row + 16, mask1, Vector512<float>.Zero);
+                var y00 = Avx512F.PermuteVar16x32x2(a, Even, b);
+                var y01 = Avx512F.PermuteVar16x32x2(a, Odd, b);
+                Vector512<float> y10 = Vector512<float>.Zero, y11 = Vector512<float>.Zero;
+                if (down)
+                {
+                    a = Avx512F.MaskLoad(row + wd, mask0, Vector512<float>.Zero);
+                    b = Avx512F.MaskLoad(row + wd + 16, mask1, Vector512<float>.Zero);
+                    y10 = Avx512F.PermuteVar16x32x2(a, Even, b);
+                    y11 = Avx512F.PermuteVar16x32x2(a, Odd, b);
+                }
+                // Rows of A dY: (y0, y0 + y1, y0 - y1, -y1) with two columns each; each row then becomes
+                // four columns the same way.
+                float* dst = g + (long)co * WeightBlock + j;
+                Expand(y00, y01, dst, 0, xiStride, store);
+                Expand(y00 + y10, y01 + y11, dst, 4, xiStride, store);
+                Expand(y00 - y10, y01 - y11, dst, 8, xiStride, store);
+                Expand(-y10, -y11, dst, 12, xiStride, store);
             }
+            j += run;
         }
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Expand(float a, float b, float* dst, int xi0, long xiStride)
+    private static void Expand(Vector512<float> a, Vector512<float> b, float* dst, int xi0, long xiStride, Vector512<float> store)
     {
-        dst[xi0 * xiStride] = a;
-        dst[(xi0 + 1) * xiStride] = a + b;
-        dst[(xi0 + 2) * xiStride] = a - b;
-        dst[(xi0 + 3) * xiStride] = -b;
+        Avx512F.MaskStore(dst + xi0 * xiStride, store, a);
+        Avx512F.MaskStore(dst + (xi0 + 1) * xiStride, store, a + b);
+        Avx512F.MaskStore(dst + (xi0 + 2) * xiStride, store, a - b);
+        Avx512F.MaskStore(dst + (xi0 + 3) * xiStride, store, -b);
+    }
+
+    /// <summary>Zeros what the transforms do not write but the dot products read: rows from
+    /// <paramref name="rows"/> to <paramref name="rowsPad"/>, and the lanes of the last vector past the block's count.</summary>
+    private static void ClearPadding(float* buffer, ref TileBlock block, int rows, int rowsPad, int width)
+    {
+        int tail = RoundUp(block.Count, 16) - block.Count;
+        for (int xi = 0; xi < 16; xi++)
+        {
+            float* plane = buffer + (long)xi * rowsPad * width;
+            if (rowsPad > rows) new Span<float>(plane + (long)rows * width, (rowsPad - rows) * width).Clear();
+            if (tail > 0)
+                for (int r = 0; r < rows; r++) new Span<float>(plane + (long)r * width + block.Count, tail).Clear();
+        }
+    }
+
+    /// <summary>acc[r, c] += sum over the block's tiles of a[r, t] b[c, t] for a 6 x 4 tile (rows of a:
+    /// output channels, rows of b: input channels, both WeightBlock apart; acc rows accStride apart).
+    /// The tiles run along the vectors, so each of the 24 sums is a vector until the end.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Dot(float* a, float* b, int steps, float* acc, long accStride)
+    {
+        const int W = WeightBlock;
+        Vector512<float> c00 = default, c01 = default, c02 = default, c03 = default;
+        Vector512<float> c10 = default, c11 = default, c12 = default, c13 = default;
+        Vector512<float> c20 = default, c21 = default, c22 = default, c23 = default;
+        Vector512<float> c30 = default, c31 = default, c32 = default, c33 = default;
+        Vector512<float> c40 = default, c41 = default, c42 = default, c43 = default;
+        Vector512<float> c50 = default, c51 = default, c52 = default, c53 = default;
+        for (int s = 0; s < steps; s++, a += 16, b += 16)
+        {
+            var b0 = Vector512.Load(b); var b1 = Vector512.Load(b + W); var b2 = Vector512.Load(b + 2 * W); var b3 = Vector512.Load(b + 3 * W);
+            var x = Vector512.Load(a);
+            c00 = Avx512F.FusedMultiplyAdd(x, b0, c00); c01 = Avx512F.FusedMultiplyAdd(x, b1, c01);
+            c02 = Avx512F.FusedMultiplyAdd(x, b2, c02); c03 = Avx512F.FusedMultiplyAdd(x, b3, c03);
+            x = Vector512.Load(a + W);
+            c10 = Avx512F.FusedMultiplyAdd(x, b0, c10); c11 = Avx512F.FusedMultiplyAdd(x, b1, c11);
+            c12 = Avx512F.FusedMultiplyAdd(x, b2, c12); c13 = Avx512F.FusedMultiplyAdd(x, b3, c13);
+            x = Vector512.Load(a + 2 * W);
+            c20 = Avx512F.FusedMultiplyAdd(x, b0, c20); c21 = Avx512F.FusedMultiplyAdd(x, b1, c21);
+            c22 = Avx512F.FusedMultiplyAdd(x, b2, c22); c23 = Avx512F.FusedMultiplyAdd(x, b3, c23);
+            x = Vector512.Load(a + 3 * W);
+            c30 = Avx512F.FusedMultiplyAdd(x, b0, c30); c31 = Avx512F.FusedMultiplyAdd(x, b1, c31);
+            c32 = Avx512F.FusedMultiplyAdd(x, b2, c32); c33 = Avx512F.FusedMultiplyAdd(x, b3, c33);
+            x = Vector512.Load(a + 4 * W);
+            c40 = Avx512F.FusedMultiplyAdd(x, b0, c40); c41 = Avx512F.FusedMultiplyAdd(x, b1, c41);
+            c42 = Avx512F.FusedMultiplyAdd(x, b2, c42); c43 = Avx512F.FusedMultiplyAdd(x, b3, c43);
+            x = Vector512.Load(a + 5 * W);
+            c50 = Avx512F.FusedMultiplyAdd(x, b0, c50); c51 = Avx512F.FusedMultiplyAdd(x, b1, c51);
+            c52 = Avx512F.FusedMultiplyAdd(x, b2, c52); c53 = Avx512F.FusedMultiplyAdd(x, b3, c53);
+        }
+        AddSums(acc, c00, c01, c02, c03);
+        AddSums(acc + accStride, c10, c11, c12, c13);
+        AddSums(acc + 2 * accStride, c20, c21, c22, c23);
+        AddSums(acc + 3 * accStride, c30, c31, c32, c33);
+        AddSums(acc + 4 * accStride, c40, c41, c42, c43);
+        AddSums(acc + 5 * accStride, c50, c51, c52, c53);
+    }
+
+    /// <summary>acc[0..3] += the lane sums of p, q, r, s (halves added, then two horizontal adds).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void AddSums(float* acc, Vector512<float> p, Vector512<float> q, Vector512<float> r, Vector512<float> s)
+    {
+        var pq = Avx.HorizontalAdd(p.GetLower() + p.GetUpper(), q.GetLower() + q.GetUpper());
+        var rs = Avx.HorizontalAdd(r.GetLower() + r.GetUpper(), s.GetLower() + s.GetUpper());
+        var all = Avx.HorizontalAdd(pq, rs);        // [p q r s] partial sums in each 128-bit half
+        var sums = all.GetLower() + all.GetUpper();
+        (Vector128.Load(acc) + sums).Store(acc);
     }
 }
