@@ -53,7 +53,8 @@ public static class ProGanSizes
     private static ProGanConfig Config(int resolution) => ProGanConfig.Small(resolution);
 
     /// <summary>The 3x3 convolutions of the top block of G and D, where a step spends its time,
-    /// and the 4x4 head of D (minibatch stddev adds one channel: an odd Cin).</summary>
+    /// the 4x4 head of D (minibatch stddev adds one channel: an odd Cin), the 16x16 and 8x8 levels, and the
+    /// 1x1 convolutions into and out of RGB.</summary>
     public static IEnumerable<ConvCase> Convolutions()
     {
         if (Smoke)
@@ -71,6 +72,11 @@ public static class ProGanSizes
         yield return new ConvCase("G.conv1 64", Batch, c64.Nf(l - 1), c64.Nf(l - 1), 64, 64);
         yield return new ConvCase("D.conv1 64", Batch, c64.Nf(l - 1), c64.Nf(l - 2), 64, 64);
         yield return new ConvCase("D head", Batch, c64.Nf(1) + 1, c64.Nf(1), 4, 4);
+        // Middle levels, and the 1x1 fromRGB / toRGB of the 32x32 step (3 channels on one side).
+        yield return new ConvCase("G/D 16", Batch, c32.Nf(3), c32.Nf(3), 16, 16);
+        yield return new ConvCase("G/D 8", Batch, c32.Nf(2), c32.Nf(2), 8, 8);
+        yield return new ConvCase("fromRGB 32", Batch, 3, c32.Nf(c32.MaxLevel - 1), 32, 32, K: 1);
+        yield return new ConvCase("toRGB 32", Batch, c32.Nf(c32.MaxLevel - 1), 3, 32, 32, K: 1);
     }
 
     /// <summary>GEMMs: a dense layer of the step, one convolution written as a GEMM, and squares.</summary>

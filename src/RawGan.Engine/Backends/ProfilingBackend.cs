@@ -32,6 +32,9 @@ public sealed class ProfilingBackend(IBackend inner) : IBackend
 
     public void Dispose() => Inner.Dispose();
 
+    /// <summary>Convolutions are reported per shape: their cost depends on it far more than other kernels'.</summary>
+    private static string ConvName(string kernel, int n, int cin, int h, int w, int cout, int k) => $"{kernel} {k}x{k} {h}x{w} {cin}->{cout} N{n}";
+
     public DeviceBuffer Allocate(long length) { long t0 = Stopwatch.GetTimestamp(); var r = Inner.Allocate(length); Record("Allocate", t0); return r; }
     public void Free(DeviceBuffer buffer) { long t0 = Stopwatch.GetTimestamp(); Inner.Free(buffer); Record("Free", t0); }
     public void Upload(ReadOnlySpan<float> source, DeviceBuffer destination) { long t0 = Stopwatch.GetTimestamp(); Inner.Upload(source, destination); Record("Upload", t0); }
@@ -56,9 +59,9 @@ public sealed class ProfilingBackend(IBackend inner) : IBackend
     public void BroadcastTo(DeviceBuffer x, Dims4 xDims, DeviceBuffer y, Dims4 yDims) { long t0 = Stopwatch.GetTimestamp(); Inner.BroadcastTo(x, xDims, y, yDims); Record("BroadcastTo", t0); }
     public void SumTo(DeviceBuffer x, Dims4 xDims, DeviceBuffer y, Dims4 yDims) { long t0 = Stopwatch.GetTimestamp(); Inner.SumTo(x, xDims, y, yDims); Record("SumTo", t0); }
     public void Gemm(bool transA, bool transB, int m, int n, int k, float alpha, DeviceBuffer a, DeviceBuffer b, float beta, DeviceBuffer c) { long t0 = Stopwatch.GetTimestamp(); Inner.Gemm(transA, transB, m, n, k, alpha, a, b, beta, c); Record("Gemm", t0); }
-    public void Conv2dForward(DeviceBuffer x, DeviceBuffer w, DeviceBuffer y, int n, int cin, int h, int wd, int cout, int k, float scale) { long t0 = Stopwatch.GetTimestamp(); Inner.Conv2dForward(x, w, y, n, cin, h, wd, cout, k, scale); Record("Conv2dForward", t0); }
-    public void Conv2dBackwardInput(DeviceBuffer gy, DeviceBuffer w, DeviceBuffer gx, int n, int cin, int h, int wd, int cout, int k, float scale) { long t0 = Stopwatch.GetTimestamp(); Inner.Conv2dBackwardInput(gy, w, gx, n, cin, h, wd, cout, k, scale); Record("Conv2dBackwardInput", t0); }
-    public void Conv2dBackwardWeight(DeviceBuffer x, DeviceBuffer gy, DeviceBuffer gw, int n, int cin, int h, int wd, int cout, int k, float scale) { long t0 = Stopwatch.GetTimestamp(); Inner.Conv2dBackwardWeight(x, gy, gw, n, cin, h, wd, cout, k, scale); Record("Conv2dBackwardWeight", t0); }
+    public void Conv2dForward(DeviceBuffer x, DeviceBuffer w, DeviceBuffer y, int n, int cin, int h, int wd, int cout, int k, float scale) { long t0 = Stopwatch.GetTimestamp(); Inner.Conv2dForward(x, w, y, n, cin, h, wd, cout, k, scale); Record(ConvName("Conv2dForward", n, cin, h, wd, cout, k), t0); }
+    public void Conv2dBackwardInput(DeviceBuffer gy, DeviceBuffer w, DeviceBuffer gx, int n, int cin, int h, int wd, int cout, int k, float scale) { long t0 = Stopwatch.GetTimestamp(); Inner.Conv2dBackwardInput(gy, w, gx, n, cin, h, wd, cout, k, scale); Record(ConvName("Conv2dBackwardInput", n, cin, h, wd, cout, k), t0); }
+    public void Conv2dBackwardWeight(DeviceBuffer x, DeviceBuffer gy, DeviceBuffer gw, int n, int cin, int h, int wd, int cout, int k, float scale) { long t0 = Stopwatch.GetTimestamp(); Inner.Conv2dBackwardWeight(x, gy, gw, n, cin, h, wd, cout, k, scale); Record(ConvName("Conv2dBackwardWeight", n, cin, h, wd, cout, k), t0); }
     public void Upsample2x(DeviceBuffer x, DeviceBuffer y, int planes, int h, int w, float gain) { long t0 = Stopwatch.GetTimestamp(); Inner.Upsample2x(x, y, planes, h, w, gain); Record("Upsample2x", t0); }
     public void AvgPool2x(DeviceBuffer x, DeviceBuffer y, int planes, int h, int w, float gain) { long t0 = Stopwatch.GetTimestamp(); Inner.AvgPool2x(x, y, planes, h, w, gain); Record("AvgPool2x", t0); }
     public void CopyChannels(DeviceBuffer src, int srcChannels, int srcStart, DeviceBuffer dst, int dstChannels, int dstStart, int count, int samples, int plane) { long t0 = Stopwatch.GetTimestamp(); Inner.CopyChannels(src, srcChannels, srcStart, dst, dstChannels, dstStart, count, samples, plane); Record("CopyChannels", t0); }

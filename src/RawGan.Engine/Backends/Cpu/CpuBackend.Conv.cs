@@ -1,3 +1,5 @@
+using System.Runtime.Intrinsics;
+
 namespace RawGan.Engine.Backends.Cpu;
 
 public sealed unsafe partial class CpuBackend
@@ -164,7 +166,12 @@ public sealed unsafe partial class CpuBackend
     public void Conv2dBackwardWeight(DeviceBuffer x, DeviceBuffer gy, DeviceBuffer gw, int n, int cin, int h, int wd, int cout, int k, float scale)
     {
         CheckConv(n, cin, h, wd, cout, k);
-        if (UsesWinograd(k))
+        if (k == 1 && Math.Min(cin, cout) <= PointwiseFewChannels && _convolution != ConvolutionAlgorithm.Im2Col)
+        {
+            PointwiseWeightGradient(P(x), P(gy), P(gw), n, cin, h * wd, cout, scale);
+            return;
+        }
+        if (UsesWinograd(k) && (_convolution == ConvolutionAlgorithm.Winograd || h * wd >= WinogradWeightMinPixels))
         {
             var scratch = Allocate(Winograd.WeightScratchLength(cin, cout, CpuParallel.Threads));
             try { Winograd.BackwardWeight(P(x), P(gy), P(gw), P(scratch), n, cin, h, wd, cout, scale); }
@@ -193,6 +200,50 @@ public sealed unsafe partial class CpuBackend
             }
         }
         finally { Free(col); }
+    }
+
+    // Auto's thresholds, measured with `RawGan.Benchmarks -- --conv`: on 4x4 maps a weight
+    // gradient's transforms cost more than Winograd saves (64 GFLOP/s against 128 for the implicit
+    // GEMM on D's head); a 1x1 convolution with 3 channels on one side wastes 61 of the
+    // micro-kernel's 64 columns (4 GFLOP/s), so it runs as dot products over the pixels.
+    private const int WinogradWeightMinPixels = 64, PointwiseFewChannels = 8;
+
+    /// <summary>gw[co, ci] = scale sum over samples and pixels of gy[s, co, p] x[s, ci, p] when one
+    /// side has at most <see cref="PointwiseFewChannels"/> channels (toRGB and fromRGB): each core takes
+    /// channels of the wide side and runs along the pixel rows of both maps with one vector sum per pair.</summary>
+    private static void PointwiseWeightGradient(float* x, float* gy, float* gw, int n, int cin, int plane, int cout, float scale)
+    {
+        bool wideOut = cout >= cin;
+        int wide = wideOut ? cout : cin, few = wideOut ? cin : cout;
+        float* wideMaps = wideOut ? gy : x, fewMaps = wideOut ? x : gy;
+        CpuParallel.For(wide, 1, (w0, w1) =>
+        {
+            var sums = stackalloc Vector512<float>[PointwiseFewChannels];
+            var tails = stackalloc float[PointwiseFewChannels];    // pixels past the last whole vector
+            for (long b = w0; b < w1; b++)
+            {
+                for (int f = 0; f < few; f++) { sums[f] = Vector512<float>.Zero; tails[f] = 0; }
+                for (int s = 0; s < n; s++)
+                {
+                    float* row = wideMaps + ((long)s * wide + b) * plane;
+                    float* fewRows = fewMaps + (long)s * few * plane;
+                    int p = 0;
+                    for (; p + 16 <= plane; p += 16)
+                    {
+                        var v = Vector512.Load(row + p);
+                        for (int f = 0; f < few; f++) sums[f] = Vector512.FusedMultiplyAdd(v, Vector512.Load(fewRows + (long)f * plane + p), sums[f]);
+                    }
+                    for (; p < plane; p++)
+                        for (int f = 0; f < few; f++) tails[f] += row[p] * fewRows[(long)f * plane + p];
+                }
+                for (int f = 0; f < few; f++)
+                {
+                    float total = scale * (Vector512.Sum(sums[f]) + tails[f]);
+                    if (wideOut) gw[b * few + f] = total;        // gw[co = b, ci = f]
+                    else gw[(long)f * wide + b] = total;          // gw[co = f, ci = b]
+                }
+            }
+        });
     }
 
     private bool UsesWinograd(int k) => k == 3 && (_convolution is ConvolutionAlgorithm.Winograd or ConvolutionAlgorithm.Auto);

@@ -309,7 +309,9 @@ internal static unsafe class Winograd
         int tilesY = (h + 1) / 2, tilesX = (wd + 1) / 2;
         int coutPad = RoundUp(cout, DotRows), cinPad = RoundUp(cin, DotColumns);
         long tiles = (long)n * tilesY * tilesX;
-        long blocks = (tiles + WeightBlock - 1) / WeightBlock;
+        // Blocks of WeightBlock tiles, or shorter ones (a multiple of 16) when there are too few tiles to give every core one.
+        int width = (int)Math.Min(WeightBlock, RoundUp((int)((tiles + CpuParallel.Threads - 1) / CpuParallel.Threads), 16));
+        long blocks = (tiles + width - 1) / width;
         int threads = (int)Math.Min(CpuParallel.Threads, blocks);
         long accLength = 16L * coutPad * cinPad;
         // Each core accumulates dU[xi][co, ci] over its blocks in its own slice of scratch.
@@ -319,20 +321,20 @@ internal static unsafe class Winograd
             for (long p = p0; p < p1; p++)
             {
                 float* acc = scratch + p * accLength;
-                float* v = Scratch(16L * WeightBlock * (cinPad + coutPad));
-                float* g = v + 16L * WeightBlock * cinPad;
+                float* v = Scratch(16L * width * (cinPad + coutPad));
+                float* g = v + 16L * width * cinPad;
                 TileBlock block = default;
                 for (long b = blocks * p / threads; b < blocks * (p + 1) / threads; b++)
                 {
-                    long t0 = b * WeightBlock;
-                    block.Decode(t0, (int)Math.Min(WeightBlock, tiles - t0), tilesY, tilesX);
-                    TransformInputRows(x, v, ref block, cin, cinPad, h, wd, tilesX, WeightBlock);
-                    TransformOutputGradientRows(gy, g, ref block, cout, coutPad, h, wd, tilesX);
+                    long t0 = b * width;
+                    block.Decode(t0, (int)Math.Min(width, tiles - t0), tilesY, tilesX);
+                    TransformInputRows(x, v, ref block, cin, cinPad, h, wd, tilesX, width);
+                    TransformOutputGradientRows(gy, g, ref block, cout, coutPad, h, wd, tilesX, width);
                     int steps = (block.Count + 15) / 16;
                     for (int xi = 0; xi < 16; xi++)
                         for (int co = 0; co < coutPad; co += DotRows)
                             for (int ci = 0; ci < cinPad; ci += DotColumns)
-                                Dot(g + ((long)xi * coutPad + co) * WeightBlock, v + ((long)xi * cinPad + ci) * WeightBlock, steps,
+                                Dot(g + ((long)xi * coutPad + co) * width, v + ((long)xi * cinPad + ci) * width, width, steps,
                                     acc + ((long)xi * coutPad + co) * cinPad + ci, cinPad);
                 }
             }
@@ -376,11 +378,11 @@ internal static unsafe class Winograd
     }
 
     /// <summary>A dY A^T for the block, one row of tiles per vector like the inputs:
-    /// g[(xi coutPad + co) WeightBlock + j]; rows past cout and lanes past the count are zero.</summary>
-    private static void TransformOutputGradientRows(float* gy, float* g, ref TileBlock block, int cout, int coutPad, int h, int wd, int tilesX)
+    /// g[(xi coutPad + co) width + j]; rows past cout and lanes past the count are zero.</summary>
+    private static void TransformOutputGradientRows(float* gy, float* g, ref TileBlock block, int cout, int coutPad, int h, int wd, int tilesX, int width)
     {
-        long plane = (long)h * wd, xiStride = (long)coutPad * WeightBlock;
-        ClearPadding(g, ref block, cout, coutPad, WeightBlock);
+        long plane = (long)h * wd, xiStride = (long)coutPad * width;
+        ClearPadding(g, ref block, cout, coutPad, width);
         for (int j = 0; j < block.Count;)
         {
             int run = RunLength(ref block, j, tilesX);
@@ -406,7 +408,7 @@ internal static unsafe class Winograd
                 }
                 // Rows of A dY: (y0, y0 + y1, y0 - y1, -y1) with two columns each; each row then becomes
                 // four columns the same way.
-                float* dst = g + (long)co * WeightBlock + j;
+                float* dst = g + (long)co * width + j;
                 Expand(y00, y01, dst, 0, xiStride, store);
                 Expand(y00 + y10, y01 + y11, dst, 4, xiStride, store);
                 Expand(y00 - y10, y01 - y11, dst, 8, xiStride, store);
@@ -440,12 +442,11 @@ internal static unsafe class Winograd
     }
 
     /// <summary>acc[r, c] += sum over the block's tiles of a[r, t] b[c, t] for a 6 x 4 tile (rows of a:
-    /// output channels, rows of b: input channels, both WeightBlock apart; acc rows accStride apart).
+    /// output channels, rows of b: input channels, both W apart; acc rows accStride apart).
     /// The tiles run along the vectors, so each of the 24 sums is a vector until the end.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Dot(float* a, float* b, int steps, float* acc, long accStride)
+    private static void Dot(float* a, float* b, int W, int steps, float* acc, long accStride)
     {
-        const int W = WeightBlock;
         Vector512<float> c00 = default, c01 = default, c02 = default, c03 = default;
         Vector512<float> c10 = default, c11 = default, c12 = default, c13 = default;
         Vector512<float> c20 = default, c21 = default, c22 = default, c23 = default;
