@@ -87,7 +87,10 @@ public static class BenchCommand
             double total = rows.Sum(r => r.Milliseconds);
             Console.WriteLine($"per kernel, per iteration (total {total / iterations:F1} ms of kernel time):");
             foreach (var (kernel, calls, ms) in rows)
-                Console.WriteLine($"  {kernel,-44} {ms / iterations,9:F2} ms {100 * ms / total,6:F1}%  {calls / (double)iterations,7:F0} calls");
+                Console.WriteLine($"  {kernel,-26} {ms / iterations,9:F2} ms {100 * ms / total,6:F1}%  {calls / (double)iterations,7:F0} calls");
+            Console.WriteLine("convolutions by shape, per iteration:");
+            foreach (var (kernel, calls, ms) in profiler.Report(byShape: true).Where(r => r.Kernel.StartsWith("Conv2d", StringComparison.Ordinal)))
+                Console.WriteLine($"  {kernel,-48} {ms / iterations,9:F2} ms {100 * ms / total,6:F1}%  {calls / (double)iterations,7:F0} calls");
         }
         times.Sort();
         double median = times.Count % 2 == 1 ? times[times.Count / 2] : (times[times.Count / 2 - 1] + times[times.Count / 2]) / 2;

@@ -17,8 +17,12 @@ public sealed class ProfilingBackend(IBackend inner) : IBackend
     public MemoryStats Memory => Inner.Memory;
 
     /// <summary>Per kernel: calls and total milliseconds, most expensive first.</summary>
-    public IReadOnlyList<(string Kernel, long Calls, double Milliseconds)> Report() =>
-        _stats.Select(p => (p.Key, p.Value.calls, p.Value.ticks * 1000.0 / Stopwatch.Frequency)).OrderByDescending(p => p.Item3).ToList();
+    /// <summary>Calls and time per kernel, most time first. With <paramref name="byShape"/>, convolutions
+    /// are listed per shape ("Conv2dForward 3x3 32x32 128->128 N16") instead of per kernel.</summary>
+    public IReadOnlyList<(string Kernel, long Calls, double Milliseconds)> Report(bool byShape = false) =>
+        _stats.GroupBy(p => byShape ? p.Key : p.Key.Split(' ')[0])
+            .Select(g => (g.Key, g.Sum(p => p.Value.calls), g.Sum(p => p.Value.ticks) * 1000.0 / Stopwatch.Frequency))
+            .OrderByDescending(p => p.Item3).ToList();
 
     public void Reset() => _stats.Clear();
 
