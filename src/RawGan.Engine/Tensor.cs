@@ -122,17 +122,34 @@ public sealed class Tensor : IDisposable
     /// <summary>Samples from N(0, 1) drawn by the host RNG: the same values on every backend.</summary>
     public static Tensor RandomNormal(IBackend backend, Shape shape, Rng rng)
     {
-        var host = new float[shape.Length];
-        rng.FillNormal(host);
-        return FromArray(backend, host, shape);
+        // A pooled host buffer: a training step draws its latents every step.
+        var host = System.Buffers.ArrayPool<float>.Shared.Rent(checked((int)shape.Length));
+        try
+        {
+            var values = host.AsSpan(0, (int)shape.Length);
+            rng.FillNormal(values);
+            return FromArray(backend, values, shape);
+        }
+        finally
+        {
+            System.Buffers.ArrayPool<float>.Shared.Return(host);
+        }
     }
 
     /// <summary>Samples from U[0, 1) drawn by the host RNG.</summary>
     public static Tensor RandomUniform(IBackend backend, Shape shape, Rng rng)
     {
-        var host = new float[shape.Length];
-        rng.FillUniform(host);
-        return FromArray(backend, host, shape);
+        var host = System.Buffers.ArrayPool<float>.Shared.Rent(checked((int)shape.Length));
+        try
+        {
+            var values = host.AsSpan(0, (int)shape.Length);
+            rng.FillUniform(values);
+            return FromArray(backend, values, shape);
+        }
+        finally
+        {
+            System.Buffers.ArrayPool<float>.Shared.Return(host);
+        }
     }
 
     /// <summary>A tensor on the same memory with another shape (no copy). Used by Ops.Reshape.</summary>

@@ -9,10 +9,11 @@ public static partial class Ops
 {
     /// <summary>
     /// The vector-Jacobian product of <paramref name="reference"/> at x, recorded on the tape:
-    /// the backward of a fused op when the backward pass must itself be differentiable.
+    /// the backward of a fused op when the backward pass must itself be differentiable. The
+    /// reference reads the op's arguments from the node (a static lambda: nothing is allocated).
     /// </summary>
-    private static Tensor RecordedVjp(Func<Tensor, Tensor> reference, Tensor x, Tensor g) =>
-        Tape.Grad([reference(x)], [x], [g], createGraph: true)[0];
+    private static Tensor RecordedVjp(Func<Node, Tensor, Tensor> reference, Node node, Tensor x, Tensor g) =>
+        Tape.Grad(reference(node, x), x, g, createGraph: true);
 
     // ------------------------------------------------------------------ pixel norm
 
@@ -36,7 +37,7 @@ public static partial class Ops
                 float eps = node.A;
                 if (Tape.IsRecording)
                 {
-                    gi[0] = RecordedVjp(v => PixelNormReference(v, eps), x, g);
+                    gi[0] = RecordedVjp(static (node, v) => PixelNormReference(v, node.A), node, x, g);
                     return;
                 }
                 var (n, c, plane) = ChannelLayout("PixelNorm", x);
@@ -87,7 +88,7 @@ public static partial class Ops
                 float eps = node.A;
                 if (Tape.IsRecording)
                 {
-                    gi[0] = RecordedVjp(v => MinibatchStdDevReference(v, group, eps), x, gy);
+                    gi[0] = RecordedVjp(static (node, v) => MinibatchStdDevReference(v, node.I, node.A), node, x, gy);
                     return;
                 }
                 var (n, c, h, w) = Nchw("MinibatchStdDev", x);
@@ -138,7 +139,7 @@ public static partial class Ops
                 float target = node.A;
                 if (Tape.IsRecording)
                 {
-                    gi[0] = RecordedVjp(v => GradientPenaltyReference(v, target), g, gp);
+                    gi[0] = RecordedVjp(static (node, v) => GradientPenaltyReference(v, node.A), node, g, gp);
                     return;
                 }
                 int samples = g.Shape[0];
@@ -154,8 +155,8 @@ public static partial class Ops
     /// <summary>The penalty from primitive ops: (sqrt(sum of squares per sample) - target)^2.</summary>
     public static Tensor GradientPenaltyReference(Tensor g, float target = 1f)
     {
-        var axes = Enumerable.Range(1, g.Shape.Rank - 1).ToArray();
-        var norm = axes.Length == 0 ? Sqrt(Square(g)) : Sqrt(Sum(Square(g), axes));
+        ReadOnlySpan<int> allButBatch = [1, 2, 3];
+        var norm = g.Shape.Rank == 1 ? Sqrt(Square(g)) : Sqrt(Sum(Square(g), allButBatch[..(g.Shape.Rank - 1)]));
         return Square(AddScalar(norm, -target));
     }
 }

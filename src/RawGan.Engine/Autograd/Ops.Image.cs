@@ -133,8 +133,8 @@ public static partial class Ops
 
     private static Shape WithChannels(Shape s, int c)
     {
-        var d = s.ToArray();
-        d[1] = c;
+        Span<int> d = stackalloc int[s.Rank];
+        for (int i = 0; i < s.Rank; i++) d[i] = i == 1 ? c : s[i];
         return new Shape(d);
     }
 
@@ -247,8 +247,8 @@ public static partial class Ops
             y.GradFn = new Node("LerpPerSample", [a, b], y, static (node, g, gi) =>
             {
                 var s = node.Saved!;
-                var dims = new int[node.Output.Shape.Rank];
-                Array.Fill(dims, 1);
+                Span<int> dims = stackalloc int[node.Output.Shape.Rank];
+                dims.Fill(1);
                 dims[0] = s.Shape[0];
                 var tb = Reshape(s, new Shape(dims));
                 var gb = Mul(g, tb);

@@ -50,17 +50,25 @@ public static partial class Ops
         return true;
     }
 
-    private static int[] NormalizeAxes(string op, Tensor x, ReadOnlySpan<int> axes)
+    /// <summary>Which axes of x are reduced: the given ones (negative counts from the end), or all if none are given.</summary>
+    private static Dims4Mask ReducedAxes(string op, Tensor x, ReadOnlySpan<int> axes)
     {
-        var result = new int[axes.Length];
-        for (int i = 0; i < axes.Length; i++)
+        if (axes.IsEmpty) return new Dims4Mask((1 << x.Shape.Rank) - 1);
+        int mask = 0;
+        foreach (int axis in axes)
         {
-            int a = axes[i] < 0 ? axes[i] + x.Shape.Rank : axes[i];
+            int a = axis < 0 ? axis + x.Shape.Rank : axis;
             if (a < 0 || a >= x.Shape.Rank)
-                throw new ArgumentException($"{op}: axis {axes[i]} is out of range for {x.Describe()}");
-            result[i] = a;
+                throw new ArgumentException($"{op}: axis {axis} is out of range for {x.Describe()}");
+            mask |= 1 << a;
         }
-        return result;
+        return new Dims4Mask(mask);
+    }
+
+    /// <summary>A set of axes as bits (axis i is bit i): no array to allocate.</summary>
+    private readonly record struct Dims4Mask(int Bits)
+    {
+        public bool Has(int axis) => (Bits >> axis & 1) != 0;
     }
 
     // ------------------------------------------------------------------ broadcasting arithmetic
@@ -142,25 +150,30 @@ public static partial class Ops
     }
 
     /// <summary>Sum over the given axes (all axes if none are given).</summary>
-    public static Tensor Sum(Tensor x, ReadOnlySpan<int> axes = default, bool keepDims = false)
+    public static Tensor Sum(Tensor x, ReadOnlySpan<int> axes = default, bool keepDims = false) =>
+        Sum(x, ReducedAxes("Sum", x, axes), keepDims);
+
+    private static Tensor Sum(Tensor x, Dims4Mask reduced, bool keepDims)
     {
-        var ax = axes.IsEmpty ? Enumerable.Range(0, x.Shape.Rank).ToArray() : NormalizeAxes("Sum", x, axes);
-        var kept = x.Shape.ToArray();
-        foreach (var a in ax) kept[a] = 1;
+        int rank = x.Shape.Rank, squeezedRank = 0;
+        Span<int> kept = stackalloc int[rank], squeezed = stackalloc int[rank];
+        for (int i = 0; i < rank; i++)
+        {
+            kept[i] = reduced.Has(i) ? 1 : x.Shape[i];
+            if (!reduced.Has(i)) squeezed[squeezedRank++] = x.Shape[i];
+        }
         var s = SumTo(x, new Shape(kept));
-        if (keepDims) return s;
-        var squeezed = Enumerable.Range(0, x.Shape.Rank).Where(i => !ax.Contains(i)).Select(i => x.Shape[i]).ToArray();
-        return Reshape(s, new Shape(squeezed));
+        return keepDims ? s : Reshape(s, new Shape(squeezed[..squeezedRank]));
     }
 
     /// <summary>Mean over the given axes (all axes if none are given).</summary>
     public static Tensor Mean(Tensor x, ReadOnlySpan<int> axes = default, bool keepDims = false)
     {
-        var ax = axes.IsEmpty ? Enumerable.Range(0, x.Shape.Rank).ToArray() : NormalizeAxes("Mean", x, axes);
+        var reduced = ReducedAxes("Mean", x, axes);
         long count = 1;
-        foreach (var a in ax) count *= x.Shape[a];
+        for (int i = 0; i < x.Shape.Rank; i++) if (reduced.Has(i)) count *= x.Shape[i];
         if (count == 0) throw new ArgumentException($"Mean: no elements to average in {x.Describe()}");
-        return Scale(Sum(x, ax, keepDims), 1f / count);
+        return Scale(Sum(x, reduced, keepDims), 1f / count);
     }
 
     // ------------------------------------------------------------------ unary
