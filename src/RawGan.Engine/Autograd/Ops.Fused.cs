@@ -31,7 +31,7 @@ public static partial class Ops
         x.Backend.PixelNormForward(x.Buffer, y.Buffer, n, c, plane, eps);
         if (Recording(x))
         {
-            y.GradFn = new Node("PixelNorm", [x], y, static (node, g, gi) =>
+            y.GradFn = Node.Record("PixelNorm", x, y, static (node, g, gi) =>
             {
                 var x = node.Inputs[0];
                 float eps = node.A;
@@ -44,8 +44,7 @@ public static partial class Ops
                 var gx = Tensor.Empty(x.Backend, x.Shape);
                 x.Backend.PixelNormBackward(x.Buffer, g.Buffer, gx.Buffer, n, c, plane, eps);
                 gi[0] = gx;
-            })
-            { A = eps };
+            }).With(a: eps);
         }
         return y;
     }
@@ -81,7 +80,7 @@ public static partial class Ops
         x.Backend.MinibatchStdDevForward(x.Buffer, y.Buffer, n, c, h * w, g, eps);
         if (Recording(x))
         {
-            y.GradFn = new Node("MinibatchStdDev", [x], y, static (node, gy, gi) =>
+            y.GradFn = Node.Record("MinibatchStdDev", x, y, static (node, gy, gi) =>
             {
                 var x = node.Inputs[0];
                 int group = node.I;
@@ -95,8 +94,7 @@ public static partial class Ops
                 var gx = Tensor.Empty(x.Backend, x.Shape);
                 x.Backend.MinibatchStdDevBackward(x.Buffer, gy.Buffer, gx.Buffer, n, c, h * w, group, eps);
                 gi[0] = gx;
-            })
-            { I = g, A = eps };
+            }).With(i: g, a: eps);
         }
         return y;
     }
@@ -133,7 +131,7 @@ public static partial class Ops
         g.Backend.GradientPenaltyForward(g.Buffer, norm.Buffer, penalty.Buffer, samples, inner, target);
         if (Recording(g))
         {
-            penalty.GradFn = new Node("GradientPenalty", [g], penalty, static (node, gp, gi) =>
+            penalty.GradFn = Node.Record("GradientPenalty", g, penalty, static (node, gp, gi) =>
             {
                 var g = node.Inputs[0];
                 float target = node.A;
@@ -146,8 +144,7 @@ public static partial class Ops
                 var gg = Tensor.Empty(g.Backend, g.Shape);
                 g.Backend.GradientPenaltyBackward(g.Buffer, node.Saved!.Buffer, gp.Buffer, gg.Buffer, samples, (int)(g.Length / samples), target);
                 gi[0] = gg;
-            })
-            { A = target, Saved = norm };
+            }).With(a: target, saved: norm);
         }
         return penalty;
     }

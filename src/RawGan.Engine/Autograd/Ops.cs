@@ -81,7 +81,7 @@ public static partial class Ops
         var shape = BroadcastShape(op, a.Shape, b.Shape);
         var y = Tensor.Empty(backend, shape);
         kernel(backend, a.Buffer, a.Dims, b.Buffer, b.Dims, y.Buffer, y.Dims);
-        if (Recording(a, b)) y.GradFn = new Node(op, [a, b], y, rule);
+        if (Recording(a, b)) y.GradFn = Node.Record(op, a, b, y, rule);
         return y;
     }
 
@@ -132,7 +132,7 @@ public static partial class Ops
         if (x.Shape == shape) return x;
         var y = Tensor.Empty(x.Backend, shape);
         x.Backend.BroadcastTo(x.Buffer, x.Dims, y.Buffer, y.Dims);
-        if (Recording(x)) y.GradFn = new Node("BroadcastTo", [x], y, static (n, g, gi) => gi[0] = SumTo(g, n.Inputs[0].Shape));
+        if (Recording(x)) y.GradFn = Node.Record("BroadcastTo", x, y, static (n, g, gi) => gi[0] = SumTo(g, n.Inputs[0].Shape));
         return y;
     }
 
@@ -145,7 +145,7 @@ public static partial class Ops
         if (x.Shape == shape) return x;
         var y = Tensor.Empty(x.Backend, shape);
         x.Backend.SumTo(x.Buffer, x.Dims, y.Buffer, y.Dims);
-        if (Recording(x)) y.GradFn = new Node("SumTo", [x], y, static (n, g, gi) => gi[0] = BroadcastTo(g, n.Inputs[0].Shape));
+        if (Recording(x)) y.GradFn = Node.Record("SumTo", x, y, static (n, g, gi) => gi[0] = BroadcastTo(g, n.Inputs[0].Shape));
         return y;
     }
 
@@ -183,7 +183,7 @@ public static partial class Ops
     {
         var y = Tensor.Empty(x.Backend, x.Shape);
         x.Backend.Scale(x.Buffer, y.Buffer, x.Length, a);
-        if (Recording(x)) y.GradFn = new Node("Scale", [x], y, static (n, g, gi) => gi[0] = Scale(g, n.A)) { A = a };
+        if (Recording(x)) y.GradFn = Node.Record("Scale", x, y, static (n, g, gi) => gi[0] = Scale(g, n.A)).With(a: a);
         return y;
     }
 
@@ -192,7 +192,7 @@ public static partial class Ops
     {
         var y = Tensor.Empty(x.Backend, x.Shape);
         x.Backend.AddScalar(x.Buffer, y.Buffer, x.Length, b);
-        if (Recording(x)) y.GradFn = new Node("AddScalar", [x], y, static (n, g, gi) => gi[0] = g);
+        if (Recording(x)) y.GradFn = Node.Record("AddScalar", x, y, static (n, g, gi) => gi[0] = g);
         return y;
     }
 
@@ -201,7 +201,7 @@ public static partial class Ops
     {
         var y = Tensor.Empty(x.Backend, x.Shape);
         x.Backend.Square(x.Buffer, y.Buffer, x.Length);
-        if (Recording(x)) y.GradFn = new Node("Square", [x], y, static (n, g, gi) => gi[0] = Mul(g, Scale(n.Inputs[0], 2f)));
+        if (Recording(x)) y.GradFn = Node.Record("Square", x, y, static (n, g, gi) => gi[0] = Mul(g, Scale(n.Inputs[0], 2f)));
         return y;
     }
 
@@ -210,7 +210,7 @@ public static partial class Ops
     {
         var y = Tensor.Empty(x.Backend, x.Shape);
         x.Backend.Sqrt(x.Buffer, y.Buffer, x.Length);
-        if (Recording(x)) y.GradFn = new Node("Sqrt", [x], y, static (n, g, gi) => gi[0] = Div(Scale(g, 0.5f), n.Output));
+        if (Recording(x)) y.GradFn = Node.Record("Sqrt", x, y, static (n, g, gi) => gi[0] = Div(Scale(g, 0.5f), n.Output));
         return y;
     }
 
@@ -220,7 +220,7 @@ public static partial class Ops
         var y = Tensor.Empty(x.Backend, x.Shape);
         x.Backend.Rsqrt(x.Buffer, y.Buffer, x.Length);
         // d x^(-1/2) / dx = -1/2 x^(-3/2) = -1/2 y^3
-        if (Recording(x)) y.GradFn = new Node("Rsqrt", [x], y,
+        if (Recording(x)) y.GradFn = Node.Record("Rsqrt", x, y,
             static (n, g, gi) => gi[0] = Mul(g, Scale(Mul(n.Output, Square(n.Output)), -0.5f)));
         return y;
     }
@@ -230,9 +230,8 @@ public static partial class Ops
     {
         var y = Tensor.Empty(x.Backend, x.Shape);
         x.Backend.LeakyReluForward(x.Buffer, y.Buffer, x.Length, slope);
-        if (Recording(x)) y.GradFn = new Node("LeakyRelu", [x], y,
-            static (n, g, gi) => gi[0] = LeakyReluMask(n.Inputs[0], g, n.A))
-        { A = slope };
+        if (Recording(x)) y.GradFn = Node.Record("LeakyRelu", x, y,
+            static (n, g, gi) => gi[0] = LeakyReluMask(n.Inputs[0], g, n.A)).With(a: slope);
         return y;
     }
 
@@ -248,7 +247,7 @@ public static partial class Ops
         var y = Tensor.Empty(backend, x.Shape);
         backend.LeakyReluBackward(x.Buffer, g.Buffer, y.Buffer, x.Length, slope);
         if (Tape.IsRecording && g.RequiresGrad)
-            y.GradFn = new Node("LeakyReluMask", [x, g], y, static (n, gg, gi) => gi[1] = LeakyReluMask(n.Inputs[0], gg, n.A)) { A = slope };
+            y.GradFn = Node.Record("LeakyReluMask", x, g, y, static (n, gg, gi) => gi[1] = LeakyReluMask(n.Inputs[0], gg, n.A)).With(a: slope);
         return y;
     }
 
@@ -271,7 +270,7 @@ public static partial class Ops
         backend.Gemm(transA, transB, m, n, ka, alpha, a.Buffer, b.Buffer, 0f, y.Buffer);
         if (Recording(a, b))
         {
-            y.GradFn = new Node("MatMul", [a, b], y, static (node, g, gi) =>
+            y.GradFn = Node.Record("MatMul", a, b, y, static (node, g, gi) =>
             {
                 var (a, b) = (node.Inputs[0], node.Inputs[1]);
                 bool ta = node.F, tb = node.G;
@@ -279,8 +278,7 @@ public static partial class Ops
                 // C = alpha op(A) op(B):  d op(A) = alpha G op(B)^T,  d op(B) = alpha op(A)^T G.
                 if (node.Wants(0)) gi[0] = ta ? MatMul(b, g, tb, true, alpha) : MatMul(g, b, false, !tb, alpha);
                 if (node.Wants(1)) gi[1] = tb ? MatMul(g, a, true, ta, alpha) : MatMul(a, g, !ta, false, alpha);
-            })
-            { A = alpha, F = transA, G = transB };
+            }).With(a: alpha, f: transA, g: transB);
         }
         return y;
     }
@@ -293,7 +291,7 @@ public static partial class Ops
         if (shape.Length != x.Length)
             throw new ArgumentException($"Reshape: {x.Describe()} has {x.Length} elements, shape {shape} has {shape.Length}");
         var y = x.View(shape);
-        if (Recording(x)) y.GradFn = new Node("Reshape", [x], y, static (n, g, gi) => gi[0] = Reshape(g, n.Inputs[0].Shape));
+        if (Recording(x)) y.GradFn = Node.Record("Reshape", x, y, static (n, g, gi) => gi[0] = Reshape(g, n.Inputs[0].Shape));
         return y;
     }
 

@@ -179,6 +179,10 @@ public static class Tape
                 {
                     stack.Push((node, next + 1));
                     var input = node.Inputs[next];
+                    // A freed tensor has lost its node (nodes are pooled): say so rather than
+                    // silently treating it as a constant.
+                    if (input.IsDisposed)
+                        throw new InvalidOperationException($"backward of {node.Op}: its input {input.Describe()} was freed before the backward pass (did its Scope end?)");
                     if (input.GradFn != null)
                     {
                         if (visited.Add(input.GradFn)) stack.Push((input.GradFn, 0));
