@@ -18,8 +18,11 @@ namespace RawGan.Engine;
 public sealed class Scope : IDisposable
 {
     [ThreadStatic] private static Scope? _current;
+    // Lists of ended scopes, reused: a training step opens several scopes, and each list grows to
+    // hundreds of entries.
+    [ThreadStatic] private static Stack<List<Tensor>>? _freeLists;
 
-    private readonly List<Tensor> _tensors = new();
+    private readonly List<Tensor> _tensors = (_freeLists ??= new()).TryPop(out var list) ? list : new();
     private readonly Scope? _parent;
     private readonly int _thread;
     private bool _disposed;
@@ -35,7 +38,7 @@ public sealed class Scope : IDisposable
     public static Scope? Current => _current;
 
     /// <summary>How many live tensors this scope owns.</summary>
-    public int Count => _tensors.Count;
+    public int Count => _disposed ? 0 : _tensors.Count;
 
     internal void Track(Tensor t)
     {
@@ -79,5 +82,6 @@ public sealed class Scope : IDisposable
             t.Dispose();
         }
         _tensors.Clear();
+        _freeLists!.Push(_tensors);
     }
 }

@@ -4,19 +4,39 @@ using RawGan.Engine.Backends;
 namespace RawGan.Engine;
 
 /// <summary>
-/// Memory shared by a tensor and its reshaped views. Freed when the last of them is disposed.
+/// Memory shared by a tensor and its reshaped views. Freed when the last of them is disposed;
+/// the object itself is then reused for the next tensor (a training step makes hundreds). Only
+/// live tensors refer to a storage: a tensor drops its reference when disposed.
 /// </summary>
-internal sealed class Storage(IBackend backend, DeviceBuffer buffer)
+internal sealed class Storage
 {
-    public readonly IBackend Backend = backend;
-    public readonly DeviceBuffer Buffer = buffer;
-    private int _references = 1;
+    private const int MaxPooled = 4096;
+    [ThreadStatic] private static Stack<Storage>? _free;
+
+    public IBackend Backend { get; private set; } = null!;
+    public DeviceBuffer Buffer { get; private set; }
+    private int _references;
+
+    private Storage() { }
+
+    public static Storage Rent(IBackend backend, DeviceBuffer buffer)
+    {
+        var s = (_free ??= new()).TryPop(out var pooled) ? pooled : new Storage();
+        s.Backend = backend;
+        s.Buffer = buffer;
+        s._references = 1;
+        return s;
+    }
 
     public void AddReference() => Interlocked.Increment(ref _references);
 
     public void Release()
     {
-        if (Interlocked.Decrement(ref _references) == 0) Backend.Free(Buffer);
+        if (Interlocked.Decrement(ref _references) != 0) return;
+        Backend.Free(Buffer);
+        Backend = null!;
+        Buffer = default;
+        if ((_free ??= new()).Count < MaxPooled) _free.Push(this);
     }
 }
 
@@ -28,7 +48,8 @@ internal sealed class Storage(IBackend backend, DeviceBuffer buffer)
 /// </summary>
 public sealed class Tensor : IDisposable
 {
-    private readonly Storage _storage;
+    private readonly IBackend _backend;
+    private Storage? _storage;          // null once disposed
     private bool _leafRequiresGrad;
     private bool _disposed;
 
@@ -38,7 +59,7 @@ public sealed class Tensor : IDisposable
     internal Scope? Owner;
 
     public Shape Shape { get; }
-    public IBackend Backend => _storage.Backend;
+    public IBackend Backend => _backend;
     public long Length => Shape.Length;
 
     /// <summary>Optional name used in error messages and checkpoints.</summary>
@@ -50,6 +71,7 @@ public sealed class Tensor : IDisposable
     internal Tensor(Storage storage, Shape shape, bool track = true)
     {
         _storage = storage;
+        _backend = storage.Backend;
         Shape = shape;
         if (track) Scope.Current?.Track(this);
     }
@@ -61,11 +83,10 @@ public sealed class Tensor : IDisposable
         {
             if (_disposed)
                 throw new ObjectDisposedException(nameof(Tensor), $"tensor {Describe()} was used after it was freed (did its Scope end?)");
-            return _storage.Buffer;
+            return _storage!.Buffer;
         }
     }
 
-    internal Storage Storage => _storage;
 
     public bool IsDisposed => _disposed;
 
@@ -94,7 +115,7 @@ public sealed class Tensor : IDisposable
     public static Tensor Empty(IBackend backend, Shape shape)
     {
         var buffer = backend.Allocate(shape.Length);
-        return new Tensor(new Storage(backend, buffer), shape);
+        return new Tensor(Storage.Rent(backend, buffer), shape);
     }
 
     public static Tensor Zeros(IBackend backend, Shape shape) => Full(backend, shape, 0f);
@@ -122,24 +143,41 @@ public sealed class Tensor : IDisposable
     /// <summary>Samples from N(0, 1) drawn by the host RNG: the same values on every backend.</summary>
     public static Tensor RandomNormal(IBackend backend, Shape shape, Rng rng)
     {
-        var host = new float[shape.Length];
-        rng.FillNormal(host);
-        return FromArray(backend, host, shape);
+        // A pooled host buffer: a training step draws its latents every step.
+        var host = System.Buffers.ArrayPool<float>.Shared.Rent(checked((int)shape.Length));
+        try
+        {
+            var values = host.AsSpan(0, (int)shape.Length);
+            rng.FillNormal(values);
+            return FromArray(backend, values, shape);
+        }
+        finally
+        {
+            System.Buffers.ArrayPool<float>.Shared.Return(host);
+        }
     }
 
     /// <summary>Samples from U[0, 1) drawn by the host RNG.</summary>
     public static Tensor RandomUniform(IBackend backend, Shape shape, Rng rng)
     {
-        var host = new float[shape.Length];
-        rng.FillUniform(host);
-        return FromArray(backend, host, shape);
+        var host = System.Buffers.ArrayPool<float>.Shared.Rent(checked((int)shape.Length));
+        try
+        {
+            var values = host.AsSpan(0, (int)shape.Length);
+            rng.FillUniform(values);
+            return FromArray(backend, values, shape);
+        }
+        finally
+        {
+            System.Buffers.ArrayPool<float>.Shared.Return(host);
+        }
     }
 
     /// <summary>A tensor on the same memory with another shape (no copy). Used by Ops.Reshape.</summary>
     internal Tensor View(Shape shape)
     {
         _ = Buffer; // throws if freed
-        _storage.AddReference();
+        _storage!.AddReference();
         return new Tensor(_storage, shape);
     }
 
@@ -199,7 +237,7 @@ public sealed class Tensor : IDisposable
     {
         if (Grad == null)
         {
-            var copy = new Tensor(new Storage(Backend, Backend.Allocate(Length)), Shape, track: false) { Name = Name == null ? null : Name + ".grad" };
+            var copy = new Tensor(Storage.Rent(Backend, Backend.Allocate(Length)), Shape, track: false) { Name = Name == null ? null : Name + ".grad" };
             Backend.Copy(g.Buffer, copy.Buffer, Length);
             Grad = copy;
         }
@@ -228,7 +266,14 @@ public sealed class Tensor : IDisposable
         _disposed = true;
         Owner?.Untrack(this);
         Owner = null;
-        _storage.Release();
+        _storage!.Release();
+        _storage = null;
+        // The node that made this tensor is of no further use: it goes back to its pool.
+        if (GradFn is { } node)
+        {
+            GradFn = null;
+            node.Recycle();
+        }
         Grad?.Dispose();
         Grad = null;
     }

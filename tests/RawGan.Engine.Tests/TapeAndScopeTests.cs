@@ -136,6 +136,22 @@ public class TapeAndScopeTests
     }
 
     [Fact]
+    public void ABackwardPassThroughAFreedTensorThrows()
+    {
+        var be = CpuBackend.Shared;
+        using var w = Tensor.FromArray(be, [1, 2, 3], new Shape(3));
+        w.RequiresGrad = true;
+        using var scope = new Scope();
+        var h = Ops.Square(w);
+        var y = Ops.Sum(Ops.Scale(h, 2));
+        h.Dispose();
+        Assert.Null(h.GradFn);      // its node went back to the pool...
+        _ = Ops.Square(w);          // ...and is probably serving this op now
+        var e = Assert.Throws<InvalidOperationException>(() => Tape.Backward(y));
+        Assert.Contains("freed", e.Message);
+    }
+
+    [Fact]
     public void KeepHandsATensorToTheEnclosingScope()
     {
         var be = CpuBackend.Shared;

@@ -9,10 +9,11 @@ public static partial class Ops
 {
     /// <summary>
     /// The vector-Jacobian product of <paramref name="reference"/> at x, recorded on the tape:
-    /// the backward of a fused op when the backward pass must itself be differentiable.
+    /// the backward of a fused op when the backward pass must itself be differentiable. The
+    /// reference reads the op's arguments from the node (a static lambda: nothing is allocated).
     /// </summary>
-    private static Tensor RecordedVjp(Func<Tensor, Tensor> reference, Tensor x, Tensor g) =>
-        Tape.Grad([reference(x)], [x], [g], createGraph: true)[0];
+    private static Tensor RecordedVjp(Func<Node, Tensor, Tensor> reference, Node node, Tensor x, Tensor g) =>
+        Tape.Grad(reference(node, x), x, g, createGraph: true);
 
     // ------------------------------------------------------------------ pixel norm
 
@@ -30,21 +31,20 @@ public static partial class Ops
         x.Backend.PixelNormForward(x.Buffer, y.Buffer, n, c, plane, eps);
         if (Recording(x))
         {
-            y.GradFn = new Node("PixelNorm", [x], y, static (node, g, gi) =>
+            y.GradFn = Node.Record("PixelNorm", x, y, static (node, g, gi) =>
             {
                 var x = node.Inputs[0];
                 float eps = node.A;
                 if (Tape.IsRecording)
                 {
-                    gi[0] = RecordedVjp(v => PixelNormReference(v, eps), x, g);
+                    gi[0] = RecordedVjp(static (node, v) => PixelNormReference(v, node.A), node, x, g);
                     return;
                 }
                 var (n, c, plane) = ChannelLayout("PixelNorm", x);
                 var gx = Tensor.Empty(x.Backend, x.Shape);
                 x.Backend.PixelNormBackward(x.Buffer, g.Buffer, gx.Buffer, n, c, plane, eps);
                 gi[0] = gx;
-            })
-            { A = eps };
+            }).With(a: eps);
         }
         return y;
     }
@@ -80,22 +80,21 @@ public static partial class Ops
         x.Backend.MinibatchStdDevForward(x.Buffer, y.Buffer, n, c, h * w, g, eps);
         if (Recording(x))
         {
-            y.GradFn = new Node("MinibatchStdDev", [x], y, static (node, gy, gi) =>
+            y.GradFn = Node.Record("MinibatchStdDev", x, y, static (node, gy, gi) =>
             {
                 var x = node.Inputs[0];
                 int group = node.I;
                 float eps = node.A;
                 if (Tape.IsRecording)
                 {
-                    gi[0] = RecordedVjp(v => MinibatchStdDevReference(v, group, eps), x, gy);
+                    gi[0] = RecordedVjp(static (node, v) => MinibatchStdDevReference(v, node.I, node.A), node, x, gy);
                     return;
                 }
                 var (n, c, h, w) = Nchw("MinibatchStdDev", x);
                 var gx = Tensor.Empty(x.Backend, x.Shape);
                 x.Backend.MinibatchStdDevBackward(x.Buffer, gy.Buffer, gx.Buffer, n, c, h * w, group, eps);
                 gi[0] = gx;
-            })
-            { I = g, A = eps };
+            }).With(i: g, a: eps);
         }
         return y;
     }
@@ -132,21 +131,20 @@ public static partial class Ops
         g.Backend.GradientPenaltyForward(g.Buffer, norm.Buffer, penalty.Buffer, samples, inner, target);
         if (Recording(g))
         {
-            penalty.GradFn = new Node("GradientPenalty", [g], penalty, static (node, gp, gi) =>
+            penalty.GradFn = Node.Record("GradientPenalty", g, penalty, static (node, gp, gi) =>
             {
                 var g = node.Inputs[0];
                 float target = node.A;
                 if (Tape.IsRecording)
                 {
-                    gi[0] = RecordedVjp(v => GradientPenaltyReference(v, target), g, gp);
+                    gi[0] = RecordedVjp(static (node, v) => GradientPenaltyReference(v, node.A), node, g, gp);
                     return;
                 }
                 int samples = g.Shape[0];
                 var gg = Tensor.Empty(g.Backend, g.Shape);
                 g.Backend.GradientPenaltyBackward(g.Buffer, node.Saved!.Buffer, gp.Buffer, gg.Buffer, samples, (int)(g.Length / samples), target);
                 gi[0] = gg;
-            })
-            { A = target, Saved = norm };
+            }).With(a: target, saved: norm);
         }
         return penalty;
     }
@@ -154,8 +152,8 @@ public static partial class Ops
     /// <summary>The penalty from primitive ops: (sqrt(sum of squares per sample) - target)^2.</summary>
     public static Tensor GradientPenaltyReference(Tensor g, float target = 1f)
     {
-        var axes = Enumerable.Range(1, g.Shape.Rank - 1).ToArray();
-        var norm = axes.Length == 0 ? Sqrt(Square(g)) : Sqrt(Sum(Square(g), axes));
+        ReadOnlySpan<int> allButBatch = [1, 2, 3];
+        var norm = g.Shape.Rank == 1 ? Sqrt(Square(g)) : Sqrt(Sum(Square(g), allButBatch[..(g.Shape.Rank - 1)]));
         return Square(AddScalar(norm, -target));
     }
 }

@@ -42,13 +42,12 @@ public static partial class Ops
         backend.Conv2dForward(x.Buffer, w.Buffer, y.Buffer, n, cin, h, wd, cout, k, scale);
         if (Recording(x, w))
         {
-            y.GradFn = new Node("Conv2d", [x, w], y, static (node, g, gi) =>
+            y.GradFn = Node.Record("Conv2d", x, w, y, static (node, g, gi) =>
             {
                 var (x, w) = (node.Inputs[0], node.Inputs[1]);
                 if (node.Wants(0)) gi[0] = ConvInputGrad(g, w, x.Shape, node.A);
                 if (node.Wants(1)) gi[1] = ConvWeightGrad(x, g, w.Shape, node.A);
-            })
-            { A = scale };
+            }).With(a: scale);
         }
         return y;
     }
@@ -64,13 +63,12 @@ public static partial class Ops
         backend.Conv2dBackwardInput(gy.Buffer, w.Buffer, gx.Buffer, n, cin, h, wd, cout, k, scale);
         if (Recording(gy, w))
         {
-            gx.GradFn = new Node("ConvInputGrad", [gy, w], gx, static (node, g, gi) =>
+            gx.GradFn = Node.Record("ConvInputGrad", gy, w, gx, static (node, g, gi) =>
             {
                 var (gy, w) = (node.Inputs[0], node.Inputs[1]);
                 if (node.Wants(0)) gi[0] = Conv2d(g, w, node.A);
                 if (node.Wants(1)) gi[1] = ConvWeightGrad(g, gy, w.Shape, node.A);
-            })
-            { A = scale };
+            }).With(a: scale);
         }
         return gx;
     }
@@ -86,13 +84,12 @@ public static partial class Ops
         backend.Conv2dBackwardWeight(x.Buffer, gy.Buffer, gw.Buffer, n, cin, h, wd, cout, k, scale);
         if (Recording(x, gy))
         {
-            gw.GradFn = new Node("ConvWeightGrad", [x, gy], gw, static (node, g, gi) =>
+            gw.GradFn = Node.Record("ConvWeightGrad", x, gy, gw, static (node, g, gi) =>
             {
                 var (x, gy) = (node.Inputs[0], node.Inputs[1]);
                 if (node.Wants(0)) gi[0] = ConvInputGrad(gy, g, x.Shape, node.A);
                 if (node.Wants(1)) gi[1] = Conv2d(x, g, node.A);
-            })
-            { A = scale };
+            }).With(a: scale);
         }
         return gw;
     }
@@ -105,7 +102,7 @@ public static partial class Ops
         var (n, c, h, w) = Nchw("Upsample2x", x);
         var y = Tensor.Empty(x.Backend, new Shape(n, c, 2 * h, 2 * w));
         x.Backend.Upsample2x(x.Buffer, y.Buffer, n * c, h, w, gain);
-        if (Recording(x)) y.GradFn = new Node("Upsample2x", [x], y, static (node, g, gi) => gi[0] = AvgPool2x(g, 4f * node.A)) { A = gain };
+        if (Recording(x)) y.GradFn = Node.Record("Upsample2x", x, y, static (node, g, gi) => gi[0] = AvgPool2x(g, 4f * node.A)).With(a: gain);
         return y;
     }
 
@@ -117,7 +114,7 @@ public static partial class Ops
             throw new ArgumentException($"AvgPool2x: height and width of {x.Describe()} must be even");
         var y = Tensor.Empty(x.Backend, new Shape(n, c, h / 2, w / 2));
         x.Backend.AvgPool2x(x.Buffer, y.Buffer, n * c, h, w, gain);
-        if (Recording(x)) y.GradFn = new Node("AvgPool2x", [x], y, static (node, g, gi) => gi[0] = Upsample2x(g, 0.25f * node.A)) { A = gain };
+        if (Recording(x)) y.GradFn = Node.Record("AvgPool2x", x, y, static (node, g, gi) => gi[0] = Upsample2x(g, 0.25f * node.A)).With(a: gain);
         return y;
     }
 
@@ -133,8 +130,8 @@ public static partial class Ops
 
     private static Shape WithChannels(Shape s, int c)
     {
-        var d = s.ToArray();
-        d[1] = c;
+        Span<int> d = stackalloc int[s.Rank];
+        for (int i = 0; i < s.Rank; i++) d[i] = i == 1 ? c : s[i];
         return new Shape(d);
     }
 
@@ -185,9 +182,8 @@ public static partial class Ops
             throw new ArgumentException($"SliceChannels: channels [{start}, {start + count}) are outside {x.Describe()}");
         var y = Tensor.Empty(x.Backend, WithChannels(x.Shape, count));
         x.Backend.CopyChannels(x.Buffer, channels, start, y.Buffer, count, 0, count, samples, plane);
-        if (Recording(x)) y.GradFn = new Node("SliceChannels", [x], y,
-            static (node, g, gi) => gi[0] = PadChannels(g, node.I, node.Inputs[0].Shape[1]))
-        { I = start };
+        if (Recording(x)) y.GradFn = Node.Record("SliceChannels", x, y,
+            static (node, g, gi) => gi[0] = PadChannels(g, node.I, node.Inputs[0].Shape[1])).With(i: start);
         return y;
     }
 
@@ -199,9 +195,8 @@ public static partial class Ops
             throw new ArgumentException($"PadChannels: {x.Describe()} at channel {start} does not fit in {total} channels");
         var y = Tensor.Zeros(x.Backend, WithChannels(x.Shape, total));
         x.Backend.CopyChannels(x.Buffer, channels, 0, y.Buffer, total, start, channels, samples, plane);
-        if (Recording(x)) y.GradFn = new Node("PadChannels", [x], y,
-            static (node, g, gi) => gi[0] = SliceChannels(g, node.I, node.Inputs[0].Shape[1]))
-        { I = start };
+        if (Recording(x)) y.GradFn = Node.Record("PadChannels", x, y,
+            static (node, g, gi) => gi[0] = SliceChannels(g, node.I, node.Inputs[0].Shape[1])).With(i: start);
         return y;
     }
 
@@ -216,12 +211,11 @@ public static partial class Ops
         backend.LerpScalar(a.Buffer, b.Buffer, y.Buffer, a.Length, t);
         if (Recording(a, b))
         {
-            y.GradFn = new Node("Lerp", [a, b], y, static (node, g, gi) =>
+            y.GradFn = Node.Record("Lerp", a, b, y, static (node, g, gi) =>
             {
                 if (node.Wants(0)) gi[0] = Scale(g, 1f - node.A);
                 if (node.Wants(1)) gi[1] = Scale(g, node.A);
-            })
-            { A = t };
+            }).With(a: t);
         }
         return y;
     }
@@ -244,18 +238,17 @@ public static partial class Ops
         backend.LerpPerSample(a.Buffer, b.Buffer, t.Buffer, y.Buffer, samples, inner);
         if (Recording(a, b))
         {
-            y.GradFn = new Node("LerpPerSample", [a, b], y, static (node, g, gi) =>
+            y.GradFn = Node.Record("LerpPerSample", a, b, y, static (node, g, gi) =>
             {
                 var s = node.Saved!;
-                var dims = new int[node.Output.Shape.Rank];
-                Array.Fill(dims, 1);
+                Span<int> dims = stackalloc int[node.Output.Shape.Rank];
+                dims.Fill(1);
                 dims[0] = s.Shape[0];
                 var tb = Reshape(s, new Shape(dims));
                 var gb = Mul(g, tb);
                 if (node.Wants(1)) gi[1] = gb;
                 if (node.Wants(0)) gi[0] = Sub(g, gb);
-            })
-            { Saved = t };
+            }).With(saved: t);
         }
         return y;
     }

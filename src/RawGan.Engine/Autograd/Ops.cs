@@ -50,17 +50,25 @@ public static partial class Ops
         return true;
     }
 
-    private static int[] NormalizeAxes(string op, Tensor x, ReadOnlySpan<int> axes)
+    /// <summary>Which axes of x are reduced: the given ones (negative counts from the end), or all if none are given.</summary>
+    private static Dims4Mask ReducedAxes(string op, Tensor x, ReadOnlySpan<int> axes)
     {
-        var result = new int[axes.Length];
-        for (int i = 0; i < axes.Length; i++)
+        if (axes.IsEmpty) return new Dims4Mask((1 << x.Shape.Rank) - 1);
+        int mask = 0;
+        foreach (int axis in axes)
         {
-            int a = axes[i] < 0 ? axes[i] + x.Shape.Rank : axes[i];
+            int a = axis < 0 ? axis + x.Shape.Rank : axis;
             if (a < 0 || a >= x.Shape.Rank)
-                throw new ArgumentException($"{op}: axis {axes[i]} is out of range for {x.Describe()}");
-            result[i] = a;
+                throw new ArgumentException($"{op}: axis {axis} is out of range for {x.Describe()}");
+            mask |= 1 << a;
         }
-        return result;
+        return new Dims4Mask(mask);
+    }
+
+    /// <summary>A set of axes as bits (axis i is bit i): no array to allocate.</summary>
+    private readonly record struct Dims4Mask(int Bits)
+    {
+        public bool Has(int axis) => (Bits >> axis & 1) != 0;
     }
 
     // ------------------------------------------------------------------ broadcasting arithmetic
@@ -73,7 +81,7 @@ public static partial class Ops
         var shape = BroadcastShape(op, a.Shape, b.Shape);
         var y = Tensor.Empty(backend, shape);
         kernel(backend, a.Buffer, a.Dims, b.Buffer, b.Dims, y.Buffer, y.Dims);
-        if (Recording(a, b)) y.GradFn = new Node(op, [a, b], y, rule);
+        if (Recording(a, b)) y.GradFn = Node.Record(op, a, b, y, rule);
         return y;
     }
 
@@ -124,7 +132,7 @@ public static partial class Ops
         if (x.Shape == shape) return x;
         var y = Tensor.Empty(x.Backend, shape);
         x.Backend.BroadcastTo(x.Buffer, x.Dims, y.Buffer, y.Dims);
-        if (Recording(x)) y.GradFn = new Node("BroadcastTo", [x], y, static (n, g, gi) => gi[0] = SumTo(g, n.Inputs[0].Shape));
+        if (Recording(x)) y.GradFn = Node.Record("BroadcastTo", x, y, static (n, g, gi) => gi[0] = SumTo(g, n.Inputs[0].Shape));
         return y;
     }
 
@@ -137,30 +145,35 @@ public static partial class Ops
         if (x.Shape == shape) return x;
         var y = Tensor.Empty(x.Backend, shape);
         x.Backend.SumTo(x.Buffer, x.Dims, y.Buffer, y.Dims);
-        if (Recording(x)) y.GradFn = new Node("SumTo", [x], y, static (n, g, gi) => gi[0] = BroadcastTo(g, n.Inputs[0].Shape));
+        if (Recording(x)) y.GradFn = Node.Record("SumTo", x, y, static (n, g, gi) => gi[0] = BroadcastTo(g, n.Inputs[0].Shape));
         return y;
     }
 
     /// <summary>Sum over the given axes (all axes if none are given).</summary>
-    public static Tensor Sum(Tensor x, ReadOnlySpan<int> axes = default, bool keepDims = false)
+    public static Tensor Sum(Tensor x, ReadOnlySpan<int> axes = default, bool keepDims = false) =>
+        Sum(x, ReducedAxes("Sum", x, axes), keepDims);
+
+    private static Tensor Sum(Tensor x, Dims4Mask reduced, bool keepDims)
     {
-        var ax = axes.IsEmpty ? Enumerable.Range(0, x.Shape.Rank).ToArray() : NormalizeAxes("Sum", x, axes);
-        var kept = x.Shape.ToArray();
-        foreach (var a in ax) kept[a] = 1;
+        int rank = x.Shape.Rank, squeezedRank = 0;
+        Span<int> kept = stackalloc int[rank], squeezed = stackalloc int[rank];
+        for (int i = 0; i < rank; i++)
+        {
+            kept[i] = reduced.Has(i) ? 1 : x.Shape[i];
+            if (!reduced.Has(i)) squeezed[squeezedRank++] = x.Shape[i];
+        }
         var s = SumTo(x, new Shape(kept));
-        if (keepDims) return s;
-        var squeezed = Enumerable.Range(0, x.Shape.Rank).Where(i => !ax.Contains(i)).Select(i => x.Shape[i]).ToArray();
-        return Reshape(s, new Shape(squeezed));
+        return keepDims ? s : Reshape(s, new Shape(squeezed[..squeezedRank]));
     }
 
     /// <summary>Mean over the given axes (all axes if none are given).</summary>
     public static Tensor Mean(Tensor x, ReadOnlySpan<int> axes = default, bool keepDims = false)
     {
-        var ax = axes.IsEmpty ? Enumerable.Range(0, x.Shape.Rank).ToArray() : NormalizeAxes("Mean", x, axes);
+        var reduced = ReducedAxes("Mean", x, axes);
         long count = 1;
-        foreach (var a in ax) count *= x.Shape[a];
+        for (int i = 0; i < x.Shape.Rank; i++) if (reduced.Has(i)) count *= x.Shape[i];
         if (count == 0) throw new ArgumentException($"Mean: no elements to average in {x.Describe()}");
-        return Scale(Sum(x, ax, keepDims), 1f / count);
+        return Scale(Sum(x, reduced, keepDims), 1f / count);
     }
 
     // ------------------------------------------------------------------ unary
@@ -170,7 +183,7 @@ public static partial class Ops
     {
         var y = Tensor.Empty(x.Backend, x.Shape);
         x.Backend.Scale(x.Buffer, y.Buffer, x.Length, a);
-        if (Recording(x)) y.GradFn = new Node("Scale", [x], y, static (n, g, gi) => gi[0] = Scale(g, n.A)) { A = a };
+        if (Recording(x)) y.GradFn = Node.Record("Scale", x, y, static (n, g, gi) => gi[0] = Scale(g, n.A)).With(a: a);
         return y;
     }
 
@@ -179,7 +192,7 @@ public static partial class Ops
     {
         var y = Tensor.Empty(x.Backend, x.Shape);
         x.Backend.AddScalar(x.Buffer, y.Buffer, x.Length, b);
-        if (Recording(x)) y.GradFn = new Node("AddScalar", [x], y, static (n, g, gi) => gi[0] = g);
+        if (Recording(x)) y.GradFn = Node.Record("AddScalar", x, y, static (n, g, gi) => gi[0] = g);
         return y;
     }
 
@@ -188,7 +201,7 @@ public static partial class Ops
     {
         var y = Tensor.Empty(x.Backend, x.Shape);
         x.Backend.Square(x.Buffer, y.Buffer, x.Length);
-        if (Recording(x)) y.GradFn = new Node("Square", [x], y, static (n, g, gi) => gi[0] = Mul(g, Scale(n.Inputs[0], 2f)));
+        if (Recording(x)) y.GradFn = Node.Record("Square", x, y, static (n, g, gi) => gi[0] = Mul(g, Scale(n.Inputs[0], 2f)));
         return y;
     }
 
@@ -197,7 +210,7 @@ public static partial class Ops
     {
         var y = Tensor.Empty(x.Backend, x.Shape);
         x.Backend.Sqrt(x.Buffer, y.Buffer, x.Length);
-        if (Recording(x)) y.GradFn = new Node("Sqrt", [x], y, static (n, g, gi) => gi[0] = Div(Scale(g, 0.5f), n.Output));
+        if (Recording(x)) y.GradFn = Node.Record("Sqrt", x, y, static (n, g, gi) => gi[0] = Div(Scale(g, 0.5f), n.Output));
         return y;
     }
 
@@ -207,7 +220,7 @@ public static partial class Ops
         var y = Tensor.Empty(x.Backend, x.Shape);
         x.Backend.Rsqrt(x.Buffer, y.Buffer, x.Length);
         // d x^(-1/2) / dx = -1/2 x^(-3/2) = -1/2 y^3
-        if (Recording(x)) y.GradFn = new Node("Rsqrt", [x], y,
+        if (Recording(x)) y.GradFn = Node.Record("Rsqrt", x, y,
             static (n, g, gi) => gi[0] = Mul(g, Scale(Mul(n.Output, Square(n.Output)), -0.5f)));
         return y;
     }
@@ -217,9 +230,8 @@ public static partial class Ops
     {
         var y = Tensor.Empty(x.Backend, x.Shape);
         x.Backend.LeakyReluForward(x.Buffer, y.Buffer, x.Length, slope);
-        if (Recording(x)) y.GradFn = new Node("LeakyRelu", [x], y,
-            static (n, g, gi) => gi[0] = LeakyReluMask(n.Inputs[0], g, n.A))
-        { A = slope };
+        if (Recording(x)) y.GradFn = Node.Record("LeakyRelu", x, y,
+            static (n, g, gi) => gi[0] = LeakyReluMask(n.Inputs[0], g, n.A)).With(a: slope);
         return y;
     }
 
@@ -235,7 +247,7 @@ public static partial class Ops
         var y = Tensor.Empty(backend, x.Shape);
         backend.LeakyReluBackward(x.Buffer, g.Buffer, y.Buffer, x.Length, slope);
         if (Tape.IsRecording && g.RequiresGrad)
-            y.GradFn = new Node("LeakyReluMask", [x, g], y, static (n, gg, gi) => gi[1] = LeakyReluMask(n.Inputs[0], gg, n.A)) { A = slope };
+            y.GradFn = Node.Record("LeakyReluMask", x, g, y, static (n, gg, gi) => gi[1] = LeakyReluMask(n.Inputs[0], gg, n.A)).With(a: slope);
         return y;
     }
 
@@ -258,7 +270,7 @@ public static partial class Ops
         backend.Gemm(transA, transB, m, n, ka, alpha, a.Buffer, b.Buffer, 0f, y.Buffer);
         if (Recording(a, b))
         {
-            y.GradFn = new Node("MatMul", [a, b], y, static (node, g, gi) =>
+            y.GradFn = Node.Record("MatMul", a, b, y, static (node, g, gi) =>
             {
                 var (a, b) = (node.Inputs[0], node.Inputs[1]);
                 bool ta = node.F, tb = node.G;
@@ -266,8 +278,7 @@ public static partial class Ops
                 // C = alpha op(A) op(B):  d op(A) = alpha G op(B)^T,  d op(B) = alpha op(A)^T G.
                 if (node.Wants(0)) gi[0] = ta ? MatMul(b, g, tb, true, alpha) : MatMul(g, b, false, !tb, alpha);
                 if (node.Wants(1)) gi[1] = tb ? MatMul(g, a, true, ta, alpha) : MatMul(a, g, !ta, false, alpha);
-            })
-            { A = alpha, F = transA, G = transB };
+            }).With(a: alpha, f: transA, g: transB);
         }
         return y;
     }
@@ -280,7 +291,7 @@ public static partial class Ops
         if (shape.Length != x.Length)
             throw new ArgumentException($"Reshape: {x.Describe()} has {x.Length} elements, shape {shape} has {shape.Length}");
         var y = x.View(shape);
-        if (Recording(x)) y.GradFn = new Node("Reshape", [x], y, static (n, g, gi) => gi[0] = Reshape(g, n.Inputs[0].Shape));
+        if (Recording(x)) y.GradFn = Node.Record("Reshape", x, y, static (n, g, gi) => gi[0] = Reshape(g, n.Inputs[0].Shape));
         return y;
     }
 

@@ -17,28 +17,23 @@ public static class Tape
     public static bool IsRecording => _noGradDepth == 0;
 
     /// <summary>Stops recording until disposed: for inference, EMA updates, sampling.</summary>
-    public static IDisposable NoGrad() => new GradModeGuard(recording: false);
+    public static GradMode NoGrad() => new(recording: false);
 
     /// <summary>Recording on again inside a NoGrad block (used when a backward pass must be recorded).</summary>
-    internal static IDisposable EnableGrad() => new GradModeGuard(recording: true);
+    internal static GradMode EnableGrad() => new(recording: true);
 
-    private sealed class GradModeGuard : IDisposable
+    /// <summary>Restores the previous recording mode when disposed. A struct: `using` it allocates nothing.</summary>
+    public readonly struct GradMode : IDisposable
     {
         private readonly int _saved;
-        private bool _done;
 
-        public GradModeGuard(bool recording)
+        internal GradMode(bool recording)
         {
             _saved = _noGradDepth;
             _noGradDepth = recording ? 0 : _noGradDepth + 1;
         }
 
-        public void Dispose()
-        {
-            if (_done) return;
-            _done = true;
-            _noGradDepth = _saved;
-        }
+        public void Dispose() => _noGradDepth = _saved;
     }
 
     /// <summary>
@@ -51,24 +46,53 @@ public static class Tape
     public static Tensor[] Grad(IReadOnlyList<Tensor> outputs, IReadOnlyList<Tensor> inputs,
         IReadOnlyList<Tensor>? gradOutputs = null, bool createGraph = false)
     {
-        var inputSet = new HashSet<Tensor>(inputs, ReferenceEqualityComparer.Instance);
-        // Without createGraph nothing refers to the intermediate gradients afterwards: make them in
-        // a scope of their own and hand only the results to the caller's scope.
-        using var scratch = createGraph ? null : new Scope();
-        var grads = Run(outputs, gradOutputs, createGraph, inputSet, collectLeaves: false, out _);
+        if (gradOutputs != null && gradOutputs.Count != outputs.Count)
+            throw new ArgumentException($"Grad: {outputs.Count} outputs but {gradOutputs.Count} output gradients");
         var results = new Tensor[inputs.Count];
-        for (int i = 0; i < inputs.Count; i++)
-        {
-            var x = inputs[i];
-            results[i] = grads.TryGetValue(x, out var g) ? g : Tensor.Zeros(x.Backend, x.Shape);
-            scratch?.Keep(results[i]);
-        }
+        GradInto([.. outputs], [.. inputs], results, gradOutputs == null ? default : [.. gradOutputs], createGraph);
         return results;
     }
 
     /// <summary>Single-output, single-input convenience form of <see cref="Grad(IReadOnlyList{Tensor}, IReadOnlyList{Tensor}, IReadOnlyList{Tensor}?, bool)"/>.</summary>
-    public static Tensor Grad(Tensor output, Tensor input, Tensor? gradOutput = null, bool createGraph = false) =>
-        Grad([output], [input], gradOutput == null ? null : [gradOutput], createGraph)[0];
+    public static Tensor Grad(Tensor output, Tensor input, Tensor? gradOutput = null, bool createGraph = false)
+    {
+        Tensor result = null!;
+        GradInto(new ReadOnlySpan<Tensor>(in output), new ReadOnlySpan<Tensor>(in input), new Span<Tensor>(ref result),
+            gradOutput == null ? default : new ReadOnlySpan<Tensor>(in gradOutput), createGraph);
+        return result;
+    }
+
+    /// <summary>
+    /// <see cref="Grad(IReadOnlyList{Tensor}, IReadOnlyList{Tensor}, IReadOnlyList{Tensor}?, bool)"/>
+    /// writing the gradients into <paramref name="results"/> (one per input) instead of a new
+    /// array, so that a training step can reuse its arrays. No <paramref name="gradOutputs"/>
+    /// (an empty span) means none are given.
+    /// </summary>
+    public static void GradInto(ReadOnlySpan<Tensor> outputs, ReadOnlySpan<Tensor> inputs, Span<Tensor> results,
+        ReadOnlySpan<Tensor> gradOutputs = default, bool createGraph = false)
+    {
+        if (results.Length != inputs.Length)
+            throw new ArgumentException($"Grad: {inputs.Length} inputs but room for {results.Length} results");
+        var work = Workspace.Rent();
+        try
+        {
+            foreach (var x in inputs) work.InputSet.Add(x);
+            // Without createGraph nothing refers to the intermediate gradients afterwards: make them in
+            // a scope of their own and hand only the results to the caller's scope.
+            using var scratch = createGraph ? null : new Scope();
+            Run(work, outputs, gradOutputs, createGraph, collectLeaves: false);
+            for (int i = 0; i < inputs.Length; i++)
+            {
+                var x = inputs[i];
+                results[i] = work.Grads.TryGetValue(x, out var g) ? g : Tensor.Zeros(x.Backend, x.Shape);
+                scratch?.Keep(results[i]);
+            }
+        }
+        finally
+        {
+            Workspace.Return(work);
+        }
+    }
 
     /// <summary>
     /// Adds d loss / d leaf to <see cref="Tensor.Grad"/> of every leaf that requires a gradient
@@ -80,25 +104,70 @@ public static class Tape
             throw new ArgumentException($"Backward: the loss must have one element, got shape {loss.Shape}; reduce it first (Ops.Mean)");
         if (!loss.RequiresGrad)
             throw new InvalidOperationException($"Backward: the loss {loss.Describe()} does not depend on any tensor that requires a gradient");
-        using var scope = new Scope();
-        var grads = Run([loss], null, createGraph: false, inputSet: null, collectLeaves: true, out var leaves);
-        foreach (var leaf in leaves)
-            if (grads.TryGetValue(leaf, out var g)) leaf.AccumulateGrad(g);
+        var work = Workspace.Rent();
+        try
+        {
+            using var scope = new Scope();
+            Run(work, new ReadOnlySpan<Tensor>(in loss), default, createGraph: false, collectLeaves: true);
+            foreach (var leaf in work.Leaves)
+                if (work.Grads.TryGetValue(leaf, out var g)) leaf.AccumulateGrad(g);
+        }
+        finally
+        {
+            Workspace.Return(work);
+        }
     }
 
-    private static Dictionary<Tensor, Tensor> Run(IReadOnlyList<Tensor> outputs, IReadOnlyList<Tensor>? gradOutputs, bool createGraph,
-        HashSet<Tensor>? inputSet, bool collectLeaves, out List<Tensor> leaves)
+    /// <summary>
+    /// The collections one backward pass needs. They are kept and cleared between passes rather
+    /// than made anew: a training step runs several passes, and a pass can start another one
+    /// (a fused op's recorded backward), hence a small stack of them per thread.
+    /// </summary>
+    private sealed class Workspace
     {
-        if (gradOutputs != null && gradOutputs.Count != outputs.Count)
-            throw new ArgumentException($"Grad: {outputs.Count} outputs but {gradOutputs.Count} output gradients");
+        [ThreadStatic] private static Stack<Workspace>? _free;
+
+        public readonly List<Node> Order = new();
+        public readonly HashSet<Node> Visited = new(ReferenceEqualityComparer.Instance);
+        public readonly Stack<(Node node, int next)> Stack = new();
+        public readonly List<Tensor> Leaves = new();
+        public readonly HashSet<Tensor> InputSet = new(ReferenceEqualityComparer.Instance);
+        public readonly HashSet<Node> Needed = new(ReferenceEqualityComparer.Instance);
+        public readonly Dictionary<Tensor, Tensor> Grads = new(ReferenceEqualityComparer.Instance);
+        private readonly List<Tensor?[]> _gradInputs = new();     // by length: the array handed to backward rules
+
+        public static Workspace Rent() => (_free ??= new()).TryPop(out var w) ? w : new Workspace();
+
+        public static void Return(Workspace w)
+        {
+            // Cleared now, so that a workspace never keeps tensors alive between passes.
+            w.Order.Clear(); w.Visited.Clear(); w.Stack.Clear(); w.Leaves.Clear();
+            w.InputSet.Clear(); w.Needed.Clear(); w.Grads.Clear();
+            _free!.Push(w);
+        }
+
+        /// <summary>An array of nulls of the given length, for one backward rule's results.</summary>
+        public Tensor?[] GradInputs(int length)
+        {
+            while (_gradInputs.Count <= length) _gradInputs.Add(new Tensor?[_gradInputs.Count]);
+            var a = _gradInputs[length];
+            Array.Clear(a);
+            return a;
+        }
+    }
+
+    private static void Run(Workspace work, ReadOnlySpan<Tensor> outputs, ReadOnlySpan<Tensor> gradOutputs, bool createGraph, bool collectLeaves)
+    {
+        if (!gradOutputs.IsEmpty && gradOutputs.Length != outputs.Length)
+            throw new ArgumentException($"Grad: {outputs.Length} outputs but {gradOutputs.Length} output gradients");
 
         // 1. Nodes in post-order (every node after the nodes of its inputs), by an explicit-stack DFS
         //    so that deep graphs (a recorded backward pass doubles the depth) cannot overflow the stack.
-        var order = new List<Node>();
-        var visited = new HashSet<Node>(ReferenceEqualityComparer.Instance);
-        var stack = new Stack<(Node node, int next)>();
-        leaves = new List<Tensor>();
-        var leafSet = new HashSet<Tensor>(ReferenceEqualityComparer.Instance);
+        var order = work.Order;
+        var visited = work.Visited;
+        var stack = work.Stack;
+        // Backward's targets are the leaves it finds; Grad's are the inputs it was given.
+        var inputSet = work.InputSet;
         foreach (var o in outputs)
         {
             if (o.GradFn == null || !visited.Add(o.GradFn)) continue;
@@ -110,25 +179,28 @@ public static class Tape
                 {
                     stack.Push((node, next + 1));
                     var input = node.Inputs[next];
+                    // A freed tensor has lost its node (nodes are pooled): say so rather than
+                    // silently treating it as a constant.
+                    if (input.IsDisposed)
+                        throw new InvalidOperationException($"backward of {node.Op}: its input {input.Describe()} was freed before the backward pass (did its Scope end?)");
                     if (input.GradFn != null)
                     {
                         if (visited.Add(input.GradFn)) stack.Push((input.GradFn, 0));
                     }
-                    else if (collectLeaves && input.RequiresGrad && leafSet.Add(input)) leaves.Add(input);
+                    else if (collectLeaves && input.RequiresGrad && inputSet.Add(input)) work.Leaves.Add(input);
                 }
                 else order.Add(node);
             }
         }
-        if (collectLeaves) inputSet = leafSet;
 
         // 2. Keep only nodes on a path to a requested input, so that (for example) the gradient with
         //    respect to an activation does not also run the backward pass of everything before it.
-        var needed = new HashSet<Node>(ReferenceEqualityComparer.Instance);
+        var needed = work.Needed;
         foreach (var node in order)
         {
             foreach (var input in node.Inputs)
             {
-                if (inputSet!.Contains(input) || (input.GradFn != null && needed.Contains(input.GradFn)))
+                if (inputSet.Contains(input) || (input.GradFn != null && needed.Contains(input.GradFn)))
                 {
                     needed.Add(node);
                     break;
@@ -137,13 +209,13 @@ public static class Tape
         }
 
         // 3. Seed with the output gradients and walk backwards.
-        var grads = new Dictionary<Tensor, Tensor>(ReferenceEqualityComparer.Instance);
+        var grads = work.Grads;
         using var mode = createGraph ? EnableGrad() : NoGrad();
-        for (int k = 0; k < outputs.Count; k++)
+        for (int k = 0; k < outputs.Length; k++)
         {
             var o = outputs[k];
             Tensor seed;
-            if (gradOutputs != null)
+            if (!gradOutputs.IsEmpty)
             {
                 seed = gradOutputs[k];
                 if (seed.Shape != o.Shape)
@@ -158,12 +230,12 @@ public static class Tape
         {
             var node = order[n];
             if (!needed.Contains(node) || !grads.TryGetValue(node.Output, out var gy)) continue;
-            var gin = new Tensor?[node.Inputs.Length];
+            var gin = work.GradInputs(node.Inputs.Length);
             ulong mask = 0;
             for (int i = 0; i < node.Inputs.Length && i < 64; i++)
             {
                 var input = node.Inputs[i];
-                if (input.RequiresGrad && (inputSet!.Contains(input) || (input.GradFn != null && needed.Contains(input.GradFn))))
+                if (input.RequiresGrad && (inputSet.Contains(input) || (input.GradFn != null && needed.Contains(input.GradFn))))
                     mask |= 1UL << i;
             }
             node.WantedMask = mask | (node.Inputs.Length > 64 ? ~0UL << 63 : 0);
@@ -176,8 +248,8 @@ public static class Tape
                     throw new InvalidOperationException($"backward of {node.Op}: gradient {gin[i]!.Shape} for input {i} of shape {input.Shape}");
                 Accumulate(grads, input, gin[i]!);
             }
+            Array.Clear(gin);
         }
-        return grads;
     }
 
     private static void Accumulate(Dictionary<Tensor, Tensor> grads, Tensor x, Tensor g)

@@ -11,6 +11,9 @@ public abstract class Module : IDisposable
 {
     private readonly List<(string name, Tensor tensor)> _parameters = new();
     private readonly List<(string name, Module module)> _children = new();
+    // Parameters(), made once: a training step asks for them several times.
+    private Tensor[]? _parameterArray;
+    private IReadOnlyList<Tensor>? _parameterList;
     private bool _disposed;
 
     protected Tensor AddParameter(string name, Tensor tensor)
@@ -19,12 +22,14 @@ public abstract class Module : IDisposable
         tensor.RequiresGrad = true;
         tensor.Name = name;
         _parameters.Add((name, tensor));
+        (_parameterArray, _parameterList) = (null, null);
         return tensor;
     }
 
     protected T AddModule<T>(string name, T module) where T : Module
     {
         _children.Add((name, module));
+        (_parameterArray, _parameterList) = (null, null);
         return module;
     }
 
@@ -37,7 +42,14 @@ public abstract class Module : IDisposable
                 yield return p;
     }
 
-    public IReadOnlyList<Tensor> Parameters() => NamedParameters().Select(p => p.Tensor).ToList();
+    /// <summary>Every parameter below this module, in the order of <see cref="NamedParameters"/>.
+    /// The same list on every call (modules are built once, in their constructors).</summary>
+    public IReadOnlyList<Tensor> Parameters() => _parameterList ??= Array.AsReadOnly(ParameterArray);
+
+    /// <summary><see cref="Parameters"/> as a span, for <see cref="RawGan.Engine.Autograd.Tape.GradInto"/>.</summary>
+    public ReadOnlySpan<Tensor> ParameterSpan() => ParameterArray;
+
+    private Tensor[] ParameterArray => _parameterArray ??= NamedParameters().Select(p => p.Tensor).ToArray();
 
     public long ParameterCount => NamedParameters().Sum(p => p.Tensor.Length);
 

@@ -24,6 +24,11 @@ public sealed record GanModels(Generator G, Discriminator D, Generator GEma, Ada
         return new GanModels(g, d, gEma, new Adam(g.Parameters(), learningRate), new Adam(d.Parameters(), learningRate));
     }
 
+    // The gradient arrays a training step fills, one entry per parameter, reused from step to step.
+    internal Tensor[] CriticGradients => _criticGradients ??= new Tensor[D.Parameters().Count];
+    internal Tensor[] GeneratorGradients => _generatorGradients ??= new Tensor[G.Parameters().Count];
+    private Tensor[]? _criticGradients, _generatorGradients;
+
     public void Dispose()
     {
         G.Dispose(); D.Dispose(); GEma.Dispose();
@@ -43,9 +48,10 @@ public static class WganGp
 {
     public const float Lambda = 10f, Target = 1f, DriftEpsilon = 0.001f;
 
-    /// <summary>The critic's loss and its gradients with respect to the critic's parameters.</summary>
+    /// <summary>The critic's loss and its gradients with respect to the critic's parameters
+    /// (written into <paramref name="gradients"/> if given, one entry per parameter).</summary>
     public static (Tensor loss, Tensor[] gradients, Tensor realScore, Tensor fakeScore, Tensor penalty) CriticLoss(
-        Generator g, Discriminator d, Tensor reals, Tensor latents, Tensor t, int level, float alpha)
+        Generator g, Discriminator d, Tensor reals, Tensor latents, Tensor t, int level, float alpha, Tensor[]? gradients = null)
     {
         Tensor fakes;
         using (Tape.NoGrad()) fakes = g.Forward(latents, level, alpha);
@@ -55,7 +61,7 @@ public static class WganGp
         xhat.RequiresGrad = true;
         var scoreHat = d.Forward(xhat, level, alpha);
         // create_graph: the penalty's gradient with respect to D's weights goes through this gradient.
-        var gradient = Tape.Grad([Ops.Sum(scoreHat)], [xhat], createGraph: true)[0];
+        var gradient = Tape.Grad(Ops.Sum(scoreHat), xhat, createGraph: true);
         var penalty = Ops.GradientPenalty(gradient, Target);          // [N]
         int n = reals.Shape[0];
         var realFlat = Ops.Reshape(real, new Shape(n));
@@ -64,16 +70,20 @@ public static class WganGp
             Ops.Add(Ops.Sub(fakeFlat, realFlat), Ops.Scale(penalty, Lambda)),
             Ops.Scale(Ops.Square(realFlat), DriftEpsilon));
         var loss = Ops.Mean(perSample);
-        var gradients = Tape.Grad([loss], d.Parameters());
+        gradients ??= new Tensor[d.Parameters().Count];
+        Tape.GradInto([loss], d.ParameterSpan(), gradients);
         return (loss, gradients, Ops.Mean(Ops.Detach(realFlat)), Ops.Mean(Ops.Detach(fakeFlat)), Ops.Mean(Ops.Detach(penalty)));
     }
 
-    /// <summary>The generator's loss -mean D(G(z)) and its gradients with respect to G's parameters.</summary>
-    public static (Tensor loss, Tensor[] gradients) GeneratorLoss(Generator g, Discriminator d, Tensor latents, int level, float alpha)
+    /// <summary>The generator's loss -mean D(G(z)) and its gradients with respect to G's parameters
+    /// (written into <paramref name="gradients"/> if given).</summary>
+    public static (Tensor loss, Tensor[] gradients) GeneratorLoss(Generator g, Discriminator d, Tensor latents, int level, float alpha, Tensor[]? gradients = null)
     {
         var fake = d.Forward(g.Forward(latents, level, alpha), level, alpha);
         var loss = Ops.Scale(Ops.Mean(fake), -1f);
-        return (loss, Tape.Grad([loss], g.Parameters()));
+        gradients ??= new Tensor[g.Parameters().Count];
+        Tape.GradInto([loss], g.ParameterSpan(), gradients);
+        return (loss, gradients);
     }
 
     /// <summary>
@@ -85,13 +95,27 @@ public static class WganGp
     /// </summary>
     public static StepStats TrainingStep(GanModels m, Tensor reals, Tensor latents, Tensor t, Tensor latents2, int level, float alpha, float emaBeta)
     {
-        var (lossD, gradsD, real, fake, penalty) = CriticLoss(m.G, m.D, reals, latents, t, level, alpha);
+        try
+        {
+            return Step(m, reals, latents, t, latents2, level, alpha, emaBeta);
+        }
+        finally
+        {
+            // The reused gradient arrays must not keep this step's tensors after its scope ends.
+            Array.Clear(m.CriticGradients);
+            Array.Clear(m.GeneratorGradients);
+        }
+    }
+
+    private static StepStats Step(GanModels m, Tensor reals, Tensor latents, Tensor t, Tensor latents2, int level, float alpha, float emaBeta)
+    {
+        var (lossD, gradsD, real, fake, penalty) = CriticLoss(m.G, m.D, reals, latents, t, level, alpha, m.CriticGradients);
         float lossDValue = lossD.Item();
         bool criticFinite = float.IsFinite(lossDValue) && AllFinite(gradsD);
         if (!criticFinite) return new StepStats(lossDValue, float.NaN, real.Item(), fake.Item(), penalty.Item(), false, false);
         m.AdamD.Update(gradsD);
 
-        var (lossG, gradsG) = GeneratorLoss(m.G, m.D, latents2, level, alpha);
+        var (lossG, gradsG) = GeneratorLoss(m.G, m.D, latents2, level, alpha, m.GeneratorGradients);
         float lossGValue = lossG.Item();
         bool generatorFinite = float.IsFinite(lossGValue) && AllFinite(gradsG);
         if (generatorFinite)
@@ -105,6 +129,15 @@ public static class WganGp
     }
 
     /// <summary>True if every value of every tensor is finite (one reduction kernel per tensor).</summary>
-    public static bool AllFinite(IEnumerable<Tensor> tensors) =>
-        tensors.All(t => t.Backend.CountNonFinite(t.Buffer, t.Length) == 0);
+    public static bool AllFinite(IEnumerable<Tensor> tensors)
+    {
+        // A list is walked by index: enumerating it through the interface would allocate.
+        if (tensors is IReadOnlyList<Tensor> list)
+        {
+            for (int i = 0; i < list.Count; i++)
+                if (list[i].Backend.CountNonFinite(list[i].Buffer, list[i].Length) != 0) return false;
+            return true;
+        }
+        return tensors.All(t => t.Backend.CountNonFinite(t.Buffer, t.Length) == 0);
+    }
 }

@@ -8,10 +8,14 @@ public sealed unsafe partial class CpuBackend
 
     public void Upsample2x(DeviceBuffer x, DeviceBuffer y, int planes, int h, int w, float gain)
     {
-        float* px = P(x), py = P(y);
-        int w2 = 2 * w;
-        CpuParallel.For((long)planes * h, 256, (r0, r1) =>
+        CpuParallel.For((long)planes * h, 256, new Upsample2xLoop(P(x), P(y), w, gain));
+    }
+
+    private readonly struct Upsample2xLoop(float* px, float* py, int w, float gain) : IRangeBody
+    {
+        public void Run(long r0, long r1)
         {
+            int w2 = 2 * w;
             for (long r = r0; r < r1; r++)          // r = one input row (plane, i)
             {
                 float* src = px + r * w, dst = py + r * 2 * w2;
@@ -22,37 +26,43 @@ public sealed unsafe partial class CpuBackend
                     dst[w2 + 2 * j] = v; dst[w2 + 2 * j + 1] = v;
                 }
             }
-        });
+        }
     }
 
     public void AvgPool2x(DeviceBuffer x, DeviceBuffer y, int planes, int h, int w, float gain)
     {
         if (h % 2 != 0 || w % 2 != 0) throw new ArgumentException($"avgpool2x: height and width must be even, got {h}x{w}");
-        float* px = P(x), py = P(y);
-        int ho = h / 2, wo = w / 2;
-        float g = 0.25f * gain;
-        CpuParallel.For((long)planes * ho, 256, (r0, r1) =>
+        CpuParallel.For((long)planes * (h / 2), 256, new AvgPool2xLoop(P(x), P(y), w, 0.25f * gain));
+    }
+
+    private readonly struct AvgPool2xLoop(float* px, float* py, int w, float g) : IRangeBody
+    {
+        public void Run(long r0, long r1)
         {
+            int wo = w / 2;
             for (long r = r0; r < r1; r++)          // r = one output row (plane, i)
             {
                 float* src = px + r * 2 * w, dst = py + r * wo;
                 for (int j = 0; j < wo; j++)
                     dst[j] = g * (src[2 * j] + src[2 * j + 1] + src[w + 2 * j] + src[w + 2 * j + 1]);
             }
-        });
+        }
     }
 
     // ------------------------------------------------------------------ channels
 
     public void CopyChannels(DeviceBuffer src, int srcChannels, int srcStart, DeviceBuffer dst, int dstChannels, int dstStart, int count, int samples, int plane)
     {
-        float* ps = P(src), pd = P(dst);
-        long bytes = (long)count * plane * sizeof(float);
-        CpuParallel.For(samples, 16, (s0, s1) =>
+        CpuParallel.For(samples, 16, new CopyChannelsLoop(P(src), srcChannels, srcStart, P(dst), dstChannels, dstStart, (long)count * plane * sizeof(float), plane));
+    }
+
+    private readonly struct CopyChannelsLoop(float* ps, int srcChannels, int srcStart, float* pd, int dstChannels, int dstStart, long bytes, int plane) : IRangeBody
+    {
+        public void Run(long s0, long s1)
         {
             for (long s = s0; s < s1; s++)
                 Buffer.MemoryCopy(ps + (s * srcChannels + srcStart) * plane, pd + (s * dstChannels + dstStart) * plane, bytes, bytes);
-        });
+        }
     }
 
     // ------------------------------------------------------------------ pixel norm (ProGAN 4.2)
@@ -64,9 +74,13 @@ public sealed unsafe partial class CpuBackend
 
     public void PixelNormForward(DeviceBuffer x, DeviceBuffer y, int n, int c, int plane, float eps)
     {
-        float* px = P(x), py = P(y);
         int blocks = (plane + PixelBlock - 1) / PixelBlock;
-        CpuParallel.For((long)n * blocks, Math.Max(1, 4096 / Math.Max(1, c)), (q0, q1) =>
+        CpuParallel.For((long)n * blocks, Math.Max(1, 4096 / Math.Max(1, c)), new PixelNormForwardLoop(P(x), P(y), c, plane, blocks, eps));
+    }
+
+    private readonly struct PixelNormForwardLoop(float* px, float* py, int c, int plane, int blocks, float eps) : IRangeBody
+    {
+        public void Run(long q0, long q1)
         {
             float* r = stackalloc float[PixelBlock];
             for (long q = q0; q < q1; q++)
@@ -87,14 +101,18 @@ public sealed unsafe partial class CpuBackend
                     for (int i = 0; i < len; i++) outRow[i] = row[i] * r[i];
                 }
             }
-        });
+        }
     }
 
     public void PixelNormBackward(DeviceBuffer x, DeviceBuffer gy, DeviceBuffer gx, int n, int c, int plane, float eps)
     {
-        float* px = P(x), pg = P(gy), po = P(gx);
         int blocks = (plane + PixelBlock - 1) / PixelBlock;
-        CpuParallel.For((long)n * blocks, Math.Max(1, 4096 / Math.Max(1, c)), (q0, q1) =>
+        CpuParallel.For((long)n * blocks, Math.Max(1, 4096 / Math.Max(1, c)), new PixelNormBackwardLoop(P(x), P(gy), P(gx), c, plane, blocks, eps));
+    }
+
+    private readonly struct PixelNormBackwardLoop(float* px, float* pg, float* po, int c, int plane, int blocks, float eps) : IRangeBody
+    {
+        public void Run(long q0, long q1)
         {
             float* r = stackalloc float[PixelBlock];
             float* k = stackalloc float[PixelBlock];
@@ -123,7 +141,7 @@ public sealed unsafe partial class CpuBackend
                     for (int i = 0; i < len; i++) outRow[i] = r[i] * gr[i] - k[i] * xr[i];
                 }
             }
-        });
+        }
     }
 
     // ------------------------------------------------------------------ minibatch stddev (ProGAN 3)
@@ -148,10 +166,13 @@ public sealed unsafe partial class CpuBackend
     public void MinibatchStdDevForward(DeviceBuffer x, DeviceBuffer y, int n, int c, int plane, int groupSize, float eps)
     {
         CheckGroups(n, groupSize, "minibatch_stddev_forward");
-        float* px = P(x), py = P(y);
         int groups = n / groupSize;          // sample s belongs to group s % groups
-        long feat = (long)c * plane;
-        CpuParallel.For(groups, 1, (m0, m1) =>
+        CpuParallel.For(groups, 1, new MinibatchStdDevForwardLoop(P(x), P(y), groups, groupSize, (long)c * plane, plane, eps));
+    }
+
+    private readonly struct MinibatchStdDevForwardLoop(float* px, float* py, int groups, int groupSize, long feat, int plane, float eps) : IRangeBody
+    {
+        public void Run(long m0, long m1)
         {
             for (long m = m0; m < m1; m++)
             {
@@ -166,16 +187,19 @@ public sealed unsafe partial class CpuBackend
                     new Span<float>(ys + feat, plane).Fill(stat);
                 }
             }
-        });
+        }
     }
 
     public void MinibatchStdDevBackward(DeviceBuffer x, DeviceBuffer gy, DeviceBuffer gx, int n, int c, int plane, int groupSize, float eps)
     {
         CheckGroups(n, groupSize, "minibatch_stddev_backward");
-        float* px = P(x), pg = P(gy), po = P(gx);
         int groups = n / groupSize;
-        long feat = (long)c * plane;
-        CpuParallel.For(groups, 1, (m0, m1) =>
+        CpuParallel.For(groups, 1, new MinibatchStdDevBackwardLoop(P(x), P(gy), P(gx), groups, groupSize, (long)c * plane, plane, eps));
+    }
+
+    private readonly struct MinibatchStdDevBackwardLoop(float* px, float* pg, float* po, int groups, int groupSize, long feat, int plane, float eps) : IRangeBody
+    {
+        public void Run(long m0, long m1)
         {
             for (long m = m0; m < m1; m++)
             {
@@ -198,15 +222,19 @@ public sealed unsafe partial class CpuBackend
                     }
                 }
             }
-        });
+        }
     }
 
     // ------------------------------------------------------------------ WGAN-GP (Gulrajani et al. 2017)
 
     public void GradientPenaltyForward(DeviceBuffer g, DeviceBuffer norm, DeviceBuffer penalty, int samples, int inner, float target)
     {
-        float* pg = P(g), pn = P(norm), pp = P(penalty);
-        CpuParallel.For(samples, 1, (s0, s1) =>
+        CpuParallel.For(samples, 1, new GradientPenaltyForwardLoop(P(g), P(norm), P(penalty), inner, target));
+    }
+
+    private readonly struct GradientPenaltyForwardLoop(float* pg, float* pn, float* pp, int inner, float target) : IRangeBody
+    {
+        public void Run(long s0, long s1)
         {
             for (long s = s0; s < s1; s++)
             {
@@ -217,13 +245,17 @@ public sealed unsafe partial class CpuBackend
                 pn[s] = (float)nrm;
                 pp[s] = (float)((nrm - target) * (nrm - target));
             }
-        });
+        }
     }
 
     public void GradientPenaltyBackward(DeviceBuffer g, DeviceBuffer norm, DeviceBuffer gpenalty, DeviceBuffer gg, int samples, int inner, float target)
     {
-        float* pg = P(g), pn = P(norm), pgp = P(gpenalty), po = P(gg);
-        CpuParallel.For((long)samples * inner, ElementGrain, (i0, i1) =>
+        CpuParallel.For((long)samples * inner, ElementGrain, new GradientPenaltyBackwardLoop(P(g), P(norm), P(gpenalty), P(gg), inner, target));
+    }
+
+    private readonly struct GradientPenaltyBackwardLoop(float* pg, float* pn, float* pgp, float* po, int inner, float target) : IRangeBody
+    {
+        public void Run(long i0, long i1)
         {
             for (long i = i0; i < i1; i++)
             {
@@ -232,18 +264,22 @@ public sealed unsafe partial class CpuBackend
                 // d (|g| - t)^2 / dg = 2 (|g| - t) g / |g|; at g = 0 the subgradient 0 is used.
                 po[i] = nrm > 0 ? pgp[s] * 2f * (nrm - target) * pg[i] / nrm : 0f;
             }
-        });
+        }
     }
 
     // ------------------------------------------------------------------ optimizers
 
     public void AdamUpdate(DeviceBuffer p, DeviceBuffer g, DeviceBuffer m, DeviceBuffer v, long n, float lr, float beta1, float beta2, float eps, int step)
     {
-        float* pp = P(p), pg = P(g), pm = P(m), pv = P(v);
         // TensorFlow's form (the official ProGAN's optimizer): the bias corrections fold into the
         // step size and eps is added to sqrt(v) unscaled.
         float lrT = (float)(lr * Math.Sqrt(1 - Math.Pow(beta2, step)) / (1 - Math.Pow(beta1, step)));
-        CpuParallel.For(n, ElementGrain, (s, e) =>
+        CpuParallel.For(n, ElementGrain, new AdamLoop(P(p), P(g), P(m), P(v), lrT, beta1, beta2, eps));
+    }
+
+    private readonly struct AdamLoop(float* pp, float* pg, float* pm, float* pv, float lrT, float beta1, float beta2, float eps) : IRangeBody
+    {
+        public void Run(long s, long e)
         {
             for (long i = s; i < e; i++)
             {
@@ -253,26 +289,31 @@ public sealed unsafe partial class CpuBackend
                 pm[i] = mi; pv[i] = vi;
                 pp[i] -= lrT * mi / (MathF.Sqrt(vi) + eps);
             }
-        });
+        }
     }
 
-    public void EmaUpdate(DeviceBuffer ema, DeviceBuffer p, long n, float beta)
+    public void EmaUpdate(DeviceBuffer ema, DeviceBuffer p, long n, float beta) => CpuParallel.For(n, ElementGrain, new EmaLoop(P(ema), P(p), beta));
+
+    private readonly struct EmaLoop(float* pe, float* pp, float beta) : IRangeBody
     {
-        float* pe = P(ema), pp = P(p);
-        CpuParallel.For(n, ElementGrain, (s, e) => { for (long i = s; i < e; i++) pe[i] = pp[i] + beta * (pe[i] - pp[i]); });
+        public void Run(long s, long e) { for (long i = s; i < e; i++) pe[i] = pp[i] + beta * (pe[i] - pp[i]); }
     }
 
     public long CountNonFinite(DeviceBuffer x, long n)
     {
-        float* px = P(x);
         long total = 0;
-        object gate = new();
-        CpuParallel.For(n, ElementGrain, (s, e) =>
+        // The chunks add their counts to this local: the loop returns only when all of them are done.
+        CpuParallel.For(n, ElementGrain, new CountNonFiniteLoop(P(x), &total));
+        return total;
+    }
+
+    private readonly struct CountNonFiniteLoop(float* px, long* total) : IRangeBody
+    {
+        public void Run(long s, long e)
         {
             long local = 0;
             for (long i = s; i < e; i++) if (!float.IsFinite(px[i])) local++;
-            lock (gate) total += local;
-        });
-        return total;
+            Interlocked.Add(ref *total, local);
+        }
     }
 }

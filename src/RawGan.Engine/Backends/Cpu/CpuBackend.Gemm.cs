@@ -24,10 +24,15 @@ public sealed unsafe partial class CpuBackend
 
     internal void GemmPortable(bool transA, bool transB, int m, int n, int k, float alpha, DeviceBuffer a, DeviceBuffer b, float beta, DeviceBuffer c)
     {
-        float* pa = P(a), pb = P(b), pc = P(c);
         int rowTiles = (m + RowTile - 1) / RowTile, colTiles = (n + ColTile - 1) / ColTile;
         long work = (long)m * n * Math.Max(1, k);
-        CpuParallel.For((long)rowTiles * colTiles, Math.Max(1, (1L << 18) * rowTiles * colTiles / Math.Max(1, work)), (t0, t1) =>
+        CpuParallel.For((long)rowTiles * colTiles, Math.Max(1, (1L << 18) * rowTiles * colTiles / Math.Max(1, work)),
+            new GemmPortableLoop(transA, transB, m, n, k, alpha, P(a), P(b), beta, P(c), colTiles));
+    }
+
+    private readonly struct GemmPortableLoop(bool transA, bool transB, int m, int n, int k, float alpha, float* pa, float* pb, float beta, float* pc, int colTiles) : IRangeBody
+    {
+        public void Run(long t0, long t1)
         {
             for (long t = t0; t < t1; t++)
             {
@@ -36,7 +41,7 @@ public sealed unsafe partial class CpuBackend
                 if (transB) GemmTileDot(transA, m, k, alpha, pa, pb, beta, pc, n, i0, i1, j0, j1);
                 else GemmTileAxpy(transA, m, k, alpha, pa, pb, beta, pc, n, i0, i1, j0, j1);
             }
-        });
+        }
     }
 
     private static void GemmTileAxpy(bool transA, int m, int k, float alpha, float* a, float* b, float beta, float* c, int n, int i0, int i1, int j0, int j1)

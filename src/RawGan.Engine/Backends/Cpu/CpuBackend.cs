@@ -76,46 +76,57 @@ public sealed unsafe partial class CpuBackend : IBackend
 
     private const long ElementGrain = 1 << 15;
 
-    public void Fill(DeviceBuffer y, long n, float value)
+    // Each kernel's loop body is a struct (see CpuParallel): the lambda it would be, with the
+    // captured variables as fields. Defined next to the method that uses it.
+
+    public void Fill(DeviceBuffer y, long n, float value) => CpuParallel.For(n, ElementGrain, new FillLoop(P(y), value));
+
+    private readonly struct FillLoop(float* y, float value) : IRangeBody
     {
-        float* py = P(y);
-        CpuParallel.For(n, ElementGrain, (s, e) => new Span<float>(py + s, (int)(e - s)).Fill(value));
+        public void Run(long s, long e) => new Span<float>(y + s, (int)(e - s)).Fill(value);
     }
 
-    public void Scale(DeviceBuffer x, DeviceBuffer y, long n, float a)
+    public void Scale(DeviceBuffer x, DeviceBuffer y, long n, float a) => CpuParallel.For(n, ElementGrain, new ScaleLoop(P(x), P(y), a));
+
+    private readonly struct ScaleLoop(float* x, float* y, float a) : IRangeBody
     {
-        float* px = P(x), py = P(y);
-        CpuParallel.For(n, ElementGrain, (s, e) => { for (long i = s; i < e; i++) py[i] = a * px[i]; });
+        public void Run(long s, long e) { for (long i = s; i < e; i++) y[i] = a * x[i]; }
     }
 
-    public void AddScalar(DeviceBuffer x, DeviceBuffer y, long n, float b)
+    public void AddScalar(DeviceBuffer x, DeviceBuffer y, long n, float b) => CpuParallel.For(n, ElementGrain, new AddScalarLoop(P(x), P(y), b));
+
+    private readonly struct AddScalarLoop(float* x, float* y, float b) : IRangeBody
     {
-        float* px = P(x), py = P(y);
-        CpuParallel.For(n, ElementGrain, (s, e) => { for (long i = s; i < e; i++) py[i] = px[i] + b; });
+        public void Run(long s, long e) { for (long i = s; i < e; i++) y[i] = x[i] + b; }
     }
 
-    public void Square(DeviceBuffer x, DeviceBuffer y, long n)
+    public void Square(DeviceBuffer x, DeviceBuffer y, long n) => CpuParallel.For(n, ElementGrain, new SquareLoop(P(x), P(y)));
+
+    private readonly struct SquareLoop(float* x, float* y) : IRangeBody
     {
-        float* px = P(x), py = P(y);
-        CpuParallel.For(n, ElementGrain, (s, e) => { for (long i = s; i < e; i++) py[i] = px[i] * px[i]; });
+        public void Run(long s, long e) { for (long i = s; i < e; i++) y[i] = x[i] * x[i]; }
     }
 
-    public void Sqrt(DeviceBuffer x, DeviceBuffer y, long n)
+    public void Sqrt(DeviceBuffer x, DeviceBuffer y, long n) => CpuParallel.For(n, ElementGrain, new SqrtLoop(P(x), P(y)));
+
+    private readonly struct SqrtLoop(float* x, float* y) : IRangeBody
     {
-        float* px = P(x), py = P(y);
-        CpuParallel.For(n, ElementGrain, (s, e) => { for (long i = s; i < e; i++) py[i] = MathF.Sqrt(px[i]); });
+        public void Run(long s, long e) { for (long i = s; i < e; i++) y[i] = MathF.Sqrt(x[i]); }
     }
 
-    public void Rsqrt(DeviceBuffer x, DeviceBuffer y, long n)
+    public void Rsqrt(DeviceBuffer x, DeviceBuffer y, long n) => CpuParallel.For(n, ElementGrain, new RsqrtLoop(P(x), P(y)));
+
+    private readonly struct RsqrtLoop(float* x, float* y) : IRangeBody
     {
-        float* px = P(x), py = P(y);
-        CpuParallel.For(n, ElementGrain, (s, e) => { for (long i = s; i < e; i++) py[i] = 1f / MathF.Sqrt(px[i]); });
+        public void Run(long s, long e) { for (long i = s; i < e; i++) y[i] = 1f / MathF.Sqrt(x[i]); }
     }
 
-    public void LeakyReluForward(DeviceBuffer x, DeviceBuffer y, long n, float slope)
+    public void LeakyReluForward(DeviceBuffer x, DeviceBuffer y, long n, float slope) =>
+        CpuParallel.For(n, ElementGrain, new LeakyReluForwardLoop(P(x), P(y), slope));
+
+    private readonly struct LeakyReluForwardLoop(float* px, float* py, float slope) : IRangeBody
     {
-        float* px = P(x), py = P(y);
-        CpuParallel.For(n, ElementGrain, (s, e) =>
+        public void Run(long s, long e)
         {
             long i = s;
             if (Vector512.IsHardwareAccelerated)
@@ -128,13 +139,15 @@ public sealed unsafe partial class CpuBackend : IBackend
                 }
             }
             for (; i < e; i++) { float v = px[i]; py[i] = v > 0 ? v : slope * v; }
-        });
+        }
     }
 
-    public void LeakyReluBackward(DeviceBuffer x, DeviceBuffer gy, DeviceBuffer gx, long n, float slope)
+    public void LeakyReluBackward(DeviceBuffer x, DeviceBuffer gy, DeviceBuffer gx, long n, float slope) =>
+        CpuParallel.For(n, ElementGrain, new LeakyReluBackwardLoop(P(x), P(gy), P(gx), slope));
+
+    private readonly struct LeakyReluBackwardLoop(float* px, float* pg, float* po, float slope) : IRangeBody
     {
-        float* px = P(x), pg = P(gy), po = P(gx);
-        CpuParallel.For(n, ElementGrain, (s, e) =>
+        public void Run(long s, long e)
         {
             long i = s;
             if (Vector512.IsHardwareAccelerated)
@@ -147,22 +160,23 @@ public sealed unsafe partial class CpuBackend : IBackend
                 }
             }
             for (; i < e; i++) po[i] = px[i] > 0 ? pg[i] : slope * pg[i];
-        });
+        }
     }
 
-    public void LerpScalar(DeviceBuffer a, DeviceBuffer b, DeviceBuffer y, long n, float t)
+    public void LerpScalar(DeviceBuffer a, DeviceBuffer b, DeviceBuffer y, long n, float t) =>
+        CpuParallel.For(n, ElementGrain, new LerpScalarLoop(P(a), P(b), P(y), t));
+
+    private readonly struct LerpScalarLoop(float* pa, float* pb, float* py, float t) : IRangeBody
     {
-        float* pa = P(a), pb = P(b), py = P(y);
-        CpuParallel.For(n, ElementGrain, (s, e) => { for (long i = s; i < e; i++) py[i] = pa[i] + t * (pb[i] - pa[i]); });
+        public void Run(long s, long e) { for (long i = s; i < e; i++) py[i] = pa[i] + t * (pb[i] - pa[i]); }
     }
 
-    public void LerpPerSample(DeviceBuffer a, DeviceBuffer b, DeviceBuffer t, DeviceBuffer y, int samples, int inner)
+    public void LerpPerSample(DeviceBuffer a, DeviceBuffer b, DeviceBuffer t, DeviceBuffer y, int samples, int inner) =>
+        CpuParallel.For((long)samples * inner, ElementGrain, new LerpPerSampleLoop(P(a), P(b), P(t), P(y), inner));
+
+    private readonly struct LerpPerSampleLoop(float* pa, float* pb, float* pt, float* py, int inner) : IRangeBody
     {
-        float* pa = P(a), pb = P(b), pt = P(t), py = P(y);
-        CpuParallel.For((long)samples * inner, ElementGrain, (s, e) =>
-        {
-            for (long i = s; i < e; i++) py[i] = pa[i] + pt[i / inner] * (pb[i] - pa[i]);
-        });
+        public void Run(long s, long e) { for (long i = s; i < e; i++) py[i] = pa[i] + pt[i / inner] * (pb[i] - pa[i]); }
     }
 
     // ------------------------------------------------------------------ broadcast
@@ -200,11 +214,15 @@ public sealed unsafe partial class CpuBackend : IBackend
 
     private static void Binary<TOp>(DeviceBuffer a, Dims4 aDims, DeviceBuffer b, Dims4 bDims, DeviceBuffer y, Dims4 yDims) where TOp : struct, IBinary
     {
-        float* pa = P(a), pb = P(b), py = P(y);
         var plan = new BroadcastPlan(yDims, aDims, bDims);
-        long inner = plan.D3, sa = plan.A3, sb = plan.B3;
-        CpuParallel.For(plan.Rows, Math.Max(1, ElementGrain / inner), (r0, r1) =>
+        CpuParallel.For(plan.Rows, Math.Max(1, ElementGrain / plan.D3), new BinaryLoop<TOp>(P(a), P(b), P(y), plan));
+    }
+
+    private readonly struct BinaryLoop<TOp>(float* pa, float* pb, float* py, BroadcastPlan plan) : IRangeBody where TOp : struct, IBinary
+    {
+        public void Run(long r0, long r1)
         {
+            long inner = plan.D3, sa = plan.A3, sb = plan.B3;
             for (long row = r0; row < r1; row++)
             {
                 plan.RowOffsets(row, out long ao, out long bo);
@@ -220,38 +238,46 @@ public sealed unsafe partial class CpuBackend : IBackend
                 }
                 for (; i < inner; i++) ry[i] = TOp.Apply(ra[i * sa], rb[i * sb]);
             }
-        });
+        }
     }
 
     public void BroadcastTo(DeviceBuffer x, Dims4 xDims, DeviceBuffer y, Dims4 yDims)
     {
-        float* px = P(x), py = P(y);
         var plan = new BroadcastPlan(yDims, xDims, yDims);
-        long inner = plan.D3, sx = plan.A3;
-        CpuParallel.For(plan.Rows, Math.Max(1, ElementGrain / inner), (r0, r1) =>
+        CpuParallel.For(plan.Rows, Math.Max(1, ElementGrain / plan.D3), new BroadcastToLoop(P(x), P(y), plan));
+    }
+
+    private readonly struct BroadcastToLoop(float* px, float* py, BroadcastPlan plan) : IRangeBody
+    {
+        public void Run(long r0, long r1)
         {
+            long inner = plan.D3, sx = plan.A3;
             for (long row = r0; row < r1; row++)
             {
                 plan.RowOffsets(row, out long xo, out _);
                 float* rx = px + xo, ry = py + row * inner;
                 for (long i = 0; i < inner; i++) ry[i] = rx[i * sx];
             }
-        });
+        }
     }
 
     public void SumTo(DeviceBuffer x, Dims4 xDims, DeviceBuffer y, Dims4 yDims)
     {
-        float* px = P(x), py = P(y);
         // Loop space = x's dims; operand "a" = x itself, operand "b" = y (stride 0 on summed axes).
         var plan = new BroadcastPlan(xDims, xDims, yDims);
-        long[] d = [plan.D0, plan.D1, plan.D2, plan.D3];
-        long[] sx = [plan.A0, plan.A1, plan.A2, plan.A3];
-        long[] sy = [plan.B0, plan.B1, plan.B2, plan.B3];
         long outCount = yDims.Length;
         // Each output element sums its own slice of x, in double, so the CPU reference does not
         // drift on long reductions; outputs are independent, so they split across cores freely.
-        CpuParallel.For(outCount, Math.Max(1, ElementGrain / Math.Max(1, xDims.Length / Math.Max(1, outCount))), (o0, o1) =>
+        CpuParallel.For(outCount, Math.Max(1, ElementGrain / Math.Max(1, xDims.Length / Math.Max(1, outCount))), new SumToLoop(P(x), P(y), plan));
+    }
+
+    private readonly struct SumToLoop(float* px, float* py, BroadcastPlan plan) : IRangeBody
+    {
+        public void Run(long o0, long o1)
         {
+            ReadOnlySpan<long> d = [plan.D0, plan.D1, plan.D2, plan.D3];
+            ReadOnlySpan<long> sx = [plan.A0, plan.A1, plan.A2, plan.A3];
+            ReadOnlySpan<long> sy = [plan.B0, plan.B1, plan.B2, plan.B3];
             for (long o = o0; o < o1; o++)
             {
                 // Decompose o over the kept axes (y is contiguous over them, innermost last).
@@ -274,6 +300,6 @@ public sealed unsafe partial class CpuBackend : IBackend
                         }
                 py[o] = (float)sum;
             }
-        });
+        }
     }
 }
