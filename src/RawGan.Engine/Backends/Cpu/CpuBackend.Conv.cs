@@ -214,10 +214,16 @@ public sealed unsafe partial class CpuBackend
     private static void PointwiseWeightGradient(float* x, float* gy, float* gw, int n, int cin, int plane, int cout, float scale)
     {
         bool wideOut = cout >= cin;
-        int wide = wideOut ? cout : cin, few = wideOut ? cin : cout;
-        float* wideMaps = wideOut ? gy : x, fewMaps = wideOut ? x : gy;
-        CpuParallel.For(wide, 1, (w0, w1) =>
+        CpuParallel.For(wideOut ? cout : cin, 1, new PointwiseWeightLoop(x, gy, gw, n, cin, plane, cout, scale));
+    }
+
+    private readonly struct PointwiseWeightLoop(float* x, float* gy, float* gw, int n, int cin, int plane, int cout, float scale) : IRangeBody
+    {
+        public void Run(long w0, long w1)
         {
+            bool wideOut = cout >= cin;
+            int wide = wideOut ? cout : cin, few = wideOut ? cin : cout;
+            float* wideMaps = wideOut ? gy : x, fewMaps = wideOut ? x : gy;
             var sums = stackalloc Vector512<float>[PointwiseFewChannels];
             var tails = stackalloc float[PointwiseFewChannels];    // pixels past the last whole vector
             for (long b = w0; b < w1; b++)
@@ -243,7 +249,7 @@ public sealed unsafe partial class CpuBackend
                     else gw[(long)f * wide + b] = total;          // gw[co = f, ci = b]
                 }
             }
-        });
+        }
     }
 
     private bool UsesWinograd(int k) => k == 3 && (_convolution is ConvolutionAlgorithm.Winograd or ConvolutionAlgorithm.Auto);

@@ -102,15 +102,22 @@ internal static unsafe class Sgemm
             Run(0, m, 0, n, k, alpha, a, b, beta, c);
             return;
         }
-        CpuParallel.For(threads, 1, (t0, t1) =>
+        CpuParallel.For(threads, 1, new Shares<TA, TB, TC>(m, n, k, alpha, a, b, beta, c, splitColumns, units, threads));
+    }
+
+    /// <summary>Core t of <paramref name="threads"/> runs its share of the column strips (or row strips).</summary>
+    private readonly struct Shares<TA, TB, TC>(int m, int n, int k, float alpha, TA a, TB b, float beta, TC c, bool splitColumns, int units, int threads) : IRangeBody
+        where TA : struct, IPackA where TB : struct, IPackB where TC : struct, ICLayout
+    {
+        public void Run(long t0, long t1)
         {
             for (long t = t0; t < t1; t++)
             {
                 int u0 = (int)(units * t / threads), u1 = (int)(units * (t + 1) / threads);
-                if (splitColumns) Run(0, m, u0 * NR, Math.Min(n, u1 * NR), k, alpha, a, b, beta, c);
-                else Run(u0 * MR, Math.Min(m, u1 * MR), 0, n, k, alpha, a, b, beta, c);
+                if (splitColumns) Sgemm.Run(0, m, u0 * NR, Math.Min(n, u1 * NR), k, alpha, a, b, beta, c);
+                else Sgemm.Run(u0 * MR, Math.Min(m, u1 * MR), 0, n, k, alpha, a, b, beta, c);
             }
-        });
+        }
     }
 
     /// <summary>One core's share: rows [i0, i1) and columns [j0, j1) of C, in column panels of at

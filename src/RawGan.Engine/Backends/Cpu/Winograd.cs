@@ -108,8 +108,15 @@ internal static unsafe class Winograd
         int tilesY = (h + 1) / 2, tilesX = (wd + 1) / 2, coutPad = RoundUp(cout, MR);
         long tiles = (long)n * tilesY * tilesX;
         long blocks = (tiles + TB - 1) / TB;
-        CpuParallel.For(blocks, 1, (b0, b1) =>
+        CpuParallel.For(blocks, 1, new ForwardLoop(x, packed, y, cin, h, wd, cout, tilesY, tilesX, tiles));
+    }
+
+    /// <summary>Forward blocks [b0, b1): transform the inputs, 16 x (cout / MR) micro-kernel calls, transform back.</summary>
+    private readonly struct ForwardLoop(float* x, float* packed, float* y, int cin, int h, int wd, int cout, int tilesY, int tilesX, long tiles) : IRangeBody
+    {
+        public void Run(long b0, long b1)
         {
+            int coutPad = RoundUp(cout, MR);
             float* v = Scratch(16L * TB * (cin + coutPad));
             float* m = v + 16L * TB * cin;
             TileBlock block = default;
@@ -123,16 +130,19 @@ internal static unsafe class Winograd
                         Sgemm.Kernel(cin, packed + ((long)xi * coutPad + co) * cin, v + (long)xi * cin * TB, m + ((long)xi * coutPad + co) * TB);
                 TransformOutputRows(m, y, ref block, cout, coutPad, h, wd, tilesX);
             }
-        });
+        }
     }
 
     /// <summary>U[xi] = scale G g G^T for every (co, ci), stored as the micro-kernel's A panels:
     /// packed[(xi coutPad + co0) cin + ci MR + r] = U[xi][co0 + r, ci] (co0 a multiple of MR; 0 past cout).</summary>
-    private static void TransformFilters(float* w, float* packed, int cin, int cout, float scale)
+    private static void TransformFilters(float* w, float* packed, int cin, int cout, float scale) =>
+        CpuParallel.For(RoundUp(cout, MR), MR, new FilterLoop(w, packed, cin, cout, scale));
+
+    private readonly struct FilterLoop(float* w, float* packed, int cin, int cout, float scale) : IRangeBody
     {
-        int coutPad = RoundUp(cout, MR);
-        CpuParallel.For(coutPad, MR, (c0, c1) =>
+        public void Run(long c0, long c1)
         {
+            int coutPad = RoundUp(cout, MR);
             float* u = stackalloc float[16];
             for (long co = c0; co < c1; co++)
             {
@@ -146,7 +156,7 @@ internal static unsafe class Winograd
                         packed[((long)xi * coutPad + strip) * cin + ci * MR + r] = u[xi];
                 }
             }
-        });
+        }
     }
 
     /// <summary>u = scale G g G^T for one 3x3 filter g (row-major), u row-major 4x4.</summary>
@@ -316,8 +326,23 @@ internal static unsafe class Winograd
         long accLength = 16L * coutPad * cinPad;
         // Each core accumulates dU[xi][co, ci] over its blocks in its own slice of scratch.
         new Span<float>(scratch, (int)(accLength * threads)).Clear();
-        CpuParallel.For(threads, 1, (p0, p1) =>
+        CpuParallel.For(threads, 1, new WeightLoop(x, gy, scratch, cin, h, wd, cout, tilesY, tilesX, tiles, width, threads));
+        // Sum the cores' dU, then dg = G^T dU G.
+        for (int p = 1; p < threads; p++)
         {
+            float* src = scratch + p * accLength;
+            for (long i = 0; i < accLength; i++) scratch[i] += src[i];
+        }
+        CpuParallel.For(cout, 4, new FilterAdjointLoop(scratch, gw, cin, cout, scale));
+    }
+
+    /// <summary>Core p of <paramref name="threads"/>: its share of the blocks, accumulated into its slice of scratch.</summary>
+    private readonly struct WeightLoop(float* x, float* gy, float* scratch, int cin, int h, int wd, int cout, int tilesY, int tilesX, long tiles, int width, int threads) : IRangeBody
+    {
+        public void Run(long p0, long p1)
+        {
+            int coutPad = RoundUp(cout, DotRows), cinPad = RoundUp(cin, DotColumns);
+            long accLength = 16L * coutPad * cinPad, blocks = (tiles + width - 1) / width;
             for (long p = p0; p < p1; p++)
             {
                 float* acc = scratch + p * accLength;
@@ -338,15 +363,14 @@ internal static unsafe class Winograd
                                     acc + ((long)xi * coutPad + co) * cinPad + ci, cinPad);
                 }
             }
-        });
-        // Sum the cores' dU, then dg = G^T dU G.
-        for (int p = 1; p < threads; p++)
-        {
-            float* src = scratch + p * accLength;
-            for (long i = 0; i < accLength; i++) scratch[i] += src[i];
         }
-        CpuParallel.For(cout, 4, (c0, c1) =>
+    }
+
+    private readonly struct FilterAdjointLoop(float* scratch, float* gw, int cin, int cout, float scale) : IRangeBody
+    {
+        public void Run(long c0, long c1)
         {
+            int coutPad = RoundUp(cout, DotRows), cinPad = RoundUp(cin, DotColumns);
             float* u = stackalloc float[16];
             for (long co = c0; co < c1; co++)
                 for (int ci = 0; ci < cin; ci++)
@@ -354,7 +378,7 @@ internal static unsafe class Winograd
                     for (int xi = 0; xi < 16; xi++) u[xi] = scratch[((long)xi * coutPad + co) * cinPad + ci];
                     FilterTransformAdjoint(u, gw + (co * cin + ci) * 9, scale);
                 }
-        });
+        }
     }
 
     /// <summary>g = scale G^T u G: the adjoint of <see cref="FilterTransform"/> (u 4x4, g 3x3, row-major).</summary>
