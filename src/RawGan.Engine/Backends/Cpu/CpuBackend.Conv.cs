@@ -86,8 +86,13 @@ public sealed unsafe partial class CpuBackend
         /// <summary>Winograd F(2x2, 3x3) for 3x3 kernels (Winograd.cs): 16/36 of the multiplies;
         /// other kernel sizes run the implicit GEMM (AVX-512).</summary>
         Winograd,
-        /// <summary>Per product, the one that measured fastest on this project's machine: Winograd
-        /// for every 3x3 product; otherwise the implicit GEMM (AVX-512).</summary>
+        /// <summary>Winograd F(4x4, 3x3) for 3x3 kernels (36/144 of the multiplies); other kernel
+        /// sizes run the implicit GEMM (AVX-512).</summary>
+        Winograd4,
+        /// <summary>Per product and size, the one that measured fastest on this project's machine:
+        /// Winograd for 3x3 products (F(4x4) from 32x32 maps up, F(2x2) below; weight gradients
+        /// from 8x8 up, F(4x4) from 64x64), dot products for 1x1 weight gradients with few channels, the
+        /// implicit GEMM otherwise (AVX-512).</summary>
         Auto,
     }
 
@@ -171,10 +176,11 @@ public sealed unsafe partial class CpuBackend
             PointwiseWeightGradient(P(x), P(gy), P(gw), n, cin, h * wd, cout, scale);
             return;
         }
-        if (UsesWinograd(k) && (_convolution == ConvolutionAlgorithm.Winograd || h * wd >= WinogradWeightMinPixels))
+        if (UsesWinograd(k) && (_convolution != ConvolutionAlgorithm.Auto || h * wd >= WinogradWeightMinPixels))
         {
             var scratch = Allocate(Winograd.WeightScratchLength(cin, cout, CpuParallel.Threads));
-            try { Winograd.BackwardWeight(P(x), P(gy), P(gw), P(scratch), n, cin, h, wd, cout, scale); }
+            bool f4 = _convolution == ConvolutionAlgorithm.Winograd4 || (_convolution == ConvolutionAlgorithm.Auto && Math.Min(h, wd) >= WinogradF4WeightMinSide);
+            try { Winograd.BackwardWeight(P(x), P(gy), P(gw), P(scratch), n, cin, h, wd, cout, scale, f4); }
             finally { Free(scratch); }
             return;
         }
@@ -204,9 +210,12 @@ public sealed unsafe partial class CpuBackend
 
     // Auto's thresholds, measured with `RawGan.Benchmarks -- --conv`: on 4x4 maps a weight
     // gradient's transforms cost more than Winograd saves (64 GFLOP/s against 128 for the implicit
-    // GEMM on D's head); a 1x1 convolution with 3 channels on one side wastes 61 of the
-    // micro-kernel's 64 columns (4 GFLOP/s), so it runs as dot products over the pixels.
-    private const int WinogradWeightMinPixels = 64, PointwiseFewChannels = 8;
+    // GEMM on D's head); F(4x4) beats F(2x2) from 32x32 maps up (510 against 390 GFLOP/s at 32x32,
+    // 530 against 360 at 64x64) but not on 16x16, where a run fills only 4 of a vector's 16 lanes;
+    // for weight gradients F(4x4) ties at 32x32 (350) and wins from 64x64 up (400 to 480 against 320 to 345);
+    // a 1x1 convolution with 3 channels on one side wastes 61 of the micro-kernel's 64 columns
+    // (4 GFLOP/s), so it runs as dot products over the pixels.
+    private const int WinogradWeightMinPixels = 64, PointwiseFewChannels = 8, WinogradF4MinSide = 32, WinogradF4WeightMinSide = 64;
 
     /// <summary>gw[co, ci] = scale sum over samples and pixels of gy[s, co, p] x[s, ci, p] when one
     /// side has at most <see cref="PointwiseFewChannels"/> channels (toRGB and fromRGB): each core takes
@@ -252,12 +261,17 @@ public sealed unsafe partial class CpuBackend
         }
     }
 
-    private bool UsesWinograd(int k) => k == 3 && (_convolution is ConvolutionAlgorithm.Winograd or ConvolutionAlgorithm.Auto);
+    private bool UsesWinograd(int k) => k == 3 && (_convolution is ConvolutionAlgorithm.Winograd or ConvolutionAlgorithm.Winograd4 or ConvolutionAlgorithm.Auto);
 
     private void WinogradForward(float* x, float* w, float* y, int n, int cin, int h, int wd, int cout, float scale)
     {
-        var packed = Allocate(Winograd.PackedFilterLength(cin, cout));
-        try { Winograd.Forward(x, w, P(packed), y, n, cin, h, wd, cout, scale); }
+        bool f4 = _convolution == ConvolutionAlgorithm.Winograd4 || (_convolution == ConvolutionAlgorithm.Auto && Math.Min(h, wd) >= WinogradF4MinSide);
+        var packed = Allocate(f4 ? Winograd.PackedFilterLengthF4(cin, cout) : Winograd.PackedFilterLength(cin, cout));
+        try
+        {
+            if (f4) Winograd.ForwardF4(x, w, P(packed), y, n, cin, h, wd, cout, scale);
+            else Winograd.Forward(x, w, P(packed), y, n, cin, h, wd, cout, scale);
+        }
         finally { Free(packed); }
     }
 

@@ -56,7 +56,7 @@ internal static unsafe class Winograd
     public static long PackedFilterLength(int cin, int cout) => 16L * RoundUp(cout, MR) * cin;
 
     /// <summary>Floats of scratch that <see cref="BackwardWeight"/> needs for <paramref name="threads"/> cores.</summary>
-    public static long WeightScratchLength(int cin, int cout, int threads) => (long)threads * 16 * RoundUp(cout, DotRows) * RoundUp(cin, DotColumns);
+    public static long WeightScratchLength(int cin, int cout, int threads) => (long)threads * 36 * RoundUp(cout, DotRows) * RoundUp(cin, DotColumns);
 
     [ThreadStatic] private static float* _scratch;
     [ThreadStatic] private static long _scratchLength;
@@ -78,18 +78,20 @@ internal static unsafe class Winograd
         public fixed int Sample[WeightBlock];
         public fixed int Y[WeightBlock];
         public fixed int X[WeightBlock];
-        public int Count;
+        public int Count, Size;
 
-        public void Decode(long t0, int count, int tilesY, int tilesX)
+        /// <summary>Tiles t0 .. t0 + count - 1 of a batch cut into tilesY x tilesX tiles of size x size outputs.</summary>
+        public void Decode(long t0, int count, int tilesY, int tilesX, int size = 2)
         {
             Count = count;
+            Size = size;
             int perSample = tilesY * tilesX;
             int s = (int)(t0 / perSample), r = (int)(t0 % perSample), ty = r / tilesX, tx = r % tilesX;
             for (int j = 0; j < count; j++)
             {
                 Sample[j] = s;
-                Y[j] = 2 * ty;
-                X[j] = 2 * tx;
+                Y[j] = size * ty;
+                X[j] = size * tx;
                 if (++tx == tilesX)
                 {
                     tx = 0;
@@ -202,7 +204,7 @@ internal static unsafe class Winograd
 
     /// <summary>The length of the run of tiles starting at block position j: at most 16, within one tile row.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static int RunLength(ref TileBlock block, int j, int tilesX) => Math.Min(Math.Min(16, block.Count - j), tilesX - block.X[j] / 2);
+    private static int RunLength(ref TileBlock block, int j, int tilesX) => Math.Min(Math.Min(16, block.Count - j), tilesX - block.X[j] / block.Size);
 
     /// <summary>V = B^T d B for the block: v[(xi cinPad + ci) width + j]. For the forward products
     /// (width TB) these are the micro-kernel's B panels. Rows past cin, and lanes past the block's
@@ -308,55 +310,321 @@ internal static unsafe class Winograd
         Avx512F.MaskStore(dst + 16, maskHigh, Avx512F.PermuteVar16x32x2(left, InterleaveHigh, right));
     }
 
+    // ----------------------------------------------------------------------------- F(4x4, 3x3)
+    //
+    // The same scheme with 4x4 output tiles and 6x6 input patches: 36 products per 16 outputs
+    // instead of 16 per 4, so 36 / 144 of a direct convolution's multiplies (F(2x2) does 64 / 144).
+    // The transforms (interpolation points 0, 1, -1, 2, -2 and infinity) have larger coefficients,
+    // so rounding grows a little: relative errors stay near 1e-6 for ProGAN's sizes (the tests bound them).
+    //
+    //          | 4  0 -5  0  1  0 |         |  1/4    0     0  |
+    //          | 0 -4 -4  1  1  0 |         | -1/6  -1/6  -1/6 |           | 1  1  1  1  1  0 |
+    //   B^T =  | 0  4 -4 -1  1  0 |    G =  | -1/6   1/6  -1/6 |    A^T =  | 0  1 -1  2 -2  0 |
+    //          | 0 -2 -1  2  1  0 |         |  1/24  1/12  1/6 |           | 0  1  1  4  4  0 |
+    //          | 0  2 -1 -2  1  0 |         |  1/24 -1/12  1/6 |           | 0  1 -1  8 -8  1 |
+    //          | 0  4  0 -5  0  1 |         |  0     0     1   |
+    //
+    // The weight gradient runs the same adjoint scheme as F(2x2) (BackwardWeight with f4), with A
+    // expanding 4x4 tiles of gy to 6x6 and G^T folding 6x6 back to 3x3.
+
+    /// <summary>Floats of the transformed, packed filters that <see cref="ForwardF4"/> needs.</summary>
+    public static long PackedFilterLengthF4(int cin, int cout) => 36L * RoundUp(cout, MR) * cin;
+
+    /// <summary>y = scale conv3x3(x, w) by F(4x4, 3x3); <paramref name="packed"/> holds <see cref="PackedFilterLengthF4"/> floats.</summary>
+    public static void ForwardF4(float* x, float* w, float* packed, float* y, int n, int cin, int h, int wd, int cout, float scale)
+    {
+        CpuParallel.For(RoundUp(cout, MR), MR, new FilterLoopF4(w, packed, cin, cout, scale));
+        int tilesY = (h + 3) / 4, tilesX = (wd + 3) / 4;
+        long tiles = (long)n * tilesY * tilesX;
+        CpuParallel.For((tiles + TB - 1) / TB, 1, new ForwardLoopF4(x, packed, y, cin, h, wd, cout, tilesY, tilesX, tiles));
+    }
+
+    private readonly struct FilterLoopF4(float* w, float* packed, int cin, int cout, float scale) : IRangeBody
+    {
+        public void Run(long c0, long c1)
+        {
+            int coutPad = RoundUp(cout, MR);
+            float* t = stackalloc float[18];   // G g: 6 rows of 3
+            float* u = stackalloc float[6];
+            for (long co = c0; co < c1; co++)
+            {
+                long strip = co - co % MR;
+                int r = (int)(co % MR);
+                for (int ci = 0; ci < cin; ci++)
+                {
+                    float* g = w + (co * cin + ci) * 9;
+                    for (int c = 0; c < 3; c++)
+                        if (co < cout) InterpolateFilter(g[c], g[3 + c], g[6 + c], t + c, 3, 1f);
+                        else InterpolateFilter(0, 0, 0, t + c, 3, 1f);
+                    for (int i = 0; i < 6; i++)
+                    {
+                        // Row i of G g, through G along its three columns: U[i, 0..5].
+                        InterpolateFilter(t[3 * i], t[3 * i + 1], t[3 * i + 2], u, 1, scale);
+                        for (int j = 0; j < 6; j++)
+                            packed[((long)(6 * i + j) * coutPad + strip) * cin + ci * MR + r] = u[j];
+                    }
+                }
+            }
+        }
+    }
+
+    /// <summary>dst[k stride] = scale (G g)[k] for k &lt; 6: one filter row or column at the six points.</summary>
+    private static void InterpolateFilter(float g0, float g1, float g2, float* dst, int stride, float scale)
+    {
+        dst[0] = scale * g0 / 4;
+        dst[stride] = -scale * (g0 + g1 + g2) / 6;
+        dst[2 * stride] = -scale * (g0 - g1 + g2) / 6;
+        dst[3 * stride] = scale * (g0 / 24 + g1 / 12 + g2 / 6);
+        dst[4 * stride] = scale * (g0 / 24 - g1 / 12 + g2 / 6);
+        dst[5 * stride] = scale * g2;
+    }
+
+    private readonly struct ForwardLoopF4(float* x, float* packed, float* y, int cin, int h, int wd, int cout, int tilesY, int tilesX, long tiles) : IRangeBody
+    {
+        public void Run(long b0, long b1)
+        {
+            int coutPad = RoundUp(cout, MR);
+            float* v = Scratch(36L * TB * (cin + coutPad));
+            float* m = v + 36L * TB * cin;
+            TileBlock block = default;
+            for (long b = b0; b < b1; b++)
+            {
+                long t0 = b * TB;
+                block.Decode(t0, (int)Math.Min(TB, tiles - t0), tilesY, tilesX, size: 4);
+                TransformInputRowsF4(x, v, ref block, cin, cin, h, wd, tilesX, TB);
+                for (int xi = 0; xi < 36; xi++)
+                    for (int co = 0; co < coutPad; co += MR)
+                        Sgemm.Kernel(cin, packed + ((long)xi * coutPad + co) * cin, v + (long)xi * cin * TB, m + ((long)xi * coutPad + co) * TB);
+                TransformOutputRowsF4(m, y, ref block, cout, coutPad, h, wd, tilesX);
+            }
+        }
+    }
+
+    // Phase c of 64 consecutive floats: elements c, c + 4, ..., c + 60, one per tile of a run.
+    private static readonly Vector512<int> Stride4 = Lanes * 4;
+    private static readonly Vector512<float> LowEight = Vector512.LessThan(Lanes, Vector512.Create(8)).AsSingle();
+    private static readonly Vector512<long> PairsLow = Vector512.Create(0L, 8, 1, 9, 2, 10, 3, 11), PairsHigh = Vector512.Create(4L, 12, 5, 13, 6, 14, 7, 15);
+
+    /// <summary>Element 4 t + c of the 64 floats a, b, c, d, for the 16 lanes t.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<float> Phase(Vector512<float> a, Vector512<float> b, Vector512<float> c, Vector512<float> d, int phase)
+    {
+        var index = Stride4 + Vector512.Create(phase);                        // lanes 0..7 pick from (a, b)
+        var low = Avx512F.PermuteVar16x32x2(a, index, b);
+        var high = Avx512F.PermuteVar16x32x2(c, index - Vector512.Create(32), d); // lanes 8..15 pick from (c, d)
+        return Vector512.ConditionalSelect(LowEight, low, high);
+    }
+
+    /// <summary>V = B^T d B (6x6) for the block: v[(xi cinPad + ci) width + j], xi = 6 i + j'. Rows past
+    /// cin, and lanes past the count up to a multiple of 16, are zero.</summary>
+    private static void TransformInputRowsF4(float* x, float* v, ref TileBlock block, int cin, int cinPad, int h, int wd, int tilesX, int width)
+    {
+        long plane = (long)h * wd, xiStride = (long)cinPad * width;
+        ClearPadding(v, ref block, cin, cinPad, width, 36);
+        float* e = stackalloc float[36 * 16 + 16];   // the six rows, each transformed along its columns
+        float* rows = (float*)(((nint)e + 63) & ~(nint)63);
+        for (int j = 0; j < block.Count;)
+        {
+            int run = RunLength(ref block, j, tilesX);
+            int c0 = block.X[j] - 1, iy0 = block.Y[j] - 1, end = Math.Min(wd, c0 + 4 * run + 2);
+            Vector512<float> m0 = Between(c0, 0, end), m1 = Between(c0 + 16, 0, end), m2 = Between(c0 + 32, 0, end);
+            Vector512<float> m3 = Between(c0 + 48, 0, end), m4 = Between(c0 + 64, 0, end);
+            var store = Vector512.LessThan(Lanes, Vector512.Create(run)).AsSingle();
+            for (int ci = 0; ci < cin; ci++)
+            {
+                float* src = x + (block.Sample[j] * (long)cin + ci) * plane;
+                for (int r = 0; r < 6; r++)
+                {
+                    int iy = iy0 + r;
+                    float* dst = rows + r * 6 * 16;
+                    if ((uint)iy >= (uint)h)
+                    {
+                        for (int c = 0; c < 6; c++) Vector512<float>.Zero.Store(dst + 16 * c);
+                        continue;
+                    }
+                    float* row = src + (long)iy * wd + c0;
+                    var q0 = Avx512F.MaskLoad(row, m0, Vector512<float>.Zero);
+                    var q1 = Avx512F.MaskLoad(row + 16, m1, Vector512<float>.Zero);
+                    var q2 = Avx512F.MaskLoad(row + 32, m2, Vector512<float>.Zero);
+                    var q3 = Avx512F.MaskLoad(row + 48, m3, Vector512<float>.Zero);
+                    var next = Avx512F.MaskLoad(row + 64, m4, Vector512<float>.Zero).AsInt32();
+                    var d0 = Phase(q0, q1, q2, q3, 0);
+                    var d1 = Phase(q0, q1, q2, q3, 1);
+                    // Columns 4 and 5 of tile t are columns 0 and 1 of tile t + 1: shift by one lane,
+                    // taking the last tile's from the next 16 floats.
+                    var d4 = Avx512F.AlignRight32(next, d0.AsInt32(), 1).AsSingle();
+                    var d5 = Avx512F.AlignRight32(Avx512F.AlignRight32(next, next, 1), d1.AsInt32(), 1).AsSingle();
+                    Interpolate(d0, d1, Phase(q0, q1, q2, q3, 2), Phase(q0, q1, q2, q3, 3), d4, d5, dst, 16);
+                }
+                float* out0 = v + (long)ci * width + j;
+                for (int c = 0; c < 6; c++)
+                {
+                    // Column c of the six transformed rows, transformed along the rows: V[0..5, c].
+                    float* col = rows + 16 * c;
+                    InterpolateMasked(Vector512.Load(col), Vector512.Load(col + 96), Vector512.Load(col + 192), Vector512.Load(col + 288),
+                        Vector512.Load(col + 384), Vector512.Load(col + 480), out0 + c * xiStride, 6 * xiStride, store);
+                }
+            }
+            j += run;
+        }
+    }
+
+    /// <summary>B^T d for one row of six (one vector per element): dst[k stride floats] = row k of the result.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Interpolate(Vector512<float> d0, Vector512<float> d1, Vector512<float> d2, Vector512<float> d3,
+        Vector512<float> d4, Vector512<float> d5, float* dst, int stride)
+    {
+        BTransform(d0, d1, d2, d3, d4, d5, out var v0, out var v1, out var v2, out var v3, out var v4, out var v5);
+        v0.Store(dst); v1.Store(dst + stride); v2.Store(dst + 2 * stride);
+        v3.Store(dst + 3 * stride); v4.Store(dst + 4 * stride); v5.Store(dst + 5 * stride);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void InterpolateMasked(Vector512<float> d0, Vector512<float> d1, Vector512<float> d2, Vector512<float> d3,
+        Vector512<float> d4, Vector512<float> d5, float* dst, long stride, Vector512<float> store)
+    {
+        BTransform(d0, d1, d2, d3, d4, d5, out var v0, out var v1, out var v2, out var v3, out var v4, out var v5);
+        Avx512F.MaskStore(dst, store, v0); Avx512F.MaskStore(dst + stride, store, v1); Avx512F.MaskStore(dst + 2 * stride, store, v2);
+        Avx512F.MaskStore(dst + 3 * stride, store, v3); Avx512F.MaskStore(dst + 4 * stride, store, v4); Avx512F.MaskStore(dst + 5 * stride, store, v5);
+    }
+
+    /// <summary>v = B^T d for six values (each a vector of tiles).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void BTransform(Vector512<float> d0, Vector512<float> d1, Vector512<float> d2, Vector512<float> d3, Vector512<float> d4, Vector512<float> d5,
+        out Vector512<float> v0, out Vector512<float> v1, out Vector512<float> v2, out Vector512<float> v3, out Vector512<float> v4, out Vector512<float> v5)
+    {
+        var four = Vector512.Create(4f);
+        var t0 = Vector512.FusedMultiplyAdd(-four, d2, d4);          // d4 - 4 d2
+        var t1 = Vector512.FusedMultiplyAdd(-four, d1, d3);          // d3 - 4 d1
+        var t2 = d4 - d2;
+        var t3 = (d3 - d1) * 2f;
+        v0 = Vector512.FusedMultiplyAdd(four, d0, Vector512.FusedMultiplyAdd(Vector512.Create(-5f), d2, d4));
+        v1 = t0 + t1;
+        v2 = t0 - t1;
+        v3 = t2 + t3;
+        v4 = t2 - t3;
+        v5 = Vector512.FusedMultiplyAdd(four, d1, Vector512.FusedMultiplyAdd(Vector512.Create(-5f), d3, d5));
+    }
+
+    /// <summary>y = A^T m for six values: four outputs.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void ATransform(Vector512<float> m0, Vector512<float> m1, Vector512<float> m2, Vector512<float> m3, Vector512<float> m4, Vector512<float> m5,
+        out Vector512<float> y0, out Vector512<float> y1, out Vector512<float> y2, out Vector512<float> y3)
+    {
+        var a = m1 + m2;
+        var b = m1 - m2;
+        var c = m3 + m4;
+        var d = m3 - m4;
+        y0 = m0 + a + c;
+        y1 = Vector512.FusedMultiplyAdd(Vector512.Create(2f), d, b);
+        y2 = Vector512.FusedMultiplyAdd(Vector512.Create(4f), c, a);
+        y3 = Vector512.FusedMultiplyAdd(Vector512.Create(8f), d, b) + m5;
+    }
+
+    /// <summary>Y = A^T M A (4x4 per tile) for the block; each output row of a run is 64 consecutive pixels.</summary>
+    private static void TransformOutputRowsF4(float* m, float* y, ref TileBlock block, int cout, int coutPad, int h, int wd, int tilesX)
+    {
+        long plane = (long)h * wd, xiStride = (long)coutPad * TB;
+        float* sBuffer = stackalloc float[24 * 16 + 16];
+        float* srows = (float*)(((nint)sBuffer + 63) & ~(nint)63);    // A^T M: 4 rows of 6
+        for (int j = 0; j < block.Count;)
+        {
+            int run = RunLength(ref block, j, tilesX);
+            int ox = block.X[j], oy = block.Y[j], end = Math.Min(wd, ox + 4 * run);
+            Vector512<float> mask0 = Between(ox, 0, end), mask1 = Between(ox + 16, 0, end);
+            Vector512<float> mask2 = Between(ox + 32, 0, end), mask3 = Between(ox + 48, 0, end);
+            int rowsInside = Math.Min(4, h - oy);
+            for (int co = 0; co < cout; co++)
+            {
+                float* src = m + (long)co * TB + j;
+                for (int c = 0; c < 6; c++)
+                {
+                    float* col = src + c * xiStride;
+                    ATransform(Vector512.Load(col), Vector512.Load(col + 6 * xiStride), Vector512.Load(col + 12 * xiStride),
+                        Vector512.Load(col + 18 * xiStride), Vector512.Load(col + 24 * xiStride), Vector512.Load(col + 30 * xiStride),
+                        out var s0, out var s1, out var s2, out var s3);
+                    s0.Store(srows + 16 * c); s1.Store(srows + 96 + 16 * c); s2.Store(srows + 192 + 16 * c); s3.Store(srows + 288 + 16 * c);
+                }
+                float* dst = y + (block.Sample[j] * (long)cout + co) * plane + (long)oy * wd + ox;
+                for (int r = 0; r < rowsInside; r++)
+                {
+                    float* s = srows + 96 * r;
+                    ATransform(Vector512.Load(s), Vector512.Load(s + 16), Vector512.Load(s + 32), Vector512.Load(s + 48), Vector512.Load(s + 64), Vector512.Load(s + 80),
+                        out var y0, out var y1, out var y2, out var y3);
+                    // Interleave the four columns of the tiles: pixel 4 t + k of the row is y_k[t].
+                    var p01 = Avx512F.PermuteVar16x32x2(y0, InterleaveLow, y1).AsDouble();
+                    var q01 = Avx512F.PermuteVar16x32x2(y0, InterleaveHigh, y1).AsDouble();
+                    var p23 = Avx512F.PermuteVar16x32x2(y2, InterleaveLow, y3).AsDouble();
+                    var q23 = Avx512F.PermuteVar16x32x2(y2, InterleaveHigh, y3).AsDouble();
+                    float* row = dst + (long)r * wd;
+                    Avx512F.MaskStore(row, mask0, Avx512F.PermuteVar8x64x2(p01, PairsLow, p23).AsSingle());
+                    Avx512F.MaskStore(row + 16, mask1, Avx512F.PermuteVar8x64x2(p01, PairsHigh, p23).AsSingle());
+                    Avx512F.MaskStore(row + 32, mask2, Avx512F.PermuteVar8x64x2(q01, PairsLow, q23).AsSingle());
+                    Avx512F.MaskStore(row + 48, mask3, Avx512F.PermuteVar8x64x2(q01, PairsHigh, q23).AsSingle());
+                }
+            }
+            j += run;
+        }
+    }
+
     // ----------------------------------------------------------------------------- weight gradient
 
     private const int DotRows = 6, DotColumns = 4;   // the weight gradient's register tile: 6 output x 4 input channels
 
     /// <summary>gw = scale sum over the batch of the correlation of gy with x (gw: [cout, cin, 3, 3]);
     /// <paramref name="scratch"/> holds <see cref="WeightScratchLength"/> floats.</summary>
-    public static void BackwardWeight(float* x, float* gy, float* gw, float* scratch, int n, int cin, int h, int wd, int cout, float scale)
+    public static void BackwardWeight(float* x, float* gy, float* gw, float* scratch, int n, int cin, int h, int wd, int cout, float scale, bool f4 = false)
     {
-        int tilesY = (h + 1) / 2, tilesX = (wd + 1) / 2;
+        int size = f4 ? 4 : 2, planes = f4 ? 36 : 16;
+        int tilesY = (h + size - 1) / size, tilesX = (wd + size - 1) / size;
         int coutPad = RoundUp(cout, DotRows), cinPad = RoundUp(cin, DotColumns);
         long tiles = (long)n * tilesY * tilesX;
         // Blocks of WeightBlock tiles, or shorter ones (a multiple of 16) when there are too few tiles to give every core one.
         int width = (int)Math.Min(WeightBlock, RoundUp((int)((tiles + CpuParallel.Threads - 1) / CpuParallel.Threads), 16));
         long blocks = (tiles + width - 1) / width;
         int threads = (int)Math.Min(CpuParallel.Threads, blocks);
-        long accLength = 16L * coutPad * cinPad;
+        long accLength = (long)planes * coutPad * cinPad;
         // Each core accumulates dU[xi][co, ci] over its blocks in its own slice of scratch.
         new Span<float>(scratch, (int)(accLength * threads)).Clear();
-        CpuParallel.For(threads, 1, new WeightLoop(x, gy, scratch, cin, h, wd, cout, tilesY, tilesX, tiles, width, threads));
+        CpuParallel.For(threads, 1, new WeightLoop(x, gy, scratch, cin, h, wd, cout, tilesY, tilesX, tiles, width, threads, f4));
         // Sum the cores' dU, then dg = G^T dU G.
         for (int p = 1; p < threads; p++)
         {
             float* src = scratch + p * accLength;
             for (long i = 0; i < accLength; i++) scratch[i] += src[i];
         }
-        CpuParallel.For(cout, 4, new FilterAdjointLoop(scratch, gw, cin, cout, scale));
+        CpuParallel.For(cout, 4, new FilterAdjointLoop(scratch, gw, cin, cout, scale, f4));
     }
 
     /// <summary>Core p of <paramref name="threads"/>: its share of the blocks, accumulated into its slice of scratch.</summary>
-    private readonly struct WeightLoop(float* x, float* gy, float* scratch, int cin, int h, int wd, int cout, int tilesY, int tilesX, long tiles, int width, int threads) : IRangeBody
+    private readonly struct WeightLoop(float* x, float* gy, float* scratch, int cin, int h, int wd, int cout, int tilesY, int tilesX, long tiles, int width, int threads, bool f4) : IRangeBody
     {
         public void Run(long p0, long p1)
         {
-            int coutPad = RoundUp(cout, DotRows), cinPad = RoundUp(cin, DotColumns);
-            long accLength = 16L * coutPad * cinPad, blocks = (tiles + width - 1) / width;
+            int coutPad = RoundUp(cout, DotRows), cinPad = RoundUp(cin, DotColumns), planes = f4 ? 36 : 16;
+            long accLength = (long)planes * coutPad * cinPad, blocks = (tiles + width - 1) / width;
             for (long p = p0; p < p1; p++)
             {
                 float* acc = scratch + p * accLength;
-                float* v = Scratch(16L * width * (cinPad + coutPad));
-                float* g = v + 16L * width * cinPad;
+                float* v = Scratch((long)planes * width * (cinPad + coutPad));
+                float* g = v + (long)planes * width * cinPad;
                 TileBlock block = default;
                 for (long b = blocks * p / threads; b < blocks * (p + 1) / threads; b++)
                 {
                     long t0 = b * width;
-                    block.Decode(t0, (int)Math.Min(width, tiles - t0), tilesY, tilesX);
-                    TransformInputRows(x, v, ref block, cin, cinPad, h, wd, tilesX, width);
-                    TransformOutputGradientRows(gy, g, ref block, cout, coutPad, h, wd, tilesX, width);
+                    block.Decode(t0, (int)Math.Min(width, tiles - t0), tilesY, tilesX, f4 ? 4 : 2);
+                    if (f4)
+                    {
+                        TransformInputRowsF4(x, v, ref block, cin, cinPad, h, wd, tilesX, width);
+                        TransformOutputGradientRowsF4(gy, g, ref block, cout, coutPad, h, wd, tilesX, width);
+                    }
+                    else
+                    {
+                        TransformInputRows(x, v, ref block, cin, cinPad, h, wd, tilesX, width);
+                        TransformOutputGradientRows(gy, g, ref block, cout, coutPad, h, wd, tilesX, width);
+                    }
                     int steps = (block.Count + 15) / 16;
-                    for (int xi = 0; xi < 16; xi++)
+                    for (int xi = 0; xi < planes; xi++)
                         for (int co = 0; co < coutPad; co += DotRows)
                             for (int ci = 0; ci < cinPad; ci += DotColumns)
                                 Dot(g + ((long)xi * coutPad + co) * width, v + ((long)xi * cinPad + ci) * width, width, steps,
@@ -366,19 +634,38 @@ internal static unsafe class Winograd
         }
     }
 
-    private readonly struct FilterAdjointLoop(float* scratch, float* gw, int cin, int cout, float scale) : IRangeBody
+    private readonly struct FilterAdjointLoop(float* scratch, float* gw, int cin, int cout, float scale, bool f4) : IRangeBody
     {
         public void Run(long c0, long c1)
         {
-            int coutPad = RoundUp(cout, DotRows), cinPad = RoundUp(cin, DotColumns);
-            float* u = stackalloc float[16];
+            int coutPad = RoundUp(cout, DotRows), cinPad = RoundUp(cin, DotColumns), planes = f4 ? 36 : 16;
+            float* u = stackalloc float[36];
             for (long co = c0; co < c1; co++)
                 for (int ci = 0; ci < cin; ci++)
                 {
-                    for (int xi = 0; xi < 16; xi++) u[xi] = scratch[((long)xi * coutPad + co) * cinPad + ci];
-                    FilterTransformAdjoint(u, gw + (co * cin + ci) * 9, scale);
+                    for (int xi = 0; xi < planes; xi++) u[xi] = scratch[((long)xi * coutPad + co) * cinPad + ci];
+                    if (f4) FilterTransformAdjointF4(u, gw + (co * cin + ci) * 9, scale);
+                    else FilterTransformAdjoint(u, gw + (co * cin + ci) * 9, scale);
                 }
         }
+    }
+
+    /// <summary>g = scale G^T u G for F(4x4): u 6x6, g 3x3, row-major.</summary>
+    private static void FilterTransformAdjointF4(float* u, float* g, float scale)
+    {
+        float* t = stackalloc float[18];   // G^T u: 3 rows of 6
+        for (int c = 0; c < 6; c++)
+            ProjectFilter(u[c], u[6 + c], u[12 + c], u[18 + c], u[24 + c], u[30 + c], t + c, 6, 1f);
+        for (int r = 0; r < 3; r++)
+            ProjectFilter(t[6 * r], t[6 * r + 1], t[6 * r + 2], t[6 * r + 3], t[6 * r + 4], t[6 * r + 5], g + 3 * r, 1, scale);
+    }
+
+    /// <summary>dst[k stride] = scale (G^T u)[k] for k &lt; 3: the adjoint of <see cref="InterpolateFilter"/>.</summary>
+    private static void ProjectFilter(float u0, float u1, float u2, float u3, float u4, float u5, float* dst, int stride, float scale)
+    {
+        dst[0] = scale * (u0 / 4 - (u1 + u2) / 6 + (u3 + u4) / 24);
+        dst[stride] = scale * ((u2 - u1) / 6 + (u3 - u4) / 12);
+        dst[2 * stride] = scale * ((u3 + u4 - u1 - u2) / 6 + u5);
     }
 
     /// <summary>g = scale G^T u G: the adjoint of <see cref="FilterTransform"/> (u 4x4, g 3x3, row-major).</summary>
@@ -442,6 +729,72 @@ internal static unsafe class Winograd
         }
     }
 
+    /// <summary>A dY A^T (6x6 from each 4x4 tile of gy) for the block: g[(xi coutPad + co) width + j];
+    /// rows past cout and lanes past the count are zero.</summary>
+    private static void TransformOutputGradientRowsF4(float* gy, float* g, ref TileBlock block, int cout, int coutPad, int h, int wd, int tilesX, int width)
+    {
+        long plane = (long)h * wd, xiStride = (long)coutPad * width;
+        ClearPadding(g, ref block, cout, coutPad, width, 36);
+        float* buffer = stackalloc float[24 * 16 + 16];
+        float* rows = (float*)(((nint)buffer + 63) & ~(nint)63);   // A applied along each of the 4 rows: 4 x 6
+        for (int j = 0; j < block.Count;)
+        {
+            int run = RunLength(ref block, j, tilesX);
+            int ox = block.X[j], oy = block.Y[j], end = Math.Min(wd, ox + 4 * run);
+            Vector512<float> m0 = Between(ox, 0, end), m1 = Between(ox + 16, 0, end), m2 = Between(ox + 32, 0, end), m3 = Between(ox + 48, 0, end);
+            var store = Vector512.LessThan(Lanes, Vector512.Create(run)).AsSingle();
+            for (int co = 0; co < cout; co++)
+            {
+                float* src = gy + (block.Sample[j] * (long)cout + co) * plane + (long)oy * wd + ox;
+                for (int r = 0; r < 4; r++)
+                {
+                    Vector512<float> q0 = default, q1 = default, q2 = default, q3 = default;
+                    if (oy + r < h)
+                    {
+                        float* row = src + (long)r * wd;
+                        q0 = Avx512F.MaskLoad(row, m0, Vector512<float>.Zero);
+                        q1 = Avx512F.MaskLoad(row + 16, m1, Vector512<float>.Zero);
+                        q2 = Avx512F.MaskLoad(row + 32, m2, Vector512<float>.Zero);
+                        q3 = Avx512F.MaskLoad(row + 48, m3, Vector512<float>.Zero);
+                    }
+                    ATransposeTransform(Phase(q0, q1, q2, q3, 0), Phase(q0, q1, q2, q3, 1), Phase(q0, q1, q2, q3, 2), Phase(q0, q1, q2, q3, 3),
+                        out var z0, out var z1, out var z2, out var z3, out var z4, out var z5);
+                    float* dst = rows + 96 * r;
+                    z0.Store(dst); z1.Store(dst + 16); z2.Store(dst + 32); z3.Store(dst + 48); z4.Store(dst + 64); z5.Store(dst + 80);
+                }
+                float* out0 = g + (long)co * width + j;
+                for (int c = 0; c < 6; c++)
+                {
+                    float* col = rows + 16 * c;
+                    ATransposeTransform(Vector512.Load(col), Vector512.Load(col + 96), Vector512.Load(col + 192), Vector512.Load(col + 288),
+                        out var z0, out var z1, out var z2, out var z3, out var z4, out var z5);
+                    float* dst = out0 + c * xiStride;
+                    long step = 6 * xiStride;
+                    Avx512F.MaskStore(dst, store, z0); Avx512F.MaskStore(dst + step, store, z1); Avx512F.MaskStore(dst + 2 * step, store, z2);
+                    Avx512F.MaskStore(dst + 3 * step, store, z3); Avx512F.MaskStore(dst + 4 * step, store, z4); Avx512F.MaskStore(dst + 5 * step, store, z5);
+                }
+            }
+            j += run;
+        }
+    }
+
+    /// <summary>z = A y for four values: six (the adjoint of <see cref="ATransform"/>).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void ATransposeTransform(Vector512<float> y0, Vector512<float> y1, Vector512<float> y2, Vector512<float> y3,
+        out Vector512<float> z0, out Vector512<float> z1, out Vector512<float> z2, out Vector512<float> z3, out Vector512<float> z4, out Vector512<float> z5)
+    {
+        var even = y0 + y2;
+        var odd = y1 + y3;
+        var even4 = Vector512.FusedMultiplyAdd(Vector512.Create(4f), y2, y0);
+        var odd8 = Vector512.FusedMultiplyAdd(Vector512.Create(8f), y3, y1 * 2f);
+        z0 = y0;
+        z1 = even + odd;
+        z2 = even - odd;
+        z3 = even4 + odd8;
+        z4 = even4 - odd8;
+        z5 = y3;
+    }
+
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void Expand(Vector512<float> a, Vector512<float> b, float* dst, int xi0, long xiStride, Vector512<float> store)
     {
@@ -453,10 +806,10 @@ internal static unsafe class Winograd
 
     /// <summary>Zeros what the transforms do not write but the dot products read: rows from
     /// <paramref name="rows"/> to <paramref name="rowsPad"/>, and the lanes of the last vector past the block's count.</summary>
-    private static void ClearPadding(float* buffer, ref TileBlock block, int rows, int rowsPad, int width)
+    private static void ClearPadding(float* buffer, ref TileBlock block, int rows, int rowsPad, int width, int planes = 16)
     {
         int tail = RoundUp(block.Count, 16) - block.Count;
-        for (int xi = 0; xi < 16; xi++)
+        for (int xi = 0; xi < planes; xi++)
         {
             float* plane = buffer + (long)xi * rowsPad * width;
             if (rowsPad > rows) new Span<float>(plane + (long)rows * width, (rowsPad - rows) * width).Clear();
