@@ -2,16 +2,18 @@ using BenchmarkDotNet.Attributes;
 using RawGan.Benchmarks.Infrastructure;
 using RawGan.Benchmarks.Reference;
 using RawGan.Engine.Backends;
+using RawGan.Engine.Backends.Cpu;
 
 namespace RawGan.Benchmarks.Cpu;
 
 /// <summary>
-/// The data of one convolution case, and the four ways to compute each of its three products:
-/// naive direct loops (one thread); im2col + the engine's portable GEMM, a sample at a time (the
-/// path CpuBackend takes without AVX-512); the same im2col with the AVX-512 SGEMM (what
-/// materializing im2col costs once the GEMM is fast); and CpuBackend's own method, which with
-/// AVX-512 is the implicit GEMM of ConvGemm.cs (im2col read while packing, the whole batch as one
-/// GEMM).
+/// The data of one convolution case, and the ways to compute each of its three products: naive
+/// direct loops (one thread); im2col + the engine's portable GEMM, a sample at a time (the path
+/// CpuBackend takes without AVX-512); the same im2col with the AVX-512 SGEMM (what materializing
+/// im2col costs once the GEMM is fast); and CpuBackend's AVX-512 algorithms: the implicit GEMM of
+/// ConvGemm.cs (im2col read while packing, the whole batch as one GEMM), Winograd F(2x2, 3x3) and
+/// F(4x4, 3x3) (Winograd.cs), and Auto, the default, which picks per product and size. Without
+/// AVX-512 the last four all run the im2col path.
 /// </summary>
 public abstract class ConvBenchmarkBase
 {
@@ -43,7 +45,7 @@ public abstract class ConvBenchmarkBase
     }
 
     /// <summary>Runs each optimized variant once and compares it with the naive result in <see cref="Output"/>.</summary>
-    protected void VerifyVariants(string op, params (string name, Action run)[] variants)
+    protected void VerifyVariants(string op, (string name, Action run)[] variants)
     {
         var expected = (float[])Output.Clone();
         foreach (var (name, run) in variants)
@@ -53,6 +55,27 @@ public abstract class ConvBenchmarkBase
             Verify.Close($"{op} {name} {Case}", expected, Buffers.Download(DOutput, Output.Length));
         }
     }
+
+    /// <summary>The engine's own variants, each one CpuBackend algorithm.</summary>
+    protected (string name, Action run)[] EngineVariants(Action call) =>
+    [
+        ("implicit GEMM", () => With(CpuBackend.ConvolutionAlgorithm.ImplicitGemm, call)),
+        ("Winograd F(2x2)", () => With(CpuBackend.ConvolutionAlgorithm.Winograd, call)),
+        ("Winograd F(4x4)", () => With(CpuBackend.ConvolutionAlgorithm.Winograd4, call)),
+        ("Auto", () => With(CpuBackend.ConvolutionAlgorithm.Auto, call)),
+    ];
+
+    /// <summary>Runs <paramref name="call"/> with CpuBackend set to <paramref name="algorithm"/> (Im2Col without AVX-512).</summary>
+    protected void With(CpuBackend.ConvolutionAlgorithm algorithm, Action call)
+    {
+        var be = Buffers.Backend;
+        var previous = be.Convolution;
+        be.Convolution = Sgemm ? algorithm : CpuBackend.ConvolutionAlgorithm.Im2Col;
+        try { call(); }
+        finally { be.Convolution = previous; }
+    }
+
+    private static bool Sgemm => System.Runtime.Intrinsics.Vector512.IsHardwareAccelerated && System.Runtime.Intrinsics.X86.Avx512F.IsSupported;
 
     [GlobalCleanup]
     public void Cleanup() => Buffers.Dispose();
@@ -66,7 +89,7 @@ public class ConvForwardBenchmarks : ConvBenchmarkBase
     {
         Prepare(Case.OutputLength);
         Naive();
-        VerifyVariants("conv forward", ("im2col + portable GEMM", Im2ColPortable), ("im2col + AVX-512 SGEMM", Im2ColSgemm), ("CpuBackend", ImplicitGemm));
+        VerifyVariants("conv forward", [("im2col + portable GEMM", Im2ColPortable), ("im2col + AVX-512 SGEMM", Im2ColSgemm), .. EngineVariants(Engine)]);
     }
 
     [Benchmark(Baseline = true, Description = "naive direct loops (1 thread)")]
@@ -80,8 +103,19 @@ public class ConvForwardBenchmarks : ConvBenchmarkBase
     public void Im2ColSgemm() =>
         Im2ColConvolution.Forward(Im2ColConvolution.Sgemm, DX, DW, DOutput, DCol, Case.N, Case.Cin, Case.H, Case.W, Case.Cout, Case.K, Case.Scale);
 
-    [Benchmark(Description = "CpuBackend (implicit GEMM)")]
-    public void ImplicitGemm() => Buffers.Backend.Conv2dForward(DX, DW, DOutput, Case.N, Case.Cin, Case.H, Case.W, Case.Cout, Case.K, Case.Scale);
+    private void Engine() => Buffers.Backend.Conv2dForward(DX, DW, DOutput, Case.N, Case.Cin, Case.H, Case.W, Case.Cout, Case.K, Case.Scale);
+
+    [Benchmark(Description = "CpuBackend implicit GEMM")]
+    public void ImplicitGemm() => With(CpuBackend.ConvolutionAlgorithm.ImplicitGemm, Engine);
+
+    [Benchmark(Description = "CpuBackend Winograd F(2x2)")]
+    public void Winograd2() => With(CpuBackend.ConvolutionAlgorithm.Winograd, Engine);
+
+    [Benchmark(Description = "CpuBackend Winograd F(4x4)")]
+    public void Winograd4() => With(CpuBackend.ConvolutionAlgorithm.Winograd4, Engine);
+
+    [Benchmark(Description = "CpuBackend Auto (default)")]
+    public void Auto() => With(CpuBackend.ConvolutionAlgorithm.Auto, Engine);
 }
 
 /// <summary>conv2d_backward_input: gx = conv_transpose(gy, scale w).</summary>
@@ -92,7 +126,7 @@ public class ConvBackwardInputBenchmarks : ConvBenchmarkBase
     {
         Prepare(Case.InputLength);
         Naive();
-        VerifyVariants("conv input gradient", ("im2col + portable GEMM", Im2ColPortable), ("im2col + AVX-512 SGEMM", Im2ColSgemm), ("CpuBackend", ImplicitGemm));
+        VerifyVariants("conv input gradient", [("im2col + portable GEMM", Im2ColPortable), ("im2col + AVX-512 SGEMM", Im2ColSgemm), .. EngineVariants(Engine)]);
     }
 
     [Benchmark(Baseline = true, Description = "naive direct loops (1 thread)")]
@@ -106,8 +140,19 @@ public class ConvBackwardInputBenchmarks : ConvBenchmarkBase
     public void Im2ColSgemm() =>
         Im2ColConvolution.BackwardInput(Im2ColConvolution.Sgemm, DGy, DW, DOutput, DCol, Case.N, Case.Cin, Case.H, Case.W, Case.Cout, Case.K, Case.Scale);
 
-    [Benchmark(Description = "CpuBackend (implicit GEMM)")]
-    public void ImplicitGemm() => Buffers.Backend.Conv2dBackwardInput(DGy, DW, DOutput, Case.N, Case.Cin, Case.H, Case.W, Case.Cout, Case.K, Case.Scale);
+    private void Engine() => Buffers.Backend.Conv2dBackwardInput(DGy, DW, DOutput, Case.N, Case.Cin, Case.H, Case.W, Case.Cout, Case.K, Case.Scale);
+
+    [Benchmark(Description = "CpuBackend implicit GEMM")]
+    public void ImplicitGemm() => With(CpuBackend.ConvolutionAlgorithm.ImplicitGemm, Engine);
+
+    [Benchmark(Description = "CpuBackend Winograd F(2x2)")]
+    public void Winograd2() => With(CpuBackend.ConvolutionAlgorithm.Winograd, Engine);
+
+    [Benchmark(Description = "CpuBackend Winograd F(4x4)")]
+    public void Winograd4() => With(CpuBackend.ConvolutionAlgorithm.Winograd4, Engine);
+
+    [Benchmark(Description = "CpuBackend Auto (default)")]
+    public void Auto() => With(CpuBackend.ConvolutionAlgorithm.Auto, Engine);
 }
 
 /// <summary>conv2d_backward_weight: gw = scale sum over samples and pixels of gy (x) x-patch.</summary>
@@ -118,7 +163,7 @@ public class ConvBackwardWeightBenchmarks : ConvBenchmarkBase
     {
         Prepare(Case.WeightLength);
         Naive();
-        VerifyVariants("conv weight gradient", ("im2col + portable GEMM", Im2ColPortable), ("im2col + AVX-512 SGEMM", Im2ColSgemm), ("CpuBackend", ImplicitGemm));
+        VerifyVariants("conv weight gradient", [("im2col + portable GEMM", Im2ColPortable), ("im2col + AVX-512 SGEMM", Im2ColSgemm), .. EngineVariants(Engine)]);
     }
 
     [Benchmark(Baseline = true, Description = "naive direct loops (1 thread)")]
@@ -132,6 +177,17 @@ public class ConvBackwardWeightBenchmarks : ConvBenchmarkBase
     public void Im2ColSgemm() =>
         Im2ColConvolution.BackwardWeight(Im2ColConvolution.Sgemm, DX, DGy, DOutput, DCol, Case.N, Case.Cin, Case.H, Case.W, Case.Cout, Case.K, Case.Scale);
 
-    [Benchmark(Description = "CpuBackend (implicit GEMM)")]
-    public void ImplicitGemm() => Buffers.Backend.Conv2dBackwardWeight(DX, DGy, DOutput, Case.N, Case.Cin, Case.H, Case.W, Case.Cout, Case.K, Case.Scale);
+    private void Engine() => Buffers.Backend.Conv2dBackwardWeight(DX, DGy, DOutput, Case.N, Case.Cin, Case.H, Case.W, Case.Cout, Case.K, Case.Scale);
+
+    [Benchmark(Description = "CpuBackend implicit GEMM")]
+    public void ImplicitGemm() => With(CpuBackend.ConvolutionAlgorithm.ImplicitGemm, Engine);
+
+    [Benchmark(Description = "CpuBackend Winograd F(2x2)")]
+    public void Winograd2() => With(CpuBackend.ConvolutionAlgorithm.Winograd, Engine);
+
+    [Benchmark(Description = "CpuBackend Winograd F(4x4)")]
+    public void Winograd4() => With(CpuBackend.ConvolutionAlgorithm.Winograd4, Engine);
+
+    [Benchmark(Description = "CpuBackend Auto (default)")]
+    public void Auto() => With(CpuBackend.ConvolutionAlgorithm.Auto, Engine);
 }
