@@ -56,14 +56,25 @@ public abstract class ConvBenchmarkBase
         }
     }
 
-    /// <summary>The engine's own variants, each one CpuBackend algorithm.</summary>
-    protected (string name, Action run)[] EngineVariants(Action call) =>
-    [
-        ("implicit GEMM", () => With(CpuBackend.ConvolutionAlgorithm.ImplicitGemm, call)),
-        ("Winograd F(2x2)", () => With(CpuBackend.ConvolutionAlgorithm.Winograd, call)),
-        ("Winograd F(4x4)", () => With(CpuBackend.ConvolutionAlgorithm.Winograd4, call)),
-        ("Auto", () => With(CpuBackend.ConvolutionAlgorithm.Auto, call)),
-    ];
+    /// <summary>The product through CpuBackend (whichever algorithm it is set to).</summary>
+    protected abstract void Engine();
+
+    // The engine's own variants, each one CpuBackend algorithm (inherited by every product's class).
+
+    [Benchmark(Description = "CpuBackend implicit GEMM")]
+    public void ImplicitGemm() => With(CpuBackend.ConvolutionAlgorithm.ImplicitGemm, Engine);
+
+    [Benchmark(Description = "CpuBackend Winograd F(2x2)")]
+    public void Winograd2() => With(CpuBackend.ConvolutionAlgorithm.Winograd, Engine);
+
+    [Benchmark(Description = "CpuBackend Winograd F(4x4)")]
+    public void Winograd4() => With(CpuBackend.ConvolutionAlgorithm.Winograd4, Engine);
+
+    [Benchmark(Description = "CpuBackend Auto (default)")]
+    public void Auto() => With(CpuBackend.ConvolutionAlgorithm.Auto, Engine);
+
+    protected (string name, Action run)[] EngineVariants() =>
+        [("implicit GEMM", ImplicitGemm), ("Winograd F(2x2)", Winograd2), ("Winograd F(4x4)", Winograd4), ("Auto", Auto)];
 
     /// <summary>Runs <paramref name="call"/> with CpuBackend set to <paramref name="algorithm"/> (Im2Col without AVX-512).</summary>
     protected void With(CpuBackend.ConvolutionAlgorithm algorithm, Action call)
@@ -89,7 +100,7 @@ public class ConvForwardBenchmarks : ConvBenchmarkBase
     {
         Prepare(Case.OutputLength);
         Naive();
-        VerifyVariants("conv forward", [("im2col + portable GEMM", Im2ColPortable), ("im2col + AVX-512 SGEMM", Im2ColSgemm), .. EngineVariants(Engine)]);
+        VerifyVariants("conv forward", [("im2col + portable GEMM", Im2ColPortable), ("im2col + AVX-512 SGEMM", Im2ColSgemm), .. EngineVariants()]);
     }
 
     [Benchmark(Baseline = true, Description = "naive direct loops (1 thread)")]
@@ -103,19 +114,7 @@ public class ConvForwardBenchmarks : ConvBenchmarkBase
     public void Im2ColSgemm() =>
         Im2ColConvolution.Forward(Im2ColConvolution.Sgemm, DX, DW, DOutput, DCol, Case.N, Case.Cin, Case.H, Case.W, Case.Cout, Case.K, Case.Scale);
 
-    private void Engine() => Buffers.Backend.Conv2dForward(DX, DW, DOutput, Case.N, Case.Cin, Case.H, Case.W, Case.Cout, Case.K, Case.Scale);
-
-    [Benchmark(Description = "CpuBackend implicit GEMM")]
-    public void ImplicitGemm() => With(CpuBackend.ConvolutionAlgorithm.ImplicitGemm, Engine);
-
-    [Benchmark(Description = "CpuBackend Winograd F(2x2)")]
-    public void Winograd2() => With(CpuBackend.ConvolutionAlgorithm.Winograd, Engine);
-
-    [Benchmark(Description = "CpuBackend Winograd F(4x4)")]
-    public void Winograd4() => With(CpuBackend.ConvolutionAlgorithm.Winograd4, Engine);
-
-    [Benchmark(Description = "CpuBackend Auto (default)")]
-    public void Auto() => With(CpuBackend.ConvolutionAlgorithm.Auto, Engine);
+    protected override void Engine() => Buffers.Backend.Conv2dForward(DX, DW, DOutput, Case.N, Case.Cin, Case.H, Case.W, Case.Cout, Case.K, Case.Scale);
 }
 
 /// <summary>conv2d_backward_input: gx = conv_transpose(gy, scale w).</summary>
@@ -126,7 +125,7 @@ public class ConvBackwardInputBenchmarks : ConvBenchmarkBase
     {
         Prepare(Case.InputLength);
         Naive();
-        VerifyVariants("conv input gradient", [("im2col + portable GEMM", Im2ColPortable), ("im2col + AVX-512 SGEMM", Im2ColSgemm), .. EngineVariants(Engine)]);
+        VerifyVariants("conv input gradient", [("im2col + portable GEMM", Im2ColPortable), ("im2col + AVX-512 SGEMM", Im2ColSgemm), .. EngineVariants()]);
     }
 
     [Benchmark(Baseline = true, Description = "naive direct loops (1 thread)")]
@@ -140,19 +139,7 @@ public class ConvBackwardInputBenchmarks : ConvBenchmarkBase
     public void Im2ColSgemm() =>
         Im2ColConvolution.BackwardInput(Im2ColConvolution.Sgemm, DGy, DW, DOutput, DCol, Case.N, Case.Cin, Case.H, Case.W, Case.Cout, Case.K, Case.Scale);
 
-    private void Engine() => Buffers.Backend.Conv2dBackwardInput(DGy, DW, DOutput, Case.N, Case.Cin, Case.H, Case.W, Case.Cout, Case.K, Case.Scale);
-
-    [Benchmark(Description = "CpuBackend implicit GEMM")]
-    public void ImplicitGemm() => With(CpuBackend.ConvolutionAlgorithm.ImplicitGemm, Engine);
-
-    [Benchmark(Description = "CpuBackend Winograd F(2x2)")]
-    public void Winograd2() => With(CpuBackend.ConvolutionAlgorithm.Winograd, Engine);
-
-    [Benchmark(Description = "CpuBackend Winograd F(4x4)")]
-    public void Winograd4() => With(CpuBackend.ConvolutionAlgorithm.Winograd4, Engine);
-
-    [Benchmark(Description = "CpuBackend Auto (default)")]
-    public void Auto() => With(CpuBackend.ConvolutionAlgorithm.Auto, Engine);
+    protected override void Engine() => Buffers.Backend.Conv2dBackwardInput(DGy, DW, DOutput, Case.N, Case.Cin, Case.H, Case.W, Case.Cout, Case.K, Case.Scale);
 }
 
 /// <summary>conv2d_backward_weight: gw = scale sum over samples and pixels of gy (x) x-patch.</summary>
@@ -163,7 +150,7 @@ public class ConvBackwardWeightBenchmarks : ConvBenchmarkBase
     {
         Prepare(Case.WeightLength);
         Naive();
-        VerifyVariants("conv weight gradient", [("im2col + portable GEMM", Im2ColPortable), ("im2col + AVX-512 SGEMM", Im2ColSgemm), .. EngineVariants(Engine)]);
+        VerifyVariants("conv weight gradient", [("im2col + portable GEMM", Im2ColPortable), ("im2col + AVX-512 SGEMM", Im2ColSgemm), .. EngineVariants()]);
     }
 
     [Benchmark(Baseline = true, Description = "naive direct loops (1 thread)")]
@@ -177,17 +164,5 @@ public class ConvBackwardWeightBenchmarks : ConvBenchmarkBase
     public void Im2ColSgemm() =>
         Im2ColConvolution.BackwardWeight(Im2ColConvolution.Sgemm, DX, DGy, DOutput, DCol, Case.N, Case.Cin, Case.H, Case.W, Case.Cout, Case.K, Case.Scale);
 
-    private void Engine() => Buffers.Backend.Conv2dBackwardWeight(DX, DGy, DOutput, Case.N, Case.Cin, Case.H, Case.W, Case.Cout, Case.K, Case.Scale);
-
-    [Benchmark(Description = "CpuBackend implicit GEMM")]
-    public void ImplicitGemm() => With(CpuBackend.ConvolutionAlgorithm.ImplicitGemm, Engine);
-
-    [Benchmark(Description = "CpuBackend Winograd F(2x2)")]
-    public void Winograd2() => With(CpuBackend.ConvolutionAlgorithm.Winograd, Engine);
-
-    [Benchmark(Description = "CpuBackend Winograd F(4x4)")]
-    public void Winograd4() => With(CpuBackend.ConvolutionAlgorithm.Winograd4, Engine);
-
-    [Benchmark(Description = "CpuBackend Auto (default)")]
-    public void Auto() => With(CpuBackend.ConvolutionAlgorithm.Auto, Engine);
+    protected override void Engine() => Buffers.Backend.Conv2dBackwardWeight(DX, DGy, DOutput, Case.N, Case.Cin, Case.H, Case.W, Case.Cout, Case.K, Case.Scale);
 }

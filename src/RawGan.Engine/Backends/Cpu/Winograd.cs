@@ -110,27 +110,29 @@ internal static unsafe class Winograd
         int tilesY = (h + 1) / 2, tilesX = (wd + 1) / 2, coutPad = RoundUp(cout, MR);
         long tiles = (long)n * tilesY * tilesX;
         long blocks = (tiles + TB - 1) / TB;
-        CpuParallel.For(blocks, 1, new ForwardLoop(x, packed, y, cin, h, wd, cout, tilesY, tilesX, tiles));
+        CpuParallel.For(blocks, 1, new ForwardLoop(x, packed, y, cin, h, wd, cout, tilesY, tilesX, tiles, f4: false));
     }
 
-    /// <summary>Forward blocks [b0, b1): transform the inputs, 16 x (cout / MR) micro-kernel calls, transform back.</summary>
-    private readonly struct ForwardLoop(float* x, float* packed, float* y, int cin, int h, int wd, int cout, int tilesY, int tilesX, long tiles) : IRangeBody
+    /// <summary>Forward blocks [b0, b1): transform the inputs, 16 (or 36) x (cout / MR) micro-kernel calls, transform back.</summary>
+    private readonly struct ForwardLoop(float* x, float* packed, float* y, int cin, int h, int wd, int cout, int tilesY, int tilesX, long tiles, bool f4) : IRangeBody
     {
         public void Run(long b0, long b1)
         {
-            int coutPad = RoundUp(cout, MR);
-            float* v = Scratch(16L * TB * (cin + coutPad));
-            float* m = v + 16L * TB * cin;
+            int coutPad = RoundUp(cout, MR), planes = f4 ? 36 : 16;
+            float* v = Scratch((long)planes * TB * (cin + coutPad));
+            float* m = v + (long)planes * TB * cin;
             TileBlock block = default;
             for (long b = b0; b < b1; b++)
             {
                 long t0 = b * TB;
-                block.Decode(t0, (int)Math.Min(TB, tiles - t0), tilesY, tilesX);
-                TransformInputRows(x, v, ref block, cin, cin, h, wd, tilesX, TB);
-                for (int xi = 0; xi < 16; xi++)
+                block.Decode(t0, (int)Math.Min(TB, tiles - t0), tilesY, tilesX, f4 ? 4 : 2);
+                if (f4) TransformInputRowsF4(x, v, ref block, cin, cin, h, wd, tilesX, TB);
+                else TransformInputRows(x, v, ref block, cin, cin, h, wd, tilesX, TB);
+                for (int xi = 0; xi < planes; xi++)
                     for (int co = 0; co < coutPad; co += MR)
                         Sgemm.Kernel(cin, packed + ((long)xi * coutPad + co) * cin, v + (long)xi * cin * TB, m + ((long)xi * coutPad + co) * TB);
-                TransformOutputRows(m, y, ref block, cout, coutPad, h, wd, tilesX);
+                if (f4) TransformOutputRowsF4(m, y, ref block, cout, coutPad, h, wd, tilesX);
+                else TransformOutputRows(m, y, ref block, cout, coutPad, h, wd, tilesX);
             }
         }
     }
@@ -336,7 +338,7 @@ internal static unsafe class Winograd
         CpuParallel.For(RoundUp(cout, MR), MR, new FilterLoopF4(w, packed, cin, cout, scale));
         int tilesY = (h + 3) / 4, tilesX = (wd + 3) / 4;
         long tiles = (long)n * tilesY * tilesX;
-        CpuParallel.For((tiles + TB - 1) / TB, 1, new ForwardLoopF4(x, packed, y, cin, h, wd, cout, tilesY, tilesX, tiles));
+        CpuParallel.For((tiles + TB - 1) / TB, 1, new ForwardLoop(x, packed, y, cin, h, wd, cout, tilesY, tilesX, tiles, f4: true));
     }
 
     private readonly struct FilterLoopF4(float* w, float* packed, int cin, int cout, float scale) : IRangeBody
@@ -377,27 +379,6 @@ internal static unsafe class Winograd
         dst[3 * stride] = scale * (g0 / 24 + g1 / 12 + g2 / 6);
         dst[4 * stride] = scale * (g0 / 24 - g1 / 12 + g2 / 6);
         dst[5 * stride] = scale * g2;
-    }
-
-    private readonly struct ForwardLoopF4(float* x, float* packed, float* y, int cin, int h, int wd, int cout, int tilesY, int tilesX, long tiles) : IRangeBody
-    {
-        public void Run(long b0, long b1)
-        {
-            int coutPad = RoundUp(cout, MR);
-            float* v = Scratch(36L * TB * (cin + coutPad));
-            float* m = v + 36L * TB * cin;
-            TileBlock block = default;
-            for (long b = b0; b < b1; b++)
-            {
-                long t0 = b * TB;
-                block.Decode(t0, (int)Math.Min(TB, tiles - t0), tilesY, tilesX, size: 4);
-                TransformInputRowsF4(x, v, ref block, cin, cin, h, wd, tilesX, TB);
-                for (int xi = 0; xi < 36; xi++)
-                    for (int co = 0; co < coutPad; co += MR)
-                        Sgemm.Kernel(cin, packed + ((long)xi * coutPad + co) * cin, v + (long)xi * cin * TB, m + ((long)xi * coutPad + co) * TB);
-                TransformOutputRowsF4(m, y, ref block, cout, coutPad, h, wd, tilesX);
-            }
-        }
     }
 
     // Phase c of 64 consecutive floats: elements c, c + 4, ..., c + 60, one per tile of a run.
