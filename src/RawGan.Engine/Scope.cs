@@ -14,6 +14,13 @@ namespace RawGan.Engine;
 ///
 /// A result that must outlive the scope is handed to the enclosing one with <see cref="Keep"/>, or
 /// to the caller with <see cref="Tensor.Escape"/>.
+///
+/// <para>A recycling scope (<c>new Scope(recycle: true)</c>, and every scope opened inside one) also
+/// gives its freed <see cref="Tensor"/> objects back for the next tensors to reuse, so a loop of
+/// identical steps allocates nothing on the managed heap. The price is a promise: no reference to
+/// a tensor of the scope is used after it ends (outside a recycling scope such a use fails with
+/// "used after it was freed"; here it could see a newer tensor). A backward pass through a
+/// recycled input is still caught.</para>
 /// </summary>
 public sealed class Scope : IDisposable
 {
@@ -22,17 +29,52 @@ public sealed class Scope : IDisposable
     // hundreds of entries.
     [ThreadStatic] private static Stack<List<Tensor>>? _freeLists;
 
-    private readonly List<Tensor> _tensors = (_freeLists ??= new()).TryPop(out var list) ? list : new();
-    private readonly Scope? _parent;
-    private readonly int _thread;
-    private bool _disposed;
+    // Scopes from Rent, ended and waiting to be opened again.
+    [ThreadStatic] private static Stack<Scope>? _freeScopes;
 
-    public Scope()
+    private List<Tensor> _tensors = null!;
+    private Scope? _parent;
+    private int _thread;
+    private bool _disposed, _rented;
+
+    public Scope() : this(recycle: false) { }
+
+    /// <param name="recycle">Give the freed tensor objects back for reuse (see the class comment).</param>
+    public Scope(bool recycle) => Open(recycle);
+
+    private Scope(bool recycle, bool rented)
     {
+        _rented = rented;
+        Open(recycle);
+    }
+
+    /// <summary>
+    /// The same as <c>new Scope(recycle)</c>, but the scope object itself comes from a per-thread
+    /// pool and returns to it when disposed, so opening one allocates nothing. The caller must not
+    /// touch it after disposing it. The training step and the tape's own scratch scopes use this.
+    /// </summary>
+    public static Scope Rent(bool recycle = false)
+    {
+        if ((_freeScopes ??= new()).TryPop(out var scope))
+        {
+            scope.Open(recycle);
+            return scope;
+        }
+        return new Scope(recycle, rented: true);
+    }
+
+    private void Open(bool recycle)
+    {
+        _tensors = (_freeLists ??= new()).TryPop(out var list) ? list : new();
         _parent = _current;
+        Recycles = recycle || (_parent?.Recycles ?? false);
+        _disposed = false;
         _current = this;
         _thread = Environment.CurrentManagedThreadId;
     }
+
+    /// <summary>True if this scope, or one it is nested in, recycles its tensor objects.</summary>
+    public bool Recycles { get; private set; }
 
     /// <summary>The innermost open scope on this thread, or null.</summary>
     public static Scope? Current => _current;
@@ -80,8 +122,12 @@ public sealed class Scope : IDisposable
         {
             t.Owner = null;
             t.Dispose();
+            if (Recycles) t.Recycle();
         }
         _tensors.Clear();
         _freeLists!.Push(_tensors);
+        _tensors = null!;
+        _parent = null;
+        if (_rented) _freeScopes!.Push(this);
     }
 }

@@ -48,17 +48,25 @@ internal sealed class Storage
 /// </summary>
 public sealed class Tensor : IDisposable
 {
-    private readonly IBackend _backend;
+    private const int MaxRecycled = 8192;
+    [ThreadStatic] private static Stack<Tensor>? _recycled;
+
+    private IBackend _backend;
     private Storage? _storage;          // null once disposed
     private bool _leafRequiresGrad;
     private bool _disposed;
+
+    /// <summary>How many times this object has been handed out again by a recycling
+    /// <see cref="Scope"/>; a node remembers its inputs' generations, so that a backward pass
+    /// through an input that was recycled meanwhile fails instead of reading another tensor.</summary>
+    internal int Generation;
 
     /// <summary>The op that made this tensor, if the tape recorded it.</summary>
     public Node? GradFn { get; internal set; }
 
     internal Scope? Owner;
 
-    public Shape Shape { get; }
+    public Shape Shape { get; private set; }
     public IBackend Backend => _backend;
     public long Length => Shape.Length;
 
@@ -74,6 +82,31 @@ public sealed class Tensor : IDisposable
         _backend = storage.Backend;
         Shape = shape;
         if (track) Scope.Current?.Track(this);
+    }
+
+    /// <summary>A tensor owned by the current scope: inside a recycling scope, an object that an
+    /// ended recycling scope gave back; otherwise a new one.</summary>
+    internal static Tensor Create(Storage storage, Shape shape)
+    {
+        var scope = Scope.Current;
+        if (scope is not { Recycles: true } || _recycled is not { Count: > 0 } pool) return new Tensor(storage, shape);
+        var t = pool.Pop();
+        t._storage = storage;
+        t._backend = storage.Backend;
+        t.Shape = shape;
+        t._disposed = false;
+        scope.Track(t);
+        return t;
+    }
+
+    /// <summary>Called by a recycling scope on a tensor it has just freed: the object may now become
+    /// another tensor. Everything a user could have set is cleared.</summary>
+    internal void Recycle()
+    {
+        Generation++;
+        Name = null;
+        _leafRequiresGrad = false;
+        if ((_recycled ??= new()).Count < MaxRecycled) _recycled.Push(this);
     }
 
     /// <summary>The backend memory. Throws if the tensor has been freed (use after the end of its scope).</summary>
@@ -115,7 +148,7 @@ public sealed class Tensor : IDisposable
     public static Tensor Empty(IBackend backend, Shape shape)
     {
         var buffer = backend.Allocate(shape.Length);
-        return new Tensor(Storage.Rent(backend, buffer), shape);
+        return Create(Storage.Rent(backend, buffer), shape);
     }
 
     public static Tensor Zeros(IBackend backend, Shape shape) => Full(backend, shape, 0f);
@@ -178,7 +211,7 @@ public sealed class Tensor : IDisposable
     {
         _ = Buffer; // throws if freed
         _storage!.AddReference();
-        return new Tensor(_storage, shape);
+        return Create(_storage, shape);
     }
 
     /// <summary>A new tensor (in the current scope) with a copy of the values and no gradient history.</summary>

@@ -59,7 +59,7 @@ public static class BenchCommand
 
         void Iteration()
         {
-            using var scope = new Scope();
+            using var scope = Scope.Rent(recycle: true);
             var reals = Tensor.FromArray(backend, realsHost, new Shape(batch, cfg.Channels, cfg.Resolution, cfg.Resolution));
             var z = Tensor.RandomNormal(backend, new Shape(batch, cfg.LatentSize), rng);
             var tt = Tensor.RandomUniform(backend, new Shape(batch), rng);
@@ -86,7 +86,7 @@ public static class BenchCommand
             Console.WriteLine($"iteration {i + 1}: {ms:F1} ms");
         }
         Console.WriteLine($"steady state: {backend.Memory.SystemAllocations - allocationsBefore} new {backend.Name} allocations, "
-            + $"{managedAll / (double)iterations / 1024:F1} KiB managed per iteration (all threads; {managedThread / (double)iterations / 1024:F1} KiB this thread), "
+            + $"{managedAll / (double)iterations:F0} bytes managed per iteration (all threads; {managedThread / (double)iterations:F0} bytes this thread), "
             + $"peak {backend.Memory.PeakBytesInUse / (1024.0 * 1024):F1} MiB in use");
         if (profiler != null)
         {

@@ -209,4 +209,45 @@ public class TapeAndScopeTests
         }
         finally { reference.Dispose(); }
     }
+
+    [Fact]
+    public void ARecyclingScopeReusesTensorObjectsAndTheTapeNoticesARecycledInput()
+    {
+        using var be = new CpuBackend();
+        using var w = Tensor.FromArray(be, [1, 2, 3], new Shape(3));
+        w.RequiresGrad = true;
+        using var outer = new Scope();
+        Tensor a, y;
+        using (var inner = Scope.Rent(recycle: true))
+        {
+            a = Ops.Scale(w, 2f);
+            y = inner.Keep(Ops.Square(a));      // y outlives the scope; its node still points to a
+        }
+        Assert.True(a.IsDisposed);
+        using (var next = Scope.Rent(recycle: true))
+        {
+            var b = Ops.Scale(w, 3f);
+            Assert.Same(a, b);                  // the object came back as a new tensor
+            Assert.False(b.IsDisposed);
+            Assert.Equal([3f, 6f, 9f], b.ToArray());
+            // A backward pass through y would read b's values as if they were a's: it must refuse.
+            var e = Assert.Throws<InvalidOperationException>(() => Tape.Grad(Ops.Sum(y), w));
+            Assert.Contains("freed before the backward pass", e.Message);
+        }
+        // An ordinary scope frees without recycling: the object stays disposed.
+        Tensor c;
+        using (new Scope()) c = Ops.Scale(w, 4f);
+        using (Scope.Rent(recycle: true)) Assert.NotSame(c, Ops.Scale(w, 5f));
+        Assert.True(c.IsDisposed);
+    }
+
+    [Fact]
+    public void ScopesOpenedInsideARecyclingScopeRecycleAndRentedScopesAreReused()
+    {
+        using var rented = Scope.Rent(recycle: true);
+        using (var nested = new Scope()) Assert.True(nested.Recycles);
+        Scope first;
+        using (first = Scope.Rent()) Assert.True(first.Recycles);
+        using (var second = Scope.Rent()) Assert.Same(first, second);
+    }
 }

@@ -32,6 +32,8 @@ public sealed class Node
     {
         Op = op;
         Inputs = inputs;
+        _generations = new int[inputs.Length];
+        for (int i = 0; i < inputs.Length; i++) _generations[i] = inputs[i].Generation;
         Output = output;
         Backward = backward;
     }
@@ -41,15 +43,22 @@ public sealed class Node
         _pooled = true;
         Op = "";
         Inputs = new Tensor[inputs];
+        _generations = new int[inputs];
         Output = null!;
         Backward = null!;
     }
+
+    // The inputs' (and Saved's) generations when recorded: a recycling scope may hand a freed
+    // input's object out again, and the tape must not mistake the new tensor for the old one.
+    private readonly int[] _generations;
+    private int _savedGeneration;
 
     /// <summary>A node for a one-input op, from the pool.</summary>
     internal static Node Record(string op, Tensor input, Tensor output, BackwardRule backward)
     {
         var node = (_free1 ??= new()).TryPop(out var n) ? n : new Node(1);
         node.Inputs[0] = input;
+        node._generations[0] = input.Generation;
         return node.Start(op, output, backward);
     }
 
@@ -59,7 +68,17 @@ public sealed class Node
         var node = (_free2 ??= new()).TryPop(out var n) ? n : new Node(2);
         node.Inputs[0] = a;
         node.Inputs[1] = b;
+        node._generations[0] = a.Generation;
+        node._generations[1] = b.Generation;
         return node.Start(op, output, backward);
+    }
+
+    /// <summary>True if input i (or, for -1, <see cref="Saved"/>) is still the tensor that was recorded: not freed, not recycled.</summary>
+    internal bool StillHas(int input)
+    {
+        if (input < 0) return Saved is not { } saved || (!saved.IsDisposed && saved.Generation == _savedGeneration);
+        var t = Inputs[input];
+        return !t.IsDisposed && t.Generation == _generations[input];
     }
 
     private Node Start(string op, Tensor output, BackwardRule backward)
@@ -96,7 +115,16 @@ public sealed class Node
     public BackwardRule Backward { get; private set; }
 
     /// <summary>A tensor kept from the forward pass besides inputs and output (e.g. a norm).</summary>
-    public Tensor? Saved { get; set; }
+    public Tensor? Saved
+    {
+        get => _saved;
+        set
+        {
+            _saved = value;
+            _savedGeneration = value?.Generation ?? 0;
+        }
+    }
+    private Tensor? _saved;
     /// <summary>Scalar arguments of the op (scale, slope, alpha, eps...).</summary>
     public float A { get; set; }
     public float B { get; set; }

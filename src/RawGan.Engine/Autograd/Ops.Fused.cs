@@ -65,6 +65,10 @@ public static partial class Ops
         return g;
     }
 
+    /// <summary>The group size for <paramref name="x"/>, naming it only if there is an error (a description is a string to build).</summary>
+    private static int MinibatchGroupSize(Tensor x, int n, int groupSize) =>
+        groupSize >= 1 && n % Math.Max(1, Math.Min(groupSize, n)) == 0 ? Math.Min(groupSize, n) : MinibatchGroupSize(n, groupSize, x.Describe());
+
     /// <summary>
     /// Minibatch standard deviation (ProGAN section 3, official formula). With G = min(groupSize, N)
     /// and M = N / G groups, sample s belongs to group s mod M (groups are strided). For each group:
@@ -75,7 +79,7 @@ public static partial class Ops
     public static Tensor MinibatchStdDev(Tensor x, int groupSize = 4, float eps = ProGanEpsilon)
     {
         var (n, c, h, w) = Nchw("MinibatchStdDev", x);
-        int g = MinibatchGroupSize(n, groupSize, x.Describe());
+        int g = MinibatchGroupSize(x, n, groupSize);
         var y = Tensor.Empty(x.Backend, new Shape(n, c + 1, h, w));
         x.Backend.MinibatchStdDevForward(x.Buffer, y.Buffer, n, c, h * w, g, eps);
         if (Recording(x))
@@ -103,7 +107,7 @@ public static partial class Ops
     public static Tensor MinibatchStdDevReference(Tensor x, int groupSize = 4, float eps = ProGanEpsilon)
     {
         var (n, c, h, w) = Nchw("MinibatchStdDev", x);
-        int g = MinibatchGroupSize(n, groupSize, x.Describe());
+        int g = MinibatchGroupSize(x, n, groupSize);
         int m = n / g;
         // Sample s = k * M + j is member k of group j, so [N, ...] reshapes to [G, M, features].
         var r = Reshape(x, new Shape(g, m, c * h * w));

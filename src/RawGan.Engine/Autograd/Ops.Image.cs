@@ -136,7 +136,7 @@ public static partial class Ops
     }
 
     /// <summary>Concatenation along axis 1 (channels). Every part has the same other dimensions.</summary>
-    public static Tensor Concat(params Tensor[] parts)
+    public static Tensor Concat(params ReadOnlySpan<Tensor> parts)
     {
         if (parts.Length == 0) throw new ArgumentException("Concat: nothing to concatenate");
         var first = parts[0];
@@ -160,19 +160,22 @@ public static partial class Ops
         }
         if (record)
         {
-            y.GradFn = new Node("Concat", parts, y, static (node, g, gi) =>
-            {
-                int start = 0;
-                for (int i = 0; i < node.Inputs.Length; i++)
-                {
-                    int c = node.Inputs[i].Shape[1];
-                    if (node.Wants(i)) gi[i] = SliceChannels(g, start, c);
-                    start += c;
-                }
-            });
+            // Two parts (the usual case: minibatch stddev appends a channel) take a pooled node.
+            y.GradFn = parts.Length == 2 ? Node.Record("Concat", parts[0], parts[1], y, ConcatBackward) : new Node("Concat", parts.ToArray(), y, ConcatBackward);
         }
         return y;
     }
+
+    private static readonly BackwardRule ConcatBackward = static (node, g, gi) =>
+    {
+        int start = 0;
+        for (int i = 0; i < node.Inputs.Length; i++)
+        {
+            int c = node.Inputs[i].Shape[1];
+            if (node.Wants(i)) gi[i] = SliceChannels(g, start, c);
+            start += c;
+        }
+    };
 
     /// <summary>Channels [start, start + count) of x. Adjoint of <see cref="PadChannels"/>.</summary>
     public static Tensor SliceChannels(Tensor x, int start, int count)

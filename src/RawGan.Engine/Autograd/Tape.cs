@@ -79,7 +79,7 @@ public static class Tape
             foreach (var x in inputs) work.InputSet.Add(x);
             // Without createGraph nothing refers to the intermediate gradients afterwards: make them in
             // a scope of their own and hand only the results to the caller's scope.
-            using var scratch = createGraph ? null : new Scope();
+            using var scratch = createGraph ? null : Scope.Rent();
             Run(work, outputs, gradOutputs, createGraph, collectLeaves: false);
             for (int i = 0; i < inputs.Length; i++)
             {
@@ -107,7 +107,7 @@ public static class Tape
         var work = Workspace.Rent();
         try
         {
-            using var scope = new Scope();
+            using var scope = Scope.Rent();
             Run(work, new ReadOnlySpan<Tensor>(in loss), default, createGraph: false, collectLeaves: true);
             foreach (var leaf in work.Leaves)
                 if (work.Grads.TryGetValue(leaf, out var g)) leaf.AccumulateGrad(g);
@@ -179,9 +179,9 @@ public static class Tape
                 {
                     stack.Push((node, next + 1));
                     var input = node.Inputs[next];
-                    // A freed tensor has lost its node (nodes are pooled): say so rather than
-                    // silently treating it as a constant.
-                    if (input.IsDisposed)
+                    // A freed tensor has lost its node (nodes are pooled), and a recycled one is
+                    // another tensor now: say so rather than silently computing something else.
+                    if (!node.StillHas(next))
                         throw new InvalidOperationException($"backward of {node.Op}: its input {input.Describe()} was freed before the backward pass (did its Scope end?)");
                     if (input.GradFn != null)
                     {
@@ -239,6 +239,8 @@ public static class Tape
                     mask |= 1UL << i;
             }
             node.WantedMask = mask | (node.Inputs.Length > 64 ? ~0UL << 63 : 0);
+            if (!node.StillHas(-1))
+                throw new InvalidOperationException($"backward of {node.Op}: the tensor it saved from the forward pass was freed before the backward pass (did its Scope end?)");
             node.Backward(node, gy, gin);
             for (int i = 0; i < gin.Length; i++)
             {

@@ -182,7 +182,8 @@ public sealed class Trainer : IDisposable
     private StepStats Step(Phase phase, int batch, float alpha)
     {
         int res = phase.Resolution, level = phase.Level, c = Options.Model.Channels;
-        using var scope = new Scope();
+        // Recycling: nothing of the step is used after it, and identical steps then allocate nothing.
+        using var scope = Scope.Rent(recycle: true);
 
         // A minibatch of reals: random indices, random mirroring, at the phase's resolution.
         Span<int> indices = stackalloc int[batch];

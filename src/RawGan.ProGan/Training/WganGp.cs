@@ -132,6 +132,12 @@ public static class WganGp
     public static bool AllFinite(IEnumerable<Tensor> tensors)
     {
         // A list is walked by index: enumerating it through the interface would allocate.
+        if (tensors is Tensor[] array)
+        {
+            foreach (var t in array)
+                if (t.Backend.CountNonFinite(t.Buffer, t.Length) != 0) return false;
+            return true;
+        }
         if (tensors is IReadOnlyList<Tensor> list)
         {
             for (int i = 0; i < list.Count; i++)
