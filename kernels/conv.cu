@@ -71,7 +71,7 @@ struct conv_window_operand
     }
 };
 
-extern "C" __global__ void conv2d_forward(const float* __restrict__ x, const float* __restrict__ w, float* __restrict__ y,
+extern "C" __global__ void __launch_bounds__(GEMM_MAX_THREADS, 1) conv2d_forward(const float* __restrict__ x, const float* __restrict__ w, float* __restrict__ y,
                                           int n, int cin, int h, int wd, int cout, int k, float scale)
 {
     const int K = cin * k * k, columns = n * h * wd, plane = h * wd;
@@ -110,7 +110,7 @@ struct conv_weight_by_input_channel
     __device__ __forceinline__ float load(const float* f, int c) const { return f[(long long)c * k * k]; }
 };
 
-extern "C" __global__ void conv2d_backward_input(const float* __restrict__ gy, const float* __restrict__ w, float* __restrict__ gx,
+extern "C" __global__ void __launch_bounds__(GEMM_MAX_THREADS, 1) conv2d_backward_input(const float* __restrict__ gy, const float* __restrict__ w, float* __restrict__ gx,
                                                  int n, int cin, int h, int wd, int cout, int k, float scale)
 {
     const int K = cout * k * k, columns = n * h * wd, plane = h * wd;
@@ -152,7 +152,7 @@ struct conv_output_by_pixel
 // (gw then holds gridDim.z partial gradients), and the host adds the slices with sum_to, in a
 // fixed order, so the result does not depend on scheduling. With gridDim.z = 1 this kernel
 // writes the gradient itself.
-extern "C" __global__ void conv2d_backward_weight(const float* __restrict__ x, const float* __restrict__ gy, float* __restrict__ gw,
+extern "C" __global__ void __launch_bounds__(GEMM_MAX_THREADS, 1) conv2d_backward_weight(const float* __restrict__ x, const float* __restrict__ gy, float* __restrict__ gw,
                                                   int n, int cin, int h, int wd, int cout, int k, float scale)
 {
     const int columns = cin * k * k, K = n * h * wd;

@@ -24,7 +24,7 @@
 //   A^T, A [k, m]   A[r, d] = a[r + d * m]    i = r
 //   B [k, n]        B[d, c] = b[c + d * n]    i = c
 //   B^T, B [n, k]   B[d, c] = b[d + c * k]    i = d (depth fastest)
-extern "C" __global__ void sgemm(int transA, int transB, int m, int n, int k, float alpha,
+extern "C" __global__ void __launch_bounds__(GEMM_MAX_THREADS, 1) sgemm(int transA, int transB, int m, int n, int k, float alpha,
                                  const float* __restrict__ a, const float* __restrict__ b, float beta, float* __restrict__ c)
 {
     const strided_operand A = {a, transA ? (long long)m : (long long)k, transA == 0};

@@ -35,16 +35,25 @@
 // Tiles are padded by one float per row so that threads writing down a column of a tile hit
 // different shared-memory banks.
 //
-// Launch shape. The host picks a two-dimensional block from its BlockSize (16 x 16 for 256
-// threads: 64 x 64 tiles; 8 x 4 for 32; 32 x 32 for 1024) and passes gemm_tile_shared_bytes(bx,
-// by) of dynamic shared memory: 16.5 KiB for the largest block, well under the 48 KiB limit. The
-// kernel is correct for any block shape; only its speed depends on the shape.
+// Launch shape. The host picks a two-dimensional block from its BlockSize, at most
+// GEMM_MAX_THREADS (16 x 16 for 256 threads: 64 x 64 tiles; 8 x 4 for 32; 32 x 16 for 512) and
+// passes gemm_tile_shared_bytes(bx, by) of dynamic shared memory: 12.3 KiB for the largest block,
+// well under the 48 KiB limit. The kernel is correct for any block shape; only its speed depends
+// on the shape.
 #pragma once
 #include "common.cuh"
 
 #define GEMM_TM 4    // rows of C per thread
 #define GEMM_TN 4    // columns of C per thread
 #define GEMM_BK 16   // depth of one K step
+
+// The largest block of a tiled kernel, declared on each with __launch_bounds__. Holding 16
+// accumulators, two operand pointers and their loaders, these kernels take 99 to 118 registers
+// per thread when ptxas is free to choose; 1024 threads x 118 registers would need 120,832 of
+// the 65,536 a block may have, so a launch of 1024 threads fails on every GPU (701,
+// LAUNCH_OUT_OF_RESOURCES). Declared as 512, ptxas keeps them within 128 registers, and the
+// host (CudaBackend) lowers larger block sizes to this bound.
+#define GEMM_MAX_THREADS 512
 
 // Dynamic shared memory for a (bx, by) block, in bytes; the host computes the same number.
 __host__ __device__ __forceinline__ unsigned gemm_tile_shared_bytes(unsigned bx, unsigned by)

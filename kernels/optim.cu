@@ -26,7 +26,9 @@
 extern "C" __global__ void adam_update(float* p, const float* g, float* m, float* v, long long n,
                                        float lr, float beta1, float beta2, float eps, int step)
 {
-    const float lrT = (float)(lr * sqrt(1.0 - pow((double)beta2, step)) / (1.0 - pow((double)beta1, step)));
+    // pow(double, double): CUDA's math library has no pow(double, int) overload, and a call to
+    // one would compile to PTX yet fail to assemble (an unresolved extern function).
+    const float lrT = (float)(lr * sqrt(1.0 - pow((double)beta2, (double)step)) / (1.0 - pow((double)beta1, (double)step)));
     for (long long i = grid_start(); i < n; i += grid_stride())
     {
         const float gi = g[i];

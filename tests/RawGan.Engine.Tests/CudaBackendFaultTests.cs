@@ -17,7 +17,9 @@ public unsafe class CudaBackendFaultTests
         public void CopyDeviceToDevice(ulong destination, ulong source, long bytes) { }
         public (long free, long total) MemoryInfo() => (12_345_678, 1L << 30);
         public void LoadModule(IReadOnlyList<KernelSource> sources, IReadOnlyDictionary<string, string> headers) { }
+        public string KernelTarget => "nothing: a test double";
         public nint GetFunction(string kernel) => 0;
+        public int MaxThreadsPerBlock(nint function) => 1024;
         public void Launch(nint function, string kernel, Dim3 grid, Dim3 block, uint sharedBytes, void** arguments) { }
         public void Synchronize() { }
         public void Dispose() { }

@@ -25,9 +25,9 @@ public class CudaDriverTests
         var source = KernelLibrary.Sources.Single(s => s.Name == file);
         var compiled = NvrtcCompiler.Compile(source, KernelLibrary.Headers, architecture);
         Assert.True(compiled.Log.Length == 0, $"NVRTC said about kernels/{file} for {architecture}:\n{compiled.Log}");
-        string ptx = System.Text.Encoding.ASCII.GetString(compiled.Ptx);
+        string ptx = System.Text.Encoding.ASCII.GetString(compiled.Image);
         Assert.Contains($".target sm_{architecture["compute_".Length..]}", ptx);
-        Assert.Equal(0, compiled.Ptx[^1]);   // NUL-terminated, as cuModuleLoadData requires
+        Assert.Equal(0, compiled.Image[^1]);   // NUL-terminated, as cuModuleLoadData requires
         // Every kernel of the file is in the PTX under its C name (extern "C": no mangling).
         foreach (var kernel in EmulatedDriver.KernelNames(source.Text))
             Assert.Contains($".entry {kernel}(", ptx);
@@ -55,11 +55,11 @@ public class CudaDriverTests
             var files = Directory.GetFiles(Path.Combine(dir, "ptx"));
             Assert.Single(files);
             Assert.Contains("tiny-compute_80-", Path.GetFileName(files[0]));
-            Assert.Equal(first.Ptx, File.ReadAllBytes(files[0]));
+            Assert.Equal(first.Image, File.ReadAllBytes(files[0]));
             // A changed source is a different entry; the same source is served from the file.
             NvrtcCompiler.CompileCached(source with { Text = source.Text + "// changed\n" }, new Dictionary<string, string>(), "compute_80");
             Assert.Equal(2, Directory.GetFiles(Path.Combine(dir, "ptx")).Length);
-            Assert.Equal(first.Ptx, NvrtcCompiler.CompileCached(source, new Dictionary<string, string>(), "compute_80").Ptx);
+            Assert.Equal(first.Image, NvrtcCompiler.CompileCached(source, new Dictionary<string, string>(), "compute_80").Image);
         }
         finally
         {

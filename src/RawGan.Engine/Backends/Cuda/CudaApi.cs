@@ -18,9 +18,11 @@ internal static unsafe partial class CudaApi
     {
         [Driver] = OperatingSystem.IsWindows() ? ["nvcuda.dll"] : ["libcuda.so.1", "libcuda.so"],
         [Nvrtc] = OperatingSystem.IsWindows()
-            ? ["nvrtc64_120_0.dll", "nvrtc64_112_0.dll", "nvrtc64_111_0.dll"]
-            : ["libnvrtc.so.12", "libnvrtc.so.11.2", "libnvrtc.so.11.1", "libnvrtc.so"],
-        [Cublas] = OperatingSystem.IsWindows() ? ["cublas64_12.dll", "cublas64_11.dll"] : ["libcublas.so.12", "libcublas.so.11", "libcublas.so"],
+            ? ["nvrtc64_130_0.dll", "nvrtc64_120_0.dll", "nvrtc64_112_0.dll", "nvrtc64_111_0.dll"]
+            : ["libnvrtc.so.13", "libnvrtc.so.12", "libnvrtc.so.11.2", "libnvrtc.so.11.1", "libnvrtc.so"],
+        [Cublas] = OperatingSystem.IsWindows()
+            ? ["cublas64_13.dll", "cublas64_12.dll", "cublas64_11.dll"]
+            : ["libcublas.so.13", "libcublas.so.12", "libcublas.so.11", "libcublas.so"],
     };
 
     static CudaApi() => NativeLibrary.SetDllImportResolver(typeof(CudaApi).Assembly, Resolve);
@@ -75,12 +77,15 @@ internal static unsafe partial class CudaApi
     [LibraryImport(Driver)]
     public static partial int cuLaunchKernel(nint function, uint gridX, uint gridY, uint gridZ, uint blockX, uint blockY, uint blockZ,
         uint sharedBytes, nint stream, void** parameters, void** extra);
+    [LibraryImport(Driver)] public static partial int cuFuncGetAttribute(out int value, int attribute, nint function);
     [LibraryImport(Driver)] public static partial int cuGetErrorName(int result, out nint name);
     [LibraryImport(Driver)] public static partial int cuGetErrorString(int result, out nint text);
 
     public const int CU_DEVICE_ATTRIBUTE_MAX_THREADS_PER_BLOCK = 1, CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK = 8,
         CU_DEVICE_ATTRIBUTE_WARP_SIZE = 10, CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT = 16,
         CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR = 75, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR = 76;
+
+    public const int CU_FUNC_ATTRIBUTE_MAX_THREADS_PER_BLOCK = 0, CU_FUNC_ATTRIBUTE_SHARED_SIZE_BYTES = 1, CU_FUNC_ATTRIBUTE_NUM_REGS = 4;
 
     public const int CU_JIT_INFO_LOG_BUFFER = 3, CU_JIT_INFO_LOG_BUFFER_SIZE_BYTES = 4,
         CU_JIT_ERROR_LOG_BUFFER = 5, CU_JIT_ERROR_LOG_BUFFER_SIZE_BYTES = 6;
@@ -141,6 +146,10 @@ internal static unsafe partial class CudaApi
     [LibraryImport(Nvrtc)] public static partial int nvrtcGetPTX(nint program, byte* ptx);
     [LibraryImport(Nvrtc)] public static partial int nvrtcGetProgramLogSize(nint program, out nuint size);
     [LibraryImport(Nvrtc)] public static partial int nvrtcGetProgramLog(nint program, byte* log);
+    [LibraryImport(Nvrtc)] public static partial int nvrtcGetCUBINSize(nint program, out nuint size);
+    [LibraryImport(Nvrtc)] public static partial int nvrtcGetCUBIN(nint program, byte* cubin);
+    [LibraryImport(Nvrtc)] public static partial int nvrtcGetNumSupportedArchs(out int count);
+    [LibraryImport(Nvrtc)] public static partial int nvrtcGetSupportedArchs(int* archs);
     [LibraryImport(Nvrtc)] public static partial int nvrtcDestroyProgram(ref nint program);
     [LibraryImport(Nvrtc)] public static partial nint nvrtcGetErrorString(int result);
 

@@ -10,39 +10,46 @@ public sealed unsafe partial class CudaBackend : IBackend
 {
     // ------------------------------------------------------------------ launch shapes
 
-    private Dim3 Block1D => new((uint)BlockSize);
+    /// <summary>The one-dimensional block of <paramref name="kernel"/>.</summary>
+    private Dim3 Block1D(string kernel) => new((uint)ThreadsPerBlock(kernel));
 
     /// <summary>A grid-stride kernel over n items (elementwise.cu and friends).</summary>
     private void LaunchElementwise(string kernel, long n, KernelArgs args)
     {
         if (n <= 0) return;
-        Launch(kernel, Grid1D(n), Block1D, 0, args);
+        int threads = ThreadsPerBlock(kernel);
+        Launch(kernel, Grid1D(n, threads), new Dim3((uint)threads), 0, args);
     }
 
     /// <summary>One block per item (a sample, a group, an output), capped at CUDA's grid limit;
     /// the kernels loop over items by block, so the cap is only a limit on parallelism.</summary>
     private static Dim3 GridPerItem(long items) => new((uint)Math.Clamp(items, 0, int.MaxValue));
 
+    /// <summary>The kernels that run the tiled product of gemm_tile.cuh: two-dimensional blocks
+    /// and <see cref="TileSharedBytes"/> of dynamic shared memory.</summary>
+    public static readonly IReadOnlySet<string> TiledKernels =
+        new HashSet<string> { "sgemm", "conv2d_forward", "conv2d_backward_input", "conv2d_backward_weight" };
+
     /// <summary>The two-dimensional block of the tiled GEMM and convolutions (gemm_tile.cuh):
-    /// BlockSize threads as close to square as a power of two allows (16 x 16 for 256, 8 x 4 for 32),
-    /// x the longer side so a warp spans whole rows of the tile.</summary>
-    private Dim3 TileBlock
+    /// <paramref name="threads"/> as close to square as a power of two allows (16 x 16 for 256,
+    /// 8 x 4 for 32), x the longer side so a warp spans whole rows of the tile.</summary>
+    public static Dim3 TileBlock(int threads)
     {
-        get
-        {
-            int log = BitOperations.Log2((uint)BlockSize);
-            uint bx = 1u << ((log + 1) / 2);
-            return new Dim3(bx, (uint)BlockSize / bx);
-        }
+        int log = BitOperations.Log2((uint)threads);
+        uint bx = 1u << ((log + 1) / 2);
+        return new Dim3(bx, (uint)threads / bx);
     }
 
     // Must match GEMM_TM, GEMM_TN, GEMM_BK and gemm_tile_shared_bytes in kernels/gemm_tile.cuh.
     private const int TileRowsPerThread = 4, TileColumnsPerThread = 4, TileDepth = 16;
 
+    /// <summary>Dynamic shared memory of a tiled kernel's block (gemm_tile_shared_bytes).</summary>
+    public static uint TileSharedBytes(Dim3 block) =>
+        (uint)(sizeof(float) * TileDepth * ((TileRowsPerThread * block.Y + 1) + (TileColumnsPerThread * block.X + 1)));
+
     /// <summary>Tiles of a rows x columns output (the grid's x and y).</summary>
-    private (long x, long y) TileGrid(long rows, long columns)
+    private static (long x, long y) TileGrid(Dim3 block, long rows, long columns)
     {
-        var block = TileBlock;
         long tileRows = TileRowsPerThread * block.Y, tileColumns = TileColumnsPerThread * block.X;
         return ((columns + tileColumns - 1) / tileColumns, (rows + tileRows - 1) / tileRows);
     }
@@ -52,12 +59,11 @@ public sealed unsafe partial class CudaBackend : IBackend
     private void LaunchTiled(string kernel, long rows, long columns, KernelArgs args, int splits = 1)
     {
         if (rows <= 0 || columns <= 0) return;
-        var block = TileBlock;
-        var (gridX, gridY) = TileGrid(rows, columns);
+        var block = TileBlock(ThreadsPerBlock(kernel));
+        var (gridX, gridY) = TileGrid(block, rows, columns);
         if (gridX > int.MaxValue || gridY > 65535)
             throw new ArgumentException($"{kernel}: a {rows} x {columns} output needs a grid of {gridX} x {gridY} tiles; CUDA allows {int.MaxValue} x 65535");
-        uint shared = (uint)(sizeof(float) * TileDepth * ((TileRowsPerThread * block.Y + 1) + (TileColumnsPerThread * block.X + 1)));
-        Launch(kernel, new Dim3((uint)gridX, (uint)gridY, (uint)splits), block, shared, args);
+        Launch(kernel, new Dim3((uint)gridX, (uint)gridY, (uint)splits), block, TileSharedBytes(block), args);
     }
 
     // ------------------------------------------------------------------ elementwise.cu
@@ -115,7 +121,8 @@ public sealed unsafe partial class CudaBackend : IBackend
         if (outputs <= 0) return;
         long perOutput = xDims.Length / outputs;
         var args = new KernelArgs().Ptr(x).Dims(xDims).Ptr(y).Dims(yDims);
-        Launch("sum_to", perOutput <= SumToSerialMax ? Grid1D(outputs) : GridPerItem(outputs), Block1D, 0, args);
+        int threads = ThreadsPerBlock("sum_to");
+        Launch("sum_to", perOutput <= SumToSerialMax ? Grid1D(outputs, threads) : GridPerItem(outputs), new Dim3((uint)threads), 0, args);
     }
 
     // ------------------------------------------------------------------ gemm.cu
@@ -160,7 +167,7 @@ public sealed unsafe partial class CudaBackend : IBackend
         long columns = (long)cin * k * k, pixels = (long)n * h * wd;
         // Split K (see conv.cu) when the gradient has too few tiles to keep two blocks on every
         // multiprocessor and the batch has enough pixels to share out.
-        var (gridX, gridY) = TileGrid(cout, columns);
+        var (gridX, gridY) = TileGrid(TileBlock(ThreadsPerBlock("conv2d_backward_weight")), cout, columns);
         long tiles = gridX * gridY, wanted = 2L * Math.Max(1, _driver.Device.Multiprocessors);
         int splits = tiles >= wanted ? 1 : (int)Math.Clamp(Math.Min((wanted + tiles - 1) / tiles, pixels / MinPixelsPerSplit), 1, 64);
         if (splits == 1)
@@ -217,21 +224,21 @@ public sealed unsafe partial class CudaBackend : IBackend
     public void MinibatchStdDevForward(DeviceBuffer x, DeviceBuffer y, int n, int c, int plane, int groupSize, float eps)
     {
         CheckGroups(n, groupSize, "minibatch_stddev_forward");
-        Launch("minibatch_stddev_forward", GridPerItem(n / groupSize), Block1D, 0,
+        Launch("minibatch_stddev_forward", GridPerItem(n / groupSize), Block1D("minibatch_stddev_forward"), 0,
             new KernelArgs().Ptr(x).Ptr(y).Int(n).Int(c).Int(plane).Int(groupSize).Float(eps));
     }
 
     public void MinibatchStdDevBackward(DeviceBuffer x, DeviceBuffer gy, DeviceBuffer gx, int n, int c, int plane, int groupSize, float eps)
     {
         CheckGroups(n, groupSize, "minibatch_stddev_backward");
-        Launch("minibatch_stddev_backward", GridPerItem(n / groupSize), Block1D, 0,
+        Launch("minibatch_stddev_backward", GridPerItem(n / groupSize), Block1D("minibatch_stddev_backward"), 0,
             new KernelArgs().Ptr(x).Ptr(gy).Ptr(gx).Int(n).Int(c).Int(plane).Int(groupSize).Float(eps));
     }
 
     // ------------------------------------------------------------------ wgan_gp.cu
 
     public void GradientPenaltyForward(DeviceBuffer g, DeviceBuffer norm, DeviceBuffer penalty, int samples, int inner, float target) =>
-        Launch("gradient_penalty_forward", GridPerItem(samples), Block1D, 0,
+        Launch("gradient_penalty_forward", GridPerItem(samples), Block1D("gradient_penalty_forward"), 0,
             new KernelArgs().Ptr(g).Ptr(norm).Ptr(penalty).Int(samples).Int(inner).Float(target));
 
     public void GradientPenaltyBackward(DeviceBuffer g, DeviceBuffer norm, DeviceBuffer gpenalty, DeviceBuffer gg, int samples, int inner, float target) =>
@@ -257,7 +264,7 @@ public sealed unsafe partial class CudaBackend : IBackend
             Span<float> host = stackalloc float[2];
             host.Clear();
             Upload(host, counter);
-            Launch("count_nonfinite", Grid1D(n), Block1D, 0, new KernelArgs().Ptr(x).Long(n).Ptr(counter));
+            LaunchElementwise("count_nonfinite", n, new KernelArgs().Ptr(x).Long(n).Ptr(counter));
             Download(counter, host);
             return (long)MemoryMarshal.Read<ulong>(MemoryMarshal.AsBytes(host));
         }

@@ -11,8 +11,9 @@ public sealed unsafe partial class CudaBackend
 {
     private readonly ICudaDriver _driver;
     private readonly CachingAllocator _allocator;
-    // Tests share one backend across threads; kernel handles are looked up once and shared.
-    private readonly System.Collections.Concurrent.ConcurrentDictionary<string, nint> _functions = new();
+    // Tests share one backend across threads; kernel handles (and the block each one launches
+    // with) are looked up once and shared.
+    private readonly System.Collections.Concurrent.ConcurrentDictionary<string, (nint function, int threads)> _functions = new();
     private long _launches;
     private bool _disposed;
 
@@ -95,30 +96,47 @@ public sealed unsafe partial class CudaBackend
     /// <summary>Threads per block for one-dimensional kernels and reductions.</summary>
     public int BlockSize { get; }
 
-    /// <summary>Blocks for a grid-stride loop over <paramref name="n"/> items: enough to fill the
-    /// device, never more than the items need.</summary>
-    private Dim3 Grid1D(long n)
+    /// <summary>Blocks of <paramref name="threads"/> for a grid-stride loop over <paramref name="n"/>
+    /// items: enough to fill the device, never more than the items need.</summary>
+    private Dim3 Grid1D(long n, int threads)
     {
-        long needed = Math.Max(1, (n + BlockSize - 1) / BlockSize);
+        long needed = Math.Max(1, (n + threads - 1) / threads);
         long cap = Math.Max(1, _driver.Device.Multiprocessors) * 32L;
         return new Dim3((uint)Math.Min(needed, cap));
     }
 
-    private nint Function(string kernel) =>
-        _functions.TryGetValue(kernel, out var f) ? f : _functions.GetOrAdd(kernel, _driver.GetFunction(kernel));
+    private (nint function, int threads) Function(string kernel) =>
+        _functions.TryGetValue(kernel, out var f) ? f : _functions.GetOrAdd(kernel, Lookup);
+
+    /// <summary>The function and the threads per block it launches with: <see cref="BlockSize"/>,
+    /// lowered to the largest power of two the function can launch with on this device (its
+    /// registers and declared <c>__launch_bounds__</c>), so that no block size can fail late.</summary>
+    private (nint, int) Lookup(string kernel)
+    {
+        nint function = _driver.GetFunction(kernel);
+        int limit = _driver.MaxThreadsPerBlock(function);
+        if (limit < LaunchLimits.WarpSize)
+            throw new CudaException("cuFuncGetAttribute", 701, "CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES", $"kernel {kernel} cannot launch even one warp ({limit} threads at most)");
+        int threads = BlockSize;
+        while (threads > limit) threads /= 2;
+        return (function, threads);
+    }
+
+    /// <summary>Threads per block that <paramref name="kernel"/> launches with (see <see cref="Lookup"/>).</summary>
+    public int ThreadsPerBlock(string kernel) => Function(kernel).threads;
 
     private void Launch(string kernel, Dim3 grid, Dim3 block, uint sharedBytes, KernelArgs args)
     {
         if (grid.Count == 0) return;
         void** pointers = stackalloc void*[KernelArgs.MaxArguments];
         args.FillPointers(pointers);
-        _driver.Launch(Function(kernel), kernel, grid, block, sharedBytes, pointers);
+        _driver.Launch(Function(kernel).function, kernel, grid, block, sharedBytes, pointers);
         Interlocked.Increment(ref _launches);
     }
 
     // The kernel methods, one per IBackend method, are in CudaBackend.Kernels.cs. The pattern:
     //   public void Fill(DeviceBuffer y, long n, float value) =>
-    //       Launch("fill", Grid1D(n), new Dim3((uint)BlockSize), 0, new KernelArgs().Ptr(y).Long(n).Float(value));
+    //       LaunchElementwise("fill", n, new KernelArgs().Ptr(y).Long(n).Float(value));
 }
 
 /// <summary>The .cu sources and headers, embedded in this assembly from kernels/.</summary>

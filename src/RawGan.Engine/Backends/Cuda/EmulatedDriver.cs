@@ -27,6 +27,8 @@ public sealed unsafe partial class EmulatedDriver : ICudaDriver
 
     private nint _library;
     private readonly Dictionary<string, nint> _functions = new();
+    private readonly Dictionary<nint, (string kernel, int maxThreads)> _limits = new();
+    private readonly Dictionary<string, int> _declaredMaxThreads = new();
     private readonly HashSet<ulong> _allocations = new();
     private readonly Lock _lock = new();
     private delegate* unmanaged<sbyte*> _lastError;
@@ -87,7 +89,7 @@ public sealed unsafe partial class EmulatedDriver : ICudaDriver
 
     // ------------------------------------------------------------------ kernels
 
-    [GeneratedRegex(@"__global__\s+void\s+([A-Za-z_][A-Za-z0-9_]*)\s*\(")]
+    [GeneratedRegex(@"__global__\s+void\s+(?:__launch_bounds__\s*\([^)]*\)\s*)?([A-Za-z_][A-Za-z0-9_]*)\s*\(")]
     private static partial Regex KernelDeclaration();
 
     /// <summary>Names of the kernels defined in a source (what SIMT_EXPORT lines are generated for).</summary>
@@ -99,6 +101,9 @@ public sealed unsafe partial class EmulatedDriver : ICudaDriver
     public void LoadModule(IReadOnlyList<KernelSource> sources, IReadOnlyDictionary<string, string> headers)
     {
         if (_library != 0) throw new InvalidOperationException("the emulator loads its kernels once");
+        foreach (var source in sources)
+            foreach (var (kernel, bound) in LaunchLimits.DeclaredMaxThreads(source.Text, headers))
+                _declaredMaxThreads[kernel] = bound;
         string path = BuildLibrary(sources, headers, KernelLibrary.EmulatorFiles);
         _library = NativeLibrary.Load(path);
         _lastError = (delegate* unmanaged<sbyte*>)NativeLibrary.GetExport(_library, "simt_last_error");
@@ -112,14 +117,29 @@ public sealed unsafe partial class EmulatedDriver : ICudaDriver
             if (!NativeLibrary.TryGetExport(_library, "simt_launch_" + kernel, out f))
                 throw new CudaException("cuModuleGetFunction", 500, "CUDA_ERROR_NOT_FOUND", $"no kernel named '{kernel}' in the emulated module");
             _functions[kernel] = f;
+            _limits[f] = (kernel, Math.Min(Device.MaxThreadsPerBlock, _declaredMaxThreads.GetValueOrDefault(kernel, Device.MaxThreadsPerBlock)));
             return f;
         }
+    }
+
+    public string KernelTarget => $"the CPU, built by {Device.CompilerVersion} with kernels/simt";
+
+    /// <summary>The kernel's declared <c>__launch_bounds__</c>, else 1024. A GPU lowers this further
+    /// when registers x threads would not fit; ptxas's report (CudaDriverTests, `info --kernels`)
+    /// checks that every declared bound fits on every architecture.</summary>
+    public int MaxThreadsPerBlock(nint function)
+    {
+        lock (_lock) return _limits.TryGetValue(function, out var l) ? l.maxThreads : throw new ArgumentException("not a function of this module");
     }
 
     public void Launch(nint function, string kernel, Dim3 grid, Dim3 block, uint sharedBytes, void** arguments)
     {
         if (block.Count > 1024 || block.Count == 0 || grid.Count == 0)
             throw new CudaException("cuLaunchKernel", 1, "CUDA_ERROR_INVALID_VALUE", $"kernel {kernel}: grid {grid}, block {block} is not a valid launch");
+        int maxThreads = MaxThreadsPerBlock(function);
+        if (block.Count > (ulong)maxThreads)
+            throw new CudaException("cuLaunchKernel", 701, "CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES",
+                $"kernel {kernel}: a block of {block.Count} threads exceeds its __launch_bounds__ of {maxThreads}");
         if (sharedBytes > SharedMemoryPerBlock)
             throw new CudaException("cuLaunchKernel", 701, "CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES", $"kernel {kernel} asks for {sharedBytes} bytes of shared memory; the limit is {SharedMemoryPerBlock}");
         var config = new SimtLaunchConfig

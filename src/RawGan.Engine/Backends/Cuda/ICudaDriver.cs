@@ -12,7 +12,6 @@ public sealed record DeviceInfo(
     string Name, int ComputeMajor, int ComputeMinor, long TotalMemoryBytes, int Multiprocessors,
     int MaxThreadsPerBlock, int MaxSharedMemoryPerBlock, int WarpSize, string DriverVersion, string CompilerVersion)
 {
-    public string Architecture => $"compute_{ComputeMajor}{ComputeMinor}";
     public override string ToString() =>
         $"{Name} (compute {ComputeMajor}.{ComputeMinor}, {Multiprocessors} SMs, {TotalMemoryBytes / (1024 * 1024)} MiB; driver {DriverVersion}, {CompilerVersion})";
 }
@@ -32,6 +31,9 @@ public unsafe interface ICudaDriver : IDisposable
     string Name { get; }
     DeviceInfo Device { get; }
 
+    /// <summary>What the kernels run as, for `info`: machine code for which architecture, PTX, or the emulator.</summary>
+    string KernelTarget { get; }
+
     /// <summary>Device memory (cuMemAlloc); returns 0 when the device is out of memory.</summary>
     ulong Allocate(long bytes);
     void Free(ulong address);
@@ -44,6 +46,10 @@ public unsafe interface ICudaDriver : IDisposable
     /// <see cref="GetFunction"/> finds each `extern "C" __global__` function by name.</summary>
     void LoadModule(IReadOnlyList<KernelSource> sources, IReadOnlyDictionary<string, string> headers);
     nint GetFunction(string kernel);
+
+    /// <summary>The largest block <paramref name="function"/> can launch with: the device's limit,
+    /// lowered by the kernel's registers and its declared <c>__launch_bounds__</c>.</summary>
+    int MaxThreadsPerBlock(nint function);
 
     /// <summary>cuLaunchKernel: <paramref name="arguments"/> holds one pointer per kernel
     /// parameter, each to storage of exactly that parameter's C size.</summary>

@@ -14,7 +14,10 @@ public sealed unsafe class NativeDriver : ICudaDriver
     private readonly int _device;
     private nint _context;
     private readonly List<nint> _modules = new();
-    private readonly Dictionary<string, nint> _functions = new();
+    // Tests launch from many threads at once: lookups are lock-free, loading takes the lock.
+    private readonly System.Collections.Concurrent.ConcurrentDictionary<string, nint> _functions = new();
+    private readonly System.Collections.Concurrent.ConcurrentDictionary<nint, int> _maxThreads = new();
+    private readonly Lock _lock = new();
     private bool _disposed;
 
     [ThreadStatic] private static nint _currentContext;
@@ -36,18 +39,22 @@ public sealed unsafe class NativeDriver : ICudaDriver
             throw new CudaUnavailableException($"there is no CUDA device {ordinal}: this machine has {count} (cuda:0 to cuda:{count - 1})");
 
         var (nvMajor, nvMinor) = NvrtcCompiler.Version();
-        // NVRTC emits PTX of its own version; a driver older than NVRTC cannot load it (CUDA_ERROR_UNSUPPORTED_PTX_VERSION).
-        if (nvMajor * 1000 + nvMinor * 10 > driverVersion)
-            throw new CudaUnavailableException(
-                $"NVRTC {nvMajor}.{nvMinor} is newer than the CUDA driver ({FormatVersion(driverVersion)}): its PTX would not load; update the NVIDIA driver or use an older NVRTC");
-
         CudaApi.Check(CudaApi.cuDeviceGet(out _device, ordinal), "cuDeviceGet");
+        int ccMajor = Attribute(CudaApi.CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR), ccMinor = Attribute(CudaApi.CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR);
+        Target = NvrtcCompiler.ChooseArchitecture(ccMajor, ccMinor, NvrtcCompiler.SupportedArchitectures());
+        // Machine code from a newer NVRTC of the same major version loads on an older driver
+        // (CUDA's minor-version compatibility); PTX does not: the driver's assembler must be at
+        // least as new as the PTX (else CUDA_ERROR_UNSUPPORTED_PTX_VERSION at load).
+        bool machineCode = NvrtcCompiler.IsMachineCodeArchitecture(Target);
+        if (nvMajor > driverVersion / 1000 || (!machineCode && nvMajor * 1000 + nvMinor * 10 > driverVersion))
+            throw new CudaUnavailableException(
+                $"NVRTC {nvMajor}.{nvMinor} is newer than the CUDA driver ({FormatVersion(driverVersion)}): its {(machineCode ? "machine code" : "PTX")} would not load; update the NVIDIA driver or use an older NVRTC");
+
         byte* name = stackalloc byte[256];
         CudaApi.Check(CudaApi.cuDeviceGetName(name, 256, _device), "cuDeviceGetName");
         CudaApi.Check(CudaApi.cuDeviceTotalMem(out nuint total, _device), "cuDeviceTotalMem_v2");
         Device = new DeviceInfo(
-            Marshal.PtrToStringUTF8((nint)name) ?? "CUDA device",
-            Attribute(CudaApi.CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR), Attribute(CudaApi.CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR),
+            Marshal.PtrToStringUTF8((nint)name) ?? "CUDA device", ccMajor, ccMinor,
             (long)total, Attribute(CudaApi.CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT), Attribute(CudaApi.CU_DEVICE_ATTRIBUTE_MAX_THREADS_PER_BLOCK),
             Attribute(CudaApi.CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK), Attribute(CudaApi.CU_DEVICE_ATTRIBUTE_WARP_SIZE),
             FormatVersion(driverVersion), $"NVRTC {nvMajor}.{nvMinor}");
@@ -99,6 +106,13 @@ public sealed unsafe class NativeDriver : ICudaDriver
     public string Name => "cuda";
     public DeviceInfo Device { get; }
 
+    /// <summary>What the kernels are compiled to: "sm_90" (machine code) or "compute_90" (PTX).</summary>
+    public string Target { get; }
+
+    public string KernelTarget => NvrtcCompiler.IsMachineCodeArchitecture(Target)
+        ? $"{Target} machine code (CUBIN) from {Device.CompilerVersion}"
+        : $"{Target} PTX from {Device.CompilerVersion}, assembled by the driver at load (this NVRTC does not know sm_{Device.ComputeMajor}{Device.ComputeMinor})";
+
     public ulong Allocate(long bytes)
     {
         MakeCurrent();
@@ -141,15 +155,18 @@ public sealed unsafe class NativeDriver : ICudaDriver
 
     public void LoadModule(IReadOnlyList<KernelSource> sources, IReadOnlyDictionary<string, string> headers)
     {
-        MakeCurrent();
-        foreach (var source in sources)
+        lock (_lock)
         {
-            var compiled = NvrtcCompiler.CompileCached(source, headers, Device.Architecture);
-            _modules.Add(LoadPtx(compiled));
+            MakeCurrent();
+            foreach (var source in sources)
+            {
+                var compiled = NvrtcCompiler.CompileCached(source, headers, Target);
+                _modules.Add(LoadImage(compiled));
+            }
         }
     }
 
-    private nint LoadPtx(CompiledKernel compiled)
+    private nint LoadImage(CompiledKernel compiled)
     {
         const int logSize = 8192;
         byte* errorLog = stackalloc byte[logSize];
@@ -158,7 +175,7 @@ public sealed unsafe class NativeDriver : ICudaDriver
         void** values = stackalloc void*[] { errorLog, (void*)logSize };
         int r;
         nint module;
-        fixed (byte* ptx = compiled.Ptx) r = CudaApi.cuModuleLoadDataEx(out module, ptx, 2, options, values);
+        fixed (byte* image = compiled.Image) r = CudaApi.cuModuleLoadDataEx(out module, image, 2, options, values);
         if (r == CudaApi.CUDA_ERROR_UNSUPPORTED_PTX_VERSION)
             throw new CudaUnavailableException($"the CUDA driver ({Device.DriverVersion}) is older than the PTX from {Device.CompilerVersion}: update the NVIDIA driver");
         if (r != CudaApi.CUDA_SUCCESS)
@@ -173,17 +190,24 @@ public sealed unsafe class NativeDriver : ICudaDriver
     public nint GetFunction(string kernel)
     {
         if (_functions.TryGetValue(kernel, out var f)) return f;
-        MakeCurrent();
-        foreach (var module in _modules)
+        lock (_lock)
         {
-            if (CudaApi.cuModuleGetFunction(out f, module, kernel) == CudaApi.CUDA_SUCCESS)
-            {
-                _functions[kernel] = f;
-                return f;
-            }
+            MakeCurrent();
+            foreach (var module in _modules)
+                if (CudaApi.cuModuleGetFunction(out f, module, kernel) == CudaApi.CUDA_SUCCESS)
+                    return _functions.GetOrAdd(kernel, f);
         }
         throw new CudaException("cuModuleGetFunction", 500, "CUDA_ERROR_NOT_FOUND", $"no kernel named '{kernel}' in kernels/*.cu");
     }
+
+    /// <summary>The largest block this function can launch with on this device: what its
+    /// registers and <c>__launch_bounds__</c> allow (cuFuncGetAttribute).</summary>
+    public int MaxThreadsPerBlock(nint function) => _maxThreads.GetOrAdd(function, f =>
+    {
+        MakeCurrent();
+        CudaApi.Check(CudaApi.cuFuncGetAttribute(out int threads, CudaApi.CU_FUNC_ATTRIBUTE_MAX_THREADS_PER_BLOCK, f), "cuFuncGetAttribute");
+        return threads;
+    });
 
     public void Launch(nint function, string kernel, Dim3 grid, Dim3 block, uint sharedBytes, void** arguments)
     {
