@@ -112,8 +112,11 @@ public static class InfoCommand
     public static Command Create()
     {
         var c = new Command("info", "Devices, kernels and versions.");
+        var kernels = new Option<bool>("--kernels") { Description = "also assemble every kernel to machine code for sm_70..sm_90 and print its registers, shared memory, spills and largest block" };
+        c.Add(kernels);
         c.SetAction(parse => Program.Guard(() =>
         {
+            if (parse.GetValue(kernels)) return KernelTable();
             Console.WriteLine($"RawGan {typeof(Program).Assembly.GetName().Version} on .NET {Environment.Version}, {System.Runtime.InteropServices.RuntimeInformation.OSDescription}");
             foreach (var line in Devices.Describe()) Console.WriteLine(line);
             Console.WriteLine($"kernel cache: {CacheDirectory.Root}");
@@ -123,5 +126,28 @@ public static class InfoCommand
             return 0;
         }));
         return c;
+    }
+
+    /// <summary>`info --kernels`: ptxas's report for every kernel and architecture, checked against
+    /// the launches the backend can make; exit 1 if any does not fit.</summary>
+    private static int KernelTable()
+    {
+        var (major, minor) = NvrtcCompiler.Version();
+        var supported = NvrtcCompiler.SupportedArchitectures();
+        Console.WriteLine($"NVRTC {major}.{minor}: machine code for sm_{string.Join(", sm_", supported)}");
+        var checks = new List<KernelLaunchCheck>();
+        foreach (int sm in MachineCodeReport.Architectures)
+        {
+            if (!supported.Contains(sm))
+            {
+                Console.WriteLine($"sm_{sm}: not supported by this NVRTC");
+                continue;
+            }
+            foreach (var source in KernelLibrary.Sources) checks.AddRange(MachineCodeReport.Check(source, KernelLibrary.Headers, sm));
+        }
+        foreach (var line in MachineCodeReport.Format(checks)) Console.WriteLine(line);
+        int bad = checks.Count(c => c.Problems.Count > 0);
+        Console.WriteLine(bad == 0 ? $"{checks.Count} kernel builds: every launch fits" : $"{bad} of {checks.Count} kernel builds have problems");
+        return bad == 0 ? 0 : 1;
     }
 }

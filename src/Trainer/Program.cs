@@ -20,6 +20,7 @@ public static partial class Program
         root.Add(EvaluateCommand.Create());
         root.Add(BenchCommand.Create());
         root.Add(InfoCommand.Create());
+        root.Add(CheckCommand.Create());
         root.SetAction(parse => Guard(() => TrainCommand.RunDefault()));
 
         var result = root.Parse(args);

@@ -1,12 +1,14 @@
 using RawGan.Engine.Backends;
 using RawGan.Engine.Backends.Cpu;
+using RawGan.Engine.Backends.Reference;
 
 namespace RawGan.Engine.Tests;
 
 /// <summary>
-/// Every CUDA kernel against its C# twin in CpuBackend (DESIGN.md decision 1), run on the
-/// emulator through the real CudaBackend: its argument packing, grid arithmetic and the .cu
-/// source are what is tested. As in llm.c's dev/cuda, each kernel runs at several block sizes
+/// Every kernel of every backend against <see cref="ReferenceBackend"/>, the plain loops that
+/// define "correct" (docs/DESIGN.md, decision 10): the CUDA kernels run on the emulator through
+/// the real CudaBackend (its argument packing, grid arithmetic and the .cu source are what is
+/// tested), and CpuBackend's optimized kernels (SIMD, Winograd, blocking) on the same inputs. As in llm.c's dev/cuda, each kernel runs at several block sizes
 /// (every one must be right for any power of two from 32 to 1024) and on sizes that are not
 /// multiples of the block: 1 element, batch 1, one channel, three channels, odd planes, and
 /// arrays larger than one grid pass so the grid-stride loops wrap.
@@ -17,8 +19,9 @@ namespace RawGan.Engine.Tests;
 /// - exact kernels (copies, one float operation per element, integer counts): 0, or 1e-6 where
 ///   the GPU may fuse a multiply-add (the emulator's g++ build does not, but the bound is the one
 ///   that must also hold on a GPU);
-/// - reductions summed in double on both sides (sum_to, pixel norm, minibatch stddev, gradient
-///   penalty): 1e-5, the float rounding of the result plus a different summation order;
+/// - reductions (sum_to, pixel norm, minibatch stddev, gradient penalty), summed in double by the
+///   reference and in float or double by the others: 1e-5, the float rounding of the result plus
+///   a different summation order;
 /// - matrix products and convolutions (float accumulation in a different order, K up to a few
 ///   hundred terms of order 1): 1e-4.
 /// </summary>
@@ -37,12 +40,15 @@ public class CudaKernelTests
     /// </summary>
     private static void Compare(int blockSize, string what, float[][] inputs, long[] outputs, Action<IBackend, DeviceBuffer[]> kernel, double tolerance)
     {
-        var expected = Run(CpuBackend.Shared, inputs, outputs, kernel);
-        var actual = Run(TestBackends.Emulated(blockSize), inputs, outputs, kernel);
-        for (int b = 0; b < expected.Length; b++)
+        var expected = Run(ReferenceBackend.Shared, inputs, outputs, kernel);
+        foreach (var backend in TestBackends.Cuda(blockSize).Append<IBackend>(CpuBackend.Shared))
         {
-            string buffer = b < inputs.Length ? $"input {b}" : $"output {b - inputs.Length}";
-            AssertClose(expected[b], actual[b], tolerance, $"{what}, block {blockSize}, {buffer}");
+            var actual = Run(backend, inputs, outputs, kernel);
+            for (int b = 0; b < expected.Length; b++)
+            {
+                string buffer = b < inputs.Length ? $"input {b}" : $"output {b - inputs.Length}";
+                AssertClose(expected[b], actual[b], tolerance, $"{what} on {backend.Name}, block {blockSize}, {buffer}");
+            }
         }
     }
 
@@ -120,7 +126,7 @@ public class CudaKernelTests
 
     [Theory]
     [MemberData(nameof(BlockSizes))]
-    public void ElementwiseKernelsMatchTheCpu(int blockSize)
+    public void ElementwiseKernelsMatchTheReference(int blockSize)
     {
         foreach (long n in ElementCounts)
         {
@@ -135,7 +141,7 @@ public class CudaKernelTests
             Compare(blockSize, $"add_scalar {at}", [x], [n], (be, p) => be.AddScalar(p[0], p[1], n, 3.5f), Exact);
             Compare(blockSize, $"square {at}", [x], [n], (be, p) => be.Square(p[0], p[1], n), Exact);
             Compare(blockSize, $"sqrt_forward {at}", [pos], [n], (be, p) => be.Sqrt(p[0], p[1], n), Exact);
-            Compare(blockSize, $"rsqrt_forward {at}", [pos], [n], (be, p) => be.Rsqrt(p[0], p[1], n), Exact);
+            Compare(blockSize, $"rsqrt_forward {at}", [pos], [n], (be, p) => be.Rsqrt(p[0], p[1], n), Elementwise);   // two roundings (1 / sqrt) against the reference's one
             Compare(blockSize, $"leaky_relu_forward {at}", [x], [n], (be, p) => be.LeakyReluForward(p[0], p[1], n, 0.2f), Exact);
             Compare(blockSize, $"leaky_relu_backward {at}", [x, g], [n], (be, p) => be.LeakyReluBackward(p[0], p[1], p[2], n, 0.2f), Exact);
             Compare(blockSize, $"lerp_scalar {at}", [x, b], [n], (be, p) => be.LerpScalar(p[0], p[1], p[2], n, 0.3f), Elementwise);
@@ -144,7 +150,7 @@ public class CudaKernelTests
 
     [Theory]
     [MemberData(nameof(BlockSizes))]
-    public void LerpPerSampleMatchesTheCpu(int blockSize)
+    public void LerpPerSampleMatchesTheReference(int blockSize)
     {
         foreach (var (samples, inner) in new[] { (1, 1), (1, 48), (3, 3 * 5 * 5), (16, 3 * 16 * 16), (5, 4099) })
         {
@@ -172,7 +178,7 @@ public class CudaKernelTests
 
     [Theory]
     [MemberData(nameof(BlockSizes))]
-    public void BroadcastBinaryKernelsMatchTheCpu(int blockSize)
+    public void BroadcastBinaryKernelsMatchTheReference(int blockSize)
     {
         foreach (var (y, a, b) in BroadcastCases)
         {
@@ -190,7 +196,7 @@ public class CudaKernelTests
 
     [Theory]
     [MemberData(nameof(BlockSizes))]
-    public void InPlaceAddMatchesTheCpu(int blockSize)
+    public void InPlaceAddMatchesTheReference(int blockSize)
     {
         // The tape accumulates gradients with y = a + b where y is a.
         var d = new Dims4(3, 5, 7, 11);
@@ -200,7 +206,7 @@ public class CudaKernelTests
 
     [Theory]
     [MemberData(nameof(BlockSizes))]
-    public void SumToMatchesTheCpu(int blockSize)
+    public void SumToMatchesTheReference(int blockSize)
     {
         var cases = new (Dims4 x, Dims4 y)[]
         {
@@ -253,7 +259,7 @@ public class CudaKernelTests
     [InlineData(32u, 1u)]
     [InlineData(1u, 32u)]
     [InlineData(7u, 9u)]
-    [InlineData(64u, 16u)]
+    [InlineData(64u, 8u)]
     [InlineData(4u, 2u)]
     public unsafe void TiledKernelsAreRightForAnyBlockShape(uint bx, uint by)
     {
@@ -275,7 +281,7 @@ public class CudaKernelTests
                 {
                     var a = Normal((long)m * k, 1);
                     var b = Normal((long)k * n, 2);
-                    var expected = Run(CpuBackend.Shared, [a, b], [(long)m * n], (be, p) => be.Gemm(ta, tb, m, n, k, 1.5f, p[0], p[1], 0f, p[2]));
+                    var expected = Run(ReferenceBackend.Shared, [a, b], [(long)m * n], (be, p) => be.Gemm(ta, tb, m, n, k, 1.5f, p[0], p[1], 0f, p[2]));
                     var actual = Run(gpu, [a, b], [(long)m * n], (_, p) => LaunchTiled("sgemm", m, n,
                         new Backends.Cuda.KernelArgs().Int(ta ? 1 : 0).Int(tb ? 1 : 0).Int(m).Int(n).Int(k).Float(1.5f).Ptr(p[0]).Ptr(p[1]).Float(0f).Ptr(p[2])));
                     AssertClose(expected[2], actual[2], Product, $"sgemm {m}x{n}x{k} ta={ta} tb={tb}, block ({bx}, {by})");
@@ -297,7 +303,7 @@ public class CudaKernelTests
         };
         foreach (var (kernel, first, second, output, rows, columns, cpu) in cases)
         {
-            var expected = Run(CpuBackend.Shared, [first, second], [output], cpu);
+            var expected = Run(ReferenceBackend.Shared, [first, second], [output], cpu);
             var actual = Run(gpu, [first, second], [output], (_, p) => LaunchTiled(kernel, rows, columns, Args(p[0], p[1], p[2])));
             AssertClose(expected[2], actual[2], Product, $"{kernel}, block ({bx}, {by})");
         }
@@ -321,7 +327,7 @@ public class CudaKernelTests
 
     [Theory]
     [MemberData(nameof(BlockSizes))]
-    public void ConvolutionKernelsMatchTheCpu(int blockSize)
+    public void ConvolutionKernelsMatchTheReference(int blockSize)
     {
         foreach (var (n, cin, h, w, cout, k) in ConvCases)
         {
@@ -344,7 +350,7 @@ public class CudaKernelTests
 
     [Theory]
     [MemberData(nameof(BlockSizes))]
-    public void ResampleKernelsMatchTheCpu(int blockSize)
+    public void ResampleKernelsMatchTheReference(int blockSize)
     {
         foreach (var (planes, h, w) in new[] { (1, 1, 1), (3, 5, 7), (6, 4, 4), (10, 33, 17), (2, 64, 64) })
             foreach (float gain in new[] { 1f, 2.5f })
@@ -354,13 +360,13 @@ public class CudaKernelTests
                     (be, p) => be.Upsample2x(p[0], p[1], planes, h, w, gain), Exact);
                 int h2 = 2 * h, w2 = 2 * w;
                 Compare(blockSize, $"avgpool2x {planes}x{h2}x{w2} gain={gain}", [Normal((long)planes * h2 * w2, 32)], [(long)planes * h * w],
-                    (be, p) => be.AvgPool2x(p[0], p[1], planes, h2, w2, gain), Exact);
+                    (be, p) => be.AvgPool2x(p[0], p[1], planes, h2, w2, gain), Elementwise);   // a float sum of 4 against the reference's double
             }
     }
 
     [Theory]
     [MemberData(nameof(BlockSizes))]
-    public void CopyChannelsMatchesTheCpu(int blockSize)
+    public void CopyChannelsMatchesTheReference(int blockSize)
     {
         var cases = new (int srcC, int srcStart, int dstC, int dstStart, int count, int samples, int plane)[]
         {
@@ -384,7 +390,7 @@ public class CudaKernelTests
 
     [Theory]
     [MemberData(nameof(BlockSizes))]
-    public void PixelNormKernelsMatchTheCpu(int blockSize)
+    public void PixelNormKernelsMatchTheReference(int blockSize)
     {
         foreach (var (n, c, plane) in new[] { (1, 1, 1), (2, 3, 16), (3, 17, 25), (4, 512, 16), (1, 8, 4099) })
         {
@@ -401,7 +407,7 @@ public class CudaKernelTests
 
     [Theory]
     [MemberData(nameof(BlockSizes))]
-    public void MinibatchStdDevKernelsMatchTheCpu(int blockSize)
+    public void MinibatchStdDevKernelsMatchTheReference(int blockSize)
     {
         var cases = new (int n, int c, int plane, int group)[]
         {
@@ -430,7 +436,7 @@ public class CudaKernelTests
 
     [Theory]
     [MemberData(nameof(BlockSizes))]
-    public void GradientPenaltyKernelsMatchTheCpu(int blockSize)
+    public void GradientPenaltyKernelsMatchTheReference(int blockSize)
     {
         foreach (var (samples, inner) in new[] { (1, 1), (3, 100), (4, 3 * 16 * 16), (2, 5000), (3, 7) })
         {
@@ -459,7 +465,7 @@ public class CudaKernelTests
 
     [Theory]
     [MemberData(nameof(BlockSizes))]
-    public void OptimizerKernelsMatchTheCpu(int blockSize)
+    public void OptimizerKernelsMatchTheReference(int blockSize)
     {
         foreach (long n in ElementCounts)
         {
@@ -477,7 +483,7 @@ public class CudaKernelTests
 
     [Theory]
     [MemberData(nameof(BlockSizes))]
-    public void CountNonFiniteMatchesTheCpu(int blockSize)
+    public void CountNonFiniteMatchesTheReference(int blockSize)
     {
         var gpu = TestBackends.Emulated(blockSize);
         foreach (long n in ElementCounts)
@@ -488,7 +494,7 @@ public class CudaKernelTests
                 for (int i = 0; i < bad; i++)
                     x[rng.NextInt64(n)] = (i % 3) switch { 0 => float.NaN, 1 => float.PositiveInfinity, _ => float.NegativeInfinity };
                 x[^1] = float.MaxValue;   // large but finite
-                long expected = RunCount(CpuBackend.Shared, x), actual = RunCount(gpu, x);
+                long expected = RunCount(ReferenceBackend.Shared, x), actual = RunCount(gpu, x);
                 Assert.True(expected == actual, $"count_nonfinite n={n} bad={bad}, block {blockSize}: expected {expected}, got {actual}");
             }
 

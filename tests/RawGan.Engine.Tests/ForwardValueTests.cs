@@ -1,10 +1,12 @@
 using RawGan.Engine.Autograd;
+using RawGan.Engine.Backends;
+using RawGan.Engine.Backends.Reference;
 
 namespace RawGan.Engine.Tests;
 
 /// <summary>
-/// Forward values of every op against something independent: plain loops written here from the
-/// definitions, or numbers computed by hand. (Gradient checks only prove that a backward matches
+/// Forward values of every op against something independent: the reference backend's plain
+/// loops, or numbers computed by hand. (Gradient checks only prove that a backward matches
 /// its forward; these prove the forward is the right function.)
 /// </summary>
 public class ForwardValueTests
@@ -19,43 +21,32 @@ public class ForwardValueTests
                 $"{what} element {i}: expected {expected[i]:G7}, got {actual[i]:G7}");
     }
 
-    // ------------------------------------------------------------------ naive references
+    // ------------------------------------------------------------------ the reference backend's loops
 
-    internal static double[] NaiveConv(float[] x, float[] w, int n, int cin, int h, int wd, int cout, int k, double scale)
-    {
-        var y = new double[n * cout * h * wd];
-        int pad = k / 2;
-        for (int s = 0; s < n; s++)
-            for (int o = 0; o < cout; o++)
-                for (int i = 0; i < h; i++)
-                    for (int j = 0; j < wd; j++)
-                    {
-                        double acc = 0;
-                        for (int c = 0; c < cin; c++)
-                            for (int a = 0; a < k; a++)
-                                for (int b = 0; b < k; b++)
-                                {
-                                    int yy = i + a - pad, xx = j + b - pad;
-                                    if (yy < 0 || yy >= h || xx < 0 || xx >= wd) continue;
-                                    acc += (double)w[((o * cin + c) * k + a) * k + b] * x[((s * cin + c) * h + yy) * wd + xx];
-                                }
-                        y[((s * cout + o) * h + i) * wd + j] = scale * acc;
-                    }
-        return y;
-    }
+    /// <summary>The convolution by <see cref="ReferenceBackend"/> (plain loops, double sums).</summary>
+    internal static double[] NaiveConv(float[] x, float[] w, int n, int cin, int h, int wd, int cout, int k, double scale) =>
+        RunReference([x, w], n * cout * h * wd, (be, p) => be.Conv2dForward(p[0], p[1], p[2], n, cin, h, wd, cout, k, (float)scale));
 
-    private static double[] NaiveMatMul(float[] a, float[] b, int m, int n, int k, bool ta, bool tb, double alpha)
+    private static double[] NaiveMatMul(float[] a, float[] b, int m, int n, int k, bool ta, bool tb, double alpha) =>
+        RunReference([a, b], m * n, (be, p) => be.Gemm(ta, tb, m, n, k, (float)alpha, p[0], p[1], 0f, p[2]));
+
+    /// <summary>Uploads the inputs to the reference backend, runs <paramref name="kernel"/> with one
+    /// more buffer of <paramref name="outputLength"/> floats, and returns that buffer.</summary>
+    internal static double[] RunReference(float[][] inputs, int outputLength, Action<IBackend, DeviceBuffer[]> kernel)
     {
-        var c = new double[m * n];
-        for (int i = 0; i < m; i++)
-            for (int j = 0; j < n; j++)
-            {
-                double acc = 0;
-                for (int p = 0; p < k; p++)
-                    acc += (double)(ta ? a[p * m + i] : a[i * k + p]) * (tb ? b[j * k + p] : b[p * n + j]);
-                c[i * n + j] = alpha * acc;
-            }
-        return c;
+        var be = ReferenceBackend.Shared;
+        var buffers = inputs.Select(v => { var d = be.Allocate(Math.Max(1, v.Length)); be.Upload(v, d); return d; }).Append(be.Allocate(Math.Max(1, outputLength))).ToArray();
+        try
+        {
+            kernel(be, buffers);
+            var result = new float[outputLength];
+            be.Download(buffers[^1], result);
+            return result.Select(v => (double)v).ToArray();
+        }
+        finally
+        {
+            foreach (var d in buffers) be.Free(d);
+        }
     }
 
     public static TheoryData<string> Backends => TestBackends.All;

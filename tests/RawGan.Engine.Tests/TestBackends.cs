@@ -21,21 +21,53 @@ public static class TestBackends
         }
     }
 
-    public static IEnumerable<string> Names
+    /// <summary>
+    /// cpu and cuda-emulated always, and cuda when this machine has a GPU, so that the whole
+    /// suite (kernel comparisons, gradient checks, training tests) runs on it unchanged.
+    /// RAWGAN_TEST_DEVICES=cpu,cuda-emulated,cuda sets the list (a device named there that cannot
+    /// be opened fails the tests that use it, rather than being left out).
+    /// </summary>
+    public static IReadOnlyList<string> Names => NamesInUse.Value;
+
+    private static readonly Lazy<string[]> NamesInUse = new(ChooseNames);
+
+    private static readonly Lazy<NativeDriver?> NativeCuda = new(() =>
     {
-        get
-        {
-            yield return "cpu";
-            yield return "cuda-emulated";
-        }
+        try { return new NativeDriver(0); }
+        catch (CudaUnavailableException) { return null; }
+        catch (DllNotFoundException) { return null; }
+    });
+
+    private static string[] ChooseNames()
+    {
+        string? asked = Environment.GetEnvironmentVariable("RAWGAN_TEST_DEVICES");
+        if (!string.IsNullOrWhiteSpace(asked))
+            return asked.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+        return NativeCuda.Value is null ? ["cpu", "cuda-emulated"] : ["cpu", "cuda-emulated", "cuda"];
     }
 
     public static IBackend Get(string name) => name switch
     {
         "cpu" => CpuBackend.Shared,
         "cuda-emulated" => Emulated(),
+        "cuda" => Native(),
         _ => throw new ArgumentException($"unknown test backend '{name}'"),
     };
+
+    private static readonly ConcurrentDictionary<int, Lazy<CudaBackend>> NativeBackends = new();
+
+    /// <summary>The CUDA backend on this machine's GPU, one per block size; throws the driver's
+    /// one-line reason when there is none.</summary>
+    public static CudaBackend Native(int blockSize = 256) =>
+        NativeBackends.GetOrAdd(blockSize, b => new Lazy<CudaBackend>(() => new CudaBackend(blockSize == 256 && NativeCuda.Value is { } d ? d : new NativeDriver(0), b))).Value;
+
+    /// <summary>The CUDA backends the kernel comparisons run at <paramref name="blockSize"/>: the
+    /// emulator, and the GPU when it is in <see cref="Names"/>.</summary>
+    public static IEnumerable<CudaBackend> Cuda(int blockSize)
+    {
+        if (Names.Contains("cuda-emulated")) yield return Emulated(blockSize);
+        if (Names.Contains("cuda")) yield return Native(blockSize);
+    }
 
     private static readonly ConcurrentDictionary<int, Lazy<CudaBackend>> EmulatedBackends = new();
 

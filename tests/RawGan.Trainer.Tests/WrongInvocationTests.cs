@@ -43,7 +43,7 @@ public partial class WrongInvocationTests(RawganFixture cli)
     [
         "unknown command", "unknown option", "missing option value", "option value of the wrong type", "resolution 48",
         "resolution 2048", "missing data folder", "empty data folder", "only corrupt images", "batch 6", "batch 4:x",
-        "preset huge", "device nonsense", "device cuda without a GPU", "threads 0", "shapes-count 0", "out is a file",
+        "preset huge", "device nonsense", "device cuda without a GPU", "check on cuda without a GPU", "threads 0", "shapes-count 0", "out is a file",
         "negative max-steps", "infinite learning rate", "generate missing checkpoint", "generate without checkpoint",
         "generate latents of the wrong shape", "generate latents not npy", "resume with other settings", "resume nothing",
         "truncated G_ema", "garbage G for resume", "NaN in G_ema", "corrupt state.json", "bench batch 6",
@@ -83,6 +83,7 @@ public partial class WrongInvocationTests(RawganFixture cli)
             case "preset huge": return (["train", "--preset", "huge", .. Cpu], "huge");
             case "device nonsense": return (["train", "--device", "nonsense"], "nonsense");
             case "device cuda without a GPU": return (["train", "--device", "cuda", .. RawganFixture.TinyModel], "no CUDA");
+            case "check on cuda without a GPU": return (["check", "--device", "cuda"], "no CUDA device");
             case "threads 0": return (["train", "--device", "cpu", "--threads", "0"], "--threads");
             case "shapes-count 0": return ([.. RawganFixture.TinyTrain(Folder("shapes0"), "--shapes-count", "0")], "--shapes-count");
             case "out is a file":
@@ -153,7 +154,7 @@ public partial class WrongInvocationTests(RawganFixture cli)
     [MemberData(nameof(Cases))]
     public void AMistakeGetsOneClearLineAndANonZeroExit(string name)
     {
-        if (name == "device cuda without a GPU" && (File.Exists("/dev/nvidia0") || File.Exists("/dev/dxg")))
+        if (name.Contains("cuda without a GPU") && (File.Exists("/dev/nvidia0") || File.Exists("/dev/dxg")))
             return;   // this machine has a GPU: `--device cuda` is not a mistake here
         var (args, expected) = Case(name);
         var r = cli.Run(args);
@@ -179,8 +180,36 @@ public partial class WrongInvocationTests(RawganFixture cli)
         { "interpolate", "--checkpoint --seeds --steps --scale --out --device" },
         { "evaluate", "--checkpoint --data --images --ms-ssim-pairs --seed --device" },
         { "bench", "--preset --resolution --batch --threads --device --warmup --iterations --profile" },
-        { "info", "--help" },
+        { "info", "--kernels" },
+        { "check", "--device" },
     };
+
+    [Theory]
+    [InlineData("cpu")]
+    [InlineData("cuda-emulated")]
+    public void CheckPassesOnEveryBackendThisMachineRuns(string device)
+    {
+        var r = cli.Run(["check", "--device", device]);
+        Assert.True(r.ExitCode == 0, r.ToString());
+        Assert.Contains($"check passed on {device}", r.Stdout);
+        // Every kernel of IBackend is in the table, each with a result.
+        foreach (var kernel in new[] { "sgemm", "conv2d_backward_weight", "minibatch_stddev_backward", "gradient_penalty_backward", "adam_update", "count_nonfinite" })
+            Assert.Matches($@"(?m)^{kernel}\s.*\spass$", r.Stdout);
+        Assert.DoesNotContain("FAIL", r.Stdout);
+        Assert.Contains("pass  critic penalty gradient vs finite differences", r.Stdout);
+        Assert.Contains("checkpoint round trip", r.Stdout);
+    }
+
+    [Fact]
+    public void InfoKernelsPrintsEveryKernelOnEveryArchitectureAndEveryLaunchFits()
+    {
+        var r = cli.Run(["info", "--kernels"]);
+        Assert.True(r.ExitCode == 0, r.ToString());
+        foreach (var sm in new[] { "sm_75", "sm_80", "sm_86", "sm_89", "sm_90" })
+            Assert.Matches($@"(?m)^conv\.cu\s+conv2d_forward\s+{sm}\s+\d+\s", r.Stdout);
+        Assert.Matches(@"(?m)^gemm\.cu\s+sgemm\s+sm_90\s+\d+\s+\d+\s+0\s+512\s", r.Stdout);
+        Assert.Contains("every launch fits", r.Stdout);
+    }
 
     [Theory]
     [MemberData(nameof(HelpCases))]

@@ -55,7 +55,7 @@ public static class Devices
         try
         {
             using var driver = new NativeDriver(0);
-            cuda = $"cuda: {driver.Device}";
+            cuda = $"cuda: {driver.Device}\ncuda kernels: {driver.KernelTarget}";
         }
         catch (CudaUnavailableException e) { cuda = $"cuda: unavailable: {e.Message}"; }
         catch (CudaException e) { cuda = $"cuda: unavailable: {e.Message}"; }
