@@ -19,7 +19,7 @@ public static class ConvThroughput
     private static readonly CpuBackend.ConvolutionAlgorithm[] Algorithms =
     [
         CpuBackend.ConvolutionAlgorithm.Im2Col, CpuBackend.ConvolutionAlgorithm.ImplicitGemm,
-        CpuBackend.ConvolutionAlgorithm.PaddedGemm, CpuBackend.ConvolutionAlgorithm.Winograd, CpuBackend.ConvolutionAlgorithm.Winograd4,
+        CpuBackend.ConvolutionAlgorithm.Winograd, CpuBackend.ConvolutionAlgorithm.Winograd4,
     ];
 
     public static int Run()

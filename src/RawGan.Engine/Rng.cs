@@ -77,10 +77,4 @@ public sealed class Rng
         }
     }
 
-    public float NextNormal()
-    {
-        Span<float> one = stackalloc float[1];
-        FillNormal(one);
-        return one[0];
-    }
 }

@@ -58,6 +58,13 @@ public readonly struct Shape : IEquatable<Shape>
 
     /// <summary>The dimensions right-aligned into four slots, padded with 1 on the left:
     /// [C] becomes [1, 1, 1, C]. Kernels index every tensor through this form.</summary>
+    /// <summary>The four right-aligned dimensions a kernel takes (<see cref="As4D"/>).</summary>
+    public Backends.Dims4 ToDims4()
+    {
+        var (a, b, c, d) = As4D();
+        return new Backends.Dims4(a, b, c, d);
+    }
+
     public (int D0, int D1, int D2, int D3) As4D()
     {
         Span<int> d = [1, 1, 1, 1];

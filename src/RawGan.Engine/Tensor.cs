@@ -140,7 +140,10 @@ public sealed class Tensor : IDisposable
 
     public bool IsLeaf => GradFn == null;
 
-    public Dims4 Dims => Dims4.Of(Shape);
+    public Dims4 Dims => Shape.ToDims4();
+
+    /// <summary>How many of the values are NaN or infinite (one reduction kernel; reads one number back).</summary>
+    public long CountNonFinite() => Backend.CountNonFinite(Buffer, Length);
 
     // ------------------------------------------------------------------ making tensors
 

@@ -1,3 +1,4 @@
+using RawGan.Engine.Optim;
 using System.CommandLine;
 using System.Globalization;
 using System.Runtime.InteropServices;
@@ -288,13 +289,13 @@ public static class TrainCommand
     }
 }
 
-/// <summary>Disposes the backend unless it is the process-wide CPU backend.</summary>
+/// <summary>Disposes the backend a command opened (the process-wide CPU backend ignores Dispose).</summary>
 internal sealed class OwnedBackend(IBackend backend) : IDisposable
 {
     public IBackend Backend { get; } = backend;
     public void Dispose()
     {
-        if (!ReferenceEquals(Backend, CpuBackend.Shared)) Backend.Dispose();
+        Backend.Dispose();   // the shared CPU backend ignores it
     }
 }
 

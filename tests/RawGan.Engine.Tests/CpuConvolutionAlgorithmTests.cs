@@ -16,7 +16,6 @@ public class CpuConvolutionAlgorithmTests
         if (System.Runtime.Intrinsics.Vector512.IsHardwareAccelerated)
         {
             data.Add(CpuBackend.ConvolutionAlgorithm.ImplicitGemm);
-            data.Add(CpuBackend.ConvolutionAlgorithm.PaddedGemm);
             data.Add(CpuBackend.ConvolutionAlgorithm.Winograd);
             data.Add(CpuBackend.ConvolutionAlgorithm.Winograd4);
             data.Add(CpuBackend.ConvolutionAlgorithm.Auto);

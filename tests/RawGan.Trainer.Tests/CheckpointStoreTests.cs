@@ -1,3 +1,4 @@
+using RawGan.Engine.Optim;
 using RawGan.Engine;
 using RawGan.Engine.Backends.Cpu;
 using RawGan.ProGan.Checkpoints;

@@ -1,3 +1,4 @@
+using RawGan.ProGan.Training;
 using System.Diagnostics;
 using System.Text.RegularExpressions;
 using RawGan.ProGan.Checkpoints;

@@ -1,3 +1,4 @@
+using RawGan.ProGan.Training;
 using RawGan.ProGan.Checkpoints;
 using Xunit.Abstractions;
 

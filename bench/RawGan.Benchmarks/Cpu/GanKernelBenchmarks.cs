@@ -21,7 +21,7 @@ namespace RawGan.Benchmarks.Cpu;
 [CategoriesColumn]
 public class PixelNormBenchmarks
 {
-    private const float Eps = Ops.ProGanEpsilon;
+    private const float Eps = Ops.NormEpsilon;
 
     [ParamsSource(nameof(Cases))]
     public MapCase Case { get; set; } = null!;
@@ -106,7 +106,7 @@ public class PixelNormBenchmarks
 [CategoriesColumn]
 public class MinibatchStdDevBenchmarks
 {
-    private const float Eps = Ops.ProGanEpsilon;
+    private const float Eps = Ops.NormEpsilon;
 
     [ParamsSource(nameof(Cases))]
     public MapCase Case { get; set; } = null!;

@@ -42,37 +42,22 @@ public static class GpuDevice
 }
 
 /// <summary>
-/// im2col on the GPU, for the "im2col + cuBLAS" convolution: a kernel of this project's own,
-/// compiled by NVRTC next to kernels/*.cu (or by the emulator for Program's --check).
-///   col[s, (c k + a) k + b, i w + j] = x[s, c, i + a - k/2, j + b - k/2]   (0 outside the image)
-/// One thread per element of col, grid-stride: the whole batch in one launch, each sample's
-/// [Cin k k, H W] matrix contiguous, so a strided-batched GEMM multiplies them all.
+/// im2col on the GPU (Gpu/bench_im2col.cu), for the "im2col + cuBLAS" convolution, compiled by
+/// NVRTC next to kernels/*.cu (or by the emulator for Program's --check).
 /// </summary>
 public sealed unsafe class GpuIm2Col
 {
     public const string Kernel = "bench_im2col";
 
-    public static readonly KernelSource Source = new("bench_im2col.cu", """
-        extern "C" __global__ void bench_im2col(const float* __restrict__ x, float* __restrict__ col,
-                                                int n, int cin, int h, int w, int k)
-        {
-            const long long total = (long long)n * cin * k * k * h * w;
-            const int pad = k / 2;
-            for (long long e = (long long)blockIdx.x * blockDim.x + threadIdx.x; e < total; e += (long long)gridDim.x * blockDim.x)
-            {
-                const int j = (int)(e % w);
-                long long t = e / w;
-                const int i = (int)(t % h);
-                t /= h;
-                const int tap = (int)(t % (k * k));
-                t /= k * k;
-                const int c = (int)(t % cin);
-                const int s = (int)(t / cin);
-                const int y = i + tap / k - pad, xx = j + tap % k - pad;
-                col[e] = (y >= 0 && y < h && xx >= 0 && xx < w) ? x[(((long long)s * cin + c) * h + y) * w + xx] : 0.0f;
-            }
-        }
-        """);
+    /// <summary>Gpu/bench_im2col.cu, embedded in this assembly.</summary>
+    public static readonly KernelSource Source = Load();
+
+    private static KernelSource Load()
+    {
+        using var stream = typeof(GpuIm2Col).Assembly.GetManifestResourceStream("bench_im2col.cu")
+            ?? throw new InvalidOperationException("bench_im2col.cu is not embedded in the benchmark assembly");
+        return new KernelSource("bench_im2col.cu", new StreamReader(stream).ReadToEnd());
+    }
 
     private readonly ICudaDriver _driver;
     private readonly nint _function;

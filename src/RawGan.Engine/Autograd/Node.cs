@@ -138,8 +138,8 @@ public sealed class Node
     /// <summary>
     /// Which inputs the running backward pass needs a gradient for (set by the tape before it
     /// calls <see cref="Backward"/>): an input that requires a gradient but leads to none of the
-    /// tensors asked for is skipped. The critic's weight gradients, for example, are never
-    /// computed while taking the gradient with respect to x_hat or to the generator.
+    /// tensors asked for is skipped: taking the gradient with respect to a network's input never
+    /// computes its weight gradients.
     /// </summary>
     public bool Wants(int input) => input >= 64 || ((WantedMask >> input) & 1) != 0;
 

@@ -17,14 +17,14 @@ public static partial class Ops
 
     // ------------------------------------------------------------------ pixel norm
 
-    /// <summary>Epsilon inside ProGAN's pixel norm and minibatch stddev (official code: 1e-8).</summary>
-    public const float ProGanEpsilon = 1e-8f;
+    /// <summary>Epsilon inside pixel norm and minibatch stddev (1e-8, as in ProGAN's official code).</summary>
+    public const float NormEpsilon = 1e-8f;
 
     /// <summary>
     /// Pixelwise feature normalization (ProGAN section 4.2): b = a / sqrt(mean over channels of
     /// a^2 + eps), separately at each pixel of each sample. x is [N, C] or [N, C, H, W].
     /// </summary>
-    public static Tensor PixelNorm(Tensor x, float eps = ProGanEpsilon)
+    public static Tensor PixelNorm(Tensor x, float eps = NormEpsilon)
     {
         var (n, c, plane) = ChannelLayout("PixelNorm", x);
         var y = Tensor.Empty(x.Backend, x.Shape);
@@ -50,7 +50,7 @@ public static partial class Ops
     }
 
     /// <summary>Pixel norm from primitive ops: x * rsqrt(mean_c(x^2) + eps).</summary>
-    public static Tensor PixelNormReference(Tensor x, float eps = ProGanEpsilon) =>
+    public static Tensor PixelNormReference(Tensor x, float eps = NormEpsilon) =>
         Mul(x, Rsqrt(AddScalar(Mean(Square(x), [1], keepDims: true), eps)));
 
     // ------------------------------------------------------------------ minibatch standard deviation
@@ -76,7 +76,7 @@ public static partial class Ops
     /// inside the root, averaged over the features: one number, appended to each member as a last
     /// channel. A batch of one gives sqrt(eps), never NaN. x [N, C, H, W] -> [N, C + 1, H, W].
     /// </summary>
-    public static Tensor MinibatchStdDev(Tensor x, int groupSize = 4, float eps = ProGanEpsilon)
+    public static Tensor MinibatchStdDev(Tensor x, int groupSize = 4, float eps = NormEpsilon)
     {
         var (n, c, h, w) = Nchw("MinibatchStdDev", x);
         int g = MinibatchGroupSize(x, n, groupSize);
@@ -104,7 +104,7 @@ public static partial class Ops
     }
 
     /// <summary>Minibatch stddev from primitive ops (reshape, mean, square, sqrt, broadcast, concat).</summary>
-    public static Tensor MinibatchStdDevReference(Tensor x, int groupSize = 4, float eps = ProGanEpsilon)
+    public static Tensor MinibatchStdDevReference(Tensor x, int groupSize = 4, float eps = NormEpsilon)
     {
         var (n, c, h, w) = Nchw("MinibatchStdDev", x);
         int g = MinibatchGroupSize(x, n, groupSize);
@@ -121,9 +121,9 @@ public static partial class Ops
     // ------------------------------------------------------------------ WGAN-GP penalty
 
     /// <summary>
-    /// The WGAN-GP penalty per sample (Gulrajani et al. 2017; ProGAN appendix A.1):
-    /// (||g[s]||_2 - target)^2, the norm taken over all of sample s (C*H*W values). g is the
-    /// gradient of the critic with respect to x_hat. Returns [N].
+    /// The gradient-norm penalty per sample, as in WGAN-GP (Gulrajani et al. 2017):
+    /// (||g[s]||_2 - target)^2, the norm taken over all of sample s (C*H*W values), where g is
+    /// typically a gradient taken with createGraph. Returns [N].
     /// </summary>
     public static Tensor GradientPenalty(Tensor g, float target = 1f)
     {

@@ -1,7 +1,7 @@
 namespace RawGan.Engine.Autograd;
 
 // Image ops: convolution and its two adjoints, resampling, channel concatenation, fade-in lerps,
-// and the fused ProGAN ops (pixel norm, minibatch stddev, gradient penalty).
+// (the fused ops, pixel norm, minibatch stddev and the gradient-norm penalty, are in Ops.Fused.cs).
 public static partial class Ops
 {
     private static (int n, int c, int h, int w) Nchw(string op, Tensor x)
@@ -224,8 +224,8 @@ public static partial class Ops
     }
 
     /// <summary>
-    /// a + t[s] (b - a) with one t per sample s (t has shape [N]): WGAN-GP's x_hat between a real
-    /// and a fake image. t is treated as a constant.
+    /// a + t[s] (b - a) with one t per sample s (t has shape [N]), e.g. WGAN-GP's random points
+    /// between two batches. t is treated as a constant.
     /// </summary>
     public static Tensor Lerp(Tensor a, Tensor b, Tensor t)
     {

@@ -11,16 +11,10 @@ public readonly record struct DeviceBuffer(nint Address, long Length)
 }
 
 /// <summary>
-/// Four dimensions, right-aligned (see <see cref="Shape.As4D"/>). Passed by value to kernels.
+/// Four dimensions, right-aligned (a rank-2 [r, c] is [1, 1, r, c]). Passed by value to kernels.
 /// </summary>
 public readonly record struct Dims4(int D0, int D1, int D2, int D3)
 {
-    public static Dims4 Of(Shape s)
-    {
-        var (a, b, c, d) = s.As4D();
-        return new Dims4(a, b, c, d);
-    }
-
     public long Length => (long)D0 * D1 * D2 * D3;
 
     public int this[int i] => i switch { 0 => D0, 1 => D1, 2 => D2, 3 => D3, _ => throw new ArgumentOutOfRangeException(nameof(i)) };
@@ -82,7 +76,7 @@ public interface IBackend : IDisposable
     /// <summary>lerp_scalar: y = a + t (b - a), one t for every element (the fade-in).</summary>
     void LerpScalar(DeviceBuffer a, DeviceBuffer b, DeviceBuffer y, long n, float t);
     /// <summary>lerp_per_sample: y[s, i] = a + t[s] (b - a), one t per sample of <paramref name="inner"/>
-    /// elements (WGAN-GP's x_hat = real + t (fake - real)).</summary>
+    /// elements (e.g. WGAN-GP's random points between two batches).</summary>
     void LerpPerSample(DeviceBuffer a, DeviceBuffer b, DeviceBuffer t, DeviceBuffer y, int samples, int inner);
 
     // ---------------------------------------------------------------- broadcast.cu

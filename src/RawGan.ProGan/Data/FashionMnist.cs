@@ -38,14 +38,4 @@ public static class FashionMnist
             : new MnistFiles(trainImages, trainLabels, testImages, testLabels);
     }
 
-    /// <summary>
-    /// The 60,000 training images. Throws <see cref="FileNotFoundException"/> with
-    /// <see cref="InstallHint"/> when the data set is not there.
-    /// </summary>
-    public static IdxImages LoadTrainImages(string? directory = null)
-    {
-        var files = Locate(directory)
-            ?? throw new FileNotFoundException($"{InstallHint} (looked in {directory ?? DebianDirectory})");
-        return Idx.ReadImages(files.TrainImages);
-    }
 }

@@ -1,5 +1,4 @@
-using RawGan.Engine.Backends.Cuda;
-using RawGan.ProGan.Training;
+using RawGan.Engine;
 
 namespace RawGan.ProGan.Data;
 

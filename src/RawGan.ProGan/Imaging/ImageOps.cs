@@ -29,24 +29,6 @@ public static class ImageOps
         return result;
     }
 
-    /// <summary>
-    /// Places the image in the middle of a <paramref name="size"/> x <paramref name="size"/> canvas
-    /// filled with <paramref name="fill"/> (for example 28x28 MNIST digits on a 32x32 black canvas,
-    /// which keeps the strokes sharp where resizing would blur them).
-    /// </summary>
-    public static Image CenterPad(Image image, int size, byte fill = 0)
-    {
-        if (image.Width > size || image.Height > size)
-            throw new ArgumentOutOfRangeException(nameof(size), $"a {image.Width}x{image.Height} image does not fit in {size}x{size}");
-        int c = image.Channels;
-        var result = new Image(size, size, c);
-        result.Pixels.AsSpan().Fill(fill);
-        int x0 = (size - image.Width) / 2, y0 = (size - image.Height) / 2;
-        for (int row = 0; row < image.Height; row++)
-            image.Pixels.AsSpan(row * image.Width * c, image.Width * c).CopyTo(result.Pixels.AsSpan(((y0 + row) * size + x0) * c));
-        return result;
-    }
-
     /// <summary>Area-resizes to a <paramref name="size"/> x <paramref name="size"/> square.</summary>
     public static Image ResizeArea(Image image, int size) => ResizeArea(image, size, size);
 

@@ -1,3 +1,4 @@
+using RawGan.ProGan.Data;
 using RawGan.Engine;
 using RawGan.Engine.Autograd;
 using RawGan.ProGan.Metrics;

@@ -86,7 +86,7 @@ public sealed class RunReport(string runDirectory, TrainOptions options, string 
             if (!File.Exists(file)) continue;
             html.Append($"<figure><img alt=\"{Esc(caption)}\" src=\"data:image/png;base64,{Convert.ToBase64String(File.ReadAllBytes(file))}\"><figcaption>{Esc(caption)}</figcaption></figure>");
         }
-        html.Append("<h2>Configuration</h2><pre>").Append(Esc(JsonSerializer.Serialize(options, Checkpoints.CheckpointStore.Json))).Append("</pre>");
+        html.Append("<h2>Configuration</h2><pre>").Append(Esc(JsonSerializer.Serialize(options, CheckpointStore.Json))).Append("</pre>");
         html.Append("</body></html>");
         string path = Path.Combine(runDirectory, "report.html");
         AtomicFile.WriteAllText(path, html.ToString());

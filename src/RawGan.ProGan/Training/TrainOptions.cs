@@ -1,3 +1,4 @@
+using RawGan.Engine.Optim;
 using RawGan.ProGan.Model;
 
 namespace RawGan.ProGan.Training;

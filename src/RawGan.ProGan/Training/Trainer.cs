@@ -1,3 +1,5 @@
+using RawGan.ProGan.Data;
+using RawGan.Engine.Optim;
 using System.Diagnostics;
 using System.Text.Json;
 using RawGan.Engine;

@@ -1,5 +1,6 @@
 using RawGan.Engine;
 using RawGan.Engine.Autograd;
+using RawGan.Engine.Optim;
 using RawGan.ProGan.Model;
 
 namespace RawGan.ProGan.Training;
@@ -121,9 +122,7 @@ public static class WganGp
         if (generatorFinite)
         {
             m.AdamG.Update(gradsG);
-            var ps = m.G.Parameters();
-            var es = m.GEma.Parameters();
-            for (int i = 0; i < ps.Count; i++) ps[i].Backend.EmaUpdate(es[i].Buffer, ps[i].Buffer, ps[i].Length, emaBeta);
+            Ema.Update(m.GEma.Parameters(), m.G.Parameters(), emaBeta);
         }
         return new StepStats(lossDValue, lossGValue, real.Item(), fake.Item(), penalty.Item(), criticFinite, generatorFinite);
     }
@@ -135,15 +134,15 @@ public static class WganGp
         if (tensors is Tensor[] array)
         {
             foreach (var t in array)
-                if (t.Backend.CountNonFinite(t.Buffer, t.Length) != 0) return false;
+                if (t.CountNonFinite() != 0) return false;
             return true;
         }
         if (tensors is IReadOnlyList<Tensor> list)
         {
             for (int i = 0; i < list.Count; i++)
-                if (list[i].Backend.CountNonFinite(list[i].Buffer, list[i].Length) != 0) return false;
+                if (list[i].CountNonFinite() != 0) return false;
             return true;
         }
-        return tensors.All(t => t.Backend.CountNonFinite(t.Buffer, t.Length) == 0);
+        return tensors.All(t => t.CountNonFinite() == 0);
     }
 }

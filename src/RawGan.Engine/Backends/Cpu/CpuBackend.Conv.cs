@@ -73,7 +73,7 @@ public sealed unsafe partial class CpuBackend
         });
     }
 
-    /// <summary>How CpuBackend computes convolutions. Three versions live side by side so that
+    /// <summary>How CpuBackend computes convolutions. Several versions live side by side so that
     /// benchmarks and tests can compare them; the default is the fastest this CPU can run.</summary>
     public enum ConvolutionAlgorithm
     {
@@ -81,8 +81,6 @@ public sealed unsafe partial class CpuBackend
         Im2Col,
         /// <summary>Implicit GEMM: the GEMM's packer reads im2col columns straight from the image (AVX-512).</summary>
         ImplicitGemm,
-        /// <summary>GEMM over a zero-padded copy of the batch, whose im2col rows are contiguous runs (AVX-512).</summary>
-        PaddedGemm,
         /// <summary>Winograd F(2x2, 3x3) for 3x3 kernels (Winograd.cs): 16/36 of the multiplies;
         /// other kernel sizes run the implicit GEMM (AVX-512).</summary>
         Winograd,
@@ -108,11 +106,6 @@ public sealed unsafe partial class CpuBackend
     public void Conv2dForward(DeviceBuffer x, DeviceBuffer w, DeviceBuffer y, int n, int cin, int h, int wd, int cout, int k, float scale)
     {
         CheckConv(n, cin, h, wd, cout, k);
-        if (_convolution == ConvolutionAlgorithm.PaddedGemm)
-        {
-            PaddedForward(P(x), P(w), P(y), n, cin, h, wd, cout, k, scale);
-            return;
-        }
         if (UsesWinograd(k))
         {
             WinogradForward(P(x), P(w), P(y), n, cin, h, wd, cout, scale);
@@ -148,7 +141,6 @@ public sealed unsafe partial class CpuBackend
             {
                 ConvGemm.Flip(P(w), P(flipped), cin, cout, k);
                 if (UsesWinograd(k)) WinogradForward(P(gy), P(flipped), P(gx), n, cout, h, wd, cin, scale);
-                else if (_convolution == ConvolutionAlgorithm.PaddedGemm) PaddedForward(P(gy), P(flipped), P(gx), n, cout, h, wd, cin, k, scale);
                 else ConvGemm.Forward(P(gy), P(flipped), P(gx), n, cout, h, wd, cin, k, scale);
             }
             finally { Free(flipped); }
@@ -182,11 +174,6 @@ public sealed unsafe partial class CpuBackend
             bool f4 = _convolution == ConvolutionAlgorithm.Winograd4 || (_convolution == ConvolutionAlgorithm.Auto && Math.Min(h, wd) >= WinogradF4WeightMinSide);
             try { Winograd.BackwardWeight(P(x), P(gy), P(gw), P(scratch), n, cin, h, wd, cout, scale, f4); }
             finally { Free(scratch); }
-            return;
-        }
-        if (_convolution == ConvolutionAlgorithm.PaddedGemm)
-        {
-            PaddedBackwardWeight(P(x), P(gy), P(gw), n, cin, h, wd, cout, k, scale);
             return;
         }
         if (_convolution != ConvolutionAlgorithm.Im2Col)
@@ -273,41 +260,6 @@ public sealed unsafe partial class CpuBackend
             else Winograd.Forward(x, w, P(packed), y, n, cin, h, wd, cout, scale);
         }
         finally { Free(packed); }
-    }
-
-    private void PaddedForward(float* x, float* w, float* y, int n, int cin, int h, int wd, int cout, int k, float scale)
-    {
-        long length = PaddedConv.PaddedLength(n, cin, h, wd, k);
-        var xp = Allocate(length);
-        var offsets = Allocate((long)cin * k * k);     // ints, stored in a float buffer of the same size
-        try
-        {
-            PaddedConv.Pad(x, P(xp), n, cin, h, wd, k, length);
-            PaddedConv.Offsets((int*)P(offsets), n, cin, h, wd, k);
-            PaddedConv.Forward(P(xp), (int*)P(offsets), w, y, n, cin, h, wd, cout, k, scale);
-        }
-        finally { Free(xp); Free(offsets); }
-    }
-
-    private void PaddedBackwardWeight(float* x, float* gy, float* gw, int n, int cin, int h, int wd, int cout, int k, float scale)
-    {
-        long length = PaddedConv.PaddedLength(n, cin, h, wd, k);
-        int pad = k / 2, ckk = cin * k * k;
-        var xp = Allocate(length);
-        var gyp = Allocate((long)cout * n * (h + 2 * pad) * (wd + 2 * pad));
-        var offsets = Allocate(ckk);
-        var gwT = Allocate((long)ckk * cout);
-        try
-        {
-            PaddedConv.Pad(x, P(xp), n, cin, h, wd, k, length);
-            PaddedConv.PadOutputGradient(gy, P(gyp), n, cout, h, wd, k);
-            PaddedConv.Offsets((int*)P(offsets), n, cin, h, wd, k);
-            PaddedConv.WeightGradientTransposed(P(xp), (int*)P(offsets), P(gyp), P(gwT), n, cin, h, wd, cout, k, scale);
-            float* t = P(gwT);
-            for (int i = 0; i < ckk; i++)
-                for (int co = 0; co < cout; co++) gw[(long)co * ckk + i] = t[(long)i * cout + co];
-        }
-        finally { Free(xp); Free(gyp); Free(offsets); Free(gwT); }
     }
 
     private static DeviceBuffer Offset(DeviceBuffer b, long floats) => new(b.Address + (nint)(floats * sizeof(float)), b.Length - floats);

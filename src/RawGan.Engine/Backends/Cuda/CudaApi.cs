@@ -166,13 +166,15 @@ internal static unsafe partial class CudaApi
 
     [LibraryImport(Cublas, EntryPoint = "cublasCreate_v2")] public static partial int cublasCreate(out nint handle);
     [LibraryImport(Cublas, EntryPoint = "cublasDestroy_v2")] public static partial int cublasDestroy(nint handle);
-    [LibraryImport(Cublas, EntryPoint = "cublasSetStream_v2")] public static partial int cublasSetStream(nint handle, nint stream);
     [LibraryImport(Cublas, EntryPoint = "cublasSgemm_v2")]
     public static partial int cublasSgemm(nint handle, int transa, int transb, int m, int n, int k, float* alpha,
         ulong a, int lda, ulong b, int ldb, float* beta, ulong c, int ldc);
+    [LibraryImport(Cublas)]
+    public static partial int cublasSgemmStridedBatched(nint handle, int transa, int transb, int m, int n, int k, float* alpha,
+        ulong a, int lda, long strideA, ulong b, int ldb, long strideB, float* beta, ulong c, int ldc, long strideC, int batch);
 
     /// <summary>Every cuBLAS symbol RawGan binds, for the test that the library exports them.</summary>
-    public static readonly string[] CublasSymbols = ["cublasCreate_v2", "cublasDestroy_v2", "cublasSetStream_v2", "cublasSgemm_v2"];
+    public static readonly string[] CublasSymbols = ["cublasCreate_v2", "cublasDestroy_v2", "cublasSgemm_v2", "cublasSgemmStridedBatched"];
 
     public static void CheckCublas(int status, string call)
     {

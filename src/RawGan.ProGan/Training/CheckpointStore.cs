@@ -1,12 +1,13 @@
+using RawGan.Engine.Optim;
 using System.Text.Json;
 using System.Text.Json.Serialization;
 using System.Text.RegularExpressions;
 using RawGan.Engine;
 using RawGan.ProGan.IO;
 using RawGan.ProGan.Nn;
-using RawGan.ProGan.Training;
+using RawGan.ProGan.Checkpoints;
 
-namespace RawGan.ProGan.Checkpoints;
+namespace RawGan.ProGan.Training;
 
 /// <summary>Everything a checkpoint holds besides the weights.</summary>
 public sealed record CheckpointState(string Format, TrainOptions Options, TrainerState State, DateTimeOffset Written);

@@ -1,7 +1,7 @@
 namespace RawGan.Engine.Backends.Cpu;
 
-// The kernels specific to ProGAN: resampling, channel copies, pixel norm, minibatch standard
-// deviation, the WGAN-GP penalty, and the optimizer updates.
+// Resampling, channel copies, and the fused ops: pixel norm, minibatch standard deviation, the
+// per-sample gradient-norm penalty, and the optimizer updates (each cites the paper it is from).
 public sealed unsafe partial class CpuBackend
 {
     // ------------------------------------------------------------------ resample

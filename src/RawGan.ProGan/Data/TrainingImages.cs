@@ -1,4 +1,4 @@
-namespace RawGan.ProGan.Training;
+namespace RawGan.ProGan.Data;
 
 /// <summary>Real images for training, at every power-of-two resolution up to <see cref="Resolution"/>.</summary>
 public interface ITrainingImages

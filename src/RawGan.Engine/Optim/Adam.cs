@@ -1,11 +1,10 @@
-using RawGan.Engine;
-
-namespace RawGan.ProGan.Training;
+namespace RawGan.Engine.Optim;
 
 /// <summary>
-/// Adam with ProGAN's settings (lr 0.001, beta1 0, beta2 0.99, eps 1e-8; appendix A.1), one fused
-/// kernel per parameter tensor. The moments are parameters of their own (saved in checkpoints)
-/// and are reset at the start of every fade-in and stable phase, as the official code does.
+/// Adam (Kingma and Ba 2015) in TensorFlow's form (the bias corrections folded into the step
+/// size, eps added to sqrt(v) unscaled), one fused kernel per parameter tensor. The defaults are
+/// ProGAN's (lr 0.001, beta1 0, beta2 0.99, eps 1e-8; its appendix A.1). The moments are tensors
+/// of their own, so a trainer can save them and reset them (ProGAN does at every phase).
 /// </summary>
 public sealed class Adam : IDisposable
 {
