@@ -11,8 +11,8 @@ namespace RawGan.Benchmarks.Gpu;
 public sealed unsafe class Cublas : IDisposable
 {
     private static readonly string[] Candidates = OperatingSystem.IsWindows()
-        ? ["cublas64_12.dll", "cublas64_11.dll"]
-        : ["libcublas.so.12", "libcublas.so.11", "libcublas.so"];
+        ? ["cublas64_13.dll", "cublas64_12.dll", "cublas64_11.dll"]
+        : ["libcublas.so.13", "libcublas.so.12", "libcublas.so.11", "libcublas.so"];
 
     private readonly nint _library, _handle;
     private readonly delegate* unmanaged<nint, int> _destroy;
