@@ -125,8 +125,12 @@ public sealed unsafe partial class CudaBackend
     /// <summary>Threads per block that <paramref name="kernel"/> launches with (see <see cref="Lookup"/>).</summary>
     public int ThreadsPerBlock(string kernel) => Function(kernel).threads;
 
+    /// <summary>Sees every launch before it is made (tests: the signature check of every kernel).</summary>
+    internal Action<string, KernelArgs>? LaunchObserver { get; set; }
+
     private void Launch(string kernel, Dim3 grid, Dim3 block, uint sharedBytes, KernelArgs args)
     {
+        LaunchObserver?.Invoke(kernel, args);
         if (grid.Count == 0) return;
         void** pointers = stackalloc void*[KernelArgs.MaxArguments];
         args.FillPointers(pointers);
