@@ -13,20 +13,12 @@ namespace RawGan.Engine.Autograd;
 public delegate void BackwardRule(Node node, Tensor gradOutput, Tensor?[] gradInputs);
 
 /// <summary>
-/// One recorded op: its inputs, its output, the backward rule, and a few values the rule needs
-/// (a scale, a slope, a flag). Nothing more.
-///
-/// Ops take nodes from a per-thread pool (<see cref="Record(string, Tensor, Tensor, BackwardRule)"/>)
-/// and a node goes back to it when its output tensor is disposed: a training step records
-/// hundreds of nodes, and nothing can reach a node once its output is gone (only the output's
-/// <see cref="Tensor.GradFn"/> refers to it, and that is cleared).
+/// One recorded op: its inputs, its output, the backward rule, and the few arguments the rule
+/// needs (a scale, a slope, a flag), by name. Nothing more. Ops take nodes from a pool
+/// (Node.Pool.cs).
 /// </summary>
-public sealed class Node
+public sealed partial class Node
 {
-    private const int MaxPooled = 4096;
-    // By number of inputs (1 or 2: nearly every op), so that a pooled node keeps its input array.
-    [ThreadStatic] private static Stack<Node>? _free1, _free2;
-    private readonly bool _pooled;
 
     public Node(string op, Tensor[] inputs, Tensor output, BackwardRule backward)
     {
@@ -38,40 +30,13 @@ public sealed class Node
         Backward = backward;
     }
 
-    private Node(int inputs)
-    {
-        _pooled = true;
-        Op = "";
-        Inputs = new Tensor[inputs];
-        _generations = new int[inputs];
-        Output = null!;
-        Backward = null!;
-    }
 
     // The inputs' (and Saved's) generations when recorded: a recycling scope may hand a freed
     // input's object out again, and the tape must not mistake the new tensor for the old one.
     private readonly int[] _generations;
     private int _savedGeneration;
 
-    /// <summary>A node for a one-input op, from the pool.</summary>
-    internal static Node Record(string op, Tensor input, Tensor output, BackwardRule backward)
-    {
-        var node = (_free1 ??= new()).TryPop(out var n) ? n : new Node(1);
-        node.Inputs[0] = input;
-        node._generations[0] = input.Generation;
-        return node.Start(op, output, backward);
-    }
 
-    /// <summary>A node for a two-input op, from the pool.</summary>
-    internal static Node Record(string op, Tensor a, Tensor b, Tensor output, BackwardRule backward)
-    {
-        var node = (_free2 ??= new()).TryPop(out var n) ? n : new Node(2);
-        node.Inputs[0] = a;
-        node.Inputs[1] = b;
-        node._generations[0] = a.Generation;
-        node._generations[1] = b.Generation;
-        return node.Start(op, output, backward);
-    }
 
     /// <summary>True if input i (or, for -1, <see cref="Saved"/>) is still the tensor that was recorded: not freed, not recycled.</summary>
     internal bool StillHas(int input)
@@ -81,7 +46,7 @@ public sealed class Node
         return !t.IsDisposed && t.Generation == _generations[input];
     }
 
-    private Node Start(string op, Tensor output, BackwardRule backward)
+    private Node Begin(string op, Tensor output, BackwardRule backward)
     {
         Op = op;
         Output = output;
@@ -90,23 +55,14 @@ public sealed class Node
     }
 
     /// <summary>Sets the op's arguments (what an object initializer would, on a pooled node).</summary>
-    internal Node With(float a = 0, int i = 0, bool f = false, bool g = false, Tensor? saved = null)
+    internal Node With(float scale = 0, float slope = 0, float t = 0, float epsilon = 0, float target = 0,
+        int groupSize = 0, int start = 0, bool transposeA = false, bool transposeB = false, Tensor? saved = null)
     {
-        (A, I, F, G, Saved) = (a, i, f, g, saved);
+        (Scale, Slope, T, Epsilon, Target) = (scale, slope, t, epsilon, target);
+        (GroupSize, Start, TransposeA, TransposeB, Saved) = (groupSize, start, transposeA, transposeB, saved);
         return this;
     }
 
-    /// <summary>Back to the pool (called when the output is disposed); a node made with the public constructor is left alone.</summary>
-    internal void Recycle()
-    {
-        if (!_pooled) return;
-        Array.Clear(Inputs);
-        (Op, Output, Backward, Saved) = ("", null!, null!, null);
-        (A, B, I, J, F, G) = (0, 0, 0, 0, false, false);
-        WantedMask = ulong.MaxValue;
-        var free = Inputs.Length == 1 ? (_free1 ??= new()) : (_free2 ??= new());
-        if (free.Count < MaxPooled) free.Push(this);
-    }
 
     /// <summary>The op's name, for error messages and graph dumps.</summary>
     public string Op { get; private set; }
@@ -125,15 +81,24 @@ public sealed class Node
         }
     }
     private Tensor? _saved;
-    /// <summary>Scalar arguments of the op (scale, slope, alpha, eps...).</summary>
-    public float A { get; set; }
-    public float B { get; set; }
-    /// <summary>Integer arguments of the op (group size, channel offset...).</summary>
-    public int I { get; set; }
-    public int J { get; set; }
-    /// <summary>Flags of the op (transposes...).</summary>
-    public bool F { get; set; }
-    public bool G { get; set; }
+    // The op's arguments that its backward rule needs; each op sets the ones it has.
+    /// <summary>A multiplier: a convolution's equalized-learning-rate scale, a matrix product's alpha, a gain.</summary>
+    public float Scale { get; private set; }
+    /// <summary>Leaky ReLU's slope for negative inputs.</summary>
+    public float Slope { get; private set; }
+    /// <summary>A lerp's weight of its second operand.</summary>
+    public float T { get; private set; }
+    /// <summary>The epsilon inside a square root (pixel norm, minibatch stddev).</summary>
+    public float Epsilon { get; private set; }
+    /// <summary>The norm a gradient penalty pulls toward.</summary>
+    public float Target { get; private set; }
+    /// <summary>Minibatch stddev's group size.</summary>
+    public int GroupSize { get; private set; }
+    /// <summary>The first channel of a channel slice or pad.</summary>
+    public int Start { get; private set; }
+    /// <summary>Whether a matrix product's first or second operand is transposed.</summary>
+    public bool TransposeA { get; private set; }
+    public bool TransposeB { get; private set; }
 
     /// <summary>
     /// Which inputs the running backward pass needs a gradient for (set by the tape before it

@@ -34,17 +34,17 @@ public static partial class Ops
             y.GradFn = Node.Record("PixelNorm", x, y, static (node, g, gi) =>
             {
                 var x = node.Inputs[0];
-                float eps = node.A;
+                float eps = node.Epsilon;
                 if (Tape.IsRecording)
                 {
-                    gi[0] = RecordedVjp(static (node, v) => PixelNormReference(v, node.A), node, x, g);
+                    gi[0] = RecordedVjp(static (node, v) => PixelNormReference(v, node.Epsilon), node, x, g);
                     return;
                 }
                 var (n, c, plane) = ChannelLayout("PixelNorm", x);
                 var gx = Tensor.Empty(x.Backend, x.Shape);
                 x.Backend.PixelNormBackward(x.Buffer, g.Buffer, gx.Buffer, n, c, plane, eps);
                 gi[0] = gx;
-            }).With(a: eps);
+            }).With(epsilon: eps);
         }
         return y;
     }
@@ -87,18 +87,18 @@ public static partial class Ops
             y.GradFn = Node.Record("MinibatchStdDev", x, y, static (node, gy, gi) =>
             {
                 var x = node.Inputs[0];
-                int group = node.I;
-                float eps = node.A;
+                int group = node.GroupSize;
+                float eps = node.Epsilon;
                 if (Tape.IsRecording)
                 {
-                    gi[0] = RecordedVjp(static (node, v) => MinibatchStdDevReference(v, node.I, node.A), node, x, gy);
+                    gi[0] = RecordedVjp(static (node, v) => MinibatchStdDevReference(v, node.GroupSize, node.Epsilon), node, x, gy);
                     return;
                 }
                 var (n, c, h, w) = Nchw("MinibatchStdDev", x);
                 var gx = Tensor.Empty(x.Backend, x.Shape);
                 x.Backend.MinibatchStdDevBackward(x.Buffer, gy.Buffer, gx.Buffer, n, c, h * w, group, eps);
                 gi[0] = gx;
-            }).With(i: g, a: eps);
+            }).With(groupSize: g, epsilon: eps);
         }
         return y;
     }
@@ -138,17 +138,17 @@ public static partial class Ops
             penalty.GradFn = Node.Record("GradientPenalty", g, penalty, static (node, gp, gi) =>
             {
                 var g = node.Inputs[0];
-                float target = node.A;
+                float target = node.Target;
                 if (Tape.IsRecording)
                 {
-                    gi[0] = RecordedVjp(static (node, v) => GradientPenaltyReference(v, node.A), node, g, gp);
+                    gi[0] = RecordedVjp(static (node, v) => GradientPenaltyReference(v, node.Target), node, g, gp);
                     return;
                 }
                 int samples = g.Shape[0];
                 var gg = Tensor.Empty(g.Backend, g.Shape);
                 g.Backend.GradientPenaltyBackward(g.Buffer, node.Saved!.Buffer, gp.Buffer, gg.Buffer, samples, (int)(g.Length / samples), target);
                 gi[0] = gg;
-            }).With(a: target, saved: norm);
+            }).With(target: target, saved: norm);
         }
         return penalty;
     }

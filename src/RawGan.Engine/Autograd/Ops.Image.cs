@@ -45,9 +45,9 @@ public static partial class Ops
             y.GradFn = Node.Record("Conv2d", x, w, y, static (node, g, gi) =>
             {
                 var (x, w) = (node.Inputs[0], node.Inputs[1]);
-                if (node.Wants(0)) gi[0] = ConvInputGrad(g, w, x.Shape, node.A);
-                if (node.Wants(1)) gi[1] = ConvWeightGrad(x, g, w.Shape, node.A);
-            }).With(a: scale);
+                if (node.Wants(0)) gi[0] = ConvInputGrad(g, w, x.Shape, node.Scale);
+                if (node.Wants(1)) gi[1] = ConvWeightGrad(x, g, w.Shape, node.Scale);
+            }).With(scale: scale);
         }
         return y;
     }
@@ -66,9 +66,9 @@ public static partial class Ops
             gx.GradFn = Node.Record("ConvInputGrad", gy, w, gx, static (node, g, gi) =>
             {
                 var (gy, w) = (node.Inputs[0], node.Inputs[1]);
-                if (node.Wants(0)) gi[0] = Conv2d(g, w, node.A);
-                if (node.Wants(1)) gi[1] = ConvWeightGrad(g, gy, w.Shape, node.A);
-            }).With(a: scale);
+                if (node.Wants(0)) gi[0] = Conv2d(g, w, node.Scale);
+                if (node.Wants(1)) gi[1] = ConvWeightGrad(g, gy, w.Shape, node.Scale);
+            }).With(scale: scale);
         }
         return gx;
     }
@@ -87,9 +87,9 @@ public static partial class Ops
             gw.GradFn = Node.Record("ConvWeightGrad", x, gy, gw, static (node, g, gi) =>
             {
                 var (x, gy) = (node.Inputs[0], node.Inputs[1]);
-                if (node.Wants(0)) gi[0] = ConvInputGrad(gy, g, x.Shape, node.A);
-                if (node.Wants(1)) gi[1] = Conv2d(x, g, node.A);
-            }).With(a: scale);
+                if (node.Wants(0)) gi[0] = ConvInputGrad(gy, g, x.Shape, node.Scale);
+                if (node.Wants(1)) gi[1] = Conv2d(x, g, node.Scale);
+            }).With(scale: scale);
         }
         return gw;
     }
@@ -102,7 +102,7 @@ public static partial class Ops
         var (n, c, h, w) = Nchw("Upsample2x", x);
         var y = Tensor.Empty(x.Backend, new Shape(n, c, 2 * h, 2 * w));
         x.Backend.Upsample2x(x.Buffer, y.Buffer, n * c, h, w, gain);
-        if (Recording(x)) y.GradFn = Node.Record("Upsample2x", x, y, static (node, g, gi) => gi[0] = AvgPool2x(g, 4f * node.A)).With(a: gain);
+        if (Recording(x)) y.GradFn = Node.Record("Upsample2x", x, y, static (node, g, gi) => gi[0] = AvgPool2x(g, 4f * node.Scale)).With(scale: gain);
         return y;
     }
 
@@ -114,7 +114,7 @@ public static partial class Ops
             throw new ArgumentException($"AvgPool2x: height and width of {x.Describe()} must be even");
         var y = Tensor.Empty(x.Backend, new Shape(n, c, h / 2, w / 2));
         x.Backend.AvgPool2x(x.Buffer, y.Buffer, n * c, h, w, gain);
-        if (Recording(x)) y.GradFn = Node.Record("AvgPool2x", x, y, static (node, g, gi) => gi[0] = Upsample2x(g, 0.25f * node.A)).With(a: gain);
+        if (Recording(x)) y.GradFn = Node.Record("AvgPool2x", x, y, static (node, g, gi) => gi[0] = Upsample2x(g, 0.25f * node.Scale)).With(scale: gain);
         return y;
     }
 
@@ -186,7 +186,7 @@ public static partial class Ops
         var y = Tensor.Empty(x.Backend, WithChannels(x.Shape, count));
         x.Backend.CopyChannels(x.Buffer, channels, start, y.Buffer, count, 0, count, samples, plane);
         if (Recording(x)) y.GradFn = Node.Record("SliceChannels", x, y,
-            static (node, g, gi) => gi[0] = PadChannels(g, node.I, node.Inputs[0].Shape[1])).With(i: start);
+            static (node, g, gi) => gi[0] = PadChannels(g, node.Start, node.Inputs[0].Shape[1])).With(start: start);
         return y;
     }
 
@@ -199,7 +199,7 @@ public static partial class Ops
         var y = Tensor.Zeros(x.Backend, WithChannels(x.Shape, total));
         x.Backend.CopyChannels(x.Buffer, channels, 0, y.Buffer, total, start, channels, samples, plane);
         if (Recording(x)) y.GradFn = Node.Record("PadChannels", x, y,
-            static (node, g, gi) => gi[0] = SliceChannels(g, node.I, node.Inputs[0].Shape[1])).With(i: start);
+            static (node, g, gi) => gi[0] = SliceChannels(g, node.Start, node.Inputs[0].Shape[1])).With(start: start);
         return y;
     }
 
@@ -216,9 +216,9 @@ public static partial class Ops
         {
             y.GradFn = Node.Record("Lerp", a, b, y, static (node, g, gi) =>
             {
-                if (node.Wants(0)) gi[0] = Scale(g, 1f - node.A);
-                if (node.Wants(1)) gi[1] = Scale(g, node.A);
-            }).With(a: t);
+                if (node.Wants(0)) gi[0] = Scale(g, 1f - node.T);
+                if (node.Wants(1)) gi[1] = Scale(g, node.T);
+            }).With(t: t);
         }
         return y;
     }

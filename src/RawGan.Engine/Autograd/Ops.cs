@@ -183,7 +183,7 @@ public static partial class Ops
     {
         var y = Tensor.Empty(x.Backend, x.Shape);
         x.Backend.Scale(x.Buffer, y.Buffer, x.Length, a);
-        if (Recording(x)) y.GradFn = Node.Record("Scale", x, y, static (n, g, gi) => gi[0] = Scale(g, n.A)).With(a: a);
+        if (Recording(x)) y.GradFn = Node.Record("Scale", x, y, static (n, g, gi) => gi[0] = Scale(g, n.Scale)).With(scale: a);
         return y;
     }
 
@@ -231,7 +231,7 @@ public static partial class Ops
         var y = Tensor.Empty(x.Backend, x.Shape);
         x.Backend.LeakyReluForward(x.Buffer, y.Buffer, x.Length, slope);
         if (Recording(x)) y.GradFn = Node.Record("LeakyRelu", x, y,
-            static (n, g, gi) => gi[0] = LeakyReluMask(n.Inputs[0], g, n.A)).With(a: slope);
+            static (n, g, gi) => gi[0] = LeakyReluMask(n.Inputs[0], g, n.Slope)).With(slope: slope);
         return y;
     }
 
@@ -247,7 +247,7 @@ public static partial class Ops
         var y = Tensor.Empty(backend, x.Shape);
         backend.LeakyReluBackward(x.Buffer, g.Buffer, y.Buffer, x.Length, slope);
         if (Tape.IsRecording && g.RequiresGrad)
-            y.GradFn = Node.Record("LeakyReluMask", x, g, y, static (n, gg, gi) => gi[1] = LeakyReluMask(n.Inputs[0], gg, n.A)).With(a: slope);
+            y.GradFn = Node.Record("LeakyReluMask", x, g, y, static (n, gg, gi) => gi[1] = LeakyReluMask(n.Inputs[0], gg, n.Slope)).With(slope: slope);
         return y;
     }
 
@@ -273,12 +273,12 @@ public static partial class Ops
             y.GradFn = Node.Record("MatMul", a, b, y, static (node, g, gi) =>
             {
                 var (a, b) = (node.Inputs[0], node.Inputs[1]);
-                bool ta = node.F, tb = node.G;
-                float alpha = node.A;
+                bool ta = node.TransposeA, tb = node.TransposeB;
+                float alpha = node.Scale;
                 // C = alpha op(A) op(B):  d op(A) = alpha G op(B)^T,  d op(B) = alpha op(A)^T G.
                 if (node.Wants(0)) gi[0] = ta ? MatMul(b, g, tb, true, alpha) : MatMul(g, b, false, !tb, alpha);
                 if (node.Wants(1)) gi[1] = tb ? MatMul(g, a, true, ta, alpha) : MatMul(a, g, !ta, false, alpha);
-            }).With(a: alpha, f: transA, g: transB);
+            }).With(scale: alpha, transposeA: transA, transposeB: transB);
         }
         return y;
     }

@@ -9,33 +9,8 @@ namespace RawGan.Engine.Autograd;
 /// With <c>createGraph: true</c> the rules run while recording, so the gradients are themselves
 /// tracked tensors: this is how WGAN-GP differentiates the norm of a gradient.
 /// </summary>
-public static class Tape
+public static partial class Tape
 {
-    [ThreadStatic] private static int _noGradDepth;
-
-    /// <summary>True when ops record nodes (not inside <see cref="NoGrad"/>).</summary>
-    public static bool IsRecording => _noGradDepth == 0;
-
-    /// <summary>Stops recording until disposed: for inference, EMA updates, sampling.</summary>
-    public static GradMode NoGrad() => new(recording: false);
-
-    /// <summary>Recording on again inside a NoGrad block (used when a backward pass must be recorded).</summary>
-    internal static GradMode EnableGrad() => new(recording: true);
-
-    /// <summary>Restores the previous recording mode when disposed. A struct: `using` it allocates nothing.</summary>
-    public readonly struct GradMode : IDisposable
-    {
-        private readonly int _saved;
-
-        internal GradMode(bool recording)
-        {
-            _saved = _noGradDepth;
-            _noGradDepth = recording ? 0 : _noGradDepth + 1;
-        }
-
-        public void Dispose() => _noGradDepth = _saved;
-    }
-
     /// <summary>
     /// The gradients of sum_k &lt;gradOutputs[k], outputs[k]&gt; with respect to each input.
     /// A one-element output may omit its gradOutput (1 is used). Inputs the outputs do not depend
@@ -118,56 +93,29 @@ public static class Tape
         }
     }
 
-    /// <summary>
-    /// The collections one backward pass needs. They are kept and cleared between passes rather
-    /// than made anew: a training step runs several passes, and a pass can start another one
-    /// (a fused op's recorded backward), hence a small stack of them per thread.
-    /// </summary>
-    private sealed class Workspace
-    {
-        [ThreadStatic] private static Stack<Workspace>? _free;
-
-        public readonly List<Node> Order = new();
-        public readonly HashSet<Node> Visited = new(ReferenceEqualityComparer.Instance);
-        public readonly Stack<(Node node, int next)> Stack = new();
-        public readonly List<Tensor> Leaves = new();
-        public readonly HashSet<Tensor> InputSet = new(ReferenceEqualityComparer.Instance);
-        public readonly HashSet<Node> Needed = new(ReferenceEqualityComparer.Instance);
-        public readonly Dictionary<Tensor, Tensor> Grads = new(ReferenceEqualityComparer.Instance);
-        private readonly List<Tensor?[]> _gradInputs = new();     // by length: the array handed to backward rules
-
-        public static Workspace Rent() => (_free ??= new()).TryPop(out var w) ? w : new Workspace();
-
-        public static void Return(Workspace w)
-        {
-            // Cleared now, so that a workspace never keeps tensors alive between passes.
-            w.Order.Clear(); w.Visited.Clear(); w.Stack.Clear(); w.Leaves.Clear();
-            w.InputSet.Clear(); w.Needed.Clear(); w.Grads.Clear();
-            _free!.Push(w);
-        }
-
-        /// <summary>An array of nulls of the given length, for one backward rule's results.</summary>
-        public Tensor?[] GradInputs(int length)
-        {
-            while (_gradInputs.Count <= length) _gradInputs.Add(new Tensor?[_gradInputs.Count]);
-            var a = _gradInputs[length];
-            Array.Clear(a);
-            return a;
-        }
-    }
-
+    /// <summary>The backward pass: order the graph, keep what leads to the inputs, walk it backwards.</summary>
     private static void Run(Workspace work, ReadOnlySpan<Tensor> outputs, ReadOnlySpan<Tensor> gradOutputs, bool createGraph, bool collectLeaves)
     {
         if (!gradOutputs.IsEmpty && gradOutputs.Length != outputs.Length)
             throw new ArgumentException($"Grad: {outputs.Length} outputs but {gradOutputs.Length} output gradients");
-
-        // 1. Nodes in post-order (every node after the nodes of its inputs), by an explicit-stack DFS
-        //    so that deep graphs (a recorded backward pass doubles the depth) cannot overflow the stack.
+        TopologicalOrder(work, outputs, collectLeaves);
+        MarkNeeded(work);
+        using var mode = createGraph ? EnableGrad() : NoGrad();
+        Seed(work.Grads, outputs, gradOutputs);
         var order = work.Order;
-        var visited = work.Visited;
-        var stack = work.Stack;
-        // Backward's targets are the leaves it finds; Grad's are the inputs it was given.
-        var inputSet = work.InputSet;
+        for (int n = order.Count - 1; n >= 0; n--)
+        {
+            var node = order[n];
+            if (work.Needed.Contains(node) && work.Grads.TryGetValue(node.Output, out var gy)) Step(work, node, gy);
+        }
+    }
+
+    /// <summary>1. Nodes in post-order (every node after the nodes of its inputs), by an explicit-stack
+    /// DFS so that deep graphs (a recorded backward pass doubles the depth) cannot overflow the stack.
+    /// Backward's targets are the leaves it finds; Grad's are the inputs it was given.</summary>
+    private static void TopologicalOrder(Workspace work, ReadOnlySpan<Tensor> outputs, bool collectLeaves)
+    {
+        var (visited, stack) = (work.Visited, work.Stack);
         foreach (var o in outputs)
         {
             if (o.GradFn == null || !visited.Add(o.GradFn)) continue;
@@ -175,42 +123,44 @@ public static class Tape
             while (stack.Count > 0)
             {
                 var (node, next) = stack.Pop();
-                if (next < node.Inputs.Length)
+                if (next == node.Inputs.Length)
                 {
-                    stack.Push((node, next + 1));
-                    var input = node.Inputs[next];
-                    // A freed tensor has lost its node (nodes are pooled), and a recycled one is
-                    // another tensor now: say so rather than silently computing something else.
-                    if (!node.StillHas(next))
-                        throw new InvalidOperationException($"backward of {node.Op}: its input {input.Describe()} was freed before the backward pass (did its Scope end?)");
-                    if (input.GradFn != null)
-                    {
-                        if (visited.Add(input.GradFn)) stack.Push((input.GradFn, 0));
-                    }
-                    else if (collectLeaves && input.RequiresGrad && inputSet.Add(input)) work.Leaves.Add(input);
+                    work.Order.Add(node);
+                    continue;
                 }
-                else order.Add(node);
+                stack.Push((node, next + 1));
+                var input = node.Inputs[next];
+                // A freed tensor has lost its node (nodes are pooled), and a recycled one is
+                // another tensor now: say so rather than silently computing something else.
+                if (!node.StillHas(next))
+                    throw new InvalidOperationException($"backward of {node.Op}: its input {input.Describe()} was freed before the backward pass (did its Scope end?)");
+                if (input.GradFn != null)
+                {
+                    if (visited.Add(input.GradFn)) stack.Push((input.GradFn, 0));
+                }
+                else if (collectLeaves && input.RequiresGrad && work.InputSet.Add(input)) work.Leaves.Add(input);
             }
         }
+    }
 
-        // 2. Keep only nodes on a path to a requested input, so that (for example) the gradient with
-        //    respect to an activation does not also run the backward pass of everything before it.
-        var needed = work.Needed;
-        foreach (var node in order)
-        {
+    /// <summary>2. Keep only nodes on a path to a requested input, so that (for example) the gradient
+    /// with respect to an activation does not also run the backward pass of everything before it.</summary>
+    private static void MarkNeeded(Workspace work)
+    {
+        foreach (var node in work.Order)
             foreach (var input in node.Inputs)
-            {
-                if (inputSet.Contains(input) || (input.GradFn != null && needed.Contains(input.GradFn)))
+                if (LeadsToATarget(work, input))
                 {
-                    needed.Add(node);
+                    work.Needed.Add(node);
                     break;
                 }
-            }
-        }
+    }
 
-        // 3. Seed with the output gradients and walk backwards.
-        var grads = work.Grads;
-        using var mode = createGraph ? EnableGrad() : NoGrad();
+    private static bool LeadsToATarget(Workspace work, Tensor t) => work.InputSet.Contains(t) || (t.GradFn != null && work.Needed.Contains(t.GradFn));
+
+    /// <summary>3. The output gradients: given, or 1 for a one-element output.</summary>
+    private static void Seed(Dictionary<Tensor, Tensor> grads, ReadOnlySpan<Tensor> outputs, ReadOnlySpan<Tensor> gradOutputs)
+    {
         for (int k = 0; k < outputs.Length; k++)
         {
             var o = outputs[k];
@@ -225,33 +175,29 @@ public static class Tape
             else throw new ArgumentException($"Grad: output {o.Describe()} has {o.Length} elements; pass its gradient explicitly");
             Accumulate(grads, o, seed);
         }
+    }
 
-        for (int n = order.Count - 1; n >= 0; n--)
+    /// <summary>4. One node's backward rule: the gradients of the inputs that lead to a target,
+    /// added to what those inputs already received.</summary>
+    private static void Step(Workspace work, Node node, Tensor gy)
+    {
+        ulong mask = 0;
+        for (int i = 0; i < node.Inputs.Length && i < 64; i++)
+            if (node.Inputs[i].RequiresGrad && LeadsToATarget(work, node.Inputs[i])) mask |= 1UL << i;
+        node.WantedMask = mask | (node.Inputs.Length > 64 ? ~0UL << 63 : 0);
+        if (!node.StillHas(-1))
+            throw new InvalidOperationException($"backward of {node.Op}: the tensor it saved from the forward pass was freed before the backward pass (did its Scope end?)");
+        var gin = work.GradInputs(node.Inputs.Length);
+        node.Backward(node, gy, gin);
+        for (int i = 0; i < gin.Length; i++)
         {
-            var node = order[n];
-            if (!needed.Contains(node) || !grads.TryGetValue(node.Output, out var gy)) continue;
-            var gin = work.GradInputs(node.Inputs.Length);
-            ulong mask = 0;
-            for (int i = 0; i < node.Inputs.Length && i < 64; i++)
-            {
-                var input = node.Inputs[i];
-                if (input.RequiresGrad && (inputSet.Contains(input) || (input.GradFn != null && needed.Contains(input.GradFn))))
-                    mask |= 1UL << i;
-            }
-            node.WantedMask = mask | (node.Inputs.Length > 64 ? ~0UL << 63 : 0);
-            if (!node.StillHas(-1))
-                throw new InvalidOperationException($"backward of {node.Op}: the tensor it saved from the forward pass was freed before the backward pass (did its Scope end?)");
-            node.Backward(node, gy, gin);
-            for (int i = 0; i < gin.Length; i++)
-            {
-                var input = node.Inputs[i];
-                if (gin[i] == null || !input.RequiresGrad || !node.Wants(i)) continue;
-                if (gin[i]!.Shape != input.Shape)
-                    throw new InvalidOperationException($"backward of {node.Op}: gradient {gin[i]!.Shape} for input {i} of shape {input.Shape}");
-                Accumulate(grads, input, gin[i]!);
-            }
-            Array.Clear(gin);
+            var input = node.Inputs[i];
+            if (gin[i] is not { } g || !input.RequiresGrad || !node.Wants(i)) continue;
+            if (g.Shape != input.Shape)
+                throw new InvalidOperationException($"backward of {node.Op}: gradient {g.Shape} for input {i} of shape {input.Shape}");
+            Accumulate(work.Grads, input, g);
         }
+        Array.Clear(gin);
     }
 
     private static void Accumulate(Dictionary<Tensor, Tensor> grads, Tensor x, Tensor g)
