@@ -19,8 +19,8 @@
 // back into four coordinates: three 64-bit divisions, which the GPU compiler runs as 32-bit
 // divisions whenever both operands fit (it inserts that check itself), cheap next to the
 // memory traffic.
-// Launch: BlockSize threads, blocks to fill the device. Outputs may alias inputs (the tape adds
-// gradients in place), so no pointer is __restrict__.
+// Launch: BlockSize threads, blocks to fill the device. Outputs may alias inputs (gradients are
+// added in place), so no pointer is __restrict__.
 //
 // Threads (sum_to): the shape of the reduction decides.
 //   - Few values per output (at most SUM_TO_SERIAL_MAX, e.g. summing a batch of 16 images into
@@ -32,7 +32,7 @@
 //     in common.cuh) adds the partials.
 // Both paths loop (over outputs by thread, or by block), so any grid is correct; the host
 // launches one thread per output in the first case and one block per output in the second.
-// Sums are accumulated in double, as in CpuBackend.SumTo: a bias gradient at 128x128 adds
+// Sums are accumulated in double: a bias gradient at 128x128 adds
 // 16 * 128 * 128 terms, and float would lose about three digits of them.
 #include "common.cuh"
 

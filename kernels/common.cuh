@@ -1,6 +1,6 @@
 // common.cuh: what every RawGan kernel file shares.
 //
-// - struct dims4: four dimensions, right-aligned (Dims4 on the C# side), passed by value.
+// - struct dims4: four dimensions, right-aligned (the host passes four ints), passed by value.
 // - DYNAMIC_SHARED(T, name): the block's dynamic shared memory (the launch's sharedBytes) as a
 //   T array. On the GPU it is CUDA's `extern __shared__ T name[]`; under RawGan's CPU emulator
 //   (kernels/simt) it is a pointer to a per-block buffer.

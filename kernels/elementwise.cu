@@ -21,12 +21,12 @@
 // one write per element is the whole cost, so there is nothing to tile or share.
 //
 // n is a 64-bit count (long long): a tensor may hold more than 2^31 elements. An output may be
-// the same buffer as an input (the tape accumulates gradients in place), so no pointer here is
+// the same buffer as an input (gradients are accumulated in place), so no pointer here is
 // declared __restrict__: each element is read before it is written, by the same thread.
 //
-// Each kernel computes exactly what CpuBackend computes, in the same float operations, so the
-// two agree to the last bit except where the GPU compiler fuses a multiply and an add into one
-// rounding (fma), which it does by default.
+// Each kernel is one or two float operations per element, so two correct implementations agree
+// to the last bit except where a compiler fuses a multiply and an add into one rounding (fma),
+// which NVRTC does by default.
 #include "common.cuh"
 
 extern "C" __global__ void fill(float* y, long long n, float value)
@@ -75,8 +75,8 @@ extern "C" __global__ void leaky_relu_forward(const float* x, float* y, long lon
 }
 
 // The gradient is a masked multiply by 1 or slope, decided by the forward input x (not the
-// output: with a negative slope the two would disagree). The tape differentiates this kernel
-// again for the gradient penalty, and the mask is constant in x, so that is the same kernel.
+// output: with a negative slope the two would disagree). The mask is constant in x, so this
+// kernel is linear in gy and its own derivative: a second derivative is the same kernel.
 extern "C" __global__ void leaky_relu_backward(const float* x, const float* gy, float* gx, long long n, float slope)
 {
     for (long long i = grid_start(); i < n; i += grid_stride()) gx[i] = x[i] > 0.0f ? gy[i] : slope * gy[i];

@@ -23,7 +23,7 @@
 // (coalesced: neighbouring threads, neighbouring features). A shared-memory tree (block_sum in
 // common.cuh) adds the per-thread sums of std_e (forward) or of the extra channel's gradient
 // (backward); after its barrier every thread knows the group's value and writes its features.
-// Sums are in double, as in CpuBackend.
+// Sums are in double.
 #include "common.cuh"
 
 // mean_e and std_e of feature e of group m.

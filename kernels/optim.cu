@@ -13,8 +13,7 @@
 //
 // Threads (adam_update, ema_update): a grid-stride loop over the n parameters, one per thread
 // per step; coalesced, bandwidth-bound. lr_t is the same for every element: each thread
-// computes it once, in double, exactly as CpuBackend.AdamUpdate, so both backends take the same
-// step. Launch: BlockSize threads, blocks to fill the device.
+// computes it once, in double, and rounds it to float once. Launch: BlockSize threads, blocks to fill the device.
 //
 // Threads (count_nonfinite): a grid-stride loop in which each thread counts its elements, a
 // shared-memory tree per block (block_sum in common.cuh), and one atomicAdd per block into the

@@ -9,15 +9,14 @@
 //
 // The backward formula: y_c = x_c r with r = (sum_d x_d^2 / C + eps)^(-1/2), so
 // dr / dx_c = -r^3 x_c / C and dy_c / dx_e = r [c = e] - r^3 x_c x_e / C. Contracting with gy:
-// gx_e = r gy_e - r^3 x_e (sum_c gy_c x_c) / C. It is written with the same ops the tape
-// records (a fused kernel whose backward is itself differentiable: DESIGN.md point 2).
+// gx_e = r gy_e - r^3 x_e (sum_c gy_c x_c) / C.
 //
 // Threads: one thread per (sample, pixel), in a grid-stride loop over n * plane. The thread
 // loops over the c channels of its pixel, which are plane floats apart, so at each channel step
 // the threads of a warp read adjacent pixels (coalesced). No thread cooperates with another: no
 // shared memory, no barriers. At ProGAN's 4x4 stage there are only n * 16 pixels, so few
-// threads with long loops; at any larger stage the grid is full. Sums are in double, as in
-// CpuBackend (C may be 512). Launch: BlockSize threads, blocks to fill the device.
+// threads with long loops; at any larger stage the grid is full. Sums are in double (C may be
+// 512). Launch: BlockSize threads, blocks to fill the device.
 #include "common.cuh"
 
 extern "C" __global__ void pixelnorm_forward(const float* x, float* y, int n, int c, int plane, float eps)

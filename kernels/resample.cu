@@ -8,8 +8,8 @@
 //
 // x and y are stacks of `planes` = N * C images; h and w are x's height and width (even for
 // avgpool2x). Each is the other's adjoint up to the gain: the transpose of upsample2x with gain
-// g sums each 2x2 block times g, which is avgpool2x with gain 4g; so the tape differentiates
-// each with the other.
+// g sums each 2x2 block times g, which is avgpool2x with gain 4g; so each is the other's
+// gradient.
 //
 // Threads: a grid-stride loop over the *output* elements, one per thread per step, so every
 // output is written exactly once by one thread (no atomics), stores are coalesced, and the

@@ -6,8 +6,7 @@
 //
 // g is the gradient of D's output with respect to the interpolated images x_hat, [samples,
 // inner] with inner = C H W: the norm is per sample over all of its pixels and channels. At
-// g = 0 the norm has no gradient; the subgradient 0 is used. The backward is itself made of
-// differentiable ops (the tape differentiates it again to reach D's weights).
+// g = 0 the norm has no gradient; the subgradient 0 is used.
 //
 // Threads (forward): one block per sample (a loop over samples by block; the host launches one
 // block per sample, BlockSize threads). The block's threads stride over the sample's inner

@@ -1,10 +1,10 @@
-using RawGan.Engine.Optim;
 using System.CommandLine;
 using System.Globalization;
 using System.Runtime.InteropServices;
 using RawGan.Engine;
 using RawGan.Engine.Backends;
 using RawGan.Engine.Backends.Cpu;
+using RawGan.Engine.Optim;
 using RawGan.ProGan.Checkpoints;
 using RawGan.ProGan.Data;
 using RawGan.ProGan.IO;

@@ -45,25 +45,30 @@ public class CudaDriverTests
     [Fact]
     public void PtxIsCachedByHash()
     {
+        // The cache root is passed, not set through RAWGAN_CACHE_DIR: tests run in parallel, and a
+        // process-wide variable would move every other test's cache too.
         var dir = Path.Combine(Path.GetTempPath(), "rawgan-cache-test-" + Guid.NewGuid().ToString("N"));
-        var saved = Environment.GetEnvironmentVariable("RAWGAN_CACHE_DIR");
-        Environment.SetEnvironmentVariable("RAWGAN_CACHE_DIR", dir);
         try
         {
             var source = new KernelSource("tiny.cu", "extern \"C\" __global__ void tiny(float* y) { y[threadIdx.x] = 1.0f; }\n");
-            var first = NvrtcCompiler.CompileCached(source, new Dictionary<string, string>(), "compute_80");
+            var first = NvrtcCompiler.CompileCached(source, new Dictionary<string, string>(), "compute_80", dir);
             var files = Directory.GetFiles(Path.Combine(dir, "ptx"));
             Assert.Single(files);
             Assert.Contains("tiny-compute_80-", Path.GetFileName(files[0]));
             Assert.Equal(first.Image, File.ReadAllBytes(files[0]));
             // A changed source is a different entry; the same source is served from the file.
-            NvrtcCompiler.CompileCached(source with { Text = source.Text + "// changed\n" }, new Dictionary<string, string>(), "compute_80");
+            NvrtcCompiler.CompileCached(source with { Text = source.Text + "// changed\n" }, new Dictionary<string, string>(), "compute_80", dir);
             Assert.Equal(2, Directory.GetFiles(Path.Combine(dir, "ptx")).Length);
-            Assert.Equal(first.Image, NvrtcCompiler.CompileCached(source, new Dictionary<string, string>(), "compute_80").Image);
+            Assert.Equal(first.Image, NvrtcCompiler.CompileCached(source, new Dictionary<string, string>(), "compute_80", dir).Image);
+            // Machine code is cached with ptxas's report beside it, and read back with it.
+            var cubin = NvrtcCompiler.CompileCached(source, new Dictionary<string, string>(), "sm_80", dir);
+            var again = NvrtcCompiler.CompileCached(source, new Dictionary<string, string>(), "sm_80", dir);
+            Assert.Equal(cubin.Image, again.Image);
+            Assert.Equal(cubin.Kernels, again.Kernels);
+            Assert.Equal("tiny", Assert.Single(again.Kernels).Kernel);
         }
         finally
         {
-            Environment.SetEnvironmentVariable("RAWGAN_CACHE_DIR", saved);
             Directory.Delete(dir, recursive: true);
         }
     }

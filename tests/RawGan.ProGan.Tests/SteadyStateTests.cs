@@ -1,8 +1,8 @@
-using RawGan.Engine.Optim;
 using RawGan.Engine;
 using RawGan.Engine.Backends;
 using RawGan.Engine.Backends.Cpu;
 using RawGan.Engine.Backends.Cuda;
+using RawGan.Engine.Optim;
 using RawGan.ProGan.Model;
 using RawGan.ProGan.Training;
 

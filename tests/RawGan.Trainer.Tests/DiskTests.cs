@@ -1,7 +1,7 @@
-using RawGan.ProGan.Training;
 using System.Diagnostics;
 using System.Text.RegularExpressions;
 using RawGan.ProGan.Checkpoints;
+using RawGan.ProGan.Training;
 using Xunit.Abstractions;
 
 namespace RawGan.Trainer.Tests;

@@ -1,5 +1,5 @@
-using RawGan.ProGan.Training;
 using RawGan.ProGan.Checkpoints;
+using RawGan.ProGan.Training;
 using Xunit.Abstractions;
 
 namespace RawGan.Trainer.Tests;

@@ -1,8 +1,8 @@
-using RawGan.ProGan.Training;
 using RawGan.Engine;
 using RawGan.Engine.Backends.Cpu;
 using RawGan.ProGan.Checkpoints;
 using RawGan.ProGan.Model;
+using RawGan.ProGan.Training;
 
 // Child processes share two cores; tests that time signals and kills must not compete with each other.
 [assembly: CollectionBehavior(DisableTestParallelization = true)]

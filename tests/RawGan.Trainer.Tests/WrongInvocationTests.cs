@@ -1,6 +1,6 @@
-using RawGan.ProGan.Training;
 using System.Text.RegularExpressions;
 using RawGan.ProGan.Checkpoints;
+using RawGan.ProGan.Training;
 
 namespace RawGan.Trainer.Tests;
 

@@ -47,7 +47,7 @@ public sealed record SafeTensorsContent(IReadOnlyDictionary<string, NamedTensor>
 
 /// <summary>
 /// The safetensors format (Hugging Face), RawGan's checkpoint format: a file other frameworks load
-/// with nothing but a table of names (DESIGN.md, decision 7). Layout:
+/// with nothing but a table of names (docs/DESIGN.md, decision 7). Layout:
 /// <code>
 ///   8 bytes    N, the header length, unsigned little-endian
 ///   N bytes    a JSON object, UTF-8:

@@ -1,11 +1,11 @@
-using RawGan.Engine.Optim;
 using System.Text.Json;
 using System.Text.Json.Serialization;
 using System.Text.RegularExpressions;
 using RawGan.Engine;
+using RawGan.Engine.Optim;
+using RawGan.ProGan.Checkpoints;
 using RawGan.ProGan.IO;
 using RawGan.ProGan.Nn;
-using RawGan.ProGan.Checkpoints;
 
 namespace RawGan.ProGan.Training;
 

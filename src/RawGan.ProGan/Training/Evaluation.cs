@@ -1,6 +1,6 @@
-using RawGan.ProGan.Data;
 using RawGan.Engine;
 using RawGan.Engine.Autograd;
+using RawGan.ProGan.Data;
 using RawGan.ProGan.Metrics;
 using RawGan.ProGan.Model;
 

@@ -1,11 +1,11 @@
-using RawGan.ProGan.Data;
-using RawGan.Engine.Optim;
 using System.Diagnostics;
 using System.Text.Json;
 using RawGan.Engine;
 using RawGan.Engine.Autograd;
 using RawGan.Engine.Backends;
+using RawGan.Engine.Optim;
 using RawGan.ProGan.Checkpoints;
+using RawGan.ProGan.Data;
 using RawGan.ProGan.Model;
 
 namespace RawGan.ProGan.Training;

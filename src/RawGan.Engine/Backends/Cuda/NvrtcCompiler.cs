@@ -147,7 +147,9 @@ public static unsafe class NvrtcCompiler
     }
 
     /// <summary>Compile, or read the image (and ptxas's report, kept beside it) cached by an earlier run.</summary>
-    public static CompiledKernel CompileCached(KernelSource source, IReadOnlyDictionary<string, string> headers, string architecture)
+    /// <remarks>The cache lives under <paramref name="cacheRoot"/> when given (tests give their
+    /// own), else under <see cref="CacheDirectory.Root"/>.</remarks>
+    public static CompiledKernel CompileCached(KernelSource source, IReadOnlyDictionary<string, string> headers, string architecture, string? cacheRoot = null)
     {
         var (major, minor) = Version();
         var key = new StringBuilder()
@@ -156,7 +158,9 @@ public static unsafe class NvrtcCompiler
             .Append(architecture).Append('\0').AppendJoin(' ', Options).Append('\0').Append($"nvrtc {major}.{minor}");
         string hash = Convert.ToHexString(SHA256.HashData(Encoding.UTF8.GetBytes(key.ToString())))[..16].ToLowerInvariant();
         bool machineCode = IsMachineCodeArchitecture(architecture);
-        string path = Path.Combine(CacheDirectory.For(machineCode ? "cubin" : "ptx"),
+        string kind = machineCode ? "cubin" : "ptx";
+        string folder = cacheRoot == null ? CacheDirectory.For(kind) : Directory.CreateDirectory(Path.Combine(cacheRoot, kind)).FullName;
+        string path = Path.Combine(folder,
             $"{Path.GetFileNameWithoutExtension(source.Name)}-{architecture}-{hash}.{(machineCode ? "cubin" : "ptx")}");
         string logPath = path + ".log";
         if (File.Exists(path) && (!machineCode || File.Exists(logPath)))

@@ -1,11 +1,11 @@
-using RawGan.Engine.Optim;
 using RawGan.Engine;
 using RawGan.Engine.Backends.Cpu;
+using RawGan.Engine.Optim;
 using RawGan.ProGan.Checkpoints;
 using RawGan.ProGan.Model;
 using RawGan.ProGan.Training;
 
-namespace RawGan.Trainer.Tests;
+namespace RawGan.ProGan.Tests;
 
 /// <summary>
 /// The checkpoint folder rules the kill and disk tests rely on, checked directly: a complete
