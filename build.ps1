@@ -1,6 +1,6 @@
 # RawGan build script: a thin wrapper over the same dotnet commands that .ci/run and README.md use.
 #   ./build.ps1            build (Release)
-#   ./build.ps1 test       the test suite, exactly as CI runs it
+#   ./build.ps1 test       the test suite (./test.sh also installs its native libraries on Debian)
 #   ./build.ps1 bench      the BenchmarkDotNet kernel comparisons
 param([string]$Target = "build")
 $ErrorActionPreference = "Stop"

@@ -1,5 +1,7 @@
 using RawGan.Engine.Backends.Cuda;
 
+using RawGan.Tests;
+
 namespace RawGan.Engine.Tests;
 
 /// <summary>
@@ -18,7 +20,7 @@ public class CudaDriverTests
         return data;
     }
 
-    [Theory]
+    [NvrtcTheory]
     [MemberData(nameof(KernelsAndArchitectures))]
     public void EveryKernelCompilesWithNvrtcWithoutWarnings(string file, string architecture)
     {
@@ -33,7 +35,7 @@ public class CudaDriverTests
             Assert.Contains($".entry {kernel}(", ptx);
     }
 
-    [Fact]
+    [NvrtcFact]
     public void ACompileErrorShowsTheNvrtcLogWithFileAndLine()
     {
         var bad = new KernelSource("broken.cu", "extern \"C\" __global__ void broken(float* y)\n{\n    y[0] = undefined_name;\n}\n");
@@ -42,7 +44,7 @@ public class CudaDriverTests
         Assert.Contains("undefined_name", ex.Message);
     }
 
-    [Fact]
+    [NvrtcFact]
     public void PtxIsCachedByHash()
     {
         // The cache root is passed, not set through RAWGAN_CACHE_DIR: tests run in parallel, and a
@@ -73,7 +75,7 @@ public class CudaDriverTests
         }
     }
 
-    [Fact]
+    [NvrtcFact]
     public void NvrtcReportsItsVersion()
     {
         var (major, minor) = NvrtcCompiler.Version();
@@ -81,7 +83,7 @@ public class CudaDriverTests
         Assert.InRange(minor, 0, 99);
     }
 
-    [Fact]
+    [NvrtcAndDriverFact]
     public void TheDriverLoadsReportsItsVersionAndSaysClearlyThatThereIsNoDevice()
     {
         int version = NativeDriver.ProbeDriverVersion();
@@ -92,7 +94,7 @@ public class CudaDriverTests
         Assert.DoesNotContain("\n", ex.Message);
     }
 
-    [Fact]
+    [DriverFact]
     public void DriverErrorsNameTheCallTheErrorAndItsText()
     {
         NativeDriver.ProbeDriverVersion();
@@ -102,7 +104,7 @@ public class CudaDriverTests
         Assert.Contains("12345", unknown.Message);
     }
 
-    [Fact]
+    [CublasFact]
     public void CublasExportsEverySymbolRawGanBinds()
     {
         string? file = CudaApi.Locate(CudaApi.Cublas);

@@ -1,4 +1,5 @@
 using RawGan.Engine.Backends.Cuda;
+using RawGan.Tests;
 using Xunit.Abstractions;
 
 namespace RawGan.Engine.Tests;
@@ -21,7 +22,7 @@ public class MachineCodeTests(ITestOutputHelper output)
         return data;
     }
 
-    [Theory]
+    [NvrtcTheory]
     [MemberData(nameof(FilesAndArchitectures))]
     public void EveryKernelAssemblesWithoutWarningsOrSpillsAndEveryLaunchFits(string file, int sm)
     {
@@ -62,7 +63,7 @@ public class MachineCodeTests(ITestOutputHelper output)
         }
     }
 
-    [Fact]
+    [NvrtcFact]
     public void AnUnresolvedFunctionCompilesToPtxButFailsToAssemble()
     {
         // The trap optim.cu once fell into: pow(double, int) has no device definition, so PTX
@@ -75,7 +76,7 @@ public class MachineCodeTests(ITestOutputHelper output)
         Assert.Contains("Unresolved extern function", ex.Message);
     }
 
-    [Fact]
+    [NvrtcFact]
     public void ATooLargeBlockForTheRegistersIsReported()
     {
         // 64 independent accumulators keep well over 64 registers live; without a launch bound,
