@@ -78,7 +78,7 @@ public static unsafe class NvrtcCompiler
         var older = supported.Where(a => a < device).ToArray();
         if (older.Length > 0) return $"compute_{older.Max()}";
         throw new CudaUnavailableException(
-            $"this GPU (compute {major}.{minor}) is older than anything NVRTC {Version().major}.{Version().minor} can compile for (sm_{supported.Min()} to sm_{supported.Max()}); install an older CUDA toolkit's NVRTC");
+            $"this GPU (compute {major}.{minor}) is older than anything this NVRTC can compile for (sm_{supported.Min()} to sm_{supported.Max()}); install an older CUDA toolkit's NVRTC");
     }
 
     /// <summary>Compiles one source for <paramref name="architecture"/>, without the cache:
