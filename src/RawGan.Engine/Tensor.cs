@@ -142,8 +142,14 @@ public sealed class Tensor : IDisposable
 
     public Dims4 Dims => Shape.ToDims4();
 
-    /// <summary>How many of the values are NaN or infinite (one reduction kernel; reads one number back).</summary>
-    public long CountNonFinite() => Backend.CountNonFinite(Buffer, Length);
+    /// <summary>How many of the values are NaN or infinite (one reduction kernel; reads one number
+    /// back). To check many tensors with one read, add them to a <see cref="NonFiniteCounter"/>.</summary>
+    public long CountNonFinite()
+    {
+        using var counter = new NonFiniteCounter(Backend);
+        counter.Add(this);
+        return counter.Read();
+    }
 
     // ------------------------------------------------------------------ making tensors
 

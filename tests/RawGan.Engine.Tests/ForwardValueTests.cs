@@ -279,6 +279,7 @@ public class ForwardValueTests
         Close([9.99, 19.98], ema.ToArray(), 1e-6);
 
         var bad = T(backend, [1, float.NaN, 3, float.PositiveInfinity, float.NegativeInfinity, 0], 6);
-        Assert.Equal(3, be.CountNonFinite(bad.Buffer, 6));
+        Assert.Equal(3, bad.CountNonFinite());
+        Assert.Equal(5 + 3, NonFiniteCount.Of(be, bad.Buffer, 6, start: 5));
     }
 }

@@ -244,9 +244,10 @@ public class ReferenceBackendTests
         try
         {
             R.Upload(x, b);
-            Assert.Equal(4, R.CountNonFinite(b, x.Length));
-            Assert.Equal(3, R.CountNonFinite(b, 4));
-            Assert.Equal(0, R.CountNonFinite(b, 0));
+            Assert.Equal(4, NonFiniteCount.Of(R, b, x.Length));
+            Assert.Equal(3, NonFiniteCount.Of(R, b, 4));
+            Assert.Equal(0, NonFiniteCount.Of(R, b, 0));
+            Assert.Equal(7 + 4, NonFiniteCount.Of(R, b, x.Length, start: 7));   // it adds to the counter
         }
         finally { R.Free(b); }
     }
@@ -518,9 +519,28 @@ public class ReferenceBackendMatchesCpuTests
             try
             {
                 be.Upload(x, b);
-                return be.CountNonFinite(b, x.Length);
+                return NonFiniteCount.Of(be, b, x.Length);
             }
             finally { be.Free(b); }
         }
+    }
+}
+
+/// <summary>Reads a backend's count_nonfinite through a fresh device counter.</summary>
+internal static class NonFiniteCount
+{
+    public static long Of(IBackend backend, DeviceBuffer x, long n, long start = 0)
+    {
+        var counter = backend.Allocate(2);
+        try
+        {
+            Span<float> host = stackalloc float[2];
+            System.Runtime.InteropServices.MemoryMarshal.Write(System.Runtime.InteropServices.MemoryMarshal.AsBytes(host), start);
+            backend.Upload(host, counter);
+            backend.CountNonFinite(x, n, counter);
+            backend.Download(counter, host);
+            return System.Runtime.InteropServices.MemoryMarshal.Read<long>(System.Runtime.InteropServices.MemoryMarshal.AsBytes(host));
+        }
+        finally { backend.Free(counter); }
     }
 }

@@ -149,6 +149,8 @@ public interface IBackend : IDisposable
     void AdamUpdate(DeviceBuffer p, DeviceBuffer g, DeviceBuffer m, DeviceBuffer v, long n, float lr, float beta1, float beta2, float eps, int step);
     /// <summary>ema_update: ema = p + beta (ema - p).</summary>
     void EmaUpdate(DeviceBuffer ema, DeviceBuffer p, long n, float beta);
-    /// <summary>count_nonfinite: the number of NaN or infinite values in x.</summary>
-    long CountNonFinite(DeviceBuffer x, long n);
+    /// <summary>count_nonfinite: count += the number of NaN or infinite values in x, where count
+    /// is a 64-bit integer held in the first two floats of <paramref name="count"/> (so many
+    /// tensors add to one counter on the device, read back once; see NonFiniteCounter).</summary>
+    void CountNonFinite(DeviceBuffer x, long n, DeviceBuffer count);
 }

@@ -77,5 +77,5 @@ public sealed class ProfilingBackend(IBackend inner) : IBackend
     public void GradientPenaltyBackward(DeviceBuffer g, DeviceBuffer norm, DeviceBuffer gpenalty, DeviceBuffer gg, int samples, int inner, float target) { long t0 = Stopwatch.GetTimestamp(); Inner.GradientPenaltyBackward(g, norm, gpenalty, gg, samples, inner, target); Record("GradientPenaltyBackward", t0); }
     public void AdamUpdate(DeviceBuffer p, DeviceBuffer g, DeviceBuffer m, DeviceBuffer v, long n, float lr, float beta1, float beta2, float eps, int step) { long t0 = Stopwatch.GetTimestamp(); Inner.AdamUpdate(p, g, m, v, n, lr, beta1, beta2, eps, step); Record("AdamUpdate", t0); }
     public void EmaUpdate(DeviceBuffer ema, DeviceBuffer p, long n, float beta) { long t0 = Stopwatch.GetTimestamp(); Inner.EmaUpdate(ema, p, n, beta); Record("EmaUpdate", t0); }
-    public long CountNonFinite(DeviceBuffer x, long n) { long t0 = Stopwatch.GetTimestamp(); var r = Inner.CountNonFinite(x, n); Record("CountNonFinite", t0); return r; }
+    public void CountNonFinite(DeviceBuffer x, long n, DeviceBuffer count) { long t0 = Stopwatch.GetTimestamp(); Inner.CountNonFinite(x, n, count); Record("CountNonFinite", t0); }
 }

@@ -298,8 +298,9 @@ public sealed class Trainer : IDisposable
     /// the last good checkpoint stays the newest, for a rollback or a resume.</summary>
     public string? Checkpoint()
     {
-        if (!WganGp.AllFinite(_g.Parameters().Concat(_d.Parameters()).Concat(_gEma.Parameters())
-                .Concat(_adamG.FirstMoments).Concat(_adamG.SecondMoments).Concat(_adamD.FirstMoments).Concat(_adamD.SecondMoments)))
+        using var counter = new NonFiniteCounter(_backend);
+        if (!WganGp.AllFinite(counter, [.. _g.Parameters(), .. _d.Parameters(), .. _gEma.Parameters(),
+                .. _adamG.FirstMoments, .. _adamG.SecondMoments, .. _adamD.FirstMoments, .. _adamD.SecondMoments]))
         {
             _observer.Notice($"checkpoint not written: the weights hold non-finite values; the last checkpoint is {_store.Latest ?? "none"}");
             return null;

@@ -30,10 +30,15 @@ public sealed record GanModels(Generator G, Discriminator D, Generator GEma, Ada
     internal Tensor[] GeneratorGradients => _generatorGradients ??= new Tensor[G.Parameters().Count];
     private Tensor[]? _criticGradients, _generatorGradients;
 
+    /// <summary>One device-side count of non-finite values: a step checks its loss and all its
+    /// gradients with one read instead of one per tensor.</summary>
+    internal NonFiniteCounter NonFinite { get; } = new(G.Backend);
+
     public void Dispose()
     {
         G.Dispose(); D.Dispose(); GEma.Dispose();
         AdamG.Dispose(); AdamD.Dispose();
+        NonFinite.Dispose();
     }
 }
 
@@ -112,13 +117,13 @@ public static class WganGp
     {
         var (lossD, gradsD, real, fake, penalty) = CriticLoss(m.G, m.D, reals, latents, t, level, alpha, m.CriticGradients);
         float lossDValue = lossD.Item();
-        bool criticFinite = float.IsFinite(lossDValue) && AllFinite(gradsD);
+        bool criticFinite = float.IsFinite(lossDValue) && AllFinite(m.NonFinite, gradsD);
         if (!criticFinite) return new StepStats(lossDValue, float.NaN, real.Item(), fake.Item(), penalty.Item(), false, false);
         m.AdamD.Update(gradsD);
 
         var (lossG, gradsG) = GeneratorLoss(m.G, m.D, latents2, level, alpha, m.GeneratorGradients);
         float lossGValue = lossG.Item();
-        bool generatorFinite = float.IsFinite(lossGValue) && AllFinite(gradsG);
+        bool generatorFinite = float.IsFinite(lossGValue) && AllFinite(m.NonFinite, gradsG);
         if (generatorFinite)
         {
             m.AdamG.Update(gradsG);
@@ -127,22 +132,12 @@ public static class WganGp
         return new StepStats(lossDValue, lossGValue, real.Item(), fake.Item(), penalty.Item(), criticFinite, generatorFinite);
     }
 
-    /// <summary>True if every value of every tensor is finite (one reduction kernel per tensor).</summary>
-    public static bool AllFinite(IEnumerable<Tensor> tensors)
+    /// <summary>True if every value of every tensor is finite: one reduction kernel per tensor
+    /// into <paramref name="counter"/>, and one read.</summary>
+    public static bool AllFinite(NonFiniteCounter counter, IReadOnlyList<Tensor> tensors)
     {
-        // A list is walked by index: enumerating it through the interface would allocate.
-        if (tensors is Tensor[] array)
-        {
-            foreach (var t in array)
-                if (t.CountNonFinite() != 0) return false;
-            return true;
-        }
-        if (tensors is IReadOnlyList<Tensor> list)
-        {
-            for (int i = 0; i < list.Count; i++)
-                if (list[i].CountNonFinite() != 0) return false;
-            return true;
-        }
-        return tensors.All(t => t.CountNonFinite() == 0);
+        counter.Reset();
+        counter.Add(tensors);
+        return counter.Read() == 0;
     }
 }

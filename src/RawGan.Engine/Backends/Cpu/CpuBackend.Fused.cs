@@ -299,12 +299,11 @@ public sealed unsafe partial class CpuBackend
         public void Run(long s, long e) { for (long i = s; i < e; i++) pe[i] = pp[i] + beta * (pe[i] - pp[i]); }
     }
 
-    public long CountNonFinite(DeviceBuffer x, long n)
+    public void CountNonFinite(DeviceBuffer x, long n, DeviceBuffer count)
     {
-        long total = 0;
-        // The chunks add their counts to this local: the loop returns only when all of them are done.
-        CpuParallel.For(n, ElementGrain, new CountNonFiniteLoop(P(x), &total));
-        return total;
+        CheckLength(count, 2, nameof(CountNonFinite));
+        // The chunks add their counts to the 64-bit counter: the loop returns only when all of them are done.
+        CpuParallel.For(n, ElementGrain, new CountNonFiniteLoop(P(x), (long*)P(count)));
     }
 
     private readonly struct CountNonFiniteLoop(float* px, long* total) : IRangeBody

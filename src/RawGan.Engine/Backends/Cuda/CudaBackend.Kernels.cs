@@ -253,24 +253,9 @@ public sealed unsafe partial class CudaBackend : IBackend
     public void EmaUpdate(DeviceBuffer ema, DeviceBuffer p, long n, float beta) =>
         LaunchElementwise("ema_update", n, new KernelArgs().Ptr(ema).Ptr(p).Long(n).Float(beta));
 
-    public long CountNonFinite(DeviceBuffer x, long n)
+    public void CountNonFinite(DeviceBuffer x, long n, DeviceBuffer count)
     {
-        if (n <= 0) return 0;
-        // A 64-bit counter in two floats of device memory: zeroed by a copy, added to by one
-        // atomicAdd per block, read back. The caching allocator serves it without cuMemAlloc.
-        var counter = Allocate(2);
-        try
-        {
-            Span<float> host = stackalloc float[2];
-            host.Clear();
-            Upload(host, counter);
-            LaunchElementwise("count_nonfinite", n, new KernelArgs().Ptr(x).Long(n).Ptr(counter));
-            Download(counter, host);
-            return (long)MemoryMarshal.Read<ulong>(MemoryMarshal.AsBytes(host));
-        }
-        finally
-        {
-            Free(counter);
-        }
+        Check(count, 2, nameof(CountNonFinite));
+        LaunchElementwise("count_nonfinite", n, new KernelArgs().Ptr(x).Long(n).Ptr(count));
     }
 }

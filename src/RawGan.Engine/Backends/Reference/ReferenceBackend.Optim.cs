@@ -31,12 +31,13 @@ public sealed unsafe partial class ReferenceBackend
         for (long i = 0; i < n; i++) pe[i] = (float)(pp[i] + (double)beta * ((double)pe[i] - pp[i]));
     }
 
-    public long CountNonFinite(DeviceBuffer x, long n)
+    public void CountNonFinite(DeviceBuffer x, long n, DeviceBuffer count)
     {
+        if (count.Length < 2) throw new ArgumentException($"CountNonFinite: the counter holds {count.Length} floats, 2 needed");
         float* px = P(x);
-        long count = 0;
+        long found = 0;
         for (long i = 0; i < n; i++)
-            if (float.IsNaN(px[i]) || float.IsInfinity(px[i])) count++;
-        return count;
+            if (float.IsNaN(px[i]) || float.IsInfinity(px[i])) found++;
+        *(long*)P(count) += found;
     }
 }
