@@ -70,6 +70,8 @@ public static class BenchCommand
         for (int i = 0; i < warmup; i++) Iteration();
         profiler?.Reset();
         long allocationsBefore = backend.Memory.SystemAllocations;
+        var cuda = owned.Backend as CudaBackend;
+        long launchesBefore = cuda?.Launches ?? 0, readbacksBefore = cuda?.Readbacks ?? 0;
         // Managed allocations are counted around the iterations only (not the printing between them):
         // on this thread, and on all threads (the CPU backend's workers included).
         long managedThread = 0, managedAll = 0;
@@ -88,6 +90,9 @@ public static class BenchCommand
         Console.WriteLine($"steady state: {backend.Memory.SystemAllocations - allocationsBefore} new {backend.Name} allocations, "
             + $"{managedAll / (double)iterations:F0} bytes managed per iteration (all threads; {managedThread / (double)iterations:F0} bytes this thread), "
             + $"peak {backend.Memory.PeakBytesInUse / (1024.0 * 1024):F1} MiB in use");
+        if (cuda != null)
+            Console.WriteLine($"per iteration: {(cuda.Launches - launchesBefore) / (double)iterations:F0} kernel launches, " +
+                              $"{(cuda.Readbacks - readbacksBefore) / (double)iterations:F0} copies back to the host (each waits for the device)");
         if (profiler != null)
         {
             var rows = profiler.Report();

@@ -37,6 +37,11 @@ public sealed unsafe partial class CudaBackend
     /// <summary>Number of kernel launches so far (for tests and profiling).</summary>
     public long Launches => Interlocked.Read(ref _launches);
 
+    /// <summary>Number of copies back to the host so far: each one waits for the device, so a
+    /// fast step makes as few as it can (`bench` reports them per iteration).</summary>
+    public long Readbacks => Interlocked.Read(ref _readbacks);
+    private long _readbacks;
+
     // ------------------------------------------------------------------ memory
 
     public DeviceBuffer Allocate(long length)
@@ -64,6 +69,7 @@ public sealed unsafe partial class CudaBackend
     public void Download(DeviceBuffer source, Span<float> destination)
     {
         Check(source, destination.Length, nameof(Download));
+        Interlocked.Increment(ref _readbacks);
         fixed (float* p = destination) _driver.CopyDeviceToHost(p, (ulong)source.Address, (long)destination.Length * sizeof(float));
     }
 
