@@ -11,16 +11,44 @@
 //   builtins    threadIdx, blockIdx, blockDim, gridDim (per OS thread, rewritten by the runtime
 //               before each fiber runs), warpSize, __syncthreads, atomics (real atomics: blocks
 //               run on different OS threads), bit casts, and the math functions kernels call.
+//   warps       __shfl_sync, __shfl_up_sync, __shfl_down_sync, __shfl_xor_sync (with width),
+//               __ballot_sync, __any_sync, __all_sync, __syncwarp: a rendezvous of the warp's
+//               fibers (lanes are 32 consecutive linear thread ids). Stricter than a GPU: every
+//               lane named in the mask must reach the same collective with the same mask, and a
+//               mask may name only lanes that exist (a partial warp's mask is its lanes); a lane
+//               that finishes or waits elsewhere fails the launch instead of hanging it or
+//               reading an undefined value. A shuffle from a lane outside the mask (undefined
+//               on a GPU) reads all one bits (-1, or NaN as a float).
+//   tensor and  simt::mma_m16n8k8_tf32, simt::mma_m16n8k16_bf16 (mma.sync: the warp's
+//   copy units  fragments gathered, multiplied exactly as the PTX ISA lays them out, scattered
+//               back) and simt::cp_async* (cp.async: the destination reads as NaN until the
+//               issuing thread waits for the copy's group). Kernels call them through the
+//               wrappers of kernels/mma.cuh and kernels/async_copy.cuh, which are inline PTX on
+//               the GPU.
 //   launching   SIMT_EXPORT(kernel) defines the C entry point
 //                   int simt_launch_<kernel>(const simt_launch_config*, void** args)
 //               which takes its arguments the way cuLaunchKernel does (one pointer per
 //               parameter, each to storage of exactly that parameter's C type), copies them,
 //               and runs the whole grid before it returns (0 = success).
 //
-// How a grid runs is in simt.cpp. Not emulated: warp shuffles and votes, __syncwarp,
-// __constant__ memory set from the host, streams (every launch is synchronous), printf from
-// many threads in order, and out-of-bounds checks (a bad address crashes the process instead of
-// returning CUDA_ERROR_ILLEGAL_ADDRESS).
+// How a grid runs is in simt.cpp, including the schedule orders (RAWGAN_SIMT_ORDER) that resume
+// a block's threads forward, in reverse or shuffled, to expose races.
+//
+// Not emulated, and why:
+//   - __activemask, __match_*_sync, __reduce_*_sync, ldmatrix, other mma shapes and types, wmma,
+//     cp.async.bulk / TMA, mbarrier: nothing in RawGan uses them yet; each is a few lines on the
+//     pattern of the collectives here.
+//   - __constant__ memory set from the host: the kernels take their constants as arguments.
+//   - streams: every launch is synchronous, so a missing synchronisation on the host never shows.
+//   - printf from many threads in order, and out-of-bounds checks (a bad address crashes the
+//     process instead of returning CUDA_ERROR_ILLEGAL_ADDRESS): a CPU has no cheap way to check
+//     every access.
+//   - weak memory ordering and preemption: a fiber runs until it waits, so its writes are seen at
+//     once and in order by the fibers that run after it, and a thread that spins on a flag set by
+//     another thread of its block never yields (it hangs; use a barrier).
+//   - independent progress inside a warp: lanes run one after another between collectives,
+//     never in lock-step, so code that relies on implicit warp synchrony (no __syncwarp) is
+//     caught only when a schedule order makes the race visible.
 #pragma once
 
 #include <math.h>
@@ -87,6 +115,139 @@ inline void __syncthreads()
 inline void __threadfence() { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
 inline void __threadfence_block() { __atomic_signal_fence(__ATOMIC_SEQ_CST); }
 
+// ------------------------------------------------------------------ warp collectives
+// Every collective is one call into the runtime (simt::warp_collective in simt.cpp): the lane
+// posts a request (what it asks for and its value), and waits until every lane named in the
+// mask has posted a matching request. The last lane to arrive computes every lane's result into
+// that lane's own request, then the others resume and read it. Each request lives on its own
+// lane's stack, so no lane can overwrite a value another lane has yet to read.
+namespace simt
+{
+enum class collective : unsigned
+{
+    shfl_idx, shfl_up, shfl_down, shfl_xor,   // shfl.sync's four modes
+    ballot, any, all,                         // vote.sync
+    syncwarp,                                 // bar.warp.sync
+    mma_m16n8k8_tf32, mma_m16n8k16_bf16,      // mma.sync (all 32 lanes)
+};
+
+struct warp_request
+{
+    collective op;
+    unsigned mask;        // lanes taking part (mma: all 32)
+    int b;                // shuffles: source lane, delta or lane mask
+    int width;            // shuffles: segment width, a power of two up to 32
+    uint64_t value;       // this lane's value (shuffles, votes)
+    uint64_t result;      // written for this lane when the collective completes
+    const void* in;       // mma: this lane's fragments, read when the collective completes
+    void* out;            // mma: this lane's part of D, written when the collective completes
+};
+
+void warp_collective(warp_request& request);
+
+template <typename T>
+inline T shuffle(collective op, unsigned mask, T var, int b, int width)
+{
+    static_assert(sizeof(T) <= 8 && std::is_trivially_copyable<T>::value, "a shuffle moves up to 8 bytes");
+    warp_request r{};
+    r.op = op;
+    r.mask = mask;
+    r.b = b;
+    r.width = width;
+    memcpy(&r.value, &var, sizeof(T));
+    __asm__ __volatile__("" ::: "memory");
+    warp_collective(r);
+    __asm__ __volatile__("" ::: "memory");
+    T result;
+    memcpy(&result, &r.result, sizeof(T));
+    return result;
+}
+
+inline unsigned vote(collective op, unsigned mask, int predicate)
+{
+    warp_request r{};
+    r.op = op;
+    r.mask = mask;
+    r.value = predicate != 0;
+    __asm__ __volatile__("" ::: "memory");
+    warp_collective(r);
+    __asm__ __volatile__("" ::: "memory");
+    return static_cast<unsigned>(r.result);
+}
+} // namespace simt
+
+// CUDA's overloads: the 4- and 8-byte integer and floating-point types.
+#define SIMT_SHUFFLES(T)                                                                                                   \
+    inline T __shfl_sync(unsigned mask, T var, int srcLane, int width = warpSize)                                           \
+    {                                                                                                                      \
+        return simt::shuffle(simt::collective::shfl_idx, mask, var, srcLane, width);                                       \
+    }                                                                                                                      \
+    inline T __shfl_up_sync(unsigned mask, T var, unsigned delta, int width = warpSize)                                     \
+    {                                                                                                                      \
+        return simt::shuffle(simt::collective::shfl_up, mask, var, static_cast<int>(delta), width);                        \
+    }                                                                                                                      \
+    inline T __shfl_down_sync(unsigned mask, T var, unsigned delta, int width = warpSize)                                   \
+    {                                                                                                                      \
+        return simt::shuffle(simt::collective::shfl_down, mask, var, static_cast<int>(delta), width);                      \
+    }                                                                                                                      \
+    inline T __shfl_xor_sync(unsigned mask, T var, int laneMask, int width = warpSize)                                      \
+    {                                                                                                                      \
+        return simt::shuffle(simt::collective::shfl_xor, mask, var, laneMask, width);                                      \
+    }
+SIMT_SHUFFLES(int)
+SIMT_SHUFFLES(unsigned int)
+SIMT_SHUFFLES(long)
+SIMT_SHUFFLES(unsigned long)
+SIMT_SHUFFLES(long long)
+SIMT_SHUFFLES(unsigned long long)
+SIMT_SHUFFLES(float)
+SIMT_SHUFFLES(double)
+#undef SIMT_SHUFFLES
+
+inline unsigned __ballot_sync(unsigned mask, int predicate) { return simt::vote(simt::collective::ballot, mask, predicate); }
+inline int __any_sync(unsigned mask, int predicate) { return static_cast<int>(simt::vote(simt::collective::any, mask, predicate)); }
+inline int __all_sync(unsigned mask, int predicate) { return static_cast<int>(simt::vote(simt::collective::all, mask, predicate)); }
+inline void __syncwarp(unsigned mask = 0xffffffffu) { simt::vote(simt::collective::syncwarp, mask, 0); }
+
+// ------------------------------------------------------------------ tensor cores and async copies
+// What kernels/mma.cuh and kernels/async_copy.cuh call under the emulator (on the GPU they are
+// inline PTX). The fragment layouts and the copy semantics are described in simt.cpp.
+namespace simt
+{
+// cvt.rna.tf32.f32: round to nearest, ties away from zero, to 10 mantissa bits; the result is
+// an fp32 bit pattern whose low 13 bits are zero. Inf stays Inf and NaN stays NaN (quiet).
+inline unsigned cvt_rna_tf32(float x)
+{
+    unsigned u;
+    memcpy(&u, &x, 4);
+    if ((u & 0x7f800000u) == 0x7f800000u)                              // Inf or NaN: no rounding
+        return (u & 0x007fffffu) ? ((u | 0x00400000u) & 0xffffe000u) : u;
+    return (u + 0x1000u) & 0xffffe000u;   // add half an ulp of tf32 to the magnitude, then truncate;
+                                          // a carry into the exponent is the right rounding too
+}
+
+// cvt.rn.bf16x2.f32 (d, hi, lo): two floats rounded to nearest even to bfloat16, `lo` in the low
+// half of the result. NaN stays NaN (quiet).
+inline unsigned cvt_rn_bf16(float x)
+{
+    unsigned u;
+    memcpy(&u, &x, 4);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (u >> 16) | 0x0040u;   // NaN
+    return (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+}
+inline unsigned cvt_rn_bf16x2(float hi, float lo) { return (cvt_rn_bf16(hi) << 16) | cvt_rn_bf16(lo); }
+
+// mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 and .m16n8k16.row.col.f32.bf16.bf16.f32.
+// d may be c.
+void mma_m16n8k8_tf32(float d[4], const unsigned a[4], const unsigned b[2], const float c[4]);
+void mma_m16n8k16_bf16(float d[4], const unsigned a[4], const unsigned b[2], const float c[4]);
+
+// cp.async of 4, 8 or 16 bytes from global to shared memory; commit_group; wait_group n.
+void cp_async(void* shared, const void* global, unsigned bytes);
+void cp_async_commit();
+void cp_async_wait(unsigned newestPending);
+} // namespace simt
+
 // ------------------------------------------------------------------ atomics (relaxed, as CUDA's)
 inline int atomicAdd(int* p, int v) { return __atomic_fetch_add(p, v, __ATOMIC_RELAXED); }
 inline unsigned int atomicAdd(unsigned int* p, unsigned int v) { return __atomic_fetch_add(p, v, __ATOMIC_RELAXED); }
@@ -147,6 +308,8 @@ inline unsigned int __float_as_uint(float f) { unsigned int u; memcpy(&u, &f, 4)
 inline float __uint_as_float(unsigned int u) { float f; memcpy(&f, &u, 4); return f; }
 inline int __float_as_int(float f) { int i; memcpy(&i, &f, 4); return i; }
 inline float __int_as_float(int i) { float f; memcpy(&f, &i, 4); return f; }
+inline long long __double_as_longlong(double d) { long long i; memcpy(&i, &d, 8); return i; }
+inline double __longlong_as_double(long long i) { double d; memcpy(&d, &i, 8); return d; }
 
 // On the GPU rsqrtf is a hardware approximation (2 ulp); here it is the exact quotient.
 inline float rsqrtf(float x) { return 1.0f / sqrtf(x); }
@@ -179,6 +342,8 @@ struct simt_launch_config
     unsigned grid[3];
     unsigned block[3];
     unsigned shared_bytes;
+    unsigned schedule;   // 0: RAWGAN_SIMT_ORDER (default forward); 1 forward, 2 reverse, 3 random
+    unsigned seed;       // for random: 0 takes RAWGAN_SIMT_SEED (default 1)
 };
 
 // Why the last launch on the calling OS thread failed ("" if it did not).

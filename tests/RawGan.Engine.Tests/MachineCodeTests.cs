@@ -63,6 +63,29 @@ public class MachineCodeTests(ITestOutputHelper output)
         }
     }
 
+    public static TheoryData<int> Architectures()
+    {
+        var data = new TheoryData<int>();
+        foreach (int sm in MachineCodeReport.Architectures) data.Add(sm);
+        return data;
+    }
+
+    [NvrtcTheory]
+    [MemberData(nameof(Architectures))]
+    public void TheEmulatorSelfTestKernelsAssembleForEveryArchitecture(int sm)
+    {
+        // simt_selftest.cu goes through kernels/mma.cuh and kernels/async_copy.cuh: their inline
+        // PTX on sm_80 and newer, their shuffle and plain-copy paths on sm_70 and sm_75.
+        if (!NvrtcCompiler.SupportedArchitectures().Contains(sm)) return;   // CUDA 13 has no sm_70
+        var source = new KernelSource("simt_selftest.cu", File.ReadAllText(Path.Combine(AppContext.BaseDirectory, "simt_selftest.cu")));
+        var compiled = NvrtcCompiler.Compile(source, KernelLibrary.Headers, $"sm_{sm}");
+        Assert.True(compiled.IsMachineCode);
+        Assert.Empty(compiled.Warnings);
+        Assert.Equal(EmulatedDriver.KernelNames(source.Text).Order(), compiled.Kernels.Select(k => k.Kernel).Order());
+        foreach (var k in compiled.Kernels)
+            Assert.True(k.SpillStoreBytes == 0 && k.SpillLoadBytes == 0, $"{k.Kernel} spills on sm_{sm}: {k}");
+    }
+
     [NvrtcFact]
     public void AnUnresolvedFunctionCompilesToPtxButFailsToAssemble()
     {

@@ -15,14 +15,16 @@ namespace RawGan.Engine.Backends.Cuda;
 /// the argument array that cuLaunchKernel would receive. "Device" memory is host memory, so
 /// everything above this class (CudaBackend, its allocator, its launch arithmetic) runs unchanged.
 ///
-/// Set RAWGAN_EMULATOR_DEBUG=1 to build with -O0 -g, then step into a kernel with gdb.
+/// Set RAWGAN_EMULATOR_DEBUG=1 to build with -O0 -g, then step into a kernel with gdb. Set
+/// RAWGAN_SIMT_ORDER=reverse or random (or <see cref="Order"/>) to run a block's threads in
+/// another order, which exposes races that the default forward order hides.
 /// </summary>
 public sealed unsafe partial class EmulatedDriver : ICudaDriver
 {
     [StructLayout(LayoutKind.Sequential)]
     private struct SimtLaunchConfig
     {
-        public uint GridX, GridY, GridZ, BlockX, BlockY, BlockZ, SharedBytes;
+        public uint GridX, GridY, GridZ, BlockX, BlockY, BlockZ, SharedBytes, Schedule, Seed;
     }
 
     private nint _library;
@@ -132,7 +134,19 @@ public sealed unsafe partial class EmulatedDriver : ICudaDriver
         lock (_lock) return _limits.TryGetValue(function, out var l) ? l.maxThreads : throw new ArgumentException("not a function of this module");
     }
 
-    public void Launch(nint function, string kernel, Dim3 grid, Dim3 block, uint sharedBytes, void** arguments)
+    /// <summary>The order in which each block's threads start, and resume after a barrier or a
+    /// warp collective (kernels/simt/simt.cpp, "Schedule orders"). <see cref="SimtOrder.Default"/>
+    /// takes RAWGAN_SIMT_ORDER, forward when unset.</summary>
+    public SimtOrder Order { get; set; }
+
+    /// <summary>The seed of <see cref="SimtOrder.Random"/>; 0 takes RAWGAN_SIMT_SEED, 1 when unset.</summary>
+    public uint OrderSeed { get; set; }
+
+    public void Launch(nint function, string kernel, Dim3 grid, Dim3 block, uint sharedBytes, void** arguments) =>
+        Launch(function, kernel, grid, block, sharedBytes, arguments, Order, OrderSeed);
+
+    /// <summary>A launch in the given schedule order, whatever <see cref="Order"/> says.</summary>
+    public void Launch(nint function, string kernel, Dim3 grid, Dim3 block, uint sharedBytes, void** arguments, SimtOrder order, uint seed = 0)
     {
         if (block.Count > 1024 || block.Count == 0 || grid.Count == 0)
             throw new CudaException("cuLaunchKernel", 1, "CUDA_ERROR_INVALID_VALUE", $"kernel {kernel}: grid {grid}, block {block} is not a valid launch");
@@ -151,6 +165,8 @@ public sealed unsafe partial class EmulatedDriver : ICudaDriver
             BlockY = block.Y,
             BlockZ = block.Z,
             SharedBytes = sharedBytes,
+            Schedule = (uint)order,
+            Seed = seed,
         };
         int r = ((delegate* unmanaged<SimtLaunchConfig*, void**, int>)function)(&config, arguments);
         if (r != 0)
@@ -266,4 +282,17 @@ public sealed unsafe partial class EmulatedDriver : ICudaDriver
         p.WaitForExit();
         return (p.ExitCode, stdout + stderr.Result);
     }
+}
+
+/// <summary>The order in which the emulator runs a block's threads (kernels/simt/simt.cpp).</summary>
+public enum SimtOrder : uint
+{
+    /// <summary>RAWGAN_SIMT_ORDER (forward, reverse or random), forward when unset.</summary>
+    Default = 0,
+    /// <summary>Threads start in linear order; waiting threads resume in linear order.</summary>
+    Forward = 1,
+    /// <summary>The other way round: the last thread first.</summary>
+    Reverse = 2,
+    /// <summary>Shuffled anew for every block, barrier and warp collective, from the seed and the block index.</summary>
+    Random = 3,
 }
