@@ -19,6 +19,8 @@ packages=(
   libcublas11            # cuBLAS, bound for the kernel lab's GPU comparisons
   libturbojpeg0          # JPEG decoding for image folders
   dataset-fashion-mnist  # the real data set used by --data fashion-mnist
+  openmpi-bin            # mpirun, for the data-parallel tests
+  libopenmpi3            # Open MPI (libmpi.so.40), bound by hand like the CUDA driver
 )
 if command -v dpkg >/dev/null && command -v apt-get >/dev/null; then
   missing=()

@@ -23,9 +23,59 @@ public static class CheckCommand
     public static Command Create()
     {
         var c = new Command("check", "Self-test a device: every kernel against the reference backend, the critic penalty's gradient against finite differences, a short training run.");
+        var collective = new Option<bool>("--collective") { Description = "only check the collectives between the ranks of `mpirun -np N rawgan check --collective` (all-reduce, broadcast, barrier)" };
         c.Add(TrainCommand.Device);
-        c.SetAction(parse => Program.Guard(() => Run(parse.GetValue(TrainCommand.Device)!)));
+        c.Add(collective);
+        c.SetAction(parse => Program.Guard(() => parse.GetValue(collective) ? Collectives(parse.GetValue(TrainCommand.Device)!) : Run(parse.GetValue(TrainCommand.Device)!)));
         return c;
+    }
+
+    /// <summary>Every rank contributes known values; each checks what comes back, and rank 0
+    /// prints the table for all (a rank that fails says so on its own line).</summary>
+    private static int Collectives(string device)
+    {
+        var (rank, size) = Engine.Distributed.Launcher.FromEnvironment();
+        using var collective = Engine.Distributed.Launcher.Open();
+        using var owned = new OwnedBackend(Devices.Open(device, rank == 0 ? Console.WriteLine : _ => { }));
+        var backend = owned.Backend;
+        var failures = new List<string>();
+        void Expect(bool ok, string what) { if (!ok) failures.Add(what); }
+
+        // All-reduce on the host: rank r gives r + 1 + i / 1000 at element i.
+        const int n = 100_003;
+        var host = new float[n];
+        for (int i = 0; i < n; i++) host[i] = collective.Rank + 1 + i / 1000f;
+        collective.AllReduceSum(host);
+        double ranksSum = size * (size + 1) / 2.0;
+        Expect(Enumerable.Range(0, n).All(i => Math.Abs(host[i] - (ranksSum + size * (i / 1000f))) <= 1e-3 * (1 + Math.Abs(host[i]))), "all-reduce on host memory");
+
+        // All-reduce of a backend buffer (in place on the CPU; staged or NCCL on a GPU).
+        var buffer = backend.Allocate(n);
+        try
+        {
+            var values = new float[n];
+            Array.Fill(values, collective.Rank + 1);
+            backend.Upload(values, buffer);
+            collective.AllReduceSum(backend, buffer, n);
+            backend.Download(buffer, values);
+            Expect(values.All(v => v == (float)ranksSum), $"all-reduce of a {backend.Name} buffer");
+        }
+        finally { backend.Free(buffer); }
+
+        // Broadcast from the last rank, then a barrier.
+        var b = new float[] { collective.Rank, collective.Rank * 2 };
+        collective.Broadcast(b, root: size - 1);
+        Expect(b[0] == size - 1 && b[1] == 2 * (size - 1), "broadcast from the last rank");
+        collective.Barrier();
+
+        var mine = new float[] { failures.Count };
+        collective.AllReduceSum(mine);
+        foreach (var f in failures) Console.WriteLine($"FAIL  rank {collective.Rank}: {f}");
+        if (collective.Rank == 0)
+            Console.WriteLine(mine[0] == 0
+                ? $"check passed: {collective.Name}, {size} rank(s); all-reduce (host and {backend.Name} buffers), broadcast, barrier"
+                : $"check FAILED: {mine[0]} failure(s) across {size} ranks");
+        return mine[0] == 0 ? 0 : 1;
     }
 
     private static int Run(string device)

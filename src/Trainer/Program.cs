@@ -79,7 +79,8 @@ public static partial class Program
     private static partial System.Text.RegularExpressions.Regex ExpectedType();
 
     private static bool IsUserError(Exception e) => e is ArgumentException or InvalidFileException or CudaUnavailableException
-        or FileNotFoundException or DirectoryNotFoundException or UnauthorizedAccessException or IOException or KernelCompileException or UserError;
+        or FileNotFoundException or DirectoryNotFoundException or UnauthorizedAccessException or IOException or KernelCompileException or UserError
+        or Engine.Distributed.MpiException;
 }
 
 /// <summary>A mistake in what the user asked for; its message is the whole story.</summary>

@@ -128,6 +128,21 @@ public class CudaDriverTests
         }
     }
 
+    [Fact]
+    public void NcclIsLoadedWhenPresentAndOtherwiseNamedInOneLine()
+    {
+        string? reason = Engine.Distributed.NcclCollective.Unavailable();
+        bool present = new[] { "libnccl.so.2", "libnccl.so" }.Any(n => System.Runtime.InteropServices.NativeLibrary.TryLoad(n, out _));
+        if (present)
+        {
+            Assert.Null(reason);
+            return;
+        }
+        Assert.NotNull(reason);
+        Assert.StartsWith("NCCL not found: none of libnccl.so.2, libnccl.so could be loaded", reason);
+        Assert.DoesNotContain("\n", reason);
+    }
+
     private static bool HasGpu()
     {
         try { using var d = new NativeDriver(); return true; }

@@ -24,6 +24,13 @@ public static class NativeLibraries
             .Any(name => System.Runtime.InteropServices.NativeLibrary.TryLoad(name, out _))
             ? null : "cuBLAS is not installed (Debian: apt-get install libcublas11 from non-free, or run ./test.sh)");
 
+    public static readonly Lazy<string?> MpiMissing = new(() =>
+        System.Runtime.InteropServices.NativeLibrary.TryLoad("libmpi.so.40", out _) && OnPath("mpirun")
+            ? null : "Open MPI is not installed (Debian: apt-get install openmpi-bin libopenmpi3, or run ./test.sh)");
+
+    private static bool OnPath(string program) =>
+        (Environment.GetEnvironmentVariable("PATH") ?? "").Split(Path.PathSeparator).Any(d => File.Exists(Path.Combine(d, program)));
+
     private static string? Missing(Action probe, string reason)
     {
         try
@@ -68,4 +75,10 @@ public sealed class NvrtcAndDriverFactAttribute : FactAttribute
 public sealed class CublasFactAttribute : FactAttribute
 {
     public CublasFactAttribute() => Skip = NativeLibraries.SkipReason(NativeLibraries.DriverMissing, NativeLibraries.CublasMissing);
+}
+
+/// <summary>A fact that runs ranks under Open MPI's mpirun.</summary>
+public sealed class MpiFactAttribute : FactAttribute
+{
+    public MpiFactAttribute() => Skip = NativeLibraries.SkipReason(NativeLibraries.MpiMissing);
 }

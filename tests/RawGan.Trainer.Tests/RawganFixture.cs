@@ -51,6 +51,14 @@ public sealed class RawganFixture : IDisposable
 
     internal RawganProcess Start(params string[] args) => new(Dll, CacheDirectory, args);
 
+    /// <summary>`mpirun -np <paramref name="ranks"/> rawgan ...`, waited for.</summary>
+    internal RawganResult RunRanks(int ranks, params string[] args)
+    {
+        using var p = new RawganProcess(Dll, CacheDirectory, args, ranks);
+        int code = p.WaitForExit(Timeout);
+        return new RawganResult($"mpirun -np {ranks} {p.Arguments}", code, p.Stdout, p.Stderr);
+    }
+
     internal RawganResult Run(params string[] args) => Run(Timeout, args);
 
     internal RawganResult Run(TimeSpan timeout, params string[] args)

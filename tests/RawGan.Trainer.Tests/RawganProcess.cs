@@ -17,14 +17,18 @@ internal sealed partial class RawganProcess : IDisposable
     private readonly List<string> _stdout = new(), _stderr = new();
     private bool _stdoutClosed, _stderrClosed;
 
-    public RawganProcess(string dll, string cacheDirectory, IEnumerable<string> args)
+    /// <param name="ranks">Above 1: started as `mpirun -np ranks` (Open MPI, on this machine).</param>
+    public RawganProcess(string dll, string cacheDirectory, IEnumerable<string> args, int ranks = 1)
     {
-        var start = new ProcessStartInfo(Environment.GetEnvironmentVariable("DOTNET_HOST_PATH") ?? "dotnet")
+        string dotnet = Environment.GetEnvironmentVariable("DOTNET_HOST_PATH") ?? "dotnet";
+        var start = new ProcessStartInfo(ranks > 1 ? "mpirun" : dotnet)
         {
             RedirectStandardOutput = true,
             RedirectStandardError = true,
             UseShellExecute = false,
         };
+        if (ranks > 1)
+            foreach (var a in new[] { "--allow-run-as-root", "--oversubscribe", "-np", ranks.ToString(), dotnet }) start.ArgumentList.Add(a);
         start.ArgumentList.Add(dll);
         foreach (var a in args) start.ArgumentList.Add(a);
         start.Environment["RAWGAN_CACHE_DIR"] = cacheDirectory;
