@@ -3,6 +3,7 @@ using System.Globalization;
 using System.Runtime.InteropServices;
 using RawGan.Engine;
 using RawGan.Engine.Backends;
+using RawGan.Engine.Distributed;
 using RawGan.Engine.Backends.Cpu;
 using RawGan.Engine.Optim;
 using RawGan.ProGan.Checkpoints;
@@ -90,16 +91,28 @@ public static class TrainCommand
             runDirectory = null;
         }
 
-        using var backend = new OwnedBackend(Devices.Open(parse.GetValue(Device)!, Console.WriteLine));
-        Console.WriteLine($"device: {backend.Backend.Description}");
-        using var data = TrainingData.Open(options.Data, options.Model.Resolution, Console.WriteLine, options.ShapesCount);
+        // Data parallel under mpirun: every rank runs this command; rank 0 speaks and writes.
+        using var collective = Launcher.Open();
+        bool lead = collective.Rank == 0;
+        var console = lead ? Console.Out : TextWriter.Null;
+        if (collective.Size > 1) AgreeAcrossRanks(collective, options, ref runDirectory);
+        using var backend = new OwnedBackend(Devices.Open(DeviceForRank(parse.GetValue(Device)!, collective), console.WriteLine));
+        console.WriteLine($"device: {backend.Backend.Description}{(collective.Size > 1 ? $"; {collective.Size} ranks ({collective.Name}), each training on 1/{collective.Size} of every minibatch" : "")}");
+        using var data = TrainingData.Open(options.Data, options.Model.Resolution, console.WriteLine, options.ShapesCount);
         if (options.Model.Channels != data.Channels) options = options with { Model = options.Model with { Channels = data.Channels } };
-        Console.WriteLine($"data: {data.Name}, {data.Count:N0} images, {data.Channels} channel(s), prepared up to {data.Resolution}x{data.Resolution}");
+        console.WriteLine($"data: {data.Name}, {data.Count:N0} images, {data.Channels} channel(s), prepared up to {data.Resolution}x{data.Resolution}");
 
-        runDirectory ??= NewRunDirectory(parse.GetValue(Out)!, options);
-        Directory.CreateDirectory(Path.Combine(runDirectory, "samples"));
+        if (runDirectory == null)
+        {
+            // Rank 0 names the run folder; the others take its name.
+            string? mine = lead ? NewRunDirectory(parse.GetValue(Out)!, options) : null;
+            runDirectory = collective.Size > 1 ? BroadcastText(collective, mine) : mine!;
+        }
+        if (lead) Directory.CreateDirectory(Path.Combine(runDirectory, "samples"));
+        if (!lead)
+            return Follow(collective, options, backend.Backend, data, runDirectory, checkpoint, parse.GetValue(MaxSteps));
         var observer = ConsoleObserver.ForConsole();
-        using var trainer = OpenTrainer(options, backend.Backend, data, runDirectory, observer, checkpoint);
+        using var trainer = OpenTrainer(options, backend.Backend, data, runDirectory, observer, checkpoint, collective);
         var report = new RunReport(runDirectory, options, backend.Backend.Description, data.Name);
         trainer.OnSamples = (name, images, phase, alpha) => report.SaveGrid(name, images, phase, alpha);
         if (checkpoint == null)
@@ -147,12 +160,66 @@ public static class TrainCommand
 
     /// <summary>The trainer, resumed from <paramref name="checkpoint"/> if given; a damaged checkpoint
     /// is one line that also names the newest older checkpoint, which may be intact.</summary>
+    // ------------------------------------------------------------------ data parallel
+
+    /// <summary>The device of this rank: with several ranks, `cuda` (and `auto` when a GPU is
+    /// present) means the GPU of the rank's local index, one GPU per rank.</summary>
+    private static string DeviceForRank(string device, ICollective collective)
+    {
+        if (collective.Size == 1 || device.Contains(':')) return device;
+        if (device == "cuda") return $"cuda:{Launcher.LocalRank()}";
+        return device;
+    }
+
+    /// <summary>Refuses ranks started with different options (the differences listed, on every rank).</summary>
+    private static void AgreeAcrossRanks(ICollective collective, TrainOptions options, ref string? runDirectory)
+    {
+        string mine = System.Text.Json.JsonSerializer.Serialize(options, CheckpointStore.Json);
+        string lead = BroadcastText(collective, collective.Rank == 0 ? mine : null);
+        var diffs = options.Differences(System.Text.Json.JsonSerializer.Deserialize<TrainOptions>(lead, CheckpointStore.Json)!);
+        var count = new float[] { diffs.Count };
+        collective.AllReduceSum(count);
+        if (count[0] > 0)
+            throw new UserError(diffs.Count > 0
+                ? $"rank {collective.Rank} was started with other options than rank 0:\n  " + string.Join("\n  ", diffs)
+                : "another rank was started with other options than rank 0 (see its message)");
+        if (runDirectory != null) runDirectory = BroadcastText(collective, runDirectory);
+    }
+
+    /// <summary>Rank 0's text on every rank.</summary>
+    private static string BroadcastText(ICollective collective, string? text)
+    {
+        var bytes = System.Text.Encoding.UTF8.GetBytes(text ?? "");
+        var length = new float[] { bytes.Length };
+        collective.Broadcast(length);
+        var buffer = new byte[(int)length[0]];
+        if (collective.Rank == 0) bytes.CopyTo(buffer, 0);
+        collective.Broadcast(buffer);
+        return System.Text.Encoding.UTF8.GetString(buffer);
+    }
+
+    /// <summary>A rank other than 0: trains its share in step with rank 0, quietly; rank 0 writes
+    /// the checkpoints, samples, metrics and report.</summary>
+    private static int Follow(ICollective collective, TrainOptions options, IBackend backend, ITrainingImages data, string runDirectory, string? checkpoint, long? maxSteps)
+    {
+        using var trainer = new ProGan.Training.Trainer(options, backend, data, runDirectory, new SilentObserver(), checkpoint, collective);
+        using var stop = new CancellationTokenSource();
+        var reason = trainer.Run(stop.Token, maxSteps);
+        return reason == StopReason.NonFinite ? 4 : 0;
+    }
+
+    private sealed class SilentObserver : ITrainingObserver
+    {
+        public void Tick(TickReport report) { }
+        public void Notice(string message) { }
+    }
+
     private static ProGan.Training.Trainer OpenTrainer(TrainOptions options, IBackend backend, ITrainingImages data, string runDirectory,
-        ITrainingObserver observer, string? checkpoint)
+        ITrainingObserver observer, string? checkpoint, ICollective collective)
     {
         try
         {
-            return new ProGan.Training.Trainer(options, backend, data, runDirectory, observer, checkpoint);
+            return new ProGan.Training.Trainer(options, backend, data, runDirectory, observer, checkpoint, collective);
         }
         catch (InvalidFileException e) when (checkpoint != null)
         {

@@ -3,6 +3,7 @@ using System.Text.Json;
 using RawGan.Engine;
 using RawGan.Engine.Autograd;
 using RawGan.Engine.Backends;
+using RawGan.Engine.Distributed;
 using RawGan.Engine.Optim;
 using RawGan.ProGan.Checkpoints;
 using RawGan.ProGan.Data;
@@ -43,12 +44,44 @@ public sealed class Trainer : IDisposable
     private readonly Adam _adamG, _adamD;
     private readonly GanModels _models;
     private Rng _rng;
-    private float[] _batchHost = [];
+    private float[] _batchHost = [], _randomHost = [], _shareHost = [];
+    private int[] _indexHost = [];
+    private bool[] _mirrorHost = [];
+
+    /// <summary>The whole minibatch's random numbers, drawn as Tensor.RandomNormal / RandomUniform
+    /// would draw them (the same generator calls, in the same order).</summary>
+    private float[] RandomHost(int length, bool normal)
+    {
+        if (_randomHost.Length < length) _randomHost = new float[length];
+        var values = _randomHost.AsSpan(0, length);
+        if (normal) _rng.FillNormal(values);
+        else _rng.FillUniform(values);
+        return _randomHost;
+    }
+
+    /// <summary>This rank's rows (of <paramref name="width"/> values each) of a whole-minibatch array, as a tensor.</summary>
+    private Tensor Share(float[] whole, int share, int width, Shape shape)
+    {
+        int ranks = _collective.Size, batch = share * ranks;
+        if (ranks == 1) return Tensor.FromArray(_backend, whole.AsSpan(0, share * width), shape);
+        if (_shareHost.Length < share * width) _shareHost = new float[share * width];
+        for (int i = 0; i < share; i++)
+        {
+            int s = GlobalSample(i, _collective.Rank, ranks, batch, Options.Model.MinibatchGroupSize);
+            whole.AsSpan(s * width, width).CopyTo(_shareHost.AsSpan(i * width));
+        }
+        return Tensor.FromArray(_backend, _shareHost.AsSpan(0, share * width), shape);
+    }
     private readonly Tensor _sampleLatents;
 
-    public Trainer(TrainOptions options, IBackend backend, ITrainingImages data, string runDirectory, ITrainingObserver observer, string? resumeFrom = null)
+    /// <remarks>With a <paramref name="collective"/> of several ranks (a data-parallel run), each
+    /// rank trains on its share of every minibatch, and only rank 0 writes checkpoints.</remarks>
+    public Trainer(TrainOptions options, IBackend backend, ITrainingImages data, string runDirectory, ITrainingObserver observer, string? resumeFrom = null,
+        ICollective? collective = null)
     {
         Options = options.Validate();
+        _collective = collective ?? SingleProcess.Instance;
+        CheckShares(Options, _collective.Size);
         if (data.Channels != options.Model.Channels)
             throw new ArgumentException($"the data '{data.Name}' has {data.Channels} channel(s) but the model expects {options.Model.Channels}");
         if (data.Resolution < options.Model.Resolution)
@@ -62,7 +95,7 @@ public sealed class Trainer : IDisposable
 
         // Initialization draws from the run's generator in a fixed order: G, D, then training.
         _rng = new Rng(options.Seed);
-        _models = GanModels.Create(backend, options.Model, _rng, options.LearningRate);
+        _models = GanModels.Create(backend, options.Model, _rng, options.LearningRate, _collective);
         (_g, _d, _gEma, _adamG, _adamD) = (_models.G, _models.D, _models.GEma, _models.AdamG, _models.AdamD);
         State = new TrainerState { NextTickImages = options.TickImages };
 
@@ -75,6 +108,49 @@ public sealed class Trainer : IDisposable
     }
 
     public const int SampleCount = 32;
+
+    private readonly ICollective _collective;
+    private readonly float[] _flag = new float[1];
+
+    /// <summary>True on every rank if it is true on any (one rank's Ctrl+C stops all of them at
+    /// the same step); the value itself with one rank.</summary>
+    private bool AnyRank(bool value)
+    {
+        if (_collective.Size == 1) return value;
+        _flag[0] = value ? 1 : 0;
+        _collective.AllReduceSum(_flag);
+        return _flag[0] > 0;
+    }
+
+    /// <summary>
+    /// With several ranks every minibatch is split among them, and for the split to train exactly
+    /// what one process would, each rank must hold whole minibatch-stddev groups: its share must be
+    /// a multiple of the group size. Refused up front, with the batches that would work.
+    /// </summary>
+    private static void CheckShares(TrainOptions options, int ranks)
+    {
+        if (ranks == 1) return;
+        int group = options.Model.MinibatchGroupSize;
+        for (int r = 4; r <= options.Model.Resolution; r *= 2)
+        {
+            int batch = options.BatchFor(r);
+            if (batch % (ranks * group) != 0)
+                throw new ArgumentException($"--batch {batch} at {r}x{r} cannot be split among {ranks} ranks in whole minibatch-stddev groups of {group}: " +
+                                            $"use a multiple of {ranks * group} (e.g. {Math.Max(1, batch / (ranks * group)) * ranks * group})");
+        }
+    }
+
+    /// <summary>
+    /// Which sample of the whole minibatch is sample <paramref name="local"/> of this rank's share.
+    /// Minibatch stddev groups samples s with s mod (n / G) alike (strided groups); a rank takes
+    /// whole groups, (n / G) / ranks of them, and lays them out strided in turn, so that its local
+    /// groups are exactly those groups. With one rank this is the identity.
+    /// </summary>
+    internal static int GlobalSample(int local, int rank, int ranks, int batch, int group)
+    {
+        int groups = batch / group, mine = groups / ranks;
+        return local / mine * groups + rank * mine + local % mine;
+    }
 
     public TrainOptions Options { get; }
     public Schedule Schedule { get; }
@@ -104,7 +180,7 @@ public sealed class Trainer : IDisposable
         {
             var phase = Schedule.Phases[State.PhaseIndex];
             if (State.ImagesInPhase == 0) StartPhase(phase);
-            if (stop.IsCancellationRequested || (maxSteps is long m && stepsThisRun >= m))
+            if (AnyRank(stop.IsCancellationRequested || (maxSteps is long m && stepsThisRun >= m)))
             {
                 State.Seconds = secondsAtStart + clock.Elapsed.TotalSeconds;
                 Checkpoint();
@@ -187,22 +263,32 @@ public sealed class Trainer : IDisposable
         // Recycling: nothing of the step is used after it, and identical steps then allocate nothing.
         using var scope = Scope.Rent(recycle: true);
 
-        // A minibatch of reals: random indices, random mirroring, at the phase's resolution.
-        Span<int> indices = stackalloc int[batch];
-        Span<bool> mirror = stackalloc bool[batch];
-        for (int i = 0; i < batch; i++) indices[i] = _rng.NextInt(_data.Count);
-        for (int i = 0; i < batch; i++) mirror[i] = Options.Mirror && (_rng.NextUInt64() & 1) == 1;
-        int length = batch * c * res * res;
+        // A minibatch of reals: random indices, random mirroring, at the phase's resolution. Every
+        // rank draws the whole minibatch's random numbers from the run's one generator (so all
+        // ranks stay in step and a resume is exact) and keeps its share.
+        int ranks = _collective.Size, share = batch / ranks, group = Options.Model.MinibatchGroupSize;
+        Span<int> indices = stackalloc int[share];
+        Span<bool> mirror = stackalloc bool[share];
+        if (_indexHost.Length != batch) (_indexHost, _mirrorHost) = (new int[batch], new bool[batch]);
+        for (int i = 0; i < batch; i++) _indexHost[i] = _rng.NextInt(_data.Count);
+        for (int i = 0; i < batch; i++) _mirrorHost[i] = Options.Mirror && (_rng.NextUInt64() & 1) == 1;
+        for (int i = 0; i < share; i++)
+        {
+            int s = GlobalSample(i, _collective.Rank, ranks, batch, group);
+            (indices[i], mirror[i]) = (_indexHost[s], _mirrorHost[s]);
+        }
+        int length = share * c * res * res;
         if (_batchHost.Length != length) _batchHost = new float[length];
         _data.FillBatch(indices, res, mirror, _batchHost);
-        var reals = Tensor.FromArray(_backend, _batchHost, new Shape(batch, c, res, res));
+        var reals = Tensor.FromArray(_backend, _batchHost, new Shape(share, c, res, res));
         // During a fade-in the critic sees reals blended the same way as the generator's output.
         if (phase.FadeIn && alpha < 1f)
             reals = Ops.Lerp(Ops.Upsample2x(Ops.AvgPool2x(reals)), reals, alpha);
 
-        var z = Tensor.RandomNormal(_backend, new Shape(batch, Options.Model.LatentSize), _rng);
-        var t = Tensor.RandomUniform(_backend, new Shape(batch), _rng);
-        var z2 = Tensor.RandomNormal(_backend, new Shape(batch, Options.Model.LatentSize), _rng);
+        int latent = Options.Model.LatentSize;
+        var z = Share(RandomHost(batch * latent, normal: true), share, latent, new Shape(share, latent));
+        var t = Share(RandomHost(batch, normal: false), share, 1, new Shape(share));
+        var z2 = Share(RandomHost(batch * latent, normal: true), share, latent, new Shape(share, latent));
         var stats = WganGp.TrainingStep(_models, reals, z, t, z2, level, alpha, Options.EmaBeta(batch));
         State.DiscriminatorAdamStep = _adamD.Step;
         State.GeneratorAdamStep = _adamG.Step;
@@ -279,14 +365,14 @@ public sealed class Trainer : IDisposable
             elapsed_s = r.Elapsed.TotalSeconds,
             skipped_steps = r.SkippedSteps,
         });
-        File.AppendAllText(Path.Combine(RunDirectory, "metrics.jsonl"), line + "\n");
+        if (_collective.Rank == 0) File.AppendAllText(Path.Combine(RunDirectory, "metrics.jsonl"), line + "\n");
     }
 
     private static double? Finite(double v) => double.IsFinite(v) ? v : null;
 
     private void EmitSamples(string name, Phase phase)
     {
-        if (OnSamples == null) return;
+        if (OnSamples == null || _collective.Rank != 0) return;
         using var scope = new Scope();
         using var _ = Tape.NoGrad();
         var images = _gEma.Forward(_sampleLatents, phase.Level, Schedule.Alpha(phase, State.ImagesInPhase));
@@ -297,6 +383,18 @@ public sealed class Trainer : IDisposable
     /// and nothing written, if a weight or an optimizer moment is not finite (an update overflowed):
     /// the last good checkpoint stays the newest, for a rollback or a resume.</summary>
     public string? Checkpoint()
+    {
+        if (_collective.Size > 1)
+        {
+            // Rank 0 writes; the others wait for it, so that a rollback on any rank finds the same newest checkpoint.
+            string? written = _collective.Rank == 0 ? WriteCheckpoint() : null;
+            _collective.Barrier();
+            return written;
+        }
+        return WriteCheckpoint();
+    }
+
+    private string? WriteCheckpoint()
     {
         using var counter = new NonFiniteCounter(_backend);
         if (!WganGp.AllFinite(counter, [.. _g.Parameters(), .. _d.Parameters(), .. _gEma.Parameters(),

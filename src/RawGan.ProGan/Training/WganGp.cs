@@ -1,5 +1,6 @@
 using RawGan.Engine;
 using RawGan.Engine.Autograd;
+using RawGan.Engine.Distributed;
 using RawGan.Engine.Optim;
 using RawGan.ProGan.Model;
 
@@ -16,14 +17,36 @@ public sealed record GanModels(Generator G, Discriminator D, Generator GEma, Ada
 {
     /// <summary>Fresh networks: G then D drawn from <paramref name="rng"/> (in that order, so a
     /// seed always gives the same weights), the moving average a copy of G, Adam for each.</summary>
-    public static GanModels Create(RawGan.Engine.Backends.IBackend backend, ProGanConfig config, Rng rng, float learningRate = 0.001f)
+    public static GanModels Create(RawGan.Engine.Backends.IBackend backend, ProGanConfig config, Rng rng, float learningRate = 0.001f, ICollective? collective = null)
     {
         var g = new Generator(backend, config, rng);
         var d = new Discriminator(backend, config, rng);
         var gEma = new Generator(backend, config, new Rng(0));
         gEma.CopyFrom(g);
-        return new GanModels(g, d, gEma, new Adam(g.Parameters(), learningRate), new Adam(d.Parameters(), learningRate));
+        var models = new GanModels(g, d, gEma, new Adam(g.Parameters(), learningRate), new Adam(d.Parameters(), learningRate));
+        if (collective is { Size: > 1 })
+        {
+            models.Collective = collective;
+            // Every rank starts from rank 0's weights (the same seed gives the same ones; this
+            // makes sure of it), and averages its gradients with the others' before each update.
+            foreach (var p in g.Parameters().Concat(d.Parameters()))
+            {
+                var host = p.ToArray();
+                collective.Broadcast(host);
+                p.CopyFrom(host);
+            }
+            gEma.CopyFrom(g);
+            models.CriticAverager = new GradientAverager(collective, backend, d.Parameters().Select(p => p.Length).ToArray(), CriticStatistics);
+            models.GeneratorAverager = new GradientAverager(collective, backend, g.Parameters().Select(p => p.Length).ToArray(), 1);
+        }
+        return models;
     }
+
+    /// <summary>The ranks this step's gradients are averaged over (one process unless given).</summary>
+    public ICollective Collective { get; private set; } = SingleProcess.Instance;
+    internal GradientAverager? CriticAverager { get; private set; }
+    internal GradientAverager? GeneratorAverager { get; private set; }
+    internal const int CriticStatistics = 4;   // loss, real score, fake score, penalty
 
     // The gradient arrays a training step fills, one entry per parameter, reused from step to step.
     internal Tensor[] CriticGradients => _criticGradients ??= new Tensor[D.Parameters().Count];
@@ -39,6 +62,8 @@ public sealed record GanModels(Generator G, Discriminator D, Generator GEma, Ada
         G.Dispose(); D.Dispose(); GEma.Dispose();
         AdamG.Dispose(); AdamD.Dispose();
         NonFinite.Dispose();
+        CriticAverager?.Dispose();
+        GeneratorAverager?.Dispose();
     }
 }
 
@@ -116,20 +141,25 @@ public static class WganGp
     private static StepStats Step(GanModels m, Tensor reals, Tensor latents, Tensor t, Tensor latents2, int level, float alpha, float emaBeta)
     {
         var (lossD, gradsD, real, fake, penalty) = CriticLoss(m.G, m.D, reals, latents, t, level, alpha, m.CriticGradients);
-        float lossDValue = lossD.Item();
-        bool criticFinite = float.IsFinite(lossDValue) && AllFinite(m.NonFinite, gradsD);
-        if (!criticFinite) return new StepStats(lossDValue, float.NaN, real.Item(), fake.Item(), penalty.Item(), false, false);
+        Span<float> critic = stackalloc float[GanModels.CriticStatistics];
+        (critic[0], critic[1], critic[2], critic[3]) = (lossD.Item(), real.Item(), fake.Item(), penalty.Item());
+        // Across ranks: each rank's loss is the mean over its share of the batch, so the mean of
+        // the ranks' gradients is the gradient of the whole batch's loss.
+        m.CriticAverager?.Average(gradsD, critic);
+        bool criticFinite = float.IsFinite(critic[0]) && AllFinite(m.NonFinite, gradsD);
+        if (!criticFinite) return new StepStats(critic[0], float.NaN, critic[1], critic[2], critic[3], false, false);
         m.AdamD.Update(gradsD);
 
         var (lossG, gradsG) = GeneratorLoss(m.G, m.D, latents2, level, alpha, m.GeneratorGradients);
-        float lossGValue = lossG.Item();
-        bool generatorFinite = float.IsFinite(lossGValue) && AllFinite(m.NonFinite, gradsG);
+        Span<float> generator = [lossG.Item()];
+        m.GeneratorAverager?.Average(gradsG, generator);
+        bool generatorFinite = float.IsFinite(generator[0]) && AllFinite(m.NonFinite, gradsG);
         if (generatorFinite)
         {
             m.AdamG.Update(gradsG);
             Ema.Update(m.GEma.Parameters(), m.G.Parameters(), emaBeta);
         }
-        return new StepStats(lossDValue, lossGValue, real.Item(), fake.Item(), penalty.Item(), criticFinite, generatorFinite);
+        return new StepStats(critic[0], generator[0], critic[1], critic[2], critic[3], criticFinite, generatorFinite);
     }
 
     /// <summary>True if every value of every tensor is finite: one reduction kernel per tensor
