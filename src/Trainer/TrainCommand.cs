@@ -92,11 +92,15 @@ public static class TrainCommand
         }
 
         // Data parallel under mpirun: every rank runs this command; rank 0 speaks and writes.
-        using var collective = Launcher.Open();
+        using var ranks = Launcher.Open();
+        ICollective collective = ranks;
         bool lead = collective.Rank == 0;
         var console = lead ? Console.Out : TextWriter.Null;
         if (collective.Size > 1) AgreeAcrossRanks(collective, options, ref runDirectory);
         using var backend = new OwnedBackend(Devices.Open(DeviceForRank(parse.GetValue(Device)!, collective), console.WriteLine));
+        // GPUs reduce their gradients among themselves through NCCL when it is installed.
+        using var nccl = ranks is MpiCollective mpi && backend.Backend.Name == "cuda" && NcclCollective.Unavailable() == null ? new NcclCollective(mpi) : null;
+        if (nccl != null) collective = nccl;
         console.WriteLine($"device: {backend.Backend.Description}{(collective.Size > 1 ? $"; {collective.Size} ranks ({collective.Name}), each training on 1/{collective.Size} of every minibatch" : "")}");
         using var data = TrainingData.Open(options.Data, options.Model.Resolution, console.WriteLine, options.ShapesCount);
         if (options.Model.Channels != data.Channels) options = options with { Model = options.Model with { Channels = data.Channels } };
