@@ -92,4 +92,24 @@ public class CpuConvolutionAlgorithmTests
                 Assert.True(Math.Abs(gwExpected[idx] - gw[idx]) <= 1e-4 * Math.Max(1, Math.Abs(gwExpected[idx])) + gwFloor, $"{algorithm}: gw[{idx}] {gw[idx]} vs {gwExpected[idx]}");
         }
     }
+
+    [Fact]
+    public void AutoChoosesByProductAndMapSizeAsItsTableSays()
+    {
+        if (!Backends.Cpu.Sgemm.Supported) return;   // without AVX-512 every product is Im2Col, checked below
+        using var be = new CpuBackend();
+        var (fwd, gx, gw) = (CpuBackend.ConvProduct.Forward, CpuBackend.ConvProduct.InputGradient, CpuBackend.ConvProduct.WeightGradient);
+        Assert.Equal(CpuBackend.ConvMethod.WinogradF4, be.Choose(fwd, 3, 32, 32, 128, 128));
+        Assert.Equal(CpuBackend.ConvMethod.WinogradF2, be.Choose(gx, 3, 16, 16, 128, 128));
+        Assert.Equal(CpuBackend.ConvMethod.ImplicitGemm, be.Choose(gw, 3, 4, 4, 129, 128));      // the 4x4 head
+        Assert.Equal(CpuBackend.ConvMethod.WinogradF2, be.Choose(gw, 3, 32, 32, 64, 64));
+        Assert.Equal(CpuBackend.ConvMethod.WinogradF4, be.Choose(gw, 3, 64, 64, 64, 64));
+        Assert.Equal(CpuBackend.ConvMethod.Pointwise, be.Choose(gw, 1, 32, 32, 128, 3));         // toRGB
+        Assert.Equal(CpuBackend.ConvMethod.ImplicitGemm, be.Choose(fwd, 1, 32, 32, 3, 128));     // fromRGB
+        be.Convolution = CpuBackend.ConvolutionAlgorithm.Winograd4;
+        Assert.Equal(CpuBackend.ConvMethod.WinogradF4, be.Choose(gw, 3, 4, 4, 8, 8));
+        Assert.Equal(CpuBackend.ConvMethod.ImplicitGemm, be.Choose(fwd, 5, 8, 8, 8, 8));          // Winograd is 3x3 only
+        be.Convolution = CpuBackend.ConvolutionAlgorithm.Im2Col;
+        Assert.Equal(CpuBackend.ConvMethod.Im2Col, be.Choose(gw, 1, 32, 32, 128, 3));
+    }
 }

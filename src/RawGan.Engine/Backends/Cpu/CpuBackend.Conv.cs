@@ -103,18 +103,43 @@ public sealed unsafe partial class CpuBackend
             : throw new NotSupportedException($"{value} convolution needs AVX-512; this CPU runs Im2Col");
     }
 
+    /// <summary>The three products of a convolution.</summary>
+    internal enum ConvProduct { Forward, InputGradient, WeightGradient }
+
+    /// <summary>How one product is computed.</summary>
+    internal enum ConvMethod { Im2Col, ImplicitGemm, WinogradF2, WinogradF4, Pointwise }
+
+    /// <summary>
+    /// The choice of method, in one table: the first row that matches decides. The algorithm
+    /// set on <see cref="Convolution"/> forces one method where it applies (Winograd is for 3x3
+    /// kernels only); Auto chooses by product and map size from the measurements recorded beside
+    /// the thresholds below.
+    /// </summary>
+    internal ConvMethod Choose(ConvProduct product, int k, int h, int w, int cin, int cout) => (_convolution, product) switch
+    {
+        (ConvolutionAlgorithm.Im2Col, _) => ConvMethod.Im2Col,
+        (_, ConvProduct.WeightGradient) when k == 1 && Math.Min(cin, cout) <= PointwiseFewChannels => ConvMethod.Pointwise,
+        (ConvolutionAlgorithm.ImplicitGemm, _) => ConvMethod.ImplicitGemm,
+        _ when k != 3 => ConvMethod.ImplicitGemm,
+        (ConvolutionAlgorithm.Winograd, _) => ConvMethod.WinogradF2,
+        (ConvolutionAlgorithm.Winograd4, _) => ConvMethod.WinogradF4,
+        (_, ConvProduct.WeightGradient) when h * w < WinogradWeightMinPixels => ConvMethod.ImplicitGemm,
+        (_, ConvProduct.WeightGradient) => Math.Min(h, w) >= WinogradF4WeightMinSide ? ConvMethod.WinogradF4 : ConvMethod.WinogradF2,
+        _ => Math.Min(h, w) >= WinogradF4MinSide ? ConvMethod.WinogradF4 : ConvMethod.WinogradF2,
+    };
+
     public void Conv2dForward(DeviceBuffer x, DeviceBuffer w, DeviceBuffer y, int n, int cin, int h, int wd, int cout, int k, float scale)
     {
         CheckConv(n, cin, h, wd, cout, k);
-        if (UsesWinograd(k))
+        var method = Choose(ConvProduct.Forward, k, h, wd, cin, cout);
+        switch (method)
         {
-            WinogradForward(P(x), P(w), P(y), n, cin, h, wd, cout, scale);
-            return;
-        }
-        if (_convolution != ConvolutionAlgorithm.Im2Col)
-        {
-            ConvGemm.Forward(P(x), P(w), P(y), n, cin, h, wd, cout, k, scale);
-            return;
+            case ConvMethod.WinogradF2 or ConvMethod.WinogradF4:
+                WinogradForward(P(x), P(w), P(y), n, cin, h, wd, cout, scale, method == ConvMethod.WinogradF4);
+                return;
+            case ConvMethod.ImplicitGemm:
+                ConvGemm.Forward(P(x), P(w), P(y), n, cin, h, wd, cout, k, scale);
+                return;
         }
         int plane = h * wd, ckk = cin * k * k;
         DeviceBuffer col = k == 1 ? DeviceBuffer.Null : Allocate((long)ckk * plane);
@@ -133,15 +158,16 @@ public sealed unsafe partial class CpuBackend
     public void Conv2dBackwardInput(DeviceBuffer gy, DeviceBuffer w, DeviceBuffer gx, int n, int cin, int h, int wd, int cout, int k, float scale)
     {
         CheckConv(n, cin, h, wd, cout, k);
-        if (_convolution != ConvolutionAlgorithm.Im2Col)
+        var method = Choose(ConvProduct.InputGradient, k, h, wd, cin, cout);
+        if (method != ConvMethod.Im2Col)
         {
             // The input gradient is the forward convolution of gy with the transposed, flipped kernel.
             var flipped = Allocate((long)cin * cout * k * k);
             try
             {
                 ConvGemm.Flip(P(w), P(flipped), cin, cout, k);
-                if (UsesWinograd(k)) WinogradForward(P(gy), P(flipped), P(gx), n, cout, h, wd, cin, scale);
-                else ConvGemm.Forward(P(gy), P(flipped), P(gx), n, cout, h, wd, cin, k, scale);
+                if (method == ConvMethod.ImplicitGemm) ConvGemm.Forward(P(gy), P(flipped), P(gx), n, cout, h, wd, cin, k, scale);
+                else WinogradForward(P(gy), P(flipped), P(gx), n, cout, h, wd, cin, scale, method == ConvMethod.WinogradF4);
             }
             finally { Free(flipped); }
             return;
@@ -163,23 +189,20 @@ public sealed unsafe partial class CpuBackend
     public void Conv2dBackwardWeight(DeviceBuffer x, DeviceBuffer gy, DeviceBuffer gw, int n, int cin, int h, int wd, int cout, int k, float scale)
     {
         CheckConv(n, cin, h, wd, cout, k);
-        if (k == 1 && Math.Min(cin, cout) <= PointwiseFewChannels && _convolution != ConvolutionAlgorithm.Im2Col)
+        var method = Choose(ConvProduct.WeightGradient, k, h, wd, cin, cout);
+        switch (method)
         {
-            PointwiseWeightGradient(P(x), P(gy), P(gw), n, cin, h * wd, cout, scale);
-            return;
-        }
-        if (UsesWinograd(k) && (_convolution != ConvolutionAlgorithm.Auto || h * wd >= WinogradWeightMinPixels))
-        {
-            var scratch = Allocate(Winograd.WeightScratchLength(cin, cout, CpuParallel.Threads));
-            bool f4 = _convolution == ConvolutionAlgorithm.Winograd4 || (_convolution == ConvolutionAlgorithm.Auto && Math.Min(h, wd) >= WinogradF4WeightMinSide);
-            try { Winograd.BackwardWeight(P(x), P(gy), P(gw), P(scratch), n, cin, h, wd, cout, scale, f4); }
-            finally { Free(scratch); }
-            return;
-        }
-        if (_convolution != ConvolutionAlgorithm.Im2Col)
-        {
-            ConvGemm.BackwardWeight(P(x), P(gy), P(gw), n, cin, h, wd, cout, k, scale);
-            return;
+            case ConvMethod.Pointwise:
+                PointwiseWeightGradient(P(x), P(gy), P(gw), n, cin, h * wd, cout, scale);
+                return;
+            case ConvMethod.WinogradF2 or ConvMethod.WinogradF4:
+                var scratch = Allocate(Winograd.WeightScratchLength(cin, cout, CpuParallel.Threads));
+                try { Winograd.BackwardWeight(P(x), P(gy), P(gw), P(scratch), n, cin, h, wd, cout, scale, method == ConvMethod.WinogradF4); }
+                finally { Free(scratch); }
+                return;
+            case ConvMethod.ImplicitGemm:
+                ConvGemm.BackwardWeight(P(x), P(gy), P(gw), n, cin, h, wd, cout, k, scale);
+                return;
         }
         int plane = h * wd, ckk = cin * k * k;
         DeviceBuffer col = k == 1 ? DeviceBuffer.Null : Allocate((long)ckk * plane);
@@ -248,11 +271,8 @@ public sealed unsafe partial class CpuBackend
         }
     }
 
-    private bool UsesWinograd(int k) => k == 3 && (_convolution is ConvolutionAlgorithm.Winograd or ConvolutionAlgorithm.Winograd4 or ConvolutionAlgorithm.Auto);
-
-    private void WinogradForward(float* x, float* w, float* y, int n, int cin, int h, int wd, int cout, float scale)
+    private void WinogradForward(float* x, float* w, float* y, int n, int cin, int h, int wd, int cout, float scale, bool f4)
     {
-        bool f4 = _convolution == ConvolutionAlgorithm.Winograd4 || (_convolution == ConvolutionAlgorithm.Auto && Math.Min(h, wd) >= WinogradF4MinSide);
         var packed = Allocate(f4 ? Winograd.PackedFilterLengthF4(cin, cout) : Winograd.PackedFilterLength(cin, cout));
         try
         {
