@@ -52,71 +52,15 @@ public class CudaKernelTests
         }
     }
 
-    private static float[][] Run(IBackend backend, float[][] inputs, long[] outputs, Action<IBackend, DeviceBuffer[]> kernel)
-    {
-        var buffers = new DeviceBuffer[inputs.Length + outputs.Length];
-        try
-        {
-            for (int i = 0; i < inputs.Length; i++)
-            {
-                buffers[i] = backend.Allocate(Math.Max(1, inputs[i].Length));
-                backend.Upload(inputs[i], buffers[i]);
-            }
-            for (int o = 0; o < outputs.Length; o++)
-            {
-                var b = buffers[inputs.Length + o] = backend.Allocate(Math.Max(1, outputs[o]));
-                var nan = new float[outputs[o]];
-                Array.Fill(nan, float.NaN);
-                backend.Upload(nan, b);
-            }
-            kernel(backend, buffers);
-            var result = new float[buffers.Length][];
-            for (int i = 0; i < buffers.Length; i++)
-            {
-                result[i] = new float[i < inputs.Length ? inputs[i].Length : outputs[i - inputs.Length]];
-                backend.Download(buffers[i], result[i]);
-            }
-            return result;
-        }
-        finally
-        {
-            foreach (var b in buffers)
-                if (!b.IsNull) backend.Free(b);
-        }
-    }
+    private static float[][] Run(IBackend backend, float[][] inputs, long[] outputs, Action<IBackend, DeviceBuffer[]> kernel) =>
+        ReferenceBackendHarness.Run(backend, inputs, outputs, kernel);
 
-    private static void AssertClose(float[] expected, float[] actual, double tolerance, string what)
-    {
-        Assert.Equal(expected.Length, actual.Length);
-        for (int i = 0; i < expected.Length; i++)
-        {
-            float e = expected[i], a = actual[i];
-            if (float.IsNaN(e) && float.IsNaN(a)) continue;
-            if (e == a) continue;
-            double error = Math.Abs((double)e - a), bound = tolerance * Math.Max(1, Math.Abs((double)e));
-            Assert.True(error <= bound, $"{what}: element {i} of {expected.Length}: expected {e:G9}, got {a:G9} (error {error:G3}, bound {bound:G3})");
-        }
-    }
+    private static void AssertClose(float[] expected, float[] actual, double tolerance, string what) =>
+        ReferenceBackendHarness.AssertClose(expected, actual, tolerance, what);
 
-    private static float[] Normal(long n, int seed, float scale = 1f)
-    {
-        var rng = new Random(seed);
-        var v = new float[n];
-        for (long i = 0; i < n; i++)
-        {
-            double u1 = 1.0 - rng.NextDouble(), u2 = rng.NextDouble();
-            v[i] = scale * (float)(Math.Sqrt(-2 * Math.Log(u1)) * Math.Cos(2 * Math.PI * u2));
-        }
-        return v;
-    }
+    private static float[] Normal(long n, int seed, float scale = 1f) => ReferenceBackendHarness.Normal(n, seed, scale);
 
-    private static float[] Uniform(long n, int seed, float lo, float hi)
-    {
-        var rng = new Random(seed);
-        var v = new float[n];
-        for (long i = 0; i < n; i++) v[i] = lo + (hi - lo) * (float)rng.NextDouble();
-        return v;
-    }
+    private static float[] Uniform(long n, int seed, float lo, float hi) => ReferenceBackendHarness.Uniform(n, seed, lo, hi);
 
     /// <summary>1 element, under a warp, odd, over a block, and (70001) more than one pass of
     /// the largest grid the backend launches on a small machine, so the grid-stride loops wrap.</summary>

@@ -4,42 +4,11 @@ using RawGan.Engine.Backends.Reference;
 
 namespace RawGan.Engine.Tests;
 
-/// <summary>Runs a kernel on a backend with inputs uploaded and outputs pre-filled with NaN (so
-/// an element a kernel forgets to write shows), and returns every buffer, inputs included.</summary>
+/// <summary>The kernel tests' harness: BackendCheck's runner and inputs, and a closeness check.</summary>
 internal static class ReferenceBackendHarness
 {
-    public static float[][] Run(IBackend backend, float[][] inputs, long[] outputs, Action<IBackend, DeviceBuffer[]> kernel)
-    {
-        var buffers = new DeviceBuffer[inputs.Length + outputs.Length];
-        try
-        {
-            for (int i = 0; i < inputs.Length; i++)
-            {
-                buffers[i] = backend.Allocate(Math.Max(1, inputs[i].Length));
-                backend.Upload(inputs[i], buffers[i]);
-            }
-            for (int o = 0; o < outputs.Length; o++)
-            {
-                var nan = new float[outputs[o]];
-                Array.Fill(nan, float.NaN);
-                buffers[inputs.Length + o] = backend.Allocate(Math.Max(1, outputs[o]));
-                backend.Upload(nan, buffers[inputs.Length + o]);
-            }
-            kernel(backend, buffers);
-            var result = new float[buffers.Length][];
-            for (int i = 0; i < buffers.Length; i++)
-            {
-                result[i] = new float[i < inputs.Length ? inputs[i].Length : outputs[i - inputs.Length]];
-                backend.Download(buffers[i], result[i]);
-            }
-            return result;
-        }
-        finally
-        {
-            foreach (var b in buffers)
-                if (!b.IsNull) backend.Free(b);
-        }
-    }
+    public static float[][] Run(IBackend backend, float[][] inputs, long[] outputs, Action<IBackend, DeviceBuffer[]> kernel) =>
+        BackendCheck.Execute(backend, inputs, outputs, kernel);
 
     /// <summary>|actual - expected| &lt;= tolerance max(1, |expected|) for every element (NaN matches NaN).</summary>
     public static void AssertClose(float[] expected, float[] actual, double tolerance, string what)
@@ -54,25 +23,9 @@ internal static class ReferenceBackendHarness
         }
     }
 
-    public static float[] Normal(long n, int seed, float scale = 1f)
-    {
-        var rng = new Random(seed);
-        var v = new float[n];
-        for (long i = 0; i < n; i++)
-        {
-            double u1 = 1.0 - rng.NextDouble(), u2 = rng.NextDouble();
-            v[i] = scale * (float)(Math.Sqrt(-2 * Math.Log(u1)) * Math.Cos(2 * Math.PI * u2));
-        }
-        return v;
-    }
+    public static float[] Normal(long n, int seed, float scale = 1f) => BackendCheck.Normal(n, seed, scale);
 
-    public static float[] Uniform(long n, int seed, float lo, float hi)
-    {
-        var rng = new Random(seed);
-        var v = new float[n];
-        for (long i = 0; i < n; i++) v[i] = lo + (hi - lo) * (float)rng.NextDouble();
-        return v;
-    }
+    public static float[] Uniform(long n, int seed, float lo, float hi) => BackendCheck.Uniform(n, seed, lo, hi);
 }
 
 /// <summary>The reference backend against answers worked out by hand: if these hold, the plain

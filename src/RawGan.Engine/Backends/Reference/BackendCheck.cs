@@ -28,9 +28,9 @@ public static class BackendCheck
         {
             try
             {
-                var expected = Execute(ReferenceBackend.Shared, c);
+                var expected = Execute(ReferenceBackend.Shared, c.Inputs, c.Outputs, c.Run);
                 var clock = Stopwatch.StartNew();
-                var actual = Execute(backend, c);
+                var actual = Execute(backend, c.Inputs, c.Outputs, c.Run);
                 double ms = clock.Elapsed.TotalMilliseconds;
                 double worst = 0;
                 for (int b = 0; b < expected.Length; b++)
@@ -51,29 +51,32 @@ public static class BackendCheck
         return results;
     }
 
-    private static float[][] Execute(IBackend backend, Case c)
+    /// <summary>Runs <paramref name="kernel"/> on <paramref name="backend"/> with the inputs uploaded
+    /// and one buffer per output filled with NaN first (so an element a kernel forgets to write
+    /// shows), and returns every buffer afterwards, inputs included (some kernels update them).</summary>
+    public static float[][] Execute(IBackend backend, float[][] inputs, long[] outputs, Action<IBackend, DeviceBuffer[]> kernel)
     {
-        var buffers = new DeviceBuffer[c.Inputs.Length + c.Outputs.Length];
+        var buffers = new DeviceBuffer[inputs.Length + outputs.Length];
         try
         {
-            for (int i = 0; i < c.Inputs.Length; i++)
+            for (int i = 0; i < inputs.Length; i++)
             {
-                buffers[i] = backend.Allocate(Math.Max(1, c.Inputs[i].Length));
-                backend.Upload(c.Inputs[i], buffers[i]);
+                buffers[i] = backend.Allocate(Math.Max(1, inputs[i].Length));
+                backend.Upload(inputs[i], buffers[i]);
             }
-            for (int o = 0; o < c.Outputs.Length; o++)
+            for (int o = 0; o < outputs.Length; o++)
             {
-                var nan = new float[c.Outputs[o]];
+                var nan = new float[outputs[o]];
                 Array.Fill(nan, float.NaN);
-                buffers[c.Inputs.Length + o] = backend.Allocate(Math.Max(1, nan.Length));
-                backend.Upload(nan, buffers[c.Inputs.Length + o]);
+                buffers[inputs.Length + o] = backend.Allocate(Math.Max(1, nan.Length));
+                backend.Upload(nan, buffers[inputs.Length + o]);
             }
-            c.Run(backend, buffers);
+            kernel(backend, buffers);
             backend.Synchronize();
             var result = new float[buffers.Length][];
             for (int i = 0; i < buffers.Length; i++)
             {
-                result[i] = new float[i < c.Inputs.Length ? c.Inputs[i].Length : c.Outputs[i - c.Inputs.Length]];
+                result[i] = new float[i < inputs.Length ? inputs[i].Length : outputs[i - inputs.Length]];
                 backend.Download(buffers[i], result[i]);
             }
             return result;
@@ -85,7 +88,8 @@ public static class BackendCheck
         }
     }
 
-    private static float[] Normal(long n, int seed, float scale = 1f)
+    /// <summary>n standard normal values (Box-Muller over System.Random: the same for a seed everywhere).</summary>
+    public static float[] Normal(long n, int seed, float scale = 1f)
     {
         var rng = new Random(seed);
         var v = new float[n];
@@ -94,7 +98,8 @@ public static class BackendCheck
         return v;
     }
 
-    private static float[] Uniform(long n, int seed, float lo, float hi)
+    /// <summary>n values uniform in [lo, hi).</summary>
+    public static float[] Uniform(long n, int seed, float lo, float hi)
     {
         var rng = new Random(seed);
         var v = new float[n];
