@@ -36,6 +36,9 @@ public static class TrainingData
     {
         if (spec == "shapes")
         {
+            if (resolution > ShapesDataset.MaxResolution)
+                throw new ArgumentException($"--data shapes renders at most {ShapesDataset.MaxResolution}x{ShapesDataset.MaxResolution}, not {resolution}x{resolution}: " +
+                                            $"lower --resolution, or train on your own images with --data FOLDER");
             var shapes = new ShapesDataset(seed: 0, count: shapesCount);
             var hash = DatasetCache.HashSources(["shapes", ShapesDataset.Version.ToString(), shapesCount.ToString(), resolution.ToString()]);
             string path = Path.Combine(CacheFolder, $"shapes-{shapesCount}-{resolution}.rgcache");
