@@ -51,6 +51,17 @@ public sealed class RawganFixture : IDisposable
 
     internal RawganProcess Start(params string[] args) => new(Dll, CacheDirectory, args);
 
+    /// <summary>Starts rawgan with extra environment variables (and, when given, its own cache folder).</summary>
+    internal RawganProcess StartWith(IReadOnlyDictionary<string, string> environment, params string[] args) =>
+        new(Dll, environment.TryGetValue("RAWGAN_CACHE_DIR", out var cache) ? cache : CacheDirectory, args, environment);
+
+    internal RawganResult RunWith(IReadOnlyDictionary<string, string> environment, params string[] args)
+    {
+        using var p = StartWith(environment, args);
+        int code = p.WaitForExit(Timeout);
+        return new RawganResult(p.Arguments, code, p.Stdout, p.Stderr);
+    }
+
     internal RawganResult Run(params string[] args) => Run(Timeout, args);
 
     internal RawganResult Run(TimeSpan timeout, params string[] args)

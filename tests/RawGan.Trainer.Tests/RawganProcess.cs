@@ -10,14 +10,14 @@ namespace RawGan.Trainer.Tests;
 /// </summary>
 internal sealed partial class RawganProcess : IDisposable
 {
-    public const int SIGINT = 2, SIGKILL = 9, SIGTERM = 15;
+    public const int SIGHUP = 1, SIGINT = 2, SIGQUIT = 3, SIGKILL = 9, SIGTERM = 15;
 
     private readonly Process _process;
     private readonly object _gate = new();
     private readonly List<string> _stdout = new(), _stderr = new();
     private bool _stdoutClosed, _stderrClosed;
 
-    public RawganProcess(string dll, string cacheDirectory, IEnumerable<string> args)
+    public RawganProcess(string dll, string cacheDirectory, IEnumerable<string> args, IReadOnlyDictionary<string, string>? environment = null)
     {
         var start = new ProcessStartInfo(Environment.GetEnvironmentVariable("DOTNET_HOST_PATH") ?? "dotnet")
         {
@@ -29,6 +29,7 @@ internal sealed partial class RawganProcess : IDisposable
         foreach (var a in args) start.ArgumentList.Add(a);
         start.Environment["RAWGAN_CACHE_DIR"] = cacheDirectory;
         start.Environment.Remove("TERM");   // plain log lines, as in CI
+        foreach (var (name, value) in environment ?? new Dictionary<string, string>()) start.Environment[name] = value;
         Arguments = string.Join(' ', args);
         _process = new Process { StartInfo = start };
         _process.OutputDataReceived += (_, e) => Receive(_stdout, e.Data, stdout: true);
