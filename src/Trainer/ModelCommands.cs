@@ -108,6 +108,19 @@ public static class GenerateCommand
         return c;
     }
 
+    /// <summary>The latents and the images are held in memory together before they are written:
+    /// refused, saying how much, when they cannot be.</summary>
+    private static void CheckFits(int count, ProGanConfig cfg)
+    {
+        long values = (long)count * cfg.Channels * cfg.Resolution * cfg.Resolution, latents = (long)count * cfg.LatentSize;
+        long bytes = (values + latents) * sizeof(float), available = SystemMemory.AvailableBytes;
+        string what = $"{count:N0} images of {cfg.Channels}x{cfg.Resolution}x{cfg.Resolution} are held in memory before they are written";
+        if (values > Array.MaxLength || latents > Array.MaxLength)
+            throw new UserError($"{what}: {Math.Max(values, latents):N0} values, more than one array holds ({Array.MaxLength:N0}); ask for fewer with --count");
+        if (bytes > available)
+            throw new UserError($"{what}: about {SystemMemory.Format(bytes)}, {SystemMemory.Format(available)} available; ask for fewer with --count");
+    }
+
     private static int Run(ParseResult parse)
     {
         TrainCommand.UseThreads(parse);
@@ -129,8 +142,10 @@ public static class GenerateCommand
         {
             count = parse.GetValue(Count);
             if (count < 1 || count > MaxCount) throw new UserError($"--count must be from 1 to {MaxCount:N0}, got {count}");
+            CheckFits(count, cfg);
             z = Checkpoint.Latents(count, cfg.LatentSize, new Rng(parse.GetValue(Seed)), parse.GetValue(Truncation));
         }
+        CheckFits(count, cfg);
         var images = new float[(long)count * cfg.Channels * cfg.Resolution * cfg.Resolution];
         int per = cfg.Channels * cfg.Resolution * cfg.Resolution;
         using (Tape.NoGrad())
