@@ -16,28 +16,72 @@ internal static class Checkpoint
 {
     public static readonly Option<string> Path = new("--checkpoint", "-c") { Description = "a run folder (its newest checkpoint) or a checkpoint folder", Required = true };
 
+    /// <summary>
+    /// The EMA generator of a checkpoint folder, or of a run folder's newest checkpoint. The
+    /// checkpoint is pinned (state.json and G_ema.safetensors are opened before either is read), and
+    /// if a run that is still training prunes it before that, the newest one is taken again.
+    /// </summary>
     public static (Generator g, CheckpointState state, string folder) LoadGenerator(string path, IBackend backend)
     {
-        string folder = TrainCommand.FindCheckpoint(path);
-        var state = CheckpointStore.ReadState(folder);
-        var g = new Generator(backend, state.Options.Model, new Rng(0));
-        CheckpointStore.LoadInto(g, System.IO.Path.Combine(folder, "G_ema.safetensors"));
+        if (!File.Exists(System.IO.Path.Combine(path, "state.json")) && !Directory.Exists(path))
+            throw new UserError($"'{path}' is not a run folder or a checkpoint folder");
+        var (state, weights, folder) = File.Exists(System.IO.Path.Combine(path, "state.json"))
+            ? Pinned(System.IO.Path.GetFullPath(path))
+            : new CheckpointStore(path).LoadNewest(Pinned);
+        var model = state.Options.Model;
+        long needed = model.GeneratorWeightBytes, available = SystemMemory.AvailableBytes;
+        if (needed > available)
+            throw new UserError($"{System.IO.Path.Combine(folder, "state.json")}: the generator it describes ({model.ParameterCount("G"):N0} parameters) needs about {SystemMemory.Format(needed)}; {SystemMemory.Format(available)} is available");
+        var g = new Generator(backend, model, new Rng(0));
+        try
+        {
+            CheckpointStore.LoadInto(g, weights, System.IO.Path.Combine(folder, "G_ema.safetensors"));
+        }
+        catch
+        {
+            g.Dispose();
+            throw;
+        }
         return (g, state, folder);
     }
 
+    private static (CheckpointState, SafeTensorsContent, string) Pinned(string folder)
+    {
+        var (state, weights) = CheckpointStore.ReadPinned(folder, "G_ema.safetensors");
+        return (state, weights, folder);
+    }
+
+    /// <summary>How many normal draws a coordinate gets before it is drawn from the truncated
+    /// distribution directly: bounded work whatever psi is.</summary>
+    private const int NormalTries = 16;
+
     /// <summary>Latents N(0, I); with a truncation psi, coordinates beyond +-psi are redrawn (the
     /// truncation trick: fewer outliers, less variety). ProGAN pixel-normalizes z, so only the
-    /// direction of z matters and scaling it would do nothing.</summary>
+    /// direction of z matters and scaling it would do nothing. A coordinate is redrawn at most
+    /// <see cref="NormalTries"/> times; after that (only likely for psi well below 1) it is drawn
+    /// from the normal distribution truncated to [-psi, psi] by rejection from the uniform one,
+    /// which accepts at least exp(-psi^2 / 2) of its draws: the result has the same distribution,
+    /// and even psi = 1e-9 takes no longer than psi = 1.</summary>
     public static float[] Latents(int count, int size, Rng rng, double? psi)
     {
         var z = new float[count * size];
         rng.FillNormal(z);
         if (psi is double p)
         {
-            if (!(p > 0)) throw new UserError($"--truncation must be positive, got {p}");
-            Span<float> one = stackalloc float[1];
+            if (!(p > 0) || double.IsInfinity(p)) throw new UserError($"--truncation must be a positive number, got {p}");
+            var one = new float[1];
             for (int i = 0; i < z.Length; i++)
-                while (Math.Abs(z[i]) > p) { rng.FillNormal(one); z[i] = one[0]; }
+            {
+                int tries = 0;
+                while (Math.Abs(z[i]) > p && tries < NormalTries) { rng.FillNormal(one); z[i] = one[0]; tries++; }
+                if (Math.Abs(z[i]) <= p) continue;
+                double bound = Math.Min(p, 8);   // beyond 8 the normal density is below 1e-14: nothing is cut off
+                for (int attempt = 0; ; attempt++)
+                {
+                    double x = (2 * rng.NextDouble() - 1) * bound;
+                    if (attempt >= 1000 || rng.NextDouble() <= Math.Exp(-x * x / 2)) { z[i] = (float)x; break; }
+                }
+            }
         }
         return z;
     }
@@ -64,6 +108,19 @@ public static class GenerateCommand
         return c;
     }
 
+    /// <summary>The latents and the images are held in memory together before they are written:
+    /// refused, saying how much, when they cannot be.</summary>
+    private static void CheckFits(int count, ProGanConfig cfg)
+    {
+        long values = (long)count * cfg.Channels * cfg.Resolution * cfg.Resolution, latents = (long)count * cfg.LatentSize;
+        long bytes = (values + latents) * sizeof(float), available = SystemMemory.AvailableBytes;
+        string what = $"{count:N0} images of {cfg.Channels}x{cfg.Resolution}x{cfg.Resolution} are held in memory before they are written";
+        if (values > Array.MaxLength || latents > Array.MaxLength)
+            throw new UserError($"{what}: {Math.Max(values, latents):N0} values, more than one array holds ({Array.MaxLength:N0}); ask for fewer with --count");
+        if (bytes > available)
+            throw new UserError($"{what}: about {SystemMemory.Format(bytes)}, {SystemMemory.Format(available)} available; ask for fewer with --count");
+    }
+
     private static int Run(ParseResult parse)
     {
         TrainCommand.UseThreads(parse);
@@ -85,8 +142,10 @@ public static class GenerateCommand
         {
             count = parse.GetValue(Count);
             if (count < 1 || count > MaxCount) throw new UserError($"--count must be from 1 to {MaxCount:N0}, got {count}");
+            CheckFits(count, cfg);
             z = Checkpoint.Latents(count, cfg.LatentSize, new Rng(parse.GetValue(Seed)), parse.GetValue(Truncation));
         }
+        CheckFits(count, cfg);
         var images = new float[(long)count * cfg.Channels * cfg.Resolution * cfg.Resolution];
         int per = cfg.Channels * cfg.Resolution * cfg.Resolution;
         using (Tape.NoGrad())

@@ -10,7 +10,80 @@ namespace RawGan.Trainer;
 /// </summary>
 public static partial class Program
 {
+    /// <summary>The exit code of an internal error (BSD's EX_SOFTWARE), distinct from a user's mistake (1, 2, 3) and a stopped run (4, 130).</summary>
+    public const int InternalErrorExit = 70;
+
+    /// <summary>The run folder of this invocation once it is known: where an internal error's log goes.</summary>
+    internal static string? RunFolder { get; set; }
+
+    private static string[] _args = [];
+
     public static int Main(string[] args)
+    {
+        _args = args;
+        // Exceptions on other threads would end the process with a runtime dump: one line and a log instead.
+        AppDomain.CurrentDomain.UnhandledException += (_, e) =>
+        {
+            InternalError(e.ExceptionObject as Exception ?? new InvalidOperationException(e.ExceptionObject?.ToString()));
+            Environment.Exit(InternalErrorExit);
+        };
+        try
+        {
+            return Dispatch(args);
+        }
+        catch (Exception e) when (IsUserError(e))
+        {
+            Console.Out.Flush();
+            Console.Error.WriteLine($"rawgan: {OneLine(e)}");
+            return e is CudaUnavailableException ? 3 : 1;
+        }
+        catch (Exception e)
+        {
+            return InternalError(e);
+        }
+    }
+
+    /// <summary>
+    /// The last resort, for a bug in RawGan (every mistake a user can make has its own message):
+    /// one line on stderr, the stack trace in a log file in the run folder when there is one (else
+    /// the temporary folder), exit code <see cref="InternalErrorExit"/>.
+    /// </summary>
+    private static int InternalError(Exception e)
+    {
+        string? log = null;
+        foreach (var folder in new[] { RunFolder, Path.GetTempPath() })
+        {
+            if (folder == null || !Directory.Exists(folder)) continue;
+            try
+            {
+                string path = Path.Combine(folder, $"rawgan-internal-error-{DateTime.Now:yyyyMMdd-HHmmss}-{Environment.ProcessId}.log");
+                File.WriteAllText(path, $"rawgan {string.Join(' ', _args)}\n{DateTimeOffset.Now:O}, {System.Runtime.InteropServices.RuntimeInformation.OSDescription}, " +
+                                        $".NET {Environment.Version}, {Environment.ProcessorCount} cores\n\n{e}\n");
+                log = path;
+                break;
+            }
+            catch (Exception ex) when (ex is IOException or UnauthorizedAccessException) { }
+        }
+        try
+        {
+            Console.Out.Flush();
+        }
+        catch (IOException) { }
+        Console.Error.WriteLine($"rawgan: internal error: {OneLine(e.Message)} (a bug in RawGan; " +
+                                (log != null ? $"the details are in {log}; please attach it to a bug report)" : "no log could be written; the details follow)"));
+        if (log == null) Console.Error.WriteLine(e);
+        return InternalErrorExit;
+    }
+
+    /// <summary>Fails on purpose at <paramref name="point"/> when RAWGAN_FAULT names it: how the tests
+    /// reach the last-resort handler, which no input reaches by design.</summary>
+    internal static void InjectFault(string point)
+    {
+        if (Environment.GetEnvironmentVariable("RAWGAN_FAULT") == point)
+            throw new InvalidOperationException($"injected fault at {point} (RAWGAN_FAULT={point})");
+    }
+
+    private static int Dispatch(string[] args)
     {
         var root = new RootCommand("RawGan: a ProGAN written by hand on a CUDA tensor engine written from scratch in C#.\n" +
                                    "With no command, trains a small ProGAN on built-in shapes up to 32x32 (a few minutes on a CPU).");

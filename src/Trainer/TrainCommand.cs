@@ -3,8 +3,8 @@ using System.Globalization;
 using System.Runtime.InteropServices;
 using RawGan.Engine;
 using RawGan.Engine.Backends;
-using RawGan.Engine.Backends.Cpu;
 using RawGan.Engine.Distributed;
+using RawGan.Engine.Backends.Cpu;
 using RawGan.Engine.Optim;
 using RawGan.ProGan.Checkpoints;
 using RawGan.ProGan.Data;
@@ -15,7 +15,7 @@ using RawGan.ProGan.Training;
 namespace RawGan.Trainer;
 
 /// <summary>`train`: progressive growing from 4x4 to the chosen resolution, with checkpoints, sample grids and a report.</summary>
-public static class TrainCommand
+public static partial class TrainCommand
 {
     private static readonly Option<string> Data = new("--data") { Description = "shapes (built in), fashion-mnist, fashion-mnist:DIR, mnist:DIR, or a folder of PNG/JPEG images", DefaultValueFactory = _ => "shapes" };
     private static readonly Option<int> Resolution = new("--resolution", "-r") { Description = "final resolution: a power of two from 4 to 1024", DefaultValueFactory = _ => 32 };
@@ -26,7 +26,7 @@ public static class TrainCommand
     internal static readonly Option<string> Device = new("--device") { Description = "auto, cpu, cuda, cuda:N or cuda-emulated", DefaultValueFactory = _ => "auto" };
     private static readonly Option<double> KimgPerPhase = new("--kimg-per-phase") { Description = "thousands of real images per fade-in and per stable phase (official: 600)", DefaultValueFactory = _ => 30 };
     private static readonly Option<string> Batch = new("--batch") { Description = "minibatch: one number, or per resolution like 4:64,8:32,16:16,32:16 (unlisted resolutions use the last number given alone, default 16)", DefaultValueFactory = _ => "16" };
-    private static readonly Option<string> LearningRate = new("--lr") { Description = "Adam learning rate: one number, or per resolution like 0.001,128:0.0015", DefaultValueFactory = _ => "0.001" };
+    private static readonly Option<string> LearningRate = new("--lr") { Description = "Adam learning rate: one number (decimals with a point), or per resolution like 4:0.001,8:0.002 (a number alone in the list is the default: 0.001,128:0.0015)", DefaultValueFactory = _ => "0.001" };
     internal static readonly Option<ulong> Seed = new("--seed") { Description = "random seed (initialization, data order, noise)", DefaultValueFactory = _ => 1UL };
     private static readonly Option<string> Out = new("--out", "-o") { Description = "folder in which a new run folder is made", DefaultValueFactory = _ => "runs" };
     private static readonly Option<string?> Resume = new("--resume") { Description = "continue a run: its folder, or one of its checkpoint folders" };
@@ -72,94 +72,171 @@ public static class TrainCommand
         long? maxSteps = parse.GetValue(MaxSteps);
         if (maxSteps < 0) throw new UserError($"--max-steps must not be negative, got {maxSteps}");
         string? resume = parse.GetValue(Resume);
-        string? checkpoint = null, runDirectory;
-        TrainOptions options;
-        if (resume != null)
-        {
-            checkpoint = FindCheckpoint(resume);
-            runDirectory = Path.GetDirectoryName(Path.GetDirectoryName(Path.GetFullPath(checkpoint)))!;
-            var saved = CheckpointStore.ReadState(checkpoint).Options;
-            options = Explicit(parse, saved);
-            var diffs = options.Differences(saved);
-            if (diffs.Count > 0)
-                throw new UserError($"cannot resume {checkpoint} with different settings:\n  " + string.Join("\n  ", diffs));
-            options = saved with { TickImages = options.TickImages, CheckpointTicks = options.CheckpointTicks, KeepCheckpoints = options.KeepCheckpoints, OnNonFinite = options.OnNonFinite, SwdImages = options.SwdImages };
-        }
-        else
-        {
-            options = FromCommandLine(parse);
-            runDirectory = null;
-        }
-
-        // Data parallel under mpirun: every rank runs this command; rank 0 speaks and writes.
+        string? checkpoint = null, runDirectory = null, branchOf = null;
+        ExclusiveLock? runLock = null;
+        // Data parallel under mpirun: every rank runs this command; rank 0 speaks, holds the run
+        // folder's lock and writes; the others train their share in step with it.
         using var ranks = Launcher.Open();
         ICollective collective = ranks;
         bool lead = collective.Rank == 0;
         var console = lead ? Console.Out : TextWriter.Null;
-        if (collective.Size > 1) AgreeAcrossRanks(collective, options, ref runDirectory);
-        using var backend = new OwnedBackend(Devices.Open(DeviceForRank(parse.GetValue(Device)!, collective), console.WriteLine));
-        // GPUs reduce their gradients among themselves through NCCL when it is installed.
-        using var nccl = ranks is MpiCollective mpi && backend.Backend.Name == "cuda" && NcclCollective.Unavailable() == null ? new NcclCollective(mpi) : null;
-        if (nccl != null) collective = nccl;
-        console.WriteLine($"device: {backend.Backend.Description}{(collective.Size > 1 ? $"; {collective.Size} ranks ({collective.Name}), each training on 1/{collective.Size} of every minibatch" : "")}");
-        using var data = TrainingData.Open(options.Data, options.Model.Resolution, console.WriteLine, options.ShapesCount);
-        if (options.Model.Channels != data.Channels) options = options with { Model = options.Model with { Channels = data.Channels } };
-        console.WriteLine($"data: {data.Name}, {data.Count:N0} images, {data.Channels} channel(s), prepared up to {data.Resolution}x{data.Resolution}");
+        try
+        {
+            TrainOptions options;
+            if (resume != null)
+            {
+                checkpoint = Path.TrimEndingDirectorySeparator(Path.GetFullPath(FindCheckpoint(resume)));
+                string source = RunOf(checkpoint);
+                // Resuming from an older checkpoint than the run's newest starts a branch, so that the
+                // newer checkpoints (and the one resumed from) are never pruned by the resumed run.
+                string? newest = new CheckpointStore(source).Latest;
+                if (newest != null && Path.TrimEndingDirectorySeparator(Path.GetFullPath(newest)) != checkpoint) branchOf = source;
+                else
+                {
+                    if (lead) runLock = RunLock.Acquire(source);
+                    runDirectory = source;
+                    Program.RunFolder = source;
+                }
+                var saved = CheckpointStore.ReadState(checkpoint).Options;
+                options = Explicit(parse, saved);
+                var diffs = options.Differences(saved);
+                if (diffs.Count > 0)
+                    throw new UserError($"cannot resume {checkpoint} with different settings:\n  " + string.Join("\n  ", diffs));
+                options = saved with { TickImages = options.TickImages, CheckpointTicks = options.CheckpointTicks, KeepCheckpoints = options.KeepCheckpoints, OnNonFinite = options.OnNonFinite, SwdImages = options.SwdImages };
+            }
+            else
+            {
+                options = FromCommandLine(parse);
+            }
+            CheckMemory(options);
+            if (collective.Size > 1) AgreeAcrossRanks(collective, options);
 
-        if (runDirectory == null)
-        {
+            using var backend = new OwnedBackend(Devices.Open(DeviceForRank(parse.GetValue(Device)!, collective), console.WriteLine));
+            // GPUs reduce their gradients among themselves through NCCL when it is installed.
+            using var nccl = ranks is MpiCollective mpi && backend.Backend.Name == "cuda" && NcclCollective.Unavailable() == null ? new NcclCollective(mpi) : null;
+            if (nccl != null) collective = nccl;
+            console.WriteLine($"device: {backend.Backend.Description}{(collective.Size > 1 ? $"; {collective.Size} ranks ({collective.Name}), each training on 1/{collective.Size} of every minibatch" : "")}");
+            using var data = TrainingData.Open(options.Data, options.Model.Resolution, console.WriteLine, options.ShapesCount);
+            if (options.Model.Channels != data.Channels) options = options with { Model = options.Model with { Channels = data.Channels } };
+            console.WriteLine($"data: {data.Name}, {data.Count:N0} images, {data.Channels} channel(s), prepared up to {data.Resolution}x{data.Resolution}");
+
+            if (lead && branchOf != null)
+            {
+                (runDirectory, runLock) = Branch(branchOf, checkpoint!);
+                Console.WriteLine($"{Path.GetFileName(checkpoint)} is older than the newest checkpoint of {branchOf}: continuing in a new run folder, {runDirectory}, " +
+                                  "so that the run's later checkpoints are kept");
+            }
+            else if (lead && runDirectory == null) (runDirectory, runLock) = NewRunDirectory(parse.GetValue(Out)!, options);
             // Rank 0 names the run folder; the others take its name.
-            string? mine = lead ? NewRunDirectory(parse.GetValue(Out)!, options) : null;
-            runDirectory = collective.Size > 1 ? BroadcastText(collective, mine) : mine!;
-        }
-        if (lead) Directory.CreateDirectory(Path.Combine(runDirectory, "samples"));
-        if (!lead)
-            return Follow(collective, options, backend.Backend, data, runDirectory, checkpoint, parse.GetValue(MaxSteps));
-        var observer = ConsoleObserver.ForConsole();
-        using var trainer = OpenTrainer(options, backend.Backend, data, runDirectory, observer, checkpoint, collective);
-        var report = new RunReport(runDirectory, options, backend.Backend.Description, data.Name);
-        trainer.OnSamples = (name, images, phase, alpha) => report.SaveGrid(name, images, phase, alpha);
-        if (checkpoint == null)
-        {
-            File.WriteAllText(Path.Combine(runDirectory, "config.json"), System.Text.Json.JsonSerializer.Serialize(options, CheckpointStore.Json));
-            Console.WriteLine($"run folder: {runDirectory}");
-            Console.WriteLine($"schedule: {trainer.Schedule.Phases.Count} phases of {options.ImagesPerPhase:N0} images, " +
-                              $"G {trainer.Generator.ParameterCount:N0} and D {trainer.Discriminator.ParameterCount:N0} parameters");
+            if (collective.Size > 1) runDirectory = BroadcastText(collective, runDirectory);
+            if (runDirectory == null) throw new InvalidOperationException("no run folder was made");
+            if (!lead) return Follow(collective, options, backend.Backend, data, runDirectory, checkpoint, maxSteps);
+            Program.RunFolder = runDirectory;
+            Program.InjectFault("train-started");
+            Directory.CreateDirectory(Path.Combine(runDirectory, "samples"));
+            var observer = ConsoleObserver.ForConsole();
+            using var trainer = OpenTrainer(options, backend.Backend, data, runDirectory, observer, checkpoint, collective);
+            var report = new RunReport(runDirectory, options, backend.Backend.Description, data.Name);
+            trainer.OnSamples = (name, images, phase, alpha) => report.SaveGrid(name, images, phase, alpha);
+            if (checkpoint == null || branchOf != null)
+            {
+                if (checkpoint == null)
+                    File.WriteAllText(Path.Combine(runDirectory, "config.json"), System.Text.Json.JsonSerializer.Serialize(options, CheckpointStore.Json));
+                Console.WriteLine($"run folder: {runDirectory}");
+            }
+            if (checkpoint == null)
+            {
+                Console.WriteLine($"schedule: {trainer.Schedule.Phases.Count} phases of {options.ImagesPerPhase:N0} images, " +
+                                  $"G {trainer.Generator.ParameterCount:N0} and D {trainer.Discriminator.ParameterCount:N0} parameters");
+                if (options.SwdImages > 0)
+                {
+                    trainer.State.InitialSwd = Evaluation.Swd(trainer.GeneratorEma, data, options.SwdImages, options.Seed).Mean;
+                    Console.WriteLine($"SWD of the untrained generator: {trainer.State.InitialSwd:F1} (x1e3, mean over levels)");
+                }
+            }
+            else Console.WriteLine($"resuming {checkpoint}: phase {trainer.State.PhaseIndex + 1}, {trainer.State.TotalImages:N0} images seen");
+
+            using var stop = new CancellationTokenSource();
+            using var signals = StopSignals.Install(stop, observer);
+            var reason = trainer.Run(stop.Token, maxSteps);
+            switch (reason)
+            {
+                case StopReason.NonFinite:
+                    report.Write(trainer, null);
+                    Console.Out.Flush();
+                    Console.Error.WriteLine($"rawgan: training stopped on non-finite values (losses, gradients, weights or Adam's moments; a lower --lr may help); " +
+                                            $"the last complete checkpoint is {trainer.LatestCheckpoint ?? "none"}");
+                    return 4;
+                case StopReason.Interrupted:
+                    report.Write(trainer, null);
+                    Console.WriteLine($"stopped; continue with: dotnet run --project src/Trainer -c Release -- train --resume {runDirectory}");
+                    return stop.IsCancellationRequested ? 130 : 0;
+            }
+            Evaluation.SwdResult? final = null;
             if (options.SwdImages > 0)
             {
-                trainer.State.InitialSwd = Evaluation.Swd(trainer.GeneratorEma, data, options.SwdImages, options.Seed).Mean;
-                Console.WriteLine($"SWD of the untrained generator: {trainer.State.InitialSwd:F1} (x1e3, mean over levels)");
+                final = Evaluation.Swd(trainer.GeneratorEma, data, options.SwdImages, options.Seed + 1);
+                Console.WriteLine($"SWD of the trained EMA generator: {final.Mean:F1} (untrained: {trainer.State.InitialSwd:F1}; per level {string.Join(", ", final.Levels.Select(l => $"{l.Resolution}px {l.Value:F1}"))})");
+            }
+            string path = report.Write(trainer, final);
+            Console.WriteLine($"done in {ConsoleObserver.Format(TimeSpan.FromSeconds(trainer.State.Seconds))}. Results in {runDirectory}:");
+            Console.WriteLine($"  {Path.Combine(runDirectory, "samples")} (grids), {path}, checkpoints/ (G_ema.safetensors is the generator to use)");
+            Console.WriteLine($"  next: dotnet run --project src/Trainer -c Release -- generate --checkpoint {runDirectory}");
+            return 0;
+        }
+        finally
+        {
+            runLock?.Dispose();
+        }
+    }
+
+    /// <summary>The run folder a checkpoint folder belongs to (runs/NAME/checkpoints/kimg-...).</summary>
+    internal static string RunOf(string checkpoint) => Path.GetDirectoryName(Path.GetDirectoryName(Path.GetFullPath(checkpoint)))!;
+
+    /// <summary>
+    /// Refuses a configuration that cannot fit in memory before anything is allocated, saying what
+    /// it would need: the weights, Adam's moments and gradients of both networks, and the activations
+    /// of the most demanding phase (a lower bound: the real peak is higher).
+    /// </summary>
+    private static void CheckMemory(TrainOptions options)
+    {
+        var (bytes, weights, activations, resolution) = options.MemoryLowerBound();
+        long available = SystemMemory.AvailableBytes;
+        if (bytes <= available) return;
+        string lower = weights >= activations ? "lower --fmap-base, --fmap-max or --latent-size" : $"lower --batch at {resolution}x{resolution}";
+        throw new UserError($"this configuration needs at least {SystemMemory.Format(bytes)} of memory " +
+                            $"({SystemMemory.Format(weights)} for the weights, moments and gradients of G's {options.Model.ParameterCount("G"):N0} and D's {options.Model.ParameterCount("D"):N0} parameters, " +
+                            $"{SystemMemory.Format(activations)} for the activations of batch {options.BatchFor(resolution)} at {resolution}x{resolution}); " +
+                            $"{SystemMemory.Format(available)} is available: {lower}");
+    }
+
+    /// <summary>A new run folder for a run resumed from an older checkpoint of <paramref name="source"/>:
+    /// named after it and the checkpoint, with its config and the metrics up to the checkpoint.</summary>
+    private static (string, ExclusiveLock) Branch(string source, string checkpoint)
+    {
+        var (directory, taken) = RunLock.CreateUnique(Path.GetDirectoryName(source)!, $"{Path.GetFileName(source)}-from-{Path.GetFileName(checkpoint)}");
+        try
+        {
+            string config = Path.Combine(source, "config.json");
+            if (File.Exists(config)) File.Copy(config, Path.Combine(directory, "config.json"));
+            string metrics = Path.Combine(source, "metrics.jsonl");
+            long images = CheckpointStore.ReadState(checkpoint).State.TotalImages;
+            if (File.Exists(metrics))
+            {
+                var kept = File.ReadLines(metrics).TakeWhile(line =>
+                {
+                    try { return System.Text.Json.JsonDocument.Parse(line).RootElement.GetProperty("kimg").GetDouble() * 1000 <= images + 0.5; }
+                    catch (Exception e) when (e is System.Text.Json.JsonException or KeyNotFoundException or InvalidOperationException) { return false; }
+                });
+                File.WriteAllLines(Path.Combine(directory, "metrics.jsonl"), kept);
             }
         }
-        else Console.WriteLine($"resuming {checkpoint}: phase {trainer.State.PhaseIndex + 1}, {trainer.State.TotalImages:N0} images seen");
-
-        using var stop = new CancellationTokenSource();
-        using var signals = StopSignals.Install(stop, observer);
-        var reason = trainer.Run(stop.Token, maxSteps);
-        switch (reason)
+        catch
         {
-            case StopReason.NonFinite:
-                report.Write(trainer, null);
-                Console.Out.Flush();
-                Console.Error.WriteLine($"rawgan: training stopped: {options.MaxNonFiniteInARow} steps in a row had non-finite losses or gradients " +
-                                        $"(a lower --lr may help); the last checkpoint is {trainer.LatestCheckpoint ?? "none"}");
-                return 4;
-            case StopReason.Interrupted:
-                report.Write(trainer, null);
-                Console.WriteLine($"stopped; continue with: dotnet run --project src/Trainer -- train --resume {runDirectory}");
-                return stop.IsCancellationRequested ? 130 : 0;
+            taken.Dispose();
+            throw;
         }
-        Evaluation.SwdResult? final = null;
-        if (options.SwdImages > 0)
-        {
-            final = Evaluation.Swd(trainer.GeneratorEma, data, options.SwdImages, options.Seed + 1);
-            Console.WriteLine($"SWD of the trained EMA generator: {final.Mean:F1} (untrained: {trainer.State.InitialSwd:F1}; per level {string.Join(", ", final.Levels.Select(l => $"{l.Resolution}px {l.Value:F1}"))})");
-        }
-        string path = report.Write(trainer, final);
-        Console.WriteLine($"done in {ConsoleObserver.Format(TimeSpan.FromSeconds(trainer.State.Seconds))}. Results in {runDirectory}:");
-        Console.WriteLine($"  {Path.Combine(runDirectory, "samples")} (grids), {path}, checkpoints/ (G_ema.safetensors is the generator to use)");
-        Console.WriteLine($"  next: dotnet run --project src/Trainer -- generate --checkpoint {runDirectory}");
-        return 0;
+        return (directory, taken);
     }
 
     /// <summary>The trainer, resumed from <paramref name="checkpoint"/> if given; a damaged checkpoint
@@ -176,7 +253,7 @@ public static class TrainCommand
     }
 
     /// <summary>Refuses ranks started with different options (the differences listed, on every rank).</summary>
-    private static void AgreeAcrossRanks(ICollective collective, TrainOptions options, ref string? runDirectory)
+    private static void AgreeAcrossRanks(ICollective collective, TrainOptions options)
     {
         string mine = System.Text.Json.JsonSerializer.Serialize(options, CheckpointStore.Json);
         string lead = BroadcastText(collective, collective.Rank == 0 ? mine : null);
@@ -187,7 +264,6 @@ public static class TrainCommand
             throw new UserError(diffs.Count > 0
                 ? $"rank {collective.Rank} was started with other options than rank 0:\n  " + string.Join("\n  ", diffs)
                 : "another rank was started with other options than rank 0 (see its message)");
-        if (runDirectory != null) runDirectory = BroadcastText(collective, runDirectory);
     }
 
     /// <summary>Rank 0's text on every rank.</summary>
@@ -240,20 +316,17 @@ public static class TrainCommand
         return new CheckpointStore(path).Latest ?? throw new UserError($"'{path}' holds no complete checkpoint (checkpoints/kimg-*/state.json)");
     }
 
-    private static string NewRunDirectory(string outRoot, TrainOptions options)
+    private static (string, ExclusiveLock) NewRunDirectory(string outRoot, TrainOptions options)
     {
         string name = $"{DateTime.Now:yyyyMMdd-HHmmss}-{Sanitize(Path.GetFileName(options.Data.TrimEnd('/', '\\')))}-{options.Model.Resolution}";
-        string dir = Path.GetFullPath(Path.Combine(outRoot, name));
-        for (int i = 2; Directory.Exists(dir); i++) dir = Path.GetFullPath(Path.Combine(outRoot, $"{name}-{i}"));
         try
         {
-            Directory.CreateDirectory(dir);
+            return RunLock.CreateUnique(outRoot, name);
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
-            throw new UserError($"--out: cannot make the run folder {dir}: {e.Message}");
+            throw new UserError($"--out: cannot make the run folder {Path.GetFullPath(Path.Combine(outRoot, name))}: {e.Message}");
         }
-        return dir;
     }
 
     private static string Sanitize(string s) => new(s.Select(c => char.IsLetterOrDigit(c) || c is '-' or '_' ? c : '-').ToArray());
@@ -339,25 +412,48 @@ public static class TrainCommand
         data is "shapes" or "fashion-mnist" || data.StartsWith("fashion-mnist:") || data.StartsWith("mnist:") || !Directory.Exists(data)
             ? data : Path.GetFullPath(data);
 
-    /// <summary>"16" or "0.001" alone, or "4:64,8:32,16" (the entry without a resolution is the default).</summary>
+    /// <summary>
+    /// One syntax for a value per resolution: a value alone ("16", "0.001"), or entries
+    /// RESOLUTION:VALUE separated by commas with at most one value alone, the default for the
+    /// resolutions not listed ("4:64,8:32,16"). Decimals take a point: the comma separates entries,
+    /// so "0,001" (two values alone) and "4:0,001" (a value alone with a leading zero, the decimals
+    /// of the one before) are refused with a hint instead of being read as something else.
+    /// </summary>
     public static (Dictionary<int, T> perResolution, T fallback) ParsePerResolution<T>(string text, string option, Func<string, T> parse, T fallback)
     {
+        const string syntax = "write one value, or RESOLUTION:VALUE entries separated by commas (e.g. 4:0.001,8:0.002), with decimals written with a point";
         var map = new Dictionary<int, T>();
-        foreach (var part in text.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
+        bool bareSeen = false;
+        foreach (var part in text.Split(',', StringSplitOptions.TrimEntries))
         {
+            if (part.Length == 0) throw new UserError($"{option}: '{text}' has an empty entry; {syntax}");
+            int colon = part.IndexOf(':');
+            string value = colon < 0 ? part : part[(colon + 1)..];
+            if (colon < 0 && bareSeen || value.Length > 1 && value[0] == '0' && char.IsAsciiDigit(value[1]))
+            {
+                string hint = DecimalComma().IsMatch(text) ? $" (did you mean {text.Replace(',', '.')}?)" : "";
+                throw new UserError($"{option}: '{text}' is ambiguous{hint}: {syntax}");
+            }
             try
             {
-                int colon = part.IndexOf(':');
-                if (colon < 0) { fallback = parse(part); continue; }
+                if (colon < 0)
+                {
+                    fallback = parse(part);
+                    bareSeen = true;
+                    continue;
+                }
                 int res = int.Parse(part[..colon], CultureInfo.InvariantCulture);
                 if (res < 4 || (res & (res - 1)) != 0) throw new FormatException();
-                map[res] = parse(part[(colon + 1)..]);
+                if (!map.TryAdd(res, parse(value))) throw new UserError($"{option}: '{text}' gives resolution {res} twice");
             }
-            catch (FormatException) { throw new UserError($"{option}: cannot read '{part}' (write a number, or RESOLUTION:NUMBER with a power-of-two resolution)"); }
+            catch (FormatException) { throw new UserError($"{option}: cannot read '{part}' ({syntax}; a resolution is a power of two)"); }
             catch (OverflowException) { throw new UserError($"{option}: '{part}' is out of range"); }
         }
         return (map, fallback);
     }
+
+    [System.Text.RegularExpressions.GeneratedRegex(@"^\d+,\d+$")]
+    private static partial System.Text.RegularExpressions.Regex DecimalComma();
 }
 
 /// <summary>Disposes the backend a command opened (the process-wide CPU backend ignores Dispose).</summary>
@@ -370,8 +466,9 @@ internal sealed class OwnedBackend(IBackend backend) : IDisposable
     }
 }
 
-/// <summary>Ctrl+C (SIGINT) and SIGTERM ask the trainer to stop after the current step and write a
-/// checkpoint; a second Ctrl+C ends the process at once (the last complete checkpoint is safe).</summary>
+/// <summary>Ctrl+C (SIGINT), SIGTERM, SIGHUP and SIGQUIT ask the trainer to stop after the current
+/// step and write a checkpoint; a second signal ends the process at once (the last complete
+/// checkpoint is safe).</summary>
 internal sealed class StopSignals : IDisposable
 {
     private readonly List<IDisposable> _registrations = new();
@@ -386,8 +483,10 @@ internal sealed class StopSignals : IDisposable
             observer.Notice($"{context.Signal}: stopping after this step and writing a checkpoint (press Ctrl+C again to quit at once)");
             stop.Cancel();
         }
-        s._registrations.Add(PosixSignalRegistration.Create(PosixSignal.SIGINT, Handler));
-        s._registrations.Add(PosixSignalRegistration.Create(PosixSignal.SIGTERM, Handler));
+        // A closed terminal or ssh session (SIGHUP) and SIGQUIT (Ctrl+\\) stop as SIGTERM does:
+        // their default would end the run without a checkpoint.
+        foreach (var signal in new[] { PosixSignal.SIGINT, PosixSignal.SIGTERM, PosixSignal.SIGHUP, PosixSignal.SIGQUIT })
+            s._registrations.Add(PosixSignalRegistration.Create(signal, Handler));
         return s;
     }
 

@@ -2,6 +2,7 @@ using RawGan.Engine;
 using RawGan.Engine.Backends.Cpu;
 using RawGan.Engine.Optim;
 using RawGan.ProGan.Checkpoints;
+using RawGan.ProGan.IO;
 using RawGan.ProGan.Model;
 using RawGan.ProGan.Training;
 
@@ -93,5 +94,39 @@ public sealed class CheckpointStoreTests : IDisposable
         Assert.Contains("NaN or infinite", e.Message);
         Assert.Equal(new[] { previous }, store.List());
         Assert.Single(Directory.GetFileSystemEntries(store.Directory));
+    }
+
+    [Fact]
+    public void AReaderWhoseCheckpointIsPrunedUnderItTakesTheNewestAgain()
+    {
+        var store = new CheckpointStore(_run);
+        Save(100, steps: 1);
+        string middle = Save(200, steps: 2);
+        string newest = Save(300, steps: 3);
+        var seen = new List<string>();
+        var (state, weights) = store.LoadNewest(checkpoint =>
+        {
+            seen.Add(checkpoint);
+            // The first time, as a training run would: a newer checkpoint lands and this one is
+            // pruned (renamed away, then deleted) after it was listed but before it was opened.
+            if (seen.Count == 1)
+            {
+                Directory.Move(checkpoint, checkpoint + ".partial-deleting");
+                Directory.Delete(checkpoint + ".partial-deleting", recursive: true);
+            }
+            return CheckpointStore.ReadPinned(checkpoint, "G_ema.safetensors");
+        });
+        Assert.Equal([newest, middle], seen);
+        Assert.Equal(200, state.State.TotalImages);
+        Assert.NotEmpty(weights.Tensors);
+
+        // Once pinned (both files open), deleting the folder no longer matters.
+        string statePath = Path.Combine(middle, "state.json");
+        using (var handle = File.OpenHandle(statePath, FileMode.Open, FileAccess.Read, FileShare.Read | FileShare.Delete))
+        {
+            if (!OperatingSystem.IsWindows()) Directory.Delete(middle, recursive: true);
+            Assert.Equal(200, CheckpointStore.ReadState(handle, statePath).State.TotalImages);
+        }
+        Assert.Throws<InvalidFileException>(() => new CheckpointStore(Path.Combine(_run, "nothing")).LoadNewest(CheckpointStore.ReadState));
     }
 }

@@ -20,7 +20,7 @@ public unsafe class JpegTests
     /// Makes JPEG files with the library's own compressor (tjCompress2), bound here for the test only.
     /// The decoder under test must give back the picture up to JPEG's loss.
     /// </summary>
-    private static byte[] Compress(byte[] pixels, int width, int height, bool grey, int quality)
+    internal static byte[] Compress(byte[] pixels, int width, int height, bool grey, int quality)
     {
         nint library = NativeLibrary.Load(OperatingSystem.IsWindows() ? "turbojpeg.dll" : "libturbojpeg.so.0");
         var init = (delegate* unmanaged<nint>)NativeLibrary.GetExport(library, "tjInitCompress");

@@ -5,7 +5,7 @@ using Xunit.Abstractions;
 namespace RawGan.Trainer.Tests;
 
 /// <summary>
-/// Stopping and resuming through the real command line: Ctrl+C (SIGINT), SIGTERM and --max-steps
+/// Stopping and resuming through the real command line: Ctrl+C (SIGINT), SIGTERM, SIGHUP, SIGQUIT and --max-steps
 /// stop after the current step with a checkpoint, and `train --resume` finishes with weights that
 /// are bit for bit those of an uninterrupted run (CPU, one thread).
 /// </summary>
@@ -17,6 +17,8 @@ public class InterruptionTests(RawganFixture cli, ITestOutputHelper output)
     [Theory]
     [InlineData(RawganProcess.SIGINT, 7)]    // in the 8x8 fade-in (ticks every 40 images; 200 per phase)
     [InlineData(RawganProcess.SIGTERM, 2)]   // in the 4x4 stable phase
+    [InlineData(RawganProcess.SIGHUP, 4)]    // a closed terminal or ssh session
+    [InlineData(RawganProcess.SIGQUIT, 9)]   // Ctrl+\, in the 8x8 fade-in
     public void ASignalStopsAfterTheStepWithACheckpointAndResumeFinishesBitExact(int signal, int afterTick)
     {
         string reference = new CheckpointStore(cli.ReferenceRun).Latest!;
@@ -35,7 +37,13 @@ public class InterruptionTests(RawganFixture cli, ITestOutputHelper output)
             int code = train.WaitForExit(Wait);
             Assert.True(code == 130, $"exit {code}: {train.Describe()}");
             runFolder = RawganFixture.RunFolderOf(train.Stdout);
-            string name = signal == RawganProcess.SIGINT ? "SIGINT" : "SIGTERM";
+            string name = signal switch
+            {
+                RawganProcess.SIGINT => "SIGINT",
+                RawganProcess.SIGHUP => "SIGHUP",
+                RawganProcess.SIGQUIT => "SIGQUIT",
+                _ => "SIGTERM",
+            };
             var lines = train.StdoutLines;
             int notice = Array.FindIndex(lines, l => l.StartsWith($"{name}: stopping after this step"));
             Assert.True(notice >= 0, train.Describe());

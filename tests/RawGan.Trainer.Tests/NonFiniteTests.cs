@@ -179,6 +179,42 @@ public sealed class NonFiniteTests : IDisposable
         AssertEveryCheckpointIsFinite(_dir);
     }
 
+    [Theory]
+    [InlineData(NonFinitePolicy.Rollback)]
+    [InlineData(NonFinitePolicy.Stop)]
+    public void AnUpdateThatOverflowsAdamsMomentsWhileTheLossesStayFiniteActsAtOnce(NonFinitePolicy policy)
+    {
+        // As if a gradient of 1e20 had been squared: the second moment is infinite, which makes the
+        // update zero, so the losses stay finite; only the check of the moments can see it.
+        var data = new PoisonedShapes(32, 8, _ => false);
+        var observer = new RecordingObserver();
+        using var trainer = new ProGanTrainer(Options(policy), CpuBackend.Shared, data, _dir, observer);
+        Assert.Equal(StopReason.Interrupted, trainer.Run(maxSteps: 5));
+        string good = new CheckpointStore(_dir).Latest!;
+        var v = trainer.Optimizers.Discriminator.SecondMoments[2];
+        var values = v.ToArray();
+        values[0] = float.PositiveInfinity;
+        v.CopyFrom(values);
+
+        var reason = trainer.Run(maxSteps: 1);
+        Assert.Contains(observer.Notices, n => n.StartsWith("step 6: the update left non-finite weights or Adam moments"));
+        Assert.Equal(1, trainer.State.SkippedSteps);
+        if (policy == NonFinitePolicy.Stop)
+        {
+            Assert.Equal(StopReason.NonFinite, reason);
+            Assert.StartsWith("stopping: the weights or Adam moments are not finite", observer.Notices[^1]);
+            Assert.Equal(good, new CheckpointStore(_dir).Latest);
+        }
+        else
+        {
+            Assert.Equal(StopReason.Interrupted, reason);
+            Assert.Equal(1, trainer.State.Rollbacks);
+            Assert.Contains(observer.Notices, n => n.StartsWith($"rolled back to {good}"));
+            Assert.Equal(StopReason.Finished, trainer.Run());
+        }
+        AssertEveryCheckpointIsFinite(_dir);
+    }
+
     [Fact]
     public void WeightsThatTurnedNonFiniteAreNeverWrittenAndARollbackRepairsThem()
     {
@@ -204,10 +240,17 @@ public sealed class NonFiniteTests : IDisposable
         Assert.Equal(good, store.Latest);
         Assert.Contains(observer.Notices, n => n.Contains("not written") && n.Contains("non-finite"));
 
-        // Training on: every step is now non-finite, so after 3 the trainer rolls back to `good`.
-        Assert.Equal(StopReason.Interrupted, trainer.Run(maxSteps: 3));
+        // Training on: step 8 is skipped (non-finite loss), the tick after it cannot write its
+        // checkpoint, and since no later step could repair the weights, the trainer rolls back to
+        // `good` at once rather than after more steps.
+        int notices = observer.Notices.Count;
+        Assert.Equal(StopReason.Interrupted, trainer.Run(maxSteps: 1));
         Assert.Equal(1, trainer.State.Rollbacks);
-        Assert.Equal(3, trainer.State.SkippedSteps);
+        Assert.Equal(1, trainer.State.SkippedSteps);
+        var after = observer.Notices.Skip(notices).ToArray();
+        Assert.StartsWith("step 8: non-finite", after[0]);
+        Assert.StartsWith("checkpoint not written", after[1]);
+        Assert.StartsWith($"rolled back to {good}", after[2]);
         var restored = Weights(trainer);
         for (int i = 0; i < goodWeights.Length; i++)
             Assert.True(goodWeights[i].AsSpan().SequenceEqual(restored[i]), $"tensor {i} was not restored by the rollback");

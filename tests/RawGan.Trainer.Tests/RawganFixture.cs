@@ -54,9 +54,20 @@ public sealed class RawganFixture : IDisposable
     /// <summary>`mpirun -np <paramref name="ranks"/> rawgan ...`, waited for.</summary>
     internal RawganResult RunRanks(int ranks, params string[] args)
     {
-        using var p = new RawganProcess(Dll, CacheDirectory, args, ranks);
+        using var p = new RawganProcess(Dll, CacheDirectory, args, ranks: ranks);
         int code = p.WaitForExit(Timeout);
         return new RawganResult($"mpirun -np {ranks} {p.Arguments}", code, p.Stdout, p.Stderr);
+    }
+
+    /// <summary>Starts rawgan with extra environment variables (and, when given, its own cache folder).</summary>
+    internal RawganProcess StartWith(IReadOnlyDictionary<string, string> environment, params string[] args) =>
+        new(Dll, environment.TryGetValue("RAWGAN_CACHE_DIR", out var cache) ? cache : CacheDirectory, args, environment);
+
+    internal RawganResult RunWith(IReadOnlyDictionary<string, string> environment, params string[] args)
+    {
+        using var p = StartWith(environment, args);
+        int code = p.WaitForExit(Timeout);
+        return new RawganResult(p.Arguments, code, p.Stdout, p.Stderr);
     }
 
     internal RawganResult Run(params string[] args) => Run(Timeout, args);

@@ -10,7 +10,7 @@ namespace RawGan.Trainer.Tests;
 /// </summary>
 internal sealed partial class RawganProcess : IDisposable
 {
-    public const int SIGINT = 2, SIGKILL = 9, SIGTERM = 15;
+    public const int SIGHUP = 1, SIGINT = 2, SIGQUIT = 3, SIGKILL = 9, SIGTERM = 15;
 
     private readonly Process _process;
     private readonly object _gate = new();
@@ -18,7 +18,7 @@ internal sealed partial class RawganProcess : IDisposable
     private bool _stdoutClosed, _stderrClosed;
 
     /// <param name="ranks">Above 1: started as `mpirun -np ranks` (Open MPI, on this machine).</param>
-    public RawganProcess(string dll, string cacheDirectory, IEnumerable<string> args, int ranks = 1)
+    public RawganProcess(string dll, string cacheDirectory, IEnumerable<string> args, IReadOnlyDictionary<string, string>? environment = null, int ranks = 1)
     {
         string dotnet = Environment.GetEnvironmentVariable("DOTNET_HOST_PATH") ?? "dotnet";
         var start = new ProcessStartInfo(ranks > 1 ? "mpirun" : dotnet)
@@ -33,6 +33,7 @@ internal sealed partial class RawganProcess : IDisposable
         foreach (var a in args) start.ArgumentList.Add(a);
         start.Environment["RAWGAN_CACHE_DIR"] = cacheDirectory;
         start.Environment.Remove("TERM");   // plain log lines, as in CI
+        foreach (var (name, value) in environment ?? new Dictionary<string, string>()) start.Environment[name] = value;
         Arguments = string.Join(' ', args);
         _process = new Process { StartInfo = start };
         _process.OutputDataReceived += (_, e) => Receive(_stdout, e.Data, stdout: true);

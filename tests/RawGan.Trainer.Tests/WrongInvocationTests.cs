@@ -49,7 +49,22 @@ public partial class WrongInvocationTests(RawganFixture cli)
         "generate latents of the wrong shape", "generate latents not npy", "resume with other settings", "resume nothing",
         "truncated G_ema", "garbage G for resume", "NaN in G_ema", "corrupt state.json", "bench batch 6",
         "interpolate one seed", "evaluate missing checkpoint",
+        // Sizes that once overflowed into a stack trace, and options that once meant something else.
+        "resolution 512 on the built-in shapes", "batch beyond a tensor", "latent size 2e9", "fmap 1e9", "more memory than the machine has",
+        "lr with a decimal comma", "lr list with a decimal comma", "batch given twice for a resolution", "truncation NaN",
+        // Checkpoints that lack what they must hold.
+        "state.json without Options", "state.json with a null model", "state.json with a null Rng", "state.json with a short Rng",
+        "state.json of a huge generator", "G_ema with a tensor over 2 GiB",
     ];
+
+    /// <summary>A copy of the small run whose newest checkpoint's state.json is edited by <paramref name="edit"/>.</summary>
+    private string EditedState(string name, Action<System.Text.Json.Nodes.JsonObject> edit) => DamagedRun(name, c =>
+    {
+        string path = Path.Combine(c, "state.json");
+        var root = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(path))!.AsObject();
+        edit(root);
+        File.WriteAllText(path, root.ToJsonString());
+    });
 
     /// <summary>The arguments of a case and the fragments (separated by '|') its one line must contain.</summary>
     private (string[] args, string expected) Case(string name)
@@ -147,6 +162,42 @@ public partial class WrongInvocationTests(RawganFixture cli)
             case "bench batch 6": return (["bench", "--batch", "6", .. Cpu], "--batch");
             case "interpolate one seed": return (["interpolate", "--checkpoint", SmallRun(), "--seeds", "5", "--device", "cpu"], "--seeds");
             case "evaluate missing checkpoint": return (["evaluate", "--checkpoint", "/nonexistent", "--device", "cpu"], "/nonexistent");
+            case "resolution 512 on the built-in shapes": return (["train", "--resolution", "512", .. Cpu], "at most 256x256|512");
+            case "batch beyond a tensor": return (["train", .. RawganFixture.TinyModel, "--batch", "400000000", .. Cpu], "batch 400000000|lower --batch");
+            case "latent size 2e9": return (["train", "--preset", "tiny", "--latent-size", "2000000000", .. Cpu], "latent_dense.weight|lower --fmap-base, --fmap-max or --latent-size");
+            case "fmap 1e9": return (["train", "--preset", "tiny", "--fmap-base", "1000000000", "--fmap-max", "1000000000", .. Cpu], "lower --fmap-base");
+            case "more memory than the machine has": return (["train", "--preset", "paper", "--resolution", "1024", "--batch", "64", .. Cpu], "needs at least|is available|lower --batch at 1024x1024");
+            case "lr with a decimal comma": return ([.. RawganFixture.TinyTrain(Folder("lr-comma"), "--lr", "0,001")], "--lr|'0,001'|did you mean 0.001?|4:0.001,8:0.002");
+            case "lr list with a decimal comma": return ([.. RawganFixture.TinyTrain(Folder("lr-list-comma"), "--lr", "4:0.002,8:0,001")], "--lr|ambiguous");
+            case "batch given twice for a resolution": return (["train", .. RawganFixture.TinyModel, "--batch", "4:8,4:16", .. Cpu], "resolution 4 twice");
+            case "truncation NaN": return (["generate", "--checkpoint", SmallRun(), "--truncation", "NaN", .. Cpu], "--truncation");
+            case "state.json without Options":
+                return (["train", "--resume", EditedState("no-options", r => r.Remove("Options")), .. Cpu], "state.json|field 'Options' is missing");
+            case "state.json with a null model":
+                return (["generate", "--checkpoint", EditedState("null-model", r => r["Options"]!["Model"] = null), .. Cpu], "state.json|field 'Options.Model' is null");
+            case "state.json with a null Rng":
+                return (["train", "--resume", EditedState("null-rng", r => r["State"]!["Rng"] = null), .. Cpu], "state.json|field 'State.Rng' is null");
+            case "state.json with a short Rng":
+                return (["train", "--resume", EditedState("short-rng", r => r["State"]!["Rng"] = new System.Text.Json.Nodes.JsonArray(1, 2)), .. Cpu], "state.json|field 'State.Rng'");
+            case "state.json of a huge generator":
+                return (["generate", "--checkpoint", EditedState("huge-g", r =>
+                {
+                    r["Options"]!["Model"]!["FmapBase"] = 1_000_000_000;
+                    r["Options"]!["Model"]!["FmapMax"] = 1_000_000_000;
+                }), .. Cpu], "state.json|lower --fmap-base");
+            case "G_ema with a tensor over 2 GiB":
+                {
+                    string run = DamagedRun("g-ema-huge", c =>
+                    {
+                        long count = 600_000_000;
+                        var header = System.Text.Encoding.UTF8.GetBytes($"{{\"latent_dense.weight\":{{\"dtype\":\"F32\",\"shape\":[{count}],\"data_offsets\":[0,{count * 4}]}}}}");
+                        using var stream = new FileStream(Path.Combine(c, "G_ema.safetensors"), FileMode.Create);
+                        stream.Write(BitConverter.GetBytes((ulong)header.Length));
+                        stream.Write(header);
+                        stream.SetLength(8 + header.Length + count * 4);   // sparse
+                    });
+                    return (["generate", "--checkpoint", run, .. Cpu], "G_ema.safetensors|latent_dense.weight|2 GiB");
+                }
         }
         throw new ArgumentException(name);
     }

@@ -67,6 +67,10 @@ public static class SafeTensors
 
     public const string MetadataKey = "__metadata__";
 
+    /// <summary>The largest tensor RawGan loads: 2 GiB as float32 (536,870,911 values), what one
+    /// span of bytes can address. The biggest tensor of the paper's network is 9.4 MB.</summary>
+    public const long MaxTensorBytes = int.MaxValue;
+
     /// <summary>Writes the tensors and metadata atomically to <paramref name="path"/>.</summary>
     public static void Save(string path, IEnumerable<NamedTensor> tensors, IReadOnlyDictionary<string, string>? metadata = null)
     {
@@ -190,6 +194,13 @@ public static class SafeTensors
     public static SafeTensorsContent Load(string path)
     {
         using var handle = File.OpenHandle(path, FileMode.Open, FileAccess.Read, FileShare.Read);
+        return Load(handle, path);
+    }
+
+    /// <summary>Loads every tensor from a file already open (so that it can be read even after its
+    /// folder is deleted, on Unix); <paramref name="path"/> names it in errors.</summary>
+    public static SafeTensorsContent Load(SafeFileHandle handle, string path)
+    {
         var (infos, metadata, dataStart) = ReadHeader(handle, path);
         var tensors = new Dictionary<string, NamedTensor>(StringComparer.Ordinal);
         foreach (var info in infos)
@@ -203,9 +214,16 @@ public static class SafeTensors
             }
             else
             {
-                var bytes = new byte[info.End - info.Begin];
-                ReadExactly(handle, bytes, position, path);
-                ConvertToFloat(info.DType, bytes, data);
+                // Converted a chunk at a time: the stored bytes of an F64 tensor may be twice the floats.
+                int size = ElementSize(info.DType);
+                var bytes = new byte[Math.Min(info.End - info.Begin, 1 << 20)];
+                for (long done = 0; done < count;)
+                {
+                    int n = (int)Math.Min(count - done, bytes.Length / size);
+                    ReadExactly(handle, bytes.AsSpan(0, n * size), position + done * size, path);
+                    ConvertToFloat(info.DType, bytes.AsSpan(0, n * size), data.AsSpan((int)done, n));
+                    done += n;
+                }
             }
             tensors.Add(info.Name, new NamedTensor(info.Name, info.Shape, data));
         }
@@ -345,6 +363,9 @@ public static class SafeTensors
         }
         if (count > Array.MaxLength)
             throw new InvalidFileException(path, $"tensor '{name}': shape [{string.Join(", ", shape)}] has more elements than an array can hold");
+        if (count > MaxTensorBytes / sizeof(float))
+            throw new InvalidFileException(path,
+                $"tensor '{name}': shape [{string.Join(", ", shape)}] is {count * (double)sizeof(float) / (1L << 30):F1} GiB as float32; RawGan loads tensors of at most 2 GiB");
 
         if (!value.TryGetProperty("data_offsets", out var offsetsElement) || offsetsElement.ValueKind != JsonValueKind.Array || offsetsElement.GetArrayLength() != 2)
             throw new InvalidFileException(path, $"tensor '{name}': no \"data_offsets\" pair [begin, end]");

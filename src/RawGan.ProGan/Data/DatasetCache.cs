@@ -34,6 +34,10 @@ public sealed unsafe class DatasetCache : IDisposable
 {
     public const int FormatVersion = 1;
     public const int HeaderSize = 64;
+
+    /// <summary>A temporary file in the cache folder this old is a leftover even if a process of its
+    /// writer's id is running (the id was reused): a preparation takes hours at most.</summary>
+    public static readonly TimeSpan StaleTemporaryAge = TimeSpan.FromDays(2);
     private static ReadOnlySpan<byte> Magic => "RGDSCACH"u8;
 
     private readonly MemoryMappedFile _file;
@@ -228,6 +232,9 @@ public sealed unsafe class DatasetCache : IDisposable
     public static DatasetCache OpenOrBuild(string path, int channels, int maxResolution, byte[] sourceHash,
         Func<IEnumerable<byte[]>> images, out bool rebuilt)
     {
+        // A preparation killed mid-write (kill -9) leaves a hidden temporary as large as the cache.
+        string? folder = System.IO.Path.GetDirectoryName(System.IO.Path.GetFullPath(path));
+        if (folder != null) AtomicFile.RemoveStaleTemporaries(folder, StaleTemporaryAge);
         if (File.Exists(path))
         {
             try

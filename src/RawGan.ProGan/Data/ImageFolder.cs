@@ -1,3 +1,4 @@
+using RawGan.Engine;
 using RawGan.ProGan.Imaging;
 using RawGan.ProGan.IO;
 
@@ -20,6 +21,10 @@ public sealed class ImageFolderReport
     public int Candidates { get; internal set; }
     public int Loaded { get; internal set; }
     public int Skipped { get; private set; }
+    /// <summary>Image paths that lead to a file already counted (hard or symbolic links): each real file is used once.</summary>
+    public int Duplicates { get; internal set; }
+    /// <summary>Folders reached a second time through a symbolic link (a loop, or two links to one folder): walked once.</summary>
+    public int FoldersSeenTwice { get; internal set; }
     public IReadOnlyList<SkippedFile> FirstSkipped => _firstSkipped;
     /// <summary>False when the images were taken from an existing cache without reading the folder.</summary>
     public bool FolderRead { get; internal set; } = true;
@@ -37,6 +42,10 @@ public sealed class ImageFolderReport
         if (!FolderRead)
             return "images taken from the prepared cache (the folder has not changed)";
         var text = $"{Loaded} of {Candidates} image files used";
+        if (Duplicates > 0)
+            text += $" ({Duplicates} more paths are links to files already counted)";
+        if (FoldersSeenTwice > 0)
+            text += $" ({FoldersSeenTwice} links to folders already walked, loops among them, were not followed again)";
         if (Skipped == 0)
             return text;
         text += $", {Skipped} skipped:";
@@ -61,12 +70,19 @@ public sealed class ImageFolderReport
 /// Files that cannot be used (corrupt, truncated, not really an image, JPEG without libturbojpeg)
 /// are skipped and counted in an <see cref="ImageFolderReport"/>; a folder with no usable picture
 /// at all is an error that names the folder. Hidden files and folders are ignored.
+///
+/// Hostile folders: the walk looks at each entry's type before opening it (<see cref="FileStatus"/>),
+/// so a named pipe, a socket or a device named like an image is skipped, never opened; symbolic
+/// links are followed, each real folder is walked once (a link loop ends) and each real file is
+/// counted once, however many paths lead to it; headers are read with a bounded read; and decoding
+/// runs under a <see cref="DecodeBudget"/>, so pictures whose headers announce large sizes are
+/// decoded one after another, or skipped with the memory they would need.
 /// </summary>
 public sealed class ImageFolder
 {
-    private readonly (string Path, long Length, long Modified)[] _files;
+    private readonly (string Path, long Length, long Modified, long DecodeCost)[] _files;
 
-    private ImageFolder(string folder, (string, long, long)[] files, int channels, ImageFolderReport headerReport)
+    private ImageFolder(string folder, (string, long, long, long)[] files, int channels, ImageFolderReport headerReport)
     {
         Folder = folder;
         _files = files;
@@ -92,28 +108,24 @@ public sealed class ImageFolder
     {
         if (!Directory.Exists(folder))
             throw new DirectoryNotFoundException($"the image folder '{folder}' does not exist");
-        var options = new EnumerationOptions
-        {
-            RecurseSubdirectories = true,
-            IgnoreInaccessible = true,
-            AttributesToSkip = FileAttributes.Hidden | FileAttributes.System,
-        };
-        var candidates = Directory.EnumerateFiles(folder, "*", options)
-            .Where(path => ImageFile.Extensions.Contains(System.IO.Path.GetExtension(path).ToLowerInvariant()))
-            .Where(path => !System.IO.Path.GetFileName(path).StartsWith('.'))
-            .Order(StringComparer.Ordinal)
-            .ToArray();
+        var report = new ImageFolderReport();
+        var entries = Walk(folder, report);
+        report.Candidates = entries.Count;
 
-        var report = new ImageFolderReport { Candidates = candidates.Length };
-        var infos = new (bool Usable, bool Grey, long Length, long Modified)[candidates.Length];
-        var problems = new string?[candidates.Length];
-        Parallel.For(0, candidates.Length, i =>
+        var infos = new (bool Usable, bool Grey, long Length, long Modified, long Cost)[entries.Count];
+        var problems = new string?[entries.Count];
+        Parallel.For(0, entries.Count, i =>
         {
+            var (path, status) = entries[i];
+            if (status.Kind != FileKind.Regular)
+            {
+                problems[i] = $"{FileStatus.Describe(status.Kind)}, not a regular file (not opened)";
+                return;
+            }
             try
             {
-                var file = new FileInfo(candidates[i]);
-                var (_, _, grey) = ImageFile.ReadInfo(candidates[i]);
-                infos[i] = (true, grey, file.Length, file.LastWriteTimeUtc.Ticks);
+                var header = ImageFile.ReadHeader(path);
+                infos[i] = (true, header.IsGrey, status.Length, status.ModifiedTicks, header.DecodeCost);
             }
             catch (Exception ex) when (ex is InvalidFileException or IOException or UnauthorizedAccessException or InvalidOperationException)
             {
@@ -121,20 +133,85 @@ public sealed class ImageFolder
             }
         });
         // Reported in file order, so the same folder always lists the same first few.
-        for (int i = 0; i < candidates.Length; i++)
+        for (int i = 0; i < entries.Count; i++)
             if (problems[i] is not null)
-                report.Skip(System.IO.Path.GetRelativePath(folder, candidates[i]), problems[i]!);
+                report.Skip(System.IO.Path.GetRelativePath(folder, entries[i].Path), problems[i]!);
 
-        var usable = candidates.Select((path, i) => (path, info: infos[i])).Where(p => p.info.Usable).ToArray();
+        var usable = entries.Select((entry, i) => (entry.Path, info: infos[i])).Where(p => p.info.Usable).ToArray();
         if (usable.Length == 0)
         {
-            string why = candidates.Length == 0
+            string why = entries.Count == 0
                 ? "no .png, .jpg or .jpeg files in it or its subfolders"
-                : $"none of its {candidates.Length} image files can be read: " + report;
+                : $"none of its {entries.Count} image files can be read: " + report;
             throw new InvalidFileException(folder, $"no usable image ({why})");
         }
         int channels = usable.All(p => p.info.Grey) ? 1 : 3;
-        return new ImageFolder(folder, usable.Select(p => (p.path, p.info.Length, p.info.Modified)).ToArray(), channels, report);
+        return new ImageFolder(folder, usable.Select(p => (p.Path, p.info.Length, p.info.Modified, p.info.Cost)).ToArray(), channels, report);
+    }
+
+    /// <summary>
+    /// Every entry under <paramref name="root"/> named like an image (hidden names skipped), with
+    /// its status, in ordinal order of the paths. Entries are typed without being opened; symbolic
+    /// links are followed; a folder already walked (a link loop, a second link to it) is not walked
+    /// again, and a file already found under another path is left out: both are counted in
+    /// <paramref name="report"/>. The walk keeps its own stack, so nesting depth cannot exhaust it.
+    /// </summary>
+    private static List<(string Path, FileStatus Status)> Walk(string root, ImageFolderReport report)
+    {
+        var options = new EnumerationOptions
+        {
+            RecurseSubdirectories = false,
+            IgnoreInaccessible = true,
+            AttributesToSkip = FileAttributes.Hidden | FileAttributes.System,
+        };
+        var found = new List<(string Path, FileStatus Status)>();
+        var folders = new HashSet<(ulong, ulong)>();
+        var rootStatus = FileStatus.Of(root);
+        if (rootStatus.Kind == FileKind.Directory) folders.Add(rootStatus.Identity);
+        var pending = new Stack<string>();
+        pending.Push(root);
+        while (pending.Count > 0)
+        {
+            string folder = pending.Pop();
+            string[] names;
+            try
+            {
+                names = Directory.EnumerateFileSystemEntries(folder, "*", options).Order(StringComparer.Ordinal).ToArray();
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+            {
+                continue;   // a folder that vanished or cannot be listed: as inaccessible ones are
+            }
+            var subfolders = new List<string>();
+            foreach (string path in names)
+            {
+                if (System.IO.Path.GetFileName(path).StartsWith('.')) continue;
+                var status = FileStatus.Of(path);
+                if (status.Kind == FileKind.Directory)
+                {
+                    if (folders.Add(status.Identity)) subfolders.Add(path);
+                    else report.FoldersSeenTwice++;
+                    continue;
+                }
+                if (ImageFile.Extensions.Contains(System.IO.Path.GetExtension(path).ToLowerInvariant()))
+                    found.Add((path, status));
+            }
+            // Walked in order: the first path to reach a folder is the one that lists its files.
+            for (int i = subfolders.Count - 1; i >= 0; i--) pending.Push(subfolders[i]);
+        }
+        found.Sort((a, b) => StringComparer.Ordinal.Compare(a.Path, b.Path));
+        var files = new HashSet<(ulong, ulong)>();
+        var unique = new List<(string Path, FileStatus Status)>(found.Count);
+        foreach (var entry in found)
+        {
+            if (entry.Status.Kind == FileKind.Regular && !files.Add(entry.Status.Identity))
+            {
+                report.Duplicates++;
+                continue;
+            }
+            unique.Add(entry);
+        }
+        return unique;
     }
 
     /// <summary>
@@ -163,12 +240,15 @@ public sealed class ImageFolder
     }
 
     /// <summary>
-    /// Every usable picture in order, decoded a batch at a time on all cores. Unreadable files are
-    /// skipped and recorded in <paramref name="report"/>; if none is usable, throws
+    /// Every usable picture in order, decoded a batch at a time on all cores, together holding at
+    /// most <paramref name="budget"/> (by default a share of the memory available now). Unreadable
+    /// files, and files whose decoding would need more than the whole budget, are skipped and
+    /// recorded in <paramref name="report"/>; if none is usable, throws
     /// <see cref="InvalidFileException"/> naming the folder.
     /// </summary>
-    public IEnumerable<byte[]> LoadAll(int resolution, ImageFolderReport report)
+    public IEnumerable<byte[]> LoadAll(int resolution, ImageFolderReport report, DecodeBudget? budget = null)
     {
+        budget ??= DecodeBudget.FromAvailableMemory();
         int batch = Math.Max(8, Environment.ProcessorCount * 8);
         for (int start = 0; start < _files.Length; start += batch)
         {
@@ -177,9 +257,16 @@ public sealed class ImageFolder
             var problems = new string?[count];
             Parallel.For(0, count, i =>
             {
+                var file = _files[start + i];
+                if (!budget.TryAcquire(file.DecodeCost, out var lease))
+                {
+                    problems[i] = $"decoding it would need about {SystemMemory.Format(file.DecodeCost)}, more than the {SystemMemory.Format(budget.Bytes)} " +
+                                  "decoding may use at once; scale the image down";
+                    return;
+                }
                 try
                 {
-                    results[i] = LoadImage(start + i, resolution);
+                    using (lease) results[i] = LoadImage(start + i, resolution);
                 }
                 catch (Exception ex) when (ex is InvalidFileException or IOException or UnauthorizedAccessException or InvalidOperationException)
                 {
@@ -206,12 +293,12 @@ public sealed class ImageFolder
     /// <paramref name="cachePath"/> if it matches the folder, or builds it. The report lists skipped
     /// files (those rejected by their header and, when the cache is built, while decoding).
     /// </summary>
-    public static (DatasetCache Cache, ImageFolderReport Report) PrepareCache(string folder, int resolution, string cachePath)
+    public static (DatasetCache Cache, ImageFolderReport Report) PrepareCache(string folder, int resolution, string cachePath, DecodeBudget? budget = null)
     {
         var imageFolder = Open(folder);
         var report = imageFolder.HeaderReport;
         var cache = DatasetCache.OpenOrBuild(cachePath, imageFolder.Channels, resolution, imageFolder.SourceHash(resolution),
-            () => imageFolder.LoadAll(resolution, report), out bool rebuilt);
+            () => imageFolder.LoadAll(resolution, report, budget), out bool rebuilt);
         if (!rebuilt)
         {
             report.FolderRead = false;

@@ -13,6 +13,9 @@ namespace RawGan.ProGan.Data;
 /// </summary>
 public sealed class ShapesDataset
 {
+    /// <summary>The largest resolution the shapes are rendered at.</summary>
+    public const int MaxResolution = 256;
+
     public const int Channels = 3;
 
     /// <summary>
@@ -107,8 +110,8 @@ public sealed class ShapesDataset
     /// <summary>Writes picture <paramref name="index"/> as 8-bit CHW into <paramref name="destination"/>.</summary>
     public void RenderBytes(int index, int resolution, Span<byte> destination)
     {
-        if (resolution < 4 || resolution > 256 || (resolution & (resolution - 1)) != 0)
-            throw new ArgumentOutOfRangeException(nameof(resolution), $"the shapes data set renders at 4, 8, ..., 256 pixels, not {resolution}");
+        if (resolution < 4 || resolution > MaxResolution || (resolution & (resolution - 1)) != 0)
+            throw new ArgumentOutOfRangeException(nameof(resolution), $"the shapes data set renders at 4, 8, ..., {MaxResolution} pixels, not {resolution}");
         int plane = resolution * resolution;
         if (destination.Length != Channels * plane)
             throw new ArgumentException($"a {resolution}x{resolution} RGB picture needs {Channels * plane} bytes, got {destination.Length}");

@@ -36,6 +36,9 @@ public static class TrainingData
     {
         if (spec == "shapes")
         {
+            if (resolution > ShapesDataset.MaxResolution)
+                throw new ArgumentException($"--data shapes renders at most {ShapesDataset.MaxResolution}x{ShapesDataset.MaxResolution}, not {resolution}x{resolution}: " +
+                                            $"lower --resolution, or train on your own images with --data FOLDER");
             var shapes = new ShapesDataset(seed: 0, count: shapesCount);
             var hash = DatasetCache.HashSources(["shapes", ShapesDataset.Version.ToString(), shapesCount.ToString(), resolution.ToString()]);
             string path = Path.Combine(CacheFolder, $"shapes-{shapesCount}-{resolution}.rgcache");
@@ -63,7 +66,7 @@ public static class TrainingData
             throw new ArgumentException($"--data: '{spec}' is neither a folder nor one of: shapes, fashion-mnist, fashion-mnist:DIR, mnist:DIR");
         string folderPath = Path.Combine(CacheFolder, $"folder-{Convert.ToHexString(System.Security.Cryptography.SHA256.HashData(System.Text.Encoding.UTF8.GetBytes(Path.GetFullPath(spec))))[..12]}-{resolution}.rgcache");
         var (folderCache, report) = ImageFolder.PrepareCache(spec, resolution, folderPath);
-        if (report.Skipped > 0) notice(report.ToString());
+        if (report.Skipped > 0 || report.Duplicates > 0 || report.FoldersSeenTwice > 0) notice(report.ToString());
         return new CachedImages(Path.GetFullPath(spec), folderCache);
     }
 

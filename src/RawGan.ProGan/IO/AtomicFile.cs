@@ -5,9 +5,10 @@ namespace RawGan.ProGan.IO;
 /// complete new content, never a mixture or a stump. The content goes to a temporary file in the
 /// same directory, is flushed to the disk (fsync), and only then renamed over the target; a rename
 /// within one file system is atomic. A crash, a kill -9 or a full disk during the write leaves the
-/// previous file untouched (and at worst a stray <c>.*.tmp</c> file beside it).
+/// previous file untouched (and at worst a stray <c>.*.tmp</c> file beside it, named after the
+/// writing process, which <see cref="RemoveStaleTemporaries"/> removes once that process is gone).
 /// </summary>
-public static class AtomicFile
+public static partial class AtomicFile
 {
     /// <summary>
     /// Creates or replaces <paramref name="path"/> with whatever <paramref name="writeContent"/>
@@ -26,7 +27,9 @@ public static class AtomicFile
 
         // A unique name beside the target, hidden on Unix, so that the final rename stays on one
         // file system (a rename across file systems would be a copy, and not atomic).
-        string temporaryPath = Path.Combine(directory, $".{Path.GetFileName(fullPath)}.{Guid.NewGuid():N}.tmp");
+        // The process id in the name lets a later run tell a leftover of a killed writer from the
+        // file of one still writing (RemoveStaleTemporaries).
+        string temporaryPath = Path.Combine(directory, $".{Path.GetFileName(fullPath)}.{Environment.ProcessId}-{Guid.NewGuid():N}.tmp");
         try
         {
             using (var stream = new FileStream(temporaryPath, FileMode.CreateNew, FileAccess.ReadWrite,
@@ -70,6 +73,61 @@ public static class AtomicFile
             writer.Write(text);
         });
     }
+
+    /// <summary>
+    /// Deletes the temporary files that writers killed mid-write (kill -9, a power cut) left in
+    /// <paramref name="directory"/>: those whose writer process no longer runs, and any older than
+    /// <paramref name="maxAge"/> (a writer's id may have been reused, or the file predates the
+    /// process id in the name). A temporary file of a writer still running is kept. Returns how many
+    /// were deleted.
+    /// </summary>
+    public static int RemoveStaleTemporaries(string directory, TimeSpan maxAge)
+    {
+        if (!Directory.Exists(directory)) return 0;
+        int removed = 0;
+        foreach (string path in Directory.EnumerateFiles(directory, ".*.tmp"))
+        {
+            var match = TemporaryName().Match(Path.GetFileName(path));
+            if (!match.Success) continue;
+            bool writerGone = match.Groups[1].Success && int.TryParse(match.Groups[1].Value, out int pid) && !IsRunning(pid);
+            bool old;
+            try
+            {
+                old = DateTime.UtcNow - File.GetLastWriteTimeUtc(path) > maxAge;
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+            {
+                continue;
+            }
+            if (!writerGone && !old) continue;
+            try
+            {
+                File.Delete(path);
+                removed++;
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException) { }
+        }
+        return removed;
+    }
+
+    private static bool IsRunning(int pid)
+    {
+        if (pid == Environment.ProcessId) return true;
+        if (OperatingSystem.IsLinux()) return Directory.Exists($"/proc/{pid}");
+        try
+        {
+            using var process = System.Diagnostics.Process.GetProcessById(pid);
+            return !process.HasExited;
+        }
+        catch (Exception e) when (e is ArgumentException or InvalidOperationException)
+        {
+            return false;
+        }
+    }
+
+    /// <summary>".NAME.PID-GUID.tmp" (and ".NAME.GUID.tmp", before the process id was added).</summary>
+    [System.Text.RegularExpressions.GeneratedRegex(@"^\..+\.(?:([0-9]+)-)?[0-9a-f]{32}\.tmp$")]
+    private static partial System.Text.RegularExpressions.Regex TemporaryName();
 
     private static void TryDelete(string path)
     {

@@ -79,6 +79,78 @@ public static unsafe class Jpeg
     private static Library RequireLibrary() =>
         Loaded.Value.Library ?? throw new InvalidOperationException(Loaded.Value.Problem);
 
+    /// <summary>The most header bytes <see cref="ReadHeaderSegments"/> keeps: tables and frame header
+    /// are a few kilobytes; metadata segments are skipped without being read.</summary>
+    public const int MaxHeaderBytes = 1 << 20;
+
+    /// <summary>The most segments before the start of the scan (each at most 64 KiB long).</summary>
+    private const int MaxHeaderSegments = 4096;
+
+    /// <summary>
+    /// Reads a JPEG's segments from the start-of-image marker up to and including the start-of-scan
+    /// header, which is all that <see cref="ReadInfo"/> needs, without reading the file to its end:
+    /// metadata segments (APP1..APP13, APP15, comments: EXIF, ICC profiles, thumbnails) are skipped
+    /// by seeking, APP0 (JFIF) and APP14 (Adobe, which says how the colours are stored) are kept.
+    /// At most <see cref="MaxHeaderBytes"/> are kept and <see cref="MaxHeaderSegments"/> segments
+    /// walked; a file whose header goes on longer, or that breaks the marker structure, is an
+    /// <see cref="InvalidFileException"/>. The stream must be seekable.
+    /// </summary>
+    public static byte[] ReadHeaderSegments(Stream stream, string fileName)
+    {
+        var kept = new MemoryStream();
+        Span<byte> two = stackalloc byte[2];
+        void ReadExactly(Span<byte> buffer)
+        {
+            if (stream.ReadAtLeast(buffer, buffer.Length, throwOnEndOfStream: false) < buffer.Length)
+                throw new InvalidFileException(fileName, $"the file ends at byte {stream.Length} inside the JPEG header (truncated?)");
+        }
+        ReadExactly(two);
+        if (two[0] != 0xFF || two[1] != 0xD8)
+            throw new InvalidFileException(fileName, "not a JPEG file (it does not start with the marker FF D8)");
+        kept.Write(two);
+        for (int segment = 0; segment < MaxHeaderSegments; segment++)
+        {
+            long at = stream.Position;
+            int first = stream.ReadByte();
+            if (first != 0xFF)
+                throw new InvalidFileException(fileName, first < 0
+                    ? $"the file ends at byte {at} inside the JPEG header (truncated?)"
+                    : $"byte {at}: expected a JPEG marker (FF), found {first:X2}");
+            int marker;
+            do marker = stream.ReadByte(); while (marker == 0xFF);   // fill bytes
+            if (marker < 0)
+                throw new InvalidFileException(fileName, $"the file ends at byte {stream.Position} inside the JPEG header (truncated?)");
+            if (marker == 0xD9)
+                throw new InvalidFileException(fileName, $"byte {at}: the image ends (EOI) before any scan");
+            if (marker is 0x01 or (>= 0xD0 and <= 0xD7))
+            {
+                kept.Write([0xFF, (byte)marker]);
+                continue;   // markers without a length
+            }
+            ReadExactly(two);
+            int length = (two[0] << 8) | two[1];
+            if (length < 2)
+                throw new InvalidFileException(fileName, $"byte {at}: JPEG segment FF{marker:X2} has the impossible length {length}");
+            bool metadata = marker is (>= 0xE1 and <= 0xED) or 0xEF or 0xFE;
+            if (metadata)
+            {
+                if (stream.Position + length - 2 > stream.Length)
+                    throw new InvalidFileException(fileName, $"byte {at}: JPEG segment FF{marker:X2} of {length} bytes runs past the end of the file (truncated?)");
+                stream.Seek(length - 2, SeekOrigin.Current);
+                continue;
+            }
+            if (kept.Length + 4 + length > MaxHeaderBytes)
+                throw new InvalidFileException(fileName, $"the JPEG header is longer than {MaxHeaderBytes >> 10} KiB before its first scan (corrupt?)");
+            kept.Write([0xFF, (byte)marker, two[0], two[1]]);
+            var body = new byte[length - 2];
+            ReadExactly(body);
+            kept.Write(body);
+            if (marker == 0xDA)
+                return kept.ToArray();   // start of scan: the header is complete
+        }
+        throw new InvalidFileException(fileName, $"more than {MaxHeaderSegments} JPEG segments before the first scan (corrupt?)");
+    }
+
     /// <summary>Reads and decodes the JPEG file at <paramref name="path"/>.</summary>
     public static Image Load(string path) => Decode(File.ReadAllBytes(path), path);
 

@@ -45,6 +45,13 @@ public static partial class Png
     public const long MaxPixels = 1L << 27;
 
     /// <summary>
+    /// The longest side RawGan decodes: 65535 pixels, JPEG's own limit. A PNG may claim up to
+    /// 2^31-1 a side; a crafted very wide one within <see cref="MaxPixels"/> is a row of gigabytes
+    /// that a centre crop would shrink to a few pixels anyway.
+    /// </summary>
+    public const int MaxSide = 65535;
+
+    /// <summary>
     /// Deflate cannot expand data by more than about 1032:1 (a 258-byte match costs at least two
     /// bits), so compressed data smaller than 1/1032 of the image it claims to hold is truncated.
     /// </summary>
@@ -177,13 +184,9 @@ public static partial class Png
         // How many bytes the filtered rows take once decompressed, pass by pass.
         int bitsPerPixel = SamplesPerPixel(info.ColourType) * info.BitDepth;
         var passes = info.Interlaced ? Adam7Passes : [(0, 0, 1, 1)];
-        long rawSize = 0;
-        foreach (var (x0, y0, dx, dy) in passes)
-        {
-            long passWidth = PassExtent(info.Width, x0, dx), passHeight = PassExtent(info.Height, y0, dy);
-            if (passWidth > 0 && passHeight > 0)
-                rawSize += passHeight * (1 + (passWidth * bitsPerPixel + 7) / 8);
-        }
+        long rawSize = RowBytes(info);
+        if (rawSize > Array.MaxLength)
+            throw new InvalidFileException(fileName, $"IHDR: a {info.Width}x{info.Height} image has {rawSize} bytes of rows, more than RawGan decodes");
         if (rawSize > compressed.Length * MaxDeflateExpansion + 64)
             throw new InvalidFileException(fileName,
                 $"IDAT: {compressed.Length} compressed bytes cannot hold a {info.Width}x{info.Height} image ({rawSize} bytes of rows); the file is truncated or its header is wrong");
@@ -200,7 +203,7 @@ public static partial class Png
             int passWidth = (int)PassExtent(info.Width, x0, dx), passHeight = (int)PassExtent(info.Height, y0, dy);
             if (passWidth == 0 || passHeight == 0)
                 continue; // an empty pass has no rows and no filter bytes (PNG specification, section 8.2)
-            int stride = (passWidth * bitsPerPixel + 7) / 8;
+            int stride = checked((int)(((long)passWidth * bitsPerPixel + 7) / 8));
             for (int row = 0; row < passHeight; row++)
             {
                 int filterType = raw[offset];
@@ -217,6 +220,32 @@ public static partial class Png
             }
         }
         return image;
+    }
+
+    /// <summary>
+    /// Bytes of the filtered rows of <paramref name="info"/>'s image once decompressed (a filter
+    /// byte and the packed samples per row, pass by pass when interlaced), in checked 64-bit
+    /// arithmetic: a size beyond it (no header <see cref="ReadInfo"/> accepts comes near) is
+    /// <see cref="long.MaxValue"/>.
+    /// </summary>
+    public static long RowBytes(PngInfo info)
+    {
+        long bitsPerPixel = SamplesPerPixel(info.ColourType) * info.BitDepth;
+        long total = 0;
+        try
+        {
+            foreach (var (x0, y0, dx, dy) in info.Interlaced ? Adam7Passes : [(0, 0, 1, 1)])
+            {
+                long passWidth = PassExtent(info.Width, x0, dx), passHeight = PassExtent(info.Height, y0, dy);
+                if (passWidth > 0 && passHeight > 0)
+                    total = checked(total + passHeight * (1 + (passWidth * bitsPerPixel + 7) / 8));
+            }
+        }
+        catch (OverflowException)
+        {
+            return long.MaxValue;
+        }
+        return total;
     }
 
     private readonly ref struct Chunk(string type, ReadOnlySpan<byte> data)
@@ -280,6 +309,9 @@ public static partial class Png
         if ((long)width * height > MaxPixels)
             throw new InvalidFileException(fileName,
                 $"IHDR: {width}x{height} is {(long)width * height / 1_000_000} megapixels, more than RawGan's limit of {MaxPixels / 1_000_000}; scale the image down first");
+        if (width > MaxSide || height > MaxSide)
+            throw new InvalidFileException(fileName,
+                $"IHDR: {width}x{height} has a side longer than RawGan's limit of {MaxSide} pixels; scale the image down first");
         return new PngInfo((int)width, (int)height, colourType, bitDepth, interlace == 1);
     }
 

@@ -40,8 +40,94 @@ public sealed record ProGanConfig
         if (Nf(MaxLevel - 1) < 1)
             throw new ArgumentException($"fmap-base {FmapBase} leaves no channels at {Resolution}x{Resolution}; raise it");
         if (MinibatchGroupSize < 1) throw new ArgumentException($"minibatch group size must be at least 1, got {MinibatchGroupSize}");
+        foreach (var (network, name, elements) in Weights())
+        {
+            if (elements > int.MaxValue)
+                throw new ArgumentException($"{network}'s tensor {name} would hold {Count(elements)} values, more than a tensor holds ({int.MaxValue:N0}); " +
+                                            "lower --fmap-base, --fmap-max or --latent-size");
+        }
         return this;
     }
+
+    /// <summary>
+    /// Every weight tensor of the generator and the critic (the network, the name, the element
+    /// count), from the sizes alone in saturating 64-bit arithmetic, so that a configuration can be
+    /// checked, and its memory estimated, before anything is allocated. The names and sizes are
+    /// those <see cref="Generator"/> and <see cref="Discriminator"/> make.
+    /// </summary>
+    public IEnumerable<(string Network, string Name, long Elements)> Weights()
+    {
+        long c = Channels, nf0 = Nf(0), nf1 = Nf(1);
+        yield return ("G", "latent_dense.weight", Mul(nf1, 16, LatentSize));
+        yield return ("G", "latent_dense.bias", nf1);
+        yield return ("G", "conv4.weight", Mul(nf1, nf1, 9));
+        yield return ("G", "conv4.bias", nf1);
+        yield return ("G", "to_rgb.4.weight", Mul(c, nf1));
+        yield return ("G", "to_rgb.4.bias", c);
+        for (int r = 3; r <= MaxLevel; r++)
+        {
+            long cin = Nf(r - 2), cout = Nf(r - 1);
+            yield return ("G", $"blocks.{1 << r}.conv0.weight", Mul(cout, cin, 9));
+            yield return ("G", $"blocks.{1 << r}.conv0.bias", cout);
+            yield return ("G", $"blocks.{1 << r}.conv1.weight", Mul(cout, cout, 9));
+            yield return ("G", $"blocks.{1 << r}.conv1.bias", cout);
+            yield return ("G", $"to_rgb.{1 << r}.weight", Mul(c, cout));
+            yield return ("G", $"to_rgb.{1 << r}.bias", c);
+        }
+        for (int r = 3; r <= MaxLevel; r++)
+        {
+            long here = Nf(r - 1), below = Nf(r - 2);
+            yield return ("D", $"from_rgb.{1 << r}.weight", Mul(here, c));
+            yield return ("D", $"from_rgb.{1 << r}.bias", here);
+            yield return ("D", $"blocks.{1 << r}.conv0.weight", Mul(here, here, 9));
+            yield return ("D", $"blocks.{1 << r}.conv0.bias", here);
+            yield return ("D", $"blocks.{1 << r}.conv1.weight", Mul(below, here, 9));
+            yield return ("D", $"blocks.{1 << r}.conv1.bias", below);
+        }
+        yield return ("D", "from_rgb.4.weight", Mul(nf1, c));
+        yield return ("D", "from_rgb.4.bias", nf1);
+        yield return ("D", "head.conv.weight", Mul(nf1, nf1 + 1, 9));
+        yield return ("D", "head.conv.bias", nf1);
+        yield return ("D", "head.dense.weight", Mul(nf0, nf1, 16));
+        yield return ("D", "head.dense.bias", nf0);
+        yield return ("D", "head.out.weight", nf0);
+        yield return ("D", "head.out.bias", 1);
+    }
+
+    /// <summary>Parameters of the generator (<paramref name="network"/> "G") or the critic ("D"), saturating.</summary>
+    public long ParameterCount(string network) =>
+        Weights().Where(w => w.Network == network).Aggregate(0L, (sum, w) => sum > long.MaxValue - w.Elements ? long.MaxValue : sum + w.Elements);
+
+    /// <summary>
+    /// Bytes that training holds for the weights alone, estimated: float32 G, its moving average,
+    /// Adam's two moments and a gradient for each of G's parameters; D, its moments and gradients;
+    /// and one host copy of everything while a checkpoint is written.
+    /// </summary>
+    [JsonIgnore]
+    public long TrainingWeightBytes
+    {
+        get
+        {
+            long g = Mul(ParameterCount("G"), 6 * sizeof(float)), d = Mul(ParameterCount("D"), 5 * sizeof(float));
+            return g > long.MaxValue - d ? long.MaxValue : g + d;
+        }
+    }
+
+    /// <summary>Bytes a command that only runs the generator holds for its weights: one copy on the device, one on the host.</summary>
+    [JsonIgnore] public long GeneratorWeightBytes => Mul(ParameterCount("G"), 2 * sizeof(float));
+
+    internal static long Mul(params ReadOnlySpan<long> factors)
+    {
+        long product = 1;
+        foreach (long f in factors)
+        {
+            if (f != 0 && product > long.MaxValue / f) return long.MaxValue;
+            product *= f;
+        }
+        return product;
+    }
+
+    private static string Count(long n) => n == long.MaxValue ? "more than 9e18" : n.ToString("N0");
 
     /// <summary>The paper's network (fmap_base 8192, fmap_max 512, latent 512): 23.1M parameters in each of G and D at 1024.</summary>
     public static ProGanConfig Paper(int resolution, int channels = 3) =>

@@ -5,6 +5,7 @@ using RawGan.Engine;
 using RawGan.Engine.Optim;
 using RawGan.ProGan.Checkpoints;
 using RawGan.ProGan.IO;
+using RawGan.ProGan.Model;
 using RawGan.ProGan.Nn;
 
 namespace RawGan.ProGan.Training;
@@ -109,12 +110,18 @@ public sealed partial class CheckpointStore
     /// names (".partial" leftovers among them) are not checkpoints.</summary>
     public IReadOnlyList<string> List()
     {
-        if (!System.IO.Directory.Exists(Directory)) return [];
-        return System.IO.Directory.GetDirectories(Directory, "kimg-*")
-            .Select(p => (path: p, key: SortKey(Path.GetFileName(p))))
-            .Where(c => c.key != null && File.Exists(Path.Combine(c.path, "state.json")))
-            .OrderBy(c => c.key!.Value.images).ThenBy(c => c.key!.Value.revision)
-            .Select(c => c.path).ToList();
+        for (int attempt = 1; ; attempt++)
+        {
+            if (!System.IO.Directory.Exists(Directory)) return [];
+            var named = System.IO.Directory.GetDirectories(Directory, "kimg-*")
+                .Select(p => (path: p, key: SortKey(Path.GetFileName(p)))).Where(c => c.key != null).ToList();
+            var complete = named.Where(c => File.Exists(Path.Combine(c.path, "state.json"))).ToList();
+            // A run that is training renames folders while this lists them: a checkpoint that vanished
+            // between the listing and the look inside may have been pruned just after a newer one was
+            // renamed into place, which the listing missed. Then the listing is taken again.
+            if (attempt < 5 && named.Count > complete.Count && named.Except(complete).Any(c => !System.IO.Directory.Exists(c.path))) continue;
+            return complete.OrderBy(c => c.key!.Value.images).ThenBy(c => c.key!.Value.revision).Select(c => c.path).ToList();
+        }
     }
 
     private static bool AllFinite(float[] values)
@@ -160,31 +167,153 @@ public sealed partial class CheckpointStore
         }
     }
 
+    /// <summary>A state.json larger than this is not one RawGan wrote (they are about 2 KB).</summary>
+    private const long MaxStateBytes = 1 << 20;
+
+    /// <summary>
+    /// Reads and checks a checkpoint's state.json: every field of <see cref="CheckpointState"/>,
+    /// <see cref="TrainOptions"/>, <see cref="ProGanConfig"/> and <see cref="TrainerState"/> must be
+    /// present and not null (only nullable ones may be left out), the options must be valid and the
+    /// counters not negative. Anything else is an <see cref="InvalidFileException"/> naming the file
+    /// and the field.
+    /// </summary>
     public static CheckpointState ReadState(string checkpoint)
     {
         string path = Path.Combine(checkpoint, "state.json");
         try
         {
-            var state = JsonSerializer.Deserialize<CheckpointState>(File.ReadAllText(path), Json)
-                ?? throw new InvalidFileException(path, "empty checkpoint state");
-            if (state.Format != FormatName)
-                throw new InvalidFileException(path, $"format '{state.Format}' is not {FormatName}");
-            return state;
+            using var handle = File.OpenHandle(path, FileMode.Open, FileAccess.Read, FileShare.Read);
+            return ReadState(handle, path);
         }
-        catch (JsonException e)
-        {
-            throw new InvalidFileException(path, $"not a valid checkpoint state: {e.Message}");
-        }
-        catch (FileNotFoundException)
+        catch (Exception e) when (e is FileNotFoundException or DirectoryNotFoundException)
         {
             throw new InvalidFileException(path, "the checkpoint has no state.json");
         }
     }
 
-    /// <summary>Loads weights from a safetensors file into a module, checking every name and shape.</summary>
-    public static void LoadInto(Module module, string path, string prefix = "")
+    /// <summary><see cref="ReadState(string)"/> from a state.json already open at <paramref name="path"/>.</summary>
+    public static CheckpointState ReadState(Microsoft.Win32.SafeHandles.SafeFileHandle handle, string path)
     {
-        var content = SafeTensors.Load(path);
+        long length = RandomAccess.GetLength(handle);
+        if (length > MaxStateBytes)
+            throw new InvalidFileException(path, $"{length:N0} bytes is far too large for a checkpoint state");
+        var bytes = new byte[length];
+        for (int done = 0; done < bytes.Length;)
+        {
+            int read = RandomAccess.Read(handle, bytes.AsSpan(done), done);
+            if (read == 0) throw new InvalidFileException(path, "the file ended while it was read (it changed meanwhile?)");
+            done += read;
+        }
+        CheckpointState? state;
+        try
+        {
+            using var document = JsonDocument.Parse(bytes);
+            RequireFields(document.RootElement, typeof(CheckpointState), "", path);
+            state = document.RootElement.Deserialize<CheckpointState>(Json);
+        }
+        catch (JsonException e)
+        {
+            throw new InvalidFileException(path, $"not a valid checkpoint state: {e.Message}");
+        }
+        if (state is null)
+            throw new InvalidFileException(path, "empty checkpoint state");
+        if (state.Format != FormatName)
+            throw new InvalidFileException(path, $"format '{state.Format}' is not {FormatName}");
+        try
+        {
+            state.Options.Validate();
+        }
+        catch (ArgumentException e)
+        {
+            throw new InvalidFileException(path, $"field 'Options': {e.Message}");
+        }
+        var s = state.State;
+        foreach (var (name, value) in new (string, double)[]
+                 {
+                     ("PhaseIndex", s.PhaseIndex), ("ImagesInPhase", s.ImagesInPhase), ("TotalImages", s.TotalImages), ("Steps", s.Steps),
+                     ("GeneratorAdamStep", s.GeneratorAdamStep), ("DiscriminatorAdamStep", s.DiscriminatorAdamStep), ("SkippedSteps", s.SkippedSteps),
+                     ("Rollbacks", s.Rollbacks), ("Seconds", s.Seconds), ("NextTickImages", s.NextTickImages), ("Ticks", s.Ticks),
+                 })
+        {
+            if (!(value >= 0) || double.IsInfinity(value))
+                throw new InvalidFileException(path, $"field 'State.{name}' is {value}, not a count");
+        }
+        if (!(s.LearningRateFactor > 0 && float.IsFinite(s.LearningRateFactor)))
+            throw new InvalidFileException(path, $"field 'State.LearningRateFactor' is {s.LearningRateFactor}, not a positive number");
+        return state;
+    }
+
+    /// <summary>Every field <paramref name="type"/> deserializes must be in <paramref name="element"/>,
+    /// and not null unless its type is nullable; records of RawGan's own are checked field by field.</summary>
+    private static void RequireFields(JsonElement element, Type type, string prefix, string path)
+    {
+        string where = prefix.Length == 0 ? "the state" : $"field '{prefix.TrimEnd('.')}'";
+        if (element.ValueKind != JsonValueKind.Object)
+            throw new InvalidFileException(path, $"{where} is a JSON {element.ValueKind.ToString().ToLowerInvariant()}, not an object");
+        var nullability = new System.Reflection.NullabilityInfoContext();
+        foreach (var property in type.GetProperties(System.Reflection.BindingFlags.Public | System.Reflection.BindingFlags.Instance))
+        {
+            if (!property.CanWrite || property.IsDefined(typeof(JsonIgnoreAttribute), inherit: true)) continue;
+            bool nullable = Nullable.GetUnderlyingType(property.PropertyType) != null
+                            || nullability.Create(property).WriteState == System.Reflection.NullabilityState.Nullable;
+            string name = prefix + property.Name;
+            if (!element.TryGetProperty(property.Name, out var value))
+            {
+                if (nullable) continue;
+                throw new InvalidFileException(path, $"field '{name}' is missing");
+            }
+            if (value.ValueKind == JsonValueKind.Null)
+            {
+                if (nullable) continue;
+                throw new InvalidFileException(path, $"field '{name}' is null");
+            }
+            if (property.PropertyType == typeof(TrainOptions) || property.PropertyType == typeof(TrainerState) || property.PropertyType == typeof(ProGanConfig))
+                RequireFields(value, property.PropertyType, name + ".", path);
+        }
+    }
+
+    /// <summary>
+    /// The state and one weight file of <paramref name="checkpoint"/>, pinned: both files are
+    /// opened before either is read, and an open file stays readable when a training run prunes its
+    /// folder meanwhile (on Unix). A checkpoint that vanished before that throws
+    /// <see cref="FileNotFoundException"/> or <see cref="DirectoryNotFoundException"/>.
+    /// </summary>
+    public static (CheckpointState State, SafeTensorsContent Weights) ReadPinned(string checkpoint, string weightFile)
+    {
+        string statePath = Path.Combine(checkpoint, "state.json"), weightPath = Path.Combine(checkpoint, weightFile);
+        using var state = File.OpenHandle(statePath, FileMode.Open, FileAccess.Read, FileShare.Read | FileShare.Delete);
+        using var weights = File.OpenHandle(weightPath, FileMode.Open, FileAccess.Read, FileShare.Read | FileShare.Delete);
+        return (ReadState(state, statePath), SafeTensors.Load(weights, weightPath));
+    }
+
+    /// <summary>
+    /// Runs <paramref name="load"/> on the newest complete checkpoint; if that checkpoint vanishes
+    /// before <paramref name="load"/> has pinned it (a run still training pruned it), on the newest
+    /// again, a few times. Throws <see cref="InvalidFileException"/> naming the run folder when it
+    /// holds no complete checkpoint.
+    /// </summary>
+    public T LoadNewest<T>(Func<string, T> load)
+    {
+        for (int attempt = 1; ; attempt++)
+        {
+            string latest = Latest ?? throw new InvalidFileException(Path.GetDirectoryName(Directory)!, "holds no complete checkpoint (checkpoints/kimg-*/state.json)");
+            try
+            {
+                return load(latest);
+            }
+            catch (Exception e) when (e is IOException or InvalidFileException && attempt < 10 && !System.IO.Directory.Exists(latest))
+            {
+                // Pruned under us: the next newest is newer still.
+            }
+        }
+    }
+
+    /// <summary>Loads weights from a safetensors file into a module, checking every name and shape.</summary>
+    public static void LoadInto(Module module, string path, string prefix = "") => LoadInto(module, SafeTensors.Load(path), path, prefix);
+
+    /// <summary>Loads weights already read from <paramref name="path"/> into a module, checking every name and shape.</summary>
+    public static void LoadInto(Module module, SafeTensorsContent content, string path, string prefix = "")
+    {
         foreach (var (name, tensor) in module.NamedParameters())
         {
             if (!content.Tensors.TryGetValue(prefix + name, out var stored))

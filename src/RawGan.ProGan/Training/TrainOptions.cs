@@ -37,7 +37,7 @@ public sealed record TrainOptions
     public double EmaHalfLifeImages { get; init; }
 
     /// <summary>The EMA's half-life in images after applying the default.</summary>
-    public double EffectiveEmaHalfLife => EmaHalfLifeImages > 0 ? EmaHalfLifeImages : ImagesPerPhase / 60.0;
+    [System.Text.Json.Serialization.JsonIgnore] public double EffectiveEmaHalfLife => EmaHalfLifeImages > 0 ? EmaHalfLifeImages : ImagesPerPhase / 60.0;
 
     /// <summary>beta of Gs = G + beta (Gs - G) for a step of <paramref name="batch"/> images.</summary>
     public float EmaBeta(int batch) => (float)Math.Pow(0.5, batch / Math.Max(EffectiveEmaHalfLife, 1e-9));
@@ -70,6 +70,9 @@ public sealed record TrainOptions
             int g = Math.Min(Model.MinibatchGroupSize, b);
             if (b < 1 || b % g != 0)
                 throw new ArgumentException($"batch {b} at {r}x{r} must be a positive multiple of the minibatch stddev group size {g}");
+            long largest = LargestTensor(r);
+            if (largest > int.MaxValue)
+                throw new ArgumentException($"batch {b} at {r}x{r} makes tensors of {largest:N0} values, more than a tensor holds ({int.MaxValue:N0}); lower --batch");
         }
         if (!(LearningRate > 0 && float.IsFinite(LearningRate)) || LearningRateByResolution.Values.Any(v => !(v > 0 && float.IsFinite(v))))
             throw new ArgumentException("learning rates must be positive finite numbers");
@@ -79,6 +82,53 @@ public sealed record TrainOptions
         if (CheckpointTicks < 1 || KeepCheckpoints < 1) throw new ArgumentException("checkpoint interval and count must be at least 1");
         return this;
     }
+
+    /// <summary>Values in the largest tensor a step at <paramref name="resolution"/> makes (latents,
+    /// the dense layer's output, a convolution's output with the minibatch stddev channel, the images).</summary>
+    public long LargestTensor(int resolution)
+    {
+        long batch = BatchFor(resolution), largest = 0;
+        var m = Model;
+        largest = Math.Max(largest, ProGanConfig.Mul(batch, m.LatentSize));
+        largest = Math.Max(largest, ProGanConfig.Mul(batch, m.Nf(1), 16));
+        for (int level = 2; (1 << level) <= resolution; level++)
+        {
+            long pixels = 1L << (2 * level);
+            largest = Math.Max(largest, ProGanConfig.Mul(batch, m.Nf(level - 1) + 1L, pixels));
+            largest = Math.Max(largest, ProGanConfig.Mul(batch, m.Channels, pixels));
+        }
+        return largest;
+    }
+
+    /// <summary>
+    /// A lower bound on the bytes one training step at <paramref name="resolution"/> holds in
+    /// activations: each level's two convolution outputs in G and in D for every image of the batch,
+    /// eight times over (each output is kept with its activation and pixel norm for the backward
+    /// pass, D runs on reals, fakes and their mixture, and the penalty's double backward keeps the
+    /// mixture's pass). It is what the peak cannot be below (one measured peak, the tiny test model
+    /// at batch 100,000 and 4x4, was 2.5 times this).
+    /// </summary>
+    public long StepActivationBytes(int resolution)
+    {
+        long perImage = 0;
+        for (int level = 2; (1 << level) <= resolution; level++)
+            perImage = Add(perImage, ProGanConfig.Mul(Model.Nf(level - 1), 1L << (2 * level), 2 * 2));
+        return ProGanConfig.Mul(BatchFor(resolution), perImage, sizeof(float), 8);
+    }
+
+    /// <summary>The memory training needs at least: the weights, moments and gradients, and the
+    /// activations of the most demanding phase (see <see cref="StepActivationBytes"/>); the
+    /// resolution where the activations peak is returned with it.</summary>
+    public (long Bytes, long WeightBytes, long ActivationBytes, int Resolution) MemoryLowerBound()
+    {
+        int worst = 4;
+        for (int r = 4; r <= Model.Resolution; r *= 2)
+            if (StepActivationBytes(r) >= StepActivationBytes(worst)) worst = r;
+        long weights = Model.TrainingWeightBytes, activations = StepActivationBytes(worst);
+        return (Add(weights, activations), weights, activations, worst);
+    }
+
+    private static long Add(long a, long b) => a > long.MaxValue - b ? long.MaxValue : a + b;
 
     /// <summary>The differences that make a checkpoint of <paramref name="other"/> unusable for this run, one per line.</summary>
     public IReadOnlyList<string> Differences(TrainOptions other)

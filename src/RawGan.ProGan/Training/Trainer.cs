@@ -7,6 +7,7 @@ using RawGan.Engine.Distributed;
 using RawGan.Engine.Optim;
 using RawGan.ProGan.Checkpoints;
 using RawGan.ProGan.Data;
+using RawGan.ProGan.IO;
 using RawGan.ProGan.Model;
 
 namespace RawGan.ProGan.Training;
@@ -45,8 +46,9 @@ public sealed class Trainer : IDisposable
     private readonly GanModels _models;
     private Rng _rng;
     private float[] _batchHost = [], _randomHost = [], _shareHost = [];
-    private int[] _indexHost = [];
-    private bool[] _mirrorHost = [];
+    // On the heap: a batch is the user's number, and the stack holds a few megabytes at most.
+    private int[] _indexHost = [], _shareIndices = [];
+    private bool[] _mirrorHost = [], _shareMirror = [];
 
     /// <summary>The whole minibatch's random numbers, drawn as Tensor.RandomNormal / RandomUniform
     /// would draw them (the same generator calls, in the same order).</summary>
@@ -73,6 +75,8 @@ public sealed class Trainer : IDisposable
         return Tensor.FromArray(_backend, _shareHost.AsSpan(0, share * width), shape);
     }
     private readonly Tensor _sampleLatents;
+    private readonly Tensor[] _trainedTensors;
+    private readonly string? _resumedFrom;
 
     /// <remarks>With a <paramref name="collective"/> of several ranks (a data-parallel run), each
     /// rank trains on its share of every minibatch, and only rank 0 writes checkpoints.</remarks>
@@ -103,6 +107,11 @@ public sealed class Trainer : IDisposable
         var latentRng = new Rng(options.Seed ^ 0x5A17_1E5EEDUL);
         _sampleLatents = Tensor.RandomNormal(backend, new Shape(SampleCount, options.Model.LatentSize), latentRng).Escape();
 
+        // Everything an update writes: checked after each step, so an overflow is caught where it happens.
+        _trainedTensors = [.. _g.Parameters(), .. _d.Parameters(), .. _gEma.Parameters(),
+            .. _adamG.FirstMoments, .. _adamG.SecondMoments, .. _adamD.FirstMoments, .. _adamD.SecondMoments];
+
+        _resumedFrom = resumeFrom;
         if (resumeFrom != null) Resume(resumeFrom);
         else State.Rng = _rng.GetState();
     }
@@ -159,6 +168,9 @@ public sealed class Trainer : IDisposable
     public Generator Generator => _g;
     public Generator GeneratorEma => _gEma;
     public Discriminator Discriminator => _d;
+    /// <summary>The optimizers (for tests that corrupt a moment as an overflow would).</summary>
+    internal (Adam Generator, Adam Discriminator) Optimizers => (_adamG, _adamD);
+
     /// <summary>The newest complete checkpoint of the run, if any.</summary>
     public string? LatestCheckpoint => _store.Latest;
 
@@ -168,7 +180,12 @@ public sealed class Trainer : IDisposable
     // ------------------------------------------------------------------ the loop
 
     /// <summary>Trains until the schedule ends or <paramref name="stop"/> is cancelled (then
-    /// finishes the current step and writes a checkpoint).</summary>
+    /// finishes the current step and writes a checkpoint). A step whose loss or gradients are not
+    /// finite is skipped; after <see cref="TrainOptions.MaxNonFiniteInARow"/> in a row the
+    /// <see cref="TrainOptions.OnNonFinite"/> policy acts. An update that left a weight or an Adam
+    /// moment non-finite (a learning rate that overflows them while the losses stay finite) cannot be
+    /// skipped after the fact, and a checkpoint refused for that reason cannot be written later:
+    /// both make the policy act at once (roll back to the last checkpoint, or stop).</summary>
     public StopReason Run(CancellationToken stop = default, long? maxSteps = null)
     {
         var clock = Stopwatch.StartNew();
@@ -183,7 +200,11 @@ public sealed class Trainer : IDisposable
             if (AnyRank(stop.IsCancellationRequested || (maxSteps is long m && stepsThisRun >= m)))
             {
                 State.Seconds = secondsAtStart + clock.Elapsed.TotalSeconds;
-                Checkpoint();
+                if (Checkpoint() == null)
+                {
+                    _observer.Notice($"stopping without a new checkpoint: the weights are not finite; the last checkpoint is {RollbackTarget ?? "none"}");
+                    return StopReason.NonFinite;
+                }
                 return StopReason.Interrupted;
             }
 
@@ -196,25 +217,25 @@ public sealed class Trainer : IDisposable
             State.TotalImages += batch;
             State.Rng = _rng.GetState();
 
-            if (stats.Finite) { nonFiniteInARow = 0; tick.Add(stats); }
+            // A skipped critic step changed nothing; any update that ran must have left finite values.
+            bool stateFinite = !stats.CriticFinite || WganGp.AllFinite(_models.NonFinite, _trainedTensors);
+            if (stats.Finite && stateFinite) { nonFiniteInARow = 0; tick.Add(stats); }
             else
             {
                 State.SkippedSteps++;
                 nonFiniteInARow++;
+                if (!stateFinite)
+                {
+                    _observer.Notice($"step {State.Steps}: the update left non-finite weights or Adam moments (is the learning rate too high?); " +
+                                     $"an update cannot be skipped after the fact (bad steps so far: {State.SkippedSteps})");
+                    if (ApplyNonFinitePolicy("the weights or Adam moments are not finite") is StopReason reason) return reason;
+                    nonFiniteInARow = 0;
+                    continue;
+                }
                 _observer.Notice($"step {State.Steps}: non-finite loss or gradient; the step was skipped ({State.SkippedSteps} so far)");
                 if (nonFiniteInARow >= Options.MaxNonFiniteInARow)
                 {
-                    if (Options.OnNonFinite == NonFinitePolicy.Stop || _store.Latest == null)
-                    {
-                        _observer.Notice($"stopping: {nonFiniteInARow} steps in a row had non-finite values; the last checkpoint is {(_store.Latest ?? "none")}, nothing was written");
-                        return StopReason.NonFinite;
-                    }
-                    if (State.Rollbacks >= Options.MaxRollbacks)
-                    {
-                        _observer.Notice($"stopping: still non-finite after {State.Rollbacks} rollbacks (learning rate factor {State.LearningRateFactor:G3}); the last checkpoint is {_store.Latest}, nothing was written");
-                        return StopReason.NonFinite;
-                    }
-                    RollBack();
+                    if (ApplyNonFinitePolicy($"{nonFiniteInARow} steps in a row had non-finite values") is StopReason reason) return reason;
                     nonFiniteInARow = 0;
                     continue;
                 }
@@ -229,18 +250,48 @@ public sealed class Trainer : IDisposable
                 ReportTick(tick, phase, batch, Schedule.Alpha(phase, State.ImagesInPhase), clock.Elapsed.TotalSeconds, secondsAtStart);
                 tick = new TickAccumulator();
                 EmitSamples($"tick-{State.Ticks:D5}", phase);
-                if (State.Ticks % Options.CheckpointTicks == 0 && !phaseDone) Checkpoint();
+                if (State.Ticks % Options.CheckpointTicks == 0 && !phaseDone && Checkpoint() == null)
+                {
+                    if (ApplyNonFinitePolicy("a checkpoint was refused: the weights are not finite") is StopReason reason) return reason;
+                    nonFiniteInARow = 0;
+                    continue;
+                }
             }
             if (phaseDone)
             {
                 EmitSamples($"phase-{phase.Index:D2}-{(phase.FadeIn ? "fade" : "stable")}-{phase.Resolution}", phase);
                 State.PhaseIndex++;
                 State.ImagesInPhase = 0;
-                Checkpoint();
+                if (Checkpoint() == null)
+                {
+                    if (ApplyNonFinitePolicy("a checkpoint was refused: the weights are not finite") is StopReason reason) return reason;
+                    nonFiniteInARow = 0;
+                }
             }
         }
         State.Seconds = secondsAtStart + clock.Elapsed.TotalSeconds;
         return StopReason.Finished;
+    }
+
+    /// <summary>Where a rollback goes: the run's newest checkpoint, else the one this run resumed from.</summary>
+    private string? RollbackTarget => _store.Latest ?? _resumedFrom;
+
+    /// <summary>The <see cref="TrainOptions.OnNonFinite"/> policy: a rollback (null: train on) or the reason to stop.</summary>
+    private StopReason? ApplyNonFinitePolicy(string why)
+    {
+        string? target = RollbackTarget;
+        if (Options.OnNonFinite == NonFinitePolicy.Stop || target == null)
+        {
+            _observer.Notice($"stopping: {why}; the last checkpoint is {target ?? "none"}, nothing was written");
+            return StopReason.NonFinite;
+        }
+        if (State.Rollbacks >= Options.MaxRollbacks)
+        {
+            _observer.Notice($"stopping: still non-finite after {State.Rollbacks} rollbacks (learning rate factor {State.LearningRateFactor:G3}); the last checkpoint is {target}, nothing was written");
+            return StopReason.NonFinite;
+        }
+        RollBack(target);
+        return null;
     }
 
     private void StartPhase(Phase phase)
@@ -267,9 +318,9 @@ public sealed class Trainer : IDisposable
         // rank draws the whole minibatch's random numbers from the run's one generator (so all
         // ranks stay in step and a resume is exact) and keeps its share.
         int ranks = _collective.Size, share = batch / ranks, group = Options.Model.MinibatchGroupSize;
-        Span<int> indices = stackalloc int[share];
-        Span<bool> mirror = stackalloc bool[share];
         if (_indexHost.Length != batch) (_indexHost, _mirrorHost) = (new int[batch], new bool[batch]);
+        if (_shareIndices.Length != share) (_shareIndices, _shareMirror) = (new int[share], new bool[share]);
+        var (indices, mirror) = (_shareIndices, _shareMirror);
         for (int i = 0; i < batch; i++) _indexHost[i] = _rng.NextInt(_data.Count);
         for (int i = 0; i < batch; i++) _mirrorHost[i] = Options.Mirror && (_rng.NextUInt64() & 1) == 1;
         for (int i = 0; i < share; i++)
@@ -414,6 +465,18 @@ public sealed class Trainer : IDisposable
         var diffs = Options.Differences(saved.Options);
         if (diffs.Count > 0)
             throw new ArgumentException($"the checkpoint {checkpoint} was made with other settings:\n  " + string.Join("\n  ", diffs));
+        string statePath = Path.Combine(checkpoint, "state.json");
+        if (saved.State.PhaseIndex > Schedule.Phases.Count)
+            throw new InvalidFileException(statePath, $"field 'State.PhaseIndex' is {saved.State.PhaseIndex}, but the schedule has {Schedule.Phases.Count} phases");
+        Rng rng;
+        try
+        {
+            rng = Rng.FromState(saved.State.Rng);
+        }
+        catch (ArgumentException e)
+        {
+            throw new InvalidFileException(statePath, $"field 'State.Rng': {e.Message}");
+        }
         CheckpointStore.LoadInto(_g, Path.Combine(checkpoint, "G.safetensors"));
         CheckpointStore.LoadInto(_d, Path.Combine(checkpoint, "D.safetensors"));
         CheckpointStore.LoadInto(_gEma, Path.Combine(checkpoint, "G_ema.safetensors"));
@@ -429,14 +492,13 @@ public sealed class Trainer : IDisposable
             _adamG.LearningRate = lr;
             _adamD.LearningRate = lr;
         }
-        _rng = Rng.FromState(State.Rng);
+        _rng = rng;
         _imagesAtLastTick = State.TotalImages;
     }
 
     /// <summary>Back to the last checkpoint with half the learning rate (after repeated non-finite steps).</summary>
-    private void RollBack()
+    private void RollBack(string latest)
     {
-        string latest = _store.Latest!;
         float factor = State.LearningRateFactor * 0.5f;
         int rollbacks = State.Rollbacks + 1;
         long skipped = State.SkippedSteps;
