@@ -437,10 +437,12 @@ public sealed class Trainer : IDisposable
     {
         if (_collective.Size > 1)
         {
-            // Rank 0 writes; the others wait for it, so that a rollback on any rank finds the same newest checkpoint.
+            // Rank 0 writes; the others wait for it (the all-reduce is the barrier) and learn whether
+            // it did, so that every rank takes the same decision and a rollback finds the same checkpoint.
             string? written = _collective.Rank == 0 ? WriteCheckpoint() : null;
-            _collective.Barrier();
-            return written;
+            _flag[0] = written != null ? 1 : 0;
+            _collective.AllReduceSum(_flag);
+            return _flag[0] > 0 ? written ?? _store.Latest : null;
         }
         return WriteCheckpoint();
     }
