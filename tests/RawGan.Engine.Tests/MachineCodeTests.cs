@@ -256,6 +256,9 @@ public class MachineCodeTests(ITestOutputHelper output)
         Assert.Equal(512, backend.ThreadsPerBlock("conv2d_backward_input"));
         Assert.Equal(512, backend.ThreadsPerBlock("conv2d_forward_tf32"));
         Assert.Equal(256, TestBackends.Emulated(256).ThreadsPerBlock("sgemm"));
+        // The tensor-core kernels take their own block, 4 x 4 warps, whatever the block size.
+        Assert.Equal(512, TestBackends.Emulated(256).ThreadsPerBlock("conv2d_backward_weight_tf32"));
+        Assert.Equal(512, TestBackends.Emulated(32).ThreadsPerBlock("sgemm_tf32"));
     }
 
     [Fact]

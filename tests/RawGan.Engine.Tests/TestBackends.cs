@@ -67,13 +67,15 @@ public static class TestBackends
 
     /// <summary>The CUDA backends the TF32 kernel tests run at <paramref name="blockSize"/>: the
     /// emulator at <see cref="Precision.Tf32"/>, and the GPU when it is in <see cref="Names"/> and
-    /// has TF32 tensor cores.</summary>
+    /// has TF32 tensor cores; their tensor-core blocks have at most <paramref name="blockSize"/>
+    /// threads (32: one warp, ... 512 and up: 4 x 4 warps).</summary>
     public static IEnumerable<CudaBackend> Tf32(int blockSize)
     {
+        static CudaBackend Make(ICudaDriver driver, int b) => new(driver, b, Precision.Tf32) { TensorCoreThreads = b };
         if (Names.Contains("cuda-emulated"))
-            yield return EmulatedTf32Backends.GetOrAdd(blockSize, b => new Lazy<CudaBackend>(() => new CudaBackend(new EmulatedDriver(), b, Precision.Tf32))).Value;
+            yield return EmulatedTf32Backends.GetOrAdd(blockSize, b => new Lazy<CudaBackend>(() => Make(new EmulatedDriver(), b))).Value;
         if (Names.Contains("cuda") && CudaBackend.SupportsTf32(Native().Driver.Device))
-            yield return NativeTf32Backends.GetOrAdd(blockSize, b => new Lazy<CudaBackend>(() => new CudaBackend(new NativeDriver(0), b, Precision.Tf32))).Value;
+            yield return NativeTf32Backends.GetOrAdd(blockSize, b => new Lazy<CudaBackend>(() => Make(new NativeDriver(0), b))).Value;
     }
 
     /// <summary>The CUDA backends the kernel comparisons run at <paramref name="blockSize"/>: the

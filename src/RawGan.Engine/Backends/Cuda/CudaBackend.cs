@@ -47,7 +47,7 @@ public sealed unsafe partial class CudaBackend
 
     /// <summary>The precision a backend takes when none is asked for: TF32 on a GPU that has it, as
     /// PyTorch's default for convolutions is (torch.backends.cudnn.allow_tf32 = True); fp32 on older
-    /// GPUs, and on the emulator, where the TF32 kernels run two to four times slower (every
+    /// GPUs, and on the emulator, where the TF32 kernels run two to five times slower (every
     /// mma.sync is a rendezvous of a warp's 32 fibers) and are tested when asked for.</summary>
     public static Precision DefaultPrecision(ICudaDriver driver) =>
         driver is EmulatedDriver || !SupportsTf32(driver.Device) ? Precision.Fp32 : Precision.Tf32;
@@ -118,8 +118,14 @@ public sealed unsafe partial class CudaBackend
 
     // ------------------------------------------------------------------ launching
 
-    /// <summary>Threads per block for one-dimensional kernels and reductions.</summary>
+    /// <summary>Threads per block for one-dimensional kernels, reductions and version 1's tiles
+    /// (gemm_tile.cuh). The tensor-core kernels take <see cref="TensorCoreThreads"/>.</summary>
     public int BlockSize { get; }
+
+    /// <summary>The most threads a tensor-core kernel's block has (mma_tile.cuh: 512, 4 x 4 warps of
+    /// 32 x 32 outputs, a 128 x 128 tile; fewer where the output is small). Tests lower it, before
+    /// the first launch, to run every block shape from one warp up.</summary>
+    internal int TensorCoreThreads { get; set; } = 512;
 
     /// <summary>Blocks of <paramref name="threads"/> for a grid-stride loop over <paramref name="n"/>
     /// items: enough to fill the device, never more than the items need.</summary>
@@ -133,16 +139,17 @@ public sealed unsafe partial class CudaBackend
     private (nint function, int threads) Function(string kernel) =>
         _functions.TryGetValue(kernel, out var f) ? f : _functions.GetOrAdd(kernel, Lookup);
 
-    /// <summary>The function and the threads per block it launches with: <see cref="BlockSize"/>,
-    /// lowered to the largest power of two the function can launch with on this device (its
-    /// registers and declared <c>__launch_bounds__</c>), so that no block size can fail late.</summary>
+    /// <summary>The function and the threads per block it launches with: <see cref="BlockSize"/>
+    /// (<see cref="TensorCoreThreads"/> for the tensor-core kernels), lowered to the largest power
+    /// of two the function can launch with on this device (its registers and declared
+    /// <c>__launch_bounds__</c>), so that no block size can fail late.</summary>
     private (nint, int) Lookup(string kernel)
     {
         nint function = _driver.GetFunction(kernel);
         int limit = _driver.MaxThreadsPerBlock(function);
         if (limit < LaunchLimits.WarpSize)
             throw new CudaException("cuFuncGetAttribute", 701, "CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES", $"kernel {kernel} cannot launch even one warp ({limit} threads at most)");
-        int threads = BlockSize;
+        int threads = MmaKernels.Contains(kernel) ? TensorCoreThreads : BlockSize;
         while (threads > limit) threads /= 2;
         return (function, threads);
     }
