@@ -24,7 +24,7 @@
 // goes to shared memory by cp.async, and the divisions that turn a flat index into (sample, row,
 // column) or (channel, a, b) are by constants of the launch, so each is done as a multiply-high
 // and a shift (fast_divmod) instead of a division: integer division is some twenty instructions
-// on a GPU, and the gathered operands do two or four per element.
+// on a GPU, and the gathered operands do two per element (the window position) and two per pixel.
 //
 // Launch: as sgemm_tf32 (grid (ceil(columns / (32 WN)), ceil(rows / (32 WM)), splits),
 // mma_tile_shared_bytes(WM, WN) bytes of dynamic shared memory). The weight gradient may split
