@@ -55,11 +55,15 @@ Type[] cpuTypes = [typeof(RawGan.Benchmarks.Cpu.GemmBenchmarks), typeof(RawGan.B
     typeof(RawGan.Benchmarks.Cpu.UpsampleBenchmarks), typeof(RawGan.Benchmarks.Cpu.AvgPoolBenchmarks),
     typeof(RawGan.Benchmarks.Cpu.GradientPenaltyBenchmarks)];
 Type[] gpuTypes = [typeof(GpuGemmBenchmarks), typeof(GpuConvBenchmarks)];
+Type[] tf32Types = [typeof(GpuGemmTf32Benchmarks), typeof(GpuConvTf32Benchmarks)];
 
 string? noGpu = GpuDevice.Unavailable();
 if (noGpu != null)
-    foreach (var type in gpuTypes) Console.WriteLine($"{type.Name}: skipped: no CUDA device ({noGpu})");
-var types = noGpu == null ? cpuTypes.Concat(gpuTypes).ToArray() : cpuTypes;
+    foreach (var type in gpuTypes.Concat(tf32Types)) Console.WriteLine($"{type.Name}: skipped: no CUDA device ({noGpu})");
+string? noTf32 = noGpu == null ? GpuDevice.Tf32Unavailable() : null;
+if (noTf32 != null)
+    foreach (var type in tf32Types) Console.WriteLine($"{type.Name}: skipped: {noTf32}");
+var types = noGpu != null ? cpuTypes : noTf32 != null ? cpuTypes.Concat(gpuTypes).ToArray() : cpuTypes.Concat(gpuTypes).Concat(tf32Types).ToArray();
 
 if (own.Contains("--check")) return CorrectnessCheck.Run(types, checkGpuOnEmulator: noGpu != null);
 

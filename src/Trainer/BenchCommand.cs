@@ -30,7 +30,7 @@ public static class BenchCommand
     public static Command Create()
     {
         var c = new Command("bench", "Time one ProGAN training iteration (D step with gradient penalty, G step, EMA). Last line: ms_per_iter=<median> images_per_s=<value>.");
-        foreach (var o in new Option[] { Preset, Resolution, Batch, LatentSize, FmapBase, FmapMax, Channels, Warmup, Iterations, Profile, TrainCommand.Threads, TrainCommand.Device }) c.Add(o);
+        foreach (var o in new Option[] { Preset, Resolution, Batch, LatentSize, FmapBase, FmapMax, Channels, Warmup, Iterations, Profile, TrainCommand.Threads, TrainCommand.Device, TrainCommand.Precision }) c.Add(o);
         c.SetAction(parse => Program.Guard(() => Run(parse)));
         return c;
     }
@@ -46,7 +46,7 @@ public static class BenchCommand
         int batch = parse.GetValue(Batch), warmup = parse.GetValue(Warmup), iterations = parse.GetValue(Iterations);
         if (batch < 1 || batch % Math.Min(cfg.MinibatchGroupSize, batch) != 0) throw new UserError($"--batch must be a positive multiple of {cfg.MinibatchGroupSize}");
         if (iterations < 1 || warmup < 0) throw new UserError("--iterations must be at least 1 and --warmup at least 0");
-        using var owned = new OwnedBackend(Devices.Open(parse.GetValue(TrainCommand.Device)!, Console.WriteLine));
+        using var owned = new OwnedBackend(TrainCommand.OpenDevice(parse));
         var profiler = parse.GetValue(Profile) ? new ProfilingBackend(owned.Backend) : null;
         IBackend backend = (IBackend?)profiler ?? owned.Backend;
         var rng = new Rng(1);

@@ -24,6 +24,11 @@ public static partial class TrainCommand
     private static readonly Option<int?> FmapBase = new("--fmap-base") { Description = "fmap_base: channels at a resolution are min(fmap-base / 2^stage, fmap-max)" };
     private static readonly Option<int?> FmapMax = new("--fmap-max") { Description = "the most channels any layer has" };
     internal static readonly Option<string> Device = new("--device") { Description = "auto, cpu, cuda, cuda:N or cuda-emulated", DefaultValueFactory = _ => "auto" };
+    internal static readonly Option<string> Precision = new("--precision")
+    {
+        Description = "matrix products and convolutions on a CUDA device: fp32, tf32 (tensor cores, compute capability 8.0 and newer), or auto: tf32 where the GPU has it, as PyTorch's default for convolutions is; fp32 on older GPUs and the emulator",
+        DefaultValueFactory = _ => "auto",
+    };
     private static readonly Option<double> KimgPerPhase = new("--kimg-per-phase") { Description = "thousands of real images per fade-in and per stable phase (official: 600)", DefaultValueFactory = _ => 30 };
     private static readonly Option<string> Batch = new("--batch") { Description = "minibatch: one number, or per resolution like 4:64,8:32,16:16,32:16 (unlisted resolutions use the last number given alone, default 16)", DefaultValueFactory = _ => "16" };
     private static readonly Option<string> LearningRate = new("--lr") { Description = "Adam learning rate: one number (decimals with a point), or per resolution like 4:0.001,8:0.002 (a number alone in the list is the default: 0.001,128:0.0015)", DefaultValueFactory = _ => "0.001" };
@@ -44,7 +49,7 @@ public static partial class TrainCommand
     public static Command Create()
     {
         var command = new Command("train", "Train a ProGAN: stable 4x4, then a fade-in and a stable phase per resolution, with checkpoints, sample grids and report.html in the run folder.");
-        foreach (var o in new Option[] { Data, Resolution, Preset, LatentSize, FmapBase, FmapMax, Device, KimgPerPhase, Batch, LearningRate, Seed, Out, Resume, Mirror, Threads, TickKimg, CheckpointTicks, Keep, OnNan, SwdImages, ShapesCount, EmaKimg, MaxSteps })
+        foreach (var o in new Option[] { Data, Resolution, Preset, LatentSize, FmapBase, FmapMax, Device, Precision, KimgPerPhase, Batch, LearningRate, Seed, Out, Resume, Mirror, Threads, TickKimg, CheckpointTicks, Keep, OnNan, SwdImages, ShapesCount, EmaKimg, MaxSteps })
             command.Add(o);
         command.SetAction(parse => Program.Guard(() => Run(parse)));
         return command;
@@ -57,6 +62,10 @@ public static partial class TrainCommand
         var root = new RootCommand { Create() };
         return root.Parse(["train", "--preset", "tiny", "--kimg-per-phase", "6", "--tick-kimg", "2", "--swd-images", "1024", "--shapes-count", "10000"]).Invoke();
     }
+
+    /// <summary>Opens --device at --precision.</summary>
+    internal static IBackend OpenDevice(ParseResult parse) =>
+        Devices.Open(parse.GetValue(Device)!, Console.WriteLine, Devices.ParsePrecision(parse.GetValue(Precision)));
 
     /// <summary>Applies --threads (all cores when absent).</summary>
     internal static void UseThreads(ParseResult parse)
@@ -111,7 +120,8 @@ public static partial class TrainCommand
             CheckMemory(options);
             if (collective.Size > 1) AgreeAcrossRanks(collective, options);
 
-            using var backend = new OwnedBackend(Devices.Open(DeviceForRank(parse.GetValue(Device)!, collective), console.WriteLine));
+            using var backend = new OwnedBackend(Devices.Open(DeviceForRank(parse.GetValue(Device)!, collective), console.WriteLine,
+                Devices.ParsePrecision(parse.GetValue(Precision))));
             // GPUs reduce their gradients among themselves through NCCL when it is installed.
             using var nccl = ranks is MpiCollective mpi && backend.Backend.Name == "cuda" && NcclCollective.Unavailable() == null ? new NcclCollective(mpi) : null;
             if (nccl != null) collective = nccl;

@@ -10,7 +10,9 @@ namespace RawGan.Engine.Tests;
 /// A kernel's signature is written in its .cu file; everything else is checked against it: the
 /// IBackend method of the same name (mechanically: PixelNormForward is pixel_norm_forward, or
 /// through the alias table below), the arguments CudaBackend packs for it (their C types, in
-/// order, seen on every launch), and the constants the host shares with the .cu files.
+/// order, seen on every launch), and the constants the host shares with the .cu files. A later
+/// version of a kernel (docs/DESIGN.md, decision 9) carries a suffix, <c>_tf32</c> or <c>_v2</c>,
+/// <c>_v3</c>, ...: it belongs to the method of its base name and takes exactly its parameters.
 /// </summary>
 public partial class KernelSignatureTests
 {
@@ -68,10 +70,42 @@ public partial class KernelSignatureTests
 
     private static string SnakeCase(string name) => Regex.Replace(name, @"(?<=[a-z0-9])([A-Z])", "_$1").ToLowerInvariant();
 
+    [GeneratedRegex(@"^(?<base>\w+?)_(?:tf32|v\d+)$")]
+    private static partial Regex VersionSuffix();
+
+    /// <summary>The version-1 kernel a later version belongs to (conv2d_forward_tf32 and
+    /// conv2d_forward_v2 to conv2d_forward), or the name itself.</summary>
+    private static string BaseKernel(string kernel) => VersionSuffix().Match(kernel) is { Success: true } m ? m.Groups["base"].Value : kernel;
+
+    [Fact]
+    public void VersionSuffixesNameTheirBaseKernel()
+    {
+        Assert.Equal("conv2d_forward", BaseKernel("conv2d_forward_tf32"));
+        Assert.Equal("sgemm", BaseKernel("sgemm_v2"));
+        Assert.Equal("sgemm", BaseKernel("sgemm_v12"));
+        Assert.Equal("pixelnorm_forward", BaseKernel("pixelnorm_forward"));
+        Assert.Equal("sqrt_forward", BaseKernel("sqrt_forward"));
+    }
+
+    [Fact]
+    public void EveryLaterVersionTakesExactlyItsBaseKernelsParameters()
+    {
+        var signatures = Signatures();
+        var versions = signatures.Keys.Where(k => BaseKernel(k) != k).ToList();
+        Assert.Contains("conv2d_backward_weight_tf32", versions);
+        foreach (var kernel in versions)
+        {
+            string root = BaseKernel(kernel);
+            Assert.True(signatures.ContainsKey(root), $"kernel {kernel} is a later version of {root}, which no kernels/*.cu declares");
+            Assert.True(signatures[kernel].SequenceEqual(signatures[root]),
+                $"{kernel} declares ({string.Join(", ", signatures[kernel])}), its base {root} ({string.Join(", ", signatures[root])})");
+        }
+    }
+
     [Fact]
     public void EveryKernelHasItsIBackendMethodAndEveryKernelMethodItsKernel()
     {
-        var kernels = Signatures().Keys.ToHashSet();
+        var kernels = Signatures().Keys.Select(BaseKernel).ToHashSet();
         var methods = typeof(IBackend).GetMethods().Select(m => m.Name).Where(n => !NotKernels.Contains(n)).ToHashSet();
         var named = methods.ToDictionary(m => m, m => Aliases.GetValueOrDefault(m, SnakeCase(m)));
         foreach (var (method, kernel) in named)
@@ -91,8 +125,7 @@ public partial class KernelSignatureTests
         var signatures = Signatures();
         var launched = new Dictionary<string, int>();
         var mismatches = new List<string>();
-        using var backend = new CudaBackend(new RecordingDriver());
-        backend.LaunchObserver = (kernel, args) =>
+        void Observe(string kernel, KernelArgs args)
         {
             launched[kernel] = launched.GetValueOrDefault(kernel) + 1;
             if (!signatures.TryGetValue(kernel, out var declared))
@@ -103,10 +136,16 @@ public partial class KernelSignatureTests
             var packed = Enumerable.Range(0, args.Count).Select(args.KindOf).ToArray();
             if (!packed.SequenceEqual(declared))
                 mismatches.Add($"{kernel}: the .cu declares ({string.Join(", ", declared)}), CudaBackend packs ({string.Join(", ", packed)})");
-        };
-        // Every kernel method, at a few sizes (the self-check's cases): only the launches matter
-        // here; the recording driver runs nothing.
-        BackendCheck.Run(backend);
+        }
+        // Every kernel method, at a few sizes (the self-check's cases), at both precisions (so
+        // both versions of the products launch): only the launches matter here; the recording
+        // driver runs nothing.
+        foreach (var precision in Enum.GetValues<Precision>())
+        {
+            using var backend = new CudaBackend(new RecordingDriver(), precision: precision);
+            backend.LaunchObserver = Observe;
+            BackendCheck.Run(backend);
+        }
         Assert.True(mismatches.Count == 0, string.Join("\n", mismatches.Distinct()));
         foreach (var kernel in signatures.Keys)
             Assert.True(launched.ContainsKey(kernel), $"no IBackend call launched {kernel}");
@@ -125,6 +164,12 @@ public partial class KernelSignatureTests
         Assert.Equal(defines["GEMM_TN"], Host("TileColumnsPerThread"));
         Assert.Equal(defines["GEMM_BK"], Host("TileDepth"));
         Assert.Equal(defines["SUM_TO_SERIAL_MAX"], Host("SumToSerialMax"));
+        Assert.Equal(defines["MMA_STAGES"], Host("MmaStages"));
+        Assert.Equal(defines["MMA_K_PITCH"], Host("MmaKPitch"));
+        Assert.Equal(defines["MMA_BK"] + 4, Host("MmaKPitch"));
+        Assert.Equal(16 * defines["MMA_MI"], Host("MmaWarpTile"));       // m16 fragments
+        Assert.Equal(8 * defines["MMA_NI"], Host("MmaWarpTile"));        // four n8 fragments
+        Assert.Equal(defines["MMA_MAX_THREADS"], 32 * Host("MmaMaxWarps") * Host("MmaMaxWarps"));
         Assert.Equal(LaunchLimits.MaxThreadsPerBlock, defines["MAX_BLOCK"]);
     }
 

@@ -86,6 +86,83 @@ public class MachineCodeTests(ITestOutputHelper output)
             Assert.True(k.SpillStoreBytes == 0 && k.SpillLoadBytes == 0, $"{k.Kernel} spills on sm_{sm}: {k}");
     }
 
+    public static TheoryData<int> TensorCoreArchitectures() => new() { 80, 86, 89, 90 };
+
+    /// <summary>
+    /// The version-2 kernels (gemm_tf32.cu, conv_tf32.cu) on every architecture the host runs them
+    /// on: their PTX multiplies on tensor cores (mma.sync m16n8k8 .tf32, inputs rounded by
+    /// cvt.rna.tf32.f32) and loads through cp.async with commit and wait groups; their machine code
+    /// spills nothing; and two of their largest blocks (4 x 4 warps, 512 threads, 36 KiB of
+    /// shared memory) fit one multiprocessor by registers and shared memory, which is 50% of the
+    /// threads of an A100 or H100 (2048) and 67% of an RTX 30 or 40 (1536): LaunchLimits.OccupancyOf.
+    /// </summary>
+    [NvrtcTheory]
+    [MemberData(nameof(TensorCoreArchitectures))]
+    public void TensorCoreKernelsUseMmaAndCpAsyncWithoutSpillsAtHalfOccupancyOrMore(int sm)
+    {
+        foreach (var source in KernelLibrary.Sources.Where(s => s.Name.EndsWith("_tf32.cu")))
+        {
+            var kernels = EmulatedDriver.KernelNames(source.Text).ToArray();
+            Assert.All(kernels, k => Assert.Contains(k, CudaBackend.MmaKernels));
+            string ptx = System.Text.Encoding.ASCII.GetString(NvrtcCompiler.Compile(source, KernelLibrary.Headers, $"compute_{sm}").Image);
+            foreach (string kernel in kernels)
+            {
+                string body = PtxEntry(ptx, kernel);
+                Assert.Contains("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32", body);
+                Assert.Contains("cvt.rna.tf32.f32", body);
+                Assert.Contains("cp.async.ca.shared.global", body);
+                Assert.Contains("cp.async.commit_group", body);
+                Assert.Contains("cp.async.wait_group", body);
+            }
+            var checks = MachineCodeReport.Check(source, KernelLibrary.Headers, sm, cached: false);
+            foreach (var line in MachineCodeReport.Format(checks)) output.WriteLine(line);
+            foreach (var c in checks)
+            {
+                Assert.True(c.Problems.Count == 0, $"{c.Resources.Kernel} on sm_{sm}: {string.Join("; ", c.Problems)}");
+                Assert.Equal(0, c.Resources.SpillStoreBytes + c.Resources.SpillLoadBytes);
+                Assert.Equal(512, c.MaxThreads);
+                Assert.Equal(36864, c.SharedBytesAtMaxThreads);
+                var occupancy = c.Occupancy!;
+                output.WriteLine($"  {c.Resources.Kernel} on sm_{sm} at (32, 4, 4): {occupancy}");
+                Assert.True(occupancy.Fraction >= 0.5, $"{c.Resources.Kernel} on sm_{sm}: occupancy {occupancy}");
+                // The smaller blocks the host picks for small outputs, for the record.
+                foreach (var (wm, wn) in new[] { (1u, 4u), (2u, 2u), (2u, 4u) })
+                {
+                    var block = new Dim3(32, wm, wn);
+                    output.WriteLine($"  {c.Resources.Kernel} on sm_{sm} at {block}: " +
+                                     LaunchLimits.OccupancyOf(sm, c.Resources.Registers, (int)block.Count, c.Resources.SharedBytes + (int)CudaBackend.MmaSharedBytes(block)));
+                }
+            }
+        }
+    }
+
+    /// <summary>The text of one <c>.entry</c> of a PTX module, up to the next.</summary>
+    private static string PtxEntry(string ptx, string kernel)
+    {
+        int start = ptx.IndexOf($".entry {kernel}(", StringComparison.Ordinal);
+        Assert.True(start >= 0, $"no .entry {kernel} in the PTX");
+        int end = ptx.IndexOf(".entry ", start + 7, StringComparison.Ordinal);
+        return end < 0 ? ptx[start..] : ptx[start..end];
+    }
+
+    [Fact]
+    public void OccupancyIsTheTightestOfRegistersThreadsSharedMemoryAndBlockSlots()
+    {
+        // 64 registers x 512 threads: 2 blocks by registers. sm_80: 2048 threads, 164 KiB.
+        var a100 = LaunchLimits.OccupancyOf(80, 64, 512, 36864);
+        Assert.Equal((2, 2, 4, 4), (a100.Blocks, a100.ByRegisters, a100.ByThreads, a100.BySharedMemory));   // 164 KiB / (36 + 1) KiB = 4
+        Assert.Equal(0.5, a100.Fraction);
+        var rtx = LaunchLimits.OccupancyOf(86, 64, 512, 36864);   // 1536 threads: 3 blocks by threads, 100 KiB: 2 by shared memory
+        Assert.Equal((2, 2, 3, 2), (rtx.Blocks, rtx.ByRegisters, rtx.ByThreads, rtx.BySharedMemory));
+        Assert.Equal(1024.0 / 1536, rtx.Fraction, 1e-12);
+        // The register file's allocation unit: 65 registers are 72 per thread, 1 block of 512.
+        Assert.Equal(1, LaunchLimits.OccupancyOf(90, 65, 512, 0).ByRegisters);
+        // Shared memory alone: 60 KiB blocks, 1 KiB reserved each: 3 on sm_90 (228 KiB).
+        Assert.Equal(3, LaunchLimits.OccupancyOf(90, 32, 128, 60 * 1024).Blocks);
+        // Block slots: 32-thread blocks on sm_86 stop at 16 (512 of 1536 threads).
+        Assert.Equal(16, LaunchLimits.OccupancyOf(86, 16, 32, 0).Blocks);
+    }
+
     [NvrtcFact]
     public void AnUnresolvedFunctionCompilesToPtxButFailsToAssemble()
     {
@@ -177,7 +254,11 @@ public class MachineCodeTests(ITestOutputHelper output)
         Assert.Equal(1024, backend.ThreadsPerBlock("fill"));
         Assert.Equal(512, backend.ThreadsPerBlock("sgemm"));
         Assert.Equal(512, backend.ThreadsPerBlock("conv2d_backward_input"));
+        Assert.Equal(512, backend.ThreadsPerBlock("conv2d_forward_tf32"));
         Assert.Equal(256, TestBackends.Emulated(256).ThreadsPerBlock("sgemm"));
+        // The tensor-core kernels take their own block, 4 x 4 warps, whatever the block size.
+        Assert.Equal(512, TestBackends.Emulated(256).ThreadsPerBlock("conv2d_backward_weight_tf32"));
+        Assert.Equal(512, TestBackends.Emulated(32).ThreadsPerBlock("sgemm_tf32"));
     }
 
     [Fact]

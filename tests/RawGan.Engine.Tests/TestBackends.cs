@@ -56,10 +56,27 @@ public static class TestBackends
 
     private static readonly ConcurrentDictionary<int, Lazy<CudaBackend>> NativeBackends = new();
 
-    /// <summary>The CUDA backend on this machine's GPU, one per block size; throws the driver's
-    /// one-line reason when there is none.</summary>
+    /// <summary>The CUDA backend on this machine's GPU, one per block size, computing in fp32 (the
+    /// suite's tolerances and gradient checks are fp32's; the TF32 kernels have their own tests);
+    /// throws the driver's one-line reason when there is none.</summary>
     public static CudaBackend Native(int blockSize = 256) =>
-        NativeBackends.GetOrAdd(blockSize, b => new Lazy<CudaBackend>(() => new CudaBackend(blockSize == 256 && NativeCuda.Value is { } d ? d : new NativeDriver(0), b))).Value;
+        NativeBackends.GetOrAdd(blockSize, b => new Lazy<CudaBackend>(() => new CudaBackend(blockSize == 256 && NativeCuda.Value is { } d ? d : new NativeDriver(0), b, Precision.Fp32))).Value;
+
+    private static readonly ConcurrentDictionary<int, Lazy<CudaBackend>> NativeTf32Backends = new();
+    private static readonly ConcurrentDictionary<int, Lazy<CudaBackend>> EmulatedTf32Backends = new();
+
+    /// <summary>The CUDA backends the TF32 kernel tests run at <paramref name="blockSize"/>: the
+    /// emulator at <see cref="Precision.Tf32"/>, and the GPU when it is in <see cref="Names"/> and
+    /// has TF32 tensor cores; their tensor-core blocks have at most <paramref name="blockSize"/>
+    /// threads (32: one warp, ... 512 and up: 4 x 4 warps).</summary>
+    public static IEnumerable<CudaBackend> Tf32(int blockSize)
+    {
+        static CudaBackend Make(ICudaDriver driver, int b) => new(driver, b, Precision.Tf32) { TensorCoreThreads = b };
+        if (Names.Contains("cuda-emulated"))
+            yield return EmulatedTf32Backends.GetOrAdd(blockSize, b => new Lazy<CudaBackend>(() => Make(new EmulatedDriver(), b))).Value;
+        if (Names.Contains("cuda") && CudaBackend.SupportsTf32(Native().Driver.Device))
+            yield return NativeTf32Backends.GetOrAdd(blockSize, b => new Lazy<CudaBackend>(() => Make(new NativeDriver(0), b))).Value;
+    }
 
     /// <summary>The CUDA backends the kernel comparisons run at <paramref name="blockSize"/>: the
     /// emulator, and the GPU when it is in <see cref="Names"/>.</summary>
@@ -72,7 +89,7 @@ public static class TestBackends
     private static readonly ConcurrentDictionary<int, Lazy<CudaBackend>> EmulatedBackends = new();
 
     /// <summary>The CUDA backend over the emulated driver, one per block size, shared by the tests
-    /// (the emulator library is built once and cached on disk).</summary>
+    /// (the emulator library is built once and cached on disk); fp32, the emulator's default.</summary>
     public static CudaBackend Emulated(int blockSize = 256) =>
         EmulatedBackends.GetOrAdd(blockSize, b => new Lazy<CudaBackend>(() => new CudaBackend(new EmulatedDriver(), b))).Value;
 }

@@ -44,7 +44,7 @@ public partial class WrongInvocationTests(RawganFixture cli)
     [
         "unknown command", "unknown option", "missing option value", "option value of the wrong type", "resolution 48",
         "resolution 2048", "missing data folder", "empty data folder", "only corrupt images", "batch 6", "batch 4:x",
-        "preset huge", "device nonsense", "device cuda without a GPU", "check on cuda without a GPU", "threads 0", "shapes-count 0", "out is a file",
+        "preset huge", "device nonsense", "precision bf16", "device cuda without a GPU", "check on cuda without a GPU", "threads 0", "shapes-count 0", "out is a file",
         "negative max-steps", "infinite learning rate", "generate missing checkpoint", "generate without checkpoint",
         "generate latents of the wrong shape", "generate latents not npy", "resume with other settings", "resume nothing",
         "truncated G_ema", "garbage G for resume", "NaN in G_ema", "corrupt state.json", "bench batch 6",
@@ -98,6 +98,7 @@ public partial class WrongInvocationTests(RawganFixture cli)
             case "batch 4:x": return (["train", "--batch", "4:x", .. Cpu], "4:x");
             case "preset huge": return (["train", "--preset", "huge", .. Cpu], "huge");
             case "device nonsense": return (["train", "--device", "nonsense"], "nonsense");
+            case "precision bf16": return (["bench", "--precision", "bf16", .. Cpu], "precision 'bf16'|fp32, tf32");
             case "device cuda without a GPU": return (["train", "--device", "cuda", .. RawganFixture.TinyModel], "no CUDA");
             case "check on cuda without a GPU": return (["check", "--device", "cuda"], "no CUDA");
             case "threads 0": return (["train", "--device", "cpu", "--threads", "0"], "--threads");

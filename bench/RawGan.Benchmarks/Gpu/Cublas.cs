@@ -12,11 +12,14 @@ public sealed unsafe class Cublas : IDisposable
 {
     private readonly nint _handle;
 
-    public Cublas()
+    /// <param name="tf32">Let sgemm round its inputs to TF32 on tensor cores
+    /// (CUBLAS_TF32_TENSOR_OP_MATH): the baseline of RawGan's version-2 kernels.</param>
+    public Cublas(bool tf32 = false)
     {
         if (CudaApi.Locate(CudaApi.Cublas) == null)
             throw new InvalidOperationException($"cuBLAS is not installed: none of {string.Join(", ", CudaApi.Candidates[CudaApi.Cublas])} could be loaded");
         CudaApi.CheckCublas(CudaApi.cublasCreate(out _handle), "cublasCreate_v2");
+        if (tf32) CudaApi.CheckCublas(CudaApi.cublasSetMathMode(_handle, CudaApi.CUBLAS_TF32_TENSOR_OP_MATH), "cublasSetMathMode");
     }
 
     private const int OpN = 0;

@@ -10,13 +10,15 @@ namespace RawGan.Benchmarks.Gpu;
 /// packing, the batched layout the cuBLAS call assumes) still runs: on RawGan's CUDA emulator,
 /// with the engine's sgemm kernel standing in for cuBLAS (same row-major product, one sample at a
 /// time instead of strided-batched). Checked against the naive loops, with CudaBackend's
-/// conv2d_forward beside it.
+/// conv2d_forward (version 1) and conv2d_forward_tf32 (version 2, TF32's tolerance) beside it.
 /// </summary>
 public static class EmulatedGpuCheck
 {
     public static void Run()
     {
-        using var gpu = new CudaBackend(new EmulatedDriver());
+        using var gpu = new CudaBackend(new EmulatedDriver(), precision: Precision.Fp32);
+        // Version 2 on the same (host) memory: emulated device buffers are host memory.
+        using var tf32 = new CudaBackend(new EmulatedDriver(), precision: Precision.Tf32);
         // The emulator loads one library per driver: the im2col kernel gets a driver of its own.
         // Emulated device memory is host memory, so it reads the backend's buffers directly.
         using var im2colDriver = EmulatedDriver.ForSources([GpuIm2Col.Source], KernelLibrary.Headers);
@@ -42,6 +44,9 @@ public static class EmulatedGpuCheck
                 gpu.Fill(dy, c.OutputLength, float.NaN);
                 gpu.Conv2dForward(dx, dw, dy, c.N, c.Cin, c.H, c.W, c.Cout, c.K, c.Scale);
                 Verify.Close($"conv2d_forward on the emulator {c}", expected, GpuDevice.Download(gpu, dy, c.OutputLength));
+                gpu.Fill(dy, c.OutputLength, float.NaN);
+                tf32.Conv2dForward(dx, dw, dy, c.N, c.Cin, c.H, c.W, c.Cout, c.K, c.Scale);
+                Verify.Close($"conv2d_forward_tf32 on the emulator {c}", expected, GpuDevice.Download(gpu, dy, c.OutputLength), Verify.Tf32Tolerance);
             }
             finally
             {

@@ -19,11 +19,22 @@ public static class GpuDevice
         catch (DllNotFoundException e) { return e.Message; }
     }
 
-    /// <summary>The real GPU backend, or an exception whose message starts with "skipped: no CUDA device".</summary>
-    public static CudaBackend Open()
+    /// <summary>Null if the CUDA device has TF32 tensor cores (compute capability 8.0 and newer),
+    /// otherwise why not (one line). Never throws.</summary>
+    public static string? Tf32Unavailable()
+    {
+        if (Unavailable() is string reason) return $"no CUDA device ({reason})";
+        using var driver = new NativeDriver(0);
+        return CudaBackend.SupportsTf32(driver.Device) ? null : $"{driver.Device.Name} is compute {driver.Device.ComputeMajor}.{driver.Device.ComputeMinor}; TF32 needs 8.0";
+    }
+
+    /// <summary>The real GPU backend at <paramref name="precision"/> (fp32 unless asked: the lab
+    /// names each kernel version it times), or an exception whose message starts with "skipped:".</summary>
+    public static CudaBackend Open(Precision precision = Precision.Fp32)
     {
         if (Unavailable() is string reason) throw new InvalidOperationException($"skipped: no CUDA device ({reason})");
-        return new CudaBackend(new NativeDriver(0));
+        if (precision == Precision.Tf32 && Tf32Unavailable() is string noTf32) throw new InvalidOperationException($"skipped: {noTf32}");
+        return new CudaBackend(new NativeDriver(0), precision: precision);
     }
 
     public static DeviceBuffer Upload(IBackend backend, float[] host)

@@ -13,6 +13,10 @@ public static class Verify
 {
     public const double DefaultTolerance = 1e-4;
 
+    /// <summary>For kernels that round their inputs to TF32 (10 mantissa bits: each product off
+    /// by up to 2^-10 of itself; typically a few 1e-4 of max |expected| on these sizes).</summary>
+    public const double Tf32Tolerance = 4e-3;
+
     public static void Close(string what, ReadOnlySpan<float> expected, ReadOnlySpan<float> actual, double tolerance = DefaultTolerance)
     {
         if (expected.Length != actual.Length)

@@ -173,8 +173,13 @@ internal static unsafe partial class CudaApi
     public static partial int cublasSgemmStridedBatched(nint handle, int transa, int transb, int m, int n, int k, float* alpha,
         ulong a, int lda, long strideA, ulong b, int ldb, long strideB, float* beta, ulong c, int ldc, long strideC, int batch);
 
+    /// <summary>cublasMath_t: CUBLAS_DEFAULT_MATH (fp32 sgemm stays fp32) and CUBLAS_TF32_TENSOR_OP_MATH
+    /// (sgemm rounds its inputs to TF32 on tensor cores, CUDA 11 and newer).</summary>
+    public const int CUBLAS_DEFAULT_MATH = 0, CUBLAS_TF32_TENSOR_OP_MATH = 3;
+    [LibraryImport(Cublas)] public static partial int cublasSetMathMode(nint handle, int mode);
+
     /// <summary>Every cuBLAS symbol RawGan binds, for the test that the library exports them.</summary>
-    public static readonly string[] CublasSymbols = ["cublasCreate_v2", "cublasDestroy_v2", "cublasSgemm_v2", "cublasSgemmStridedBatched"];
+    public static readonly string[] CublasSymbols = ["cublasCreate_v2", "cublasDestroy_v2", "cublasSgemm_v2", "cublasSgemmStridedBatched", "cublasSetMathMode"];
 
     public static void CheckCublas(int status, string call)
     {

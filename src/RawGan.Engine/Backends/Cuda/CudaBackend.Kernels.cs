@@ -66,6 +66,75 @@ public sealed unsafe partial class CudaBackend : IBackend
         Launch(kernel, new Dim3((uint)gridX, (uint)gridY, (uint)splits), block, TileSharedBytes(block), args);
     }
 
+    /// <summary>The tensor-core kernels of version 2 (kernels/mma_tile.cuh): blocks of (32, WM, WN)
+    /// threads and <see cref="MmaSharedBytes"/> of dynamic shared memory.</summary>
+    public static readonly IReadOnlySet<string> MmaKernels =
+        new HashSet<string> { "sgemm_tf32", "conv2d_forward_tf32", "conv2d_backward_input_tf32", "conv2d_backward_weight_tf32" };
+
+    // Must match MMA_STAGES, MMA_K_PITCH and mma_tile_shared_bytes in kernels/mma_tile.cuh; a warp
+    // owns 32 x 32 outputs, a block at most 4 x 4 warps.
+    private const int MmaStages = 3, MmaKPitch = 12, MmaWarpTile = 32, MmaMaxWarps = 4;
+
+    /// <summary>Dynamic shared memory of a tensor-core kernel's block of (32, WM, WN) threads
+    /// (mma_tile_shared_bytes): three stages of a (32 WM) x 12 slice of A and a (32 WN) x 12 of B.</summary>
+    public static uint MmaSharedBytes(Dim3 block) => (uint)(sizeof(float) * MmaStages * MmaKPitch * MmaWarpTile * (block.Y + block.Z));
+
+    /// <summary>
+    /// The block of a tensor-core kernel for a rows x columns output: (32, WM, WN) threads, WM x WN
+    /// warps of 32 x 32 outputs each. Starting from one warp, the side the output still needs
+    /// (rows beyond 32 WM, columns beyond 32 WN) doubles, the shorter side first, up to 4 per side
+    /// and <paramref name="threads"/> in all: 4 x 4 warps (512 threads, 128 x 128 tiles) for every
+    /// large product, fewer where the output is small (toRGB's three rows: 1 x 4 warps).
+    /// </summary>
+    public static Dim3 MmaBlock(int threads, long rows, long columns)
+    {
+        int warps = Math.Max(1, threads / MmaWarpTile);
+        uint wm = 1, wn = 1;
+        while (wm * wn * 2 <= warps)
+        {
+            bool growM = wm < MmaMaxWarps && rows > MmaWarpTile * wm, growN = wn < MmaMaxWarps && columns > MmaWarpTile * wn;
+            if (growM && (!growN || wm <= wn)) wm *= 2;
+            else if (growN) wn *= 2;
+            else break;
+        }
+        return new Dim3(MmaWarpTile, wm, wn);
+    }
+
+    private static (long x, long y) MmaGrid(Dim3 block, long rows, long columns)
+    {
+        long tileRows = MmaWarpTile * block.Y, tileColumns = MmaWarpTile * block.Z;
+        return ((columns + tileColumns - 1) / tileColumns, (rows + tileRows - 1) / tileRows);
+    }
+
+    /// <summary>Launches a tensor-core kernel whose output is a rows x columns matrix, with
+    /// <paramref name="splits"/> blocks per tile along the grid's z (the weight gradient only).</summary>
+    private void LaunchMma(string kernel, long rows, long columns, KernelArgs args, int splits = 1)
+    {
+        if (rows <= 0 || columns <= 0) return;
+        var block = MmaBlock(ThreadsPerBlock(kernel), rows, columns);
+        var (gridX, gridY) = MmaGrid(block, rows, columns);
+        if (gridX > int.MaxValue || gridY > 65535)
+            throw new ArgumentException($"{kernel}: a {rows} x {columns} output needs a grid of {gridX} x {gridY} tiles; CUDA allows {int.MaxValue} x 65535");
+        Launch(kernel, new Dim3((uint)gridX, (uint)gridY, (uint)splits), block, MmaSharedBytes(block), args);
+    }
+
+    /// <summary>The dynamic shared memory <paramref name="kernel"/> launches with at a block of
+    /// <paramref name="threads"/> threads, at its largest output (what the machine-code report checks).</summary>
+    public static uint DynamicSharedBytes(string kernel, int threads) =>
+        TiledKernels.Contains(kernel) ? TileSharedBytes(TileBlock(threads))
+        : MmaKernels.Contains(kernel) ? MmaSharedBytes(MmaBlock(threads, long.MaxValue, long.MaxValue))
+        : 0;
+
+    /// <summary>A matrix product or convolution at this backend's precision: version 1
+    /// (<paramref name="fp32"/>, gemm_tile.cuh) or the version-2 tensor-core kernel
+    /// (<paramref name="tf32"/>, mma_tile.cuh), which takes the same arguments. (Two literal names
+    /// rather than a suffix appended per call: a steady step allocates nothing.)</summary>
+    private void LaunchProduct(string fp32, string tf32, long rows, long columns, KernelArgs args, int splits = 1)
+    {
+        if (Precision == Precision.Tf32) LaunchMma(tf32, rows, columns, args, splits);
+        else LaunchTiled(fp32, rows, columns, args, splits);
+    }
+
     // ------------------------------------------------------------------ elementwise.cu
 
     public void Fill(DeviceBuffer y, long n, float value) =>
@@ -130,7 +199,7 @@ public sealed unsafe partial class CudaBackend : IBackend
     public void Gemm(bool transA, bool transB, int m, int n, int k, float alpha, DeviceBuffer a, DeviceBuffer b, float beta, DeviceBuffer c)
     {
         if (m < 0 || n < 0 || k < 0) throw new ArgumentException($"Gemm: negative size m={m} n={n} k={k}");
-        LaunchTiled("sgemm", m, n, new KernelArgs().Int(transA ? 1 : 0).Int(transB ? 1 : 0).Int(m).Int(n).Int(k).Float(alpha).Ptr(a).Ptr(b).Float(beta).Ptr(c));
+        LaunchProduct("sgemm", "sgemm_tf32", m, n, new KernelArgs().Int(transA ? 1 : 0).Int(transB ? 1 : 0).Int(m).Int(n).Int(k).Float(alpha).Ptr(a).Ptr(b).Float(beta).Ptr(c));
     }
 
     // ------------------------------------------------------------------ conv.cu
@@ -149,13 +218,13 @@ public sealed unsafe partial class CudaBackend : IBackend
     public void Conv2dForward(DeviceBuffer x, DeviceBuffer w, DeviceBuffer y, int n, int cin, int h, int wd, int cout, int k, float scale)
     {
         CheckConv(n, cin, h, wd, cout, k);
-        LaunchTiled("conv2d_forward", cout, (long)n * h * wd, ConvArgs(x, w, y, n, cin, h, wd, cout, k, scale));
+        LaunchProduct("conv2d_forward", "conv2d_forward_tf32", cout, (long)n * h * wd, ConvArgs(x, w, y, n, cin, h, wd, cout, k, scale));
     }
 
     public void Conv2dBackwardInput(DeviceBuffer gy, DeviceBuffer w, DeviceBuffer gx, int n, int cin, int h, int wd, int cout, int k, float scale)
     {
         CheckConv(n, cin, h, wd, cout, k);
-        LaunchTiled("conv2d_backward_input", cin, (long)n * h * wd, ConvArgs(gy, w, gx, n, cin, h, wd, cout, k, scale));
+        LaunchProduct("conv2d_backward_input", "conv2d_backward_input_tf32", cin, (long)n * h * wd, ConvArgs(gy, w, gx, n, cin, h, wd, cout, k, scale));
     }
 
     /// <summary>The fewest pixels (terms of the reduction) one slice of a split weight gradient sums.</summary>
@@ -167,19 +236,22 @@ public sealed unsafe partial class CudaBackend : IBackend
         long columns = (long)cin * k * k, pixels = (long)n * h * wd;
         // Split K (see conv.cu) when the gradient has too few tiles to keep two blocks on every
         // multiprocessor and the batch has enough pixels to share out.
-        var (gridX, gridY) = TileGrid(TileBlock(ThreadsPerBlock("conv2d_backward_weight")), cout, columns);
+        string kernel = Precision == Precision.Tf32 ? "conv2d_backward_weight_tf32" : "conv2d_backward_weight";
+        var (gridX, gridY) = Precision == Precision.Tf32
+            ? MmaGrid(MmaBlock(ThreadsPerBlock(kernel), cout, columns), cout, columns)
+            : TileGrid(TileBlock(ThreadsPerBlock(kernel)), cout, columns);
         long tiles = gridX * gridY, wanted = 2L * Math.Max(1, _driver.Device.Multiprocessors);
         int splits = tiles >= wanted ? 1 : (int)Math.Clamp(Math.Min((wanted + tiles - 1) / tiles, pixels / MinPixelsPerSplit), 1, 64);
         if (splits == 1)
         {
-            LaunchTiled("conv2d_backward_weight", cout, columns, ConvArgs(x, gy, gw, n, cin, h, wd, cout, k, scale));
+            LaunchProduct("conv2d_backward_weight", "conv2d_backward_weight_tf32", cout, columns, ConvArgs(x, gy, gw, n, cin, h, wd, cout, k, scale));
             return;
         }
         long size = cout * columns;
         var partial = Allocate(splits * size);
         try
         {
-            LaunchTiled("conv2d_backward_weight", cout, columns, ConvArgs(x, gy, partial, n, cin, h, wd, cout, k, scale), splits);
+            LaunchProduct("conv2d_backward_weight", "conv2d_backward_weight_tf32", cout, columns, ConvArgs(x, gy, partial, n, cin, h, wd, cout, k, scale), splits);
             SumTo(partial, new Dims4(1, 1, splits, (int)size), gw, new Dims4(1, 1, 1, (int)size));
         }
         finally

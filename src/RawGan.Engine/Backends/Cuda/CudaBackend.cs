@@ -20,18 +20,37 @@ public sealed unsafe partial class CudaBackend
     /// <param name="driver">The real driver or the emulator.</param>
     /// <param name="blockSize">Threads per block of one-dimensional kernels and reductions: a power
     /// of two from 32 to 1024 (tests sweep several; every kernel must be right for all of them).</param>
-    public CudaBackend(ICudaDriver driver, int blockSize = 256)
+    /// <param name="precision">How matrix products and convolutions compute; null takes
+    /// <see cref="DefaultPrecision"/>. <see cref="Precision.Tf32"/> needs compute capability 8.0.</param>
+    public CudaBackend(ICudaDriver driver, int blockSize = 256, Precision? precision = null)
     {
         if (blockSize < 32 || blockSize > 1024 || (blockSize & (blockSize - 1)) != 0)
             throw new ArgumentOutOfRangeException(nameof(blockSize), $"block size must be a power of two from 32 to 1024, got {blockSize}");
         BlockSize = blockSize;
+        Precision = precision ?? DefaultPrecision(driver);
+        if (Precision == Precision.Tf32 && !SupportsTf32(driver.Device))
+            throw new ArgumentException($"precision tf32 needs tensor cores with TF32 (compute capability 8.0, Ampere, or newer); {driver.Device.Name} is {driver.Device.ComputeMajor}.{driver.Device.ComputeMinor}: use fp32");
         _driver = driver;
         _allocator = new CachingAllocator(bytes => (nint)driver.Allocate(bytes), p => driver.Free((ulong)p));
         _driver.LoadModule(KernelLibrary.Sources, KernelLibrary.Headers);
     }
 
     public string Name => _driver.Name;
-    public string Description => $"{_driver.Name}: {_driver.Device}";
+    public string Description => $"{_driver.Name}: {_driver.Device}; {(Precision == Precision.Tf32 ? "tf32" : "fp32")} matrix products and convolutions";
+
+    /// <summary>How <c>Gemm</c> and the three convolutions compute: fp32 (kernels/gemm.cu,
+    /// conv.cu, version 1) or tf32 tensor cores (gemm_tf32.cu, conv_tf32.cu, version 2).</summary>
+    public Precision Precision { get; }
+
+    /// <summary>Whether a device has TF32 tensor cores (mma.sync .tf32 and cp.async: sm_80 and newer).</summary>
+    public static bool SupportsTf32(DeviceInfo device) => device.ComputeMajor >= 8;
+
+    /// <summary>The precision a backend takes when none is asked for: TF32 on a GPU that has it, as
+    /// PyTorch's default for convolutions is (torch.backends.cudnn.allow_tf32 = True); fp32 on older
+    /// GPUs, and on the emulator, where the TF32 kernels run two to five times slower (every
+    /// mma.sync is a rendezvous of a warp's 32 fibers) and are tested when asked for.</summary>
+    public static Precision DefaultPrecision(ICudaDriver driver) =>
+        driver is EmulatedDriver || !SupportsTf32(driver.Device) ? Precision.Fp32 : Precision.Tf32;
     public ICudaDriver Driver => _driver;
 
     /// <summary>Number of kernel launches so far (for tests and profiling).</summary>
@@ -99,8 +118,14 @@ public sealed unsafe partial class CudaBackend
 
     // ------------------------------------------------------------------ launching
 
-    /// <summary>Threads per block for one-dimensional kernels and reductions.</summary>
+    /// <summary>Threads per block for one-dimensional kernels, reductions and version 1's tiles
+    /// (gemm_tile.cuh). The tensor-core kernels take <see cref="TensorCoreThreads"/>.</summary>
     public int BlockSize { get; }
+
+    /// <summary>The most threads a tensor-core kernel's block has (mma_tile.cuh: 512, 4 x 4 warps of
+    /// 32 x 32 outputs, a 128 x 128 tile; fewer where the output is small). Tests lower it, before
+    /// the first launch, to run every block shape from one warp up.</summary>
+    internal int TensorCoreThreads { get; set; } = 512;
 
     /// <summary>Blocks of <paramref name="threads"/> for a grid-stride loop over <paramref name="n"/>
     /// items: enough to fill the device, never more than the items need.</summary>
@@ -114,16 +139,17 @@ public sealed unsafe partial class CudaBackend
     private (nint function, int threads) Function(string kernel) =>
         _functions.TryGetValue(kernel, out var f) ? f : _functions.GetOrAdd(kernel, Lookup);
 
-    /// <summary>The function and the threads per block it launches with: <see cref="BlockSize"/>,
-    /// lowered to the largest power of two the function can launch with on this device (its
-    /// registers and declared <c>__launch_bounds__</c>), so that no block size can fail late.</summary>
+    /// <summary>The function and the threads per block it launches with: <see cref="BlockSize"/>
+    /// (<see cref="TensorCoreThreads"/> for the tensor-core kernels), lowered to the largest power
+    /// of two the function can launch with on this device (its registers and declared
+    /// <c>__launch_bounds__</c>), so that no block size can fail late.</summary>
     private (nint, int) Lookup(string kernel)
     {
         nint function = _driver.GetFunction(kernel);
         int limit = _driver.MaxThreadsPerBlock(function);
         if (limit < LaunchLimits.WarpSize)
             throw new CudaException("cuFuncGetAttribute", 701, "CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES", $"kernel {kernel} cannot launch even one warp ({limit} threads at most)");
-        int threads = BlockSize;
+        int threads = MmaKernels.Contains(kernel) ? TensorCoreThreads : BlockSize;
         while (threads > limit) threads /= 2;
         return (function, threads);
     }
@@ -147,6 +173,16 @@ public sealed unsafe partial class CudaBackend
     // The kernel methods, one per IBackend method, are in CudaBackend.Kernels.cs. The pattern:
     //   public void Fill(DeviceBuffer y, long n, float value) =>
     //       LaunchElementwise("fill", n, new KernelArgs().Ptr(y).Long(n).Float(value));
+}
+
+/// <summary>How a CUDA backend computes matrix products and convolutions.</summary>
+public enum Precision
+{
+    /// <summary>fp32 multiplies and sums: kernels/gemm.cu and conv.cu (version 1).</summary>
+    Fp32,
+    /// <summary>Inputs rounded to tf32 (10 mantissa bits) on tensor cores, fp32 sums:
+    /// kernels/gemm_tf32.cu and conv_tf32.cu (version 2). Compute capability 8.0 and newer.</summary>
+    Tf32,
 }
 
 /// <summary>The .cu sources and headers, embedded in this assembly from kernels/.</summary>

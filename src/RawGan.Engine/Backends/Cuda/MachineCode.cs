@@ -39,6 +39,68 @@ public static partial class LaunchLimits
         return warps * perWarp;
     }
 
+    /// <summary>What one multiprocessor of an architecture holds at once (the CUDA C++ Programming
+    /// Guide's table "Technical Specifications per Compute Capability"; the 1 KiB that sm_80 and
+    /// newer reserve per block is cudaDevAttrReservedSharedMemoryPerBlock).</summary>
+    public sealed record Multiprocessor(int Sm, int MaxThreads, int MaxBlocks, int SharedBytes, int ReservedSharedBytesPerBlock);
+
+    /// <summary>The multiprocessor of sm_XY: 65,536 registers on all of them, and
+    /// <list type="bullet">
+    /// <item>sm_70 (V100): 2048 threads, 32 blocks, 96 KiB of shared memory</item>
+    /// <item>sm_75 (T4, RTX 20): 1024 threads, 16 blocks, 64 KiB</item>
+    /// <item>sm_80 (A100): 2048 threads, 32 blocks, 164 KiB</item>
+    /// <item>sm_86 (RTX 30, A40) and sm_89 (RTX 40, L40): 1536 threads, 16 and 24 blocks, 100 KiB</item>
+    /// <item>sm_90 (H100, H200): 2048 threads, 32 blocks, 228 KiB</item>
+    /// </list></summary>
+    public static Multiprocessor MultiprocessorOf(int sm) => sm switch
+    {
+        70 => new(70, 2048, 32, 96 * 1024, 0),
+        75 => new(75, 1024, 16, 64 * 1024, 0),
+        80 => new(80, 2048, 32, 164 * 1024, 1024),
+        86 => new(86, 1536, 16, 100 * 1024, 1024),
+        89 => new(89, 1536, 24, 100 * 1024, 1024),
+        90 => new(90, 2048, 32, 228 * 1024, 1024),
+        _ => throw new ArgumentException($"no multiprocessor table for sm_{sm}"),
+    };
+
+    /// <summary>Shared memory is handed to blocks in units of this many bytes.</summary>
+    public const int SharedAllocationUnit = 128;
+
+    /// <summary>How many blocks of a kernel one multiprocessor holds, and what limits it.</summary>
+    public sealed record Occupancy(int Blocks, int ByRegisters, int ByThreads, int BySharedMemory, int ByBlockCount, double Fraction)
+    {
+        /// <summary>"50% (2 blocks; registers 2, threads 4, shared memory 4)".</summary>
+        public override string ToString() =>
+            $"{Percent} ({Blocks} blocks; registers {ByRegisters}, threads {ByThreads}, shared memory {BySharedMemory}, block slots {ByBlockCount})";
+
+        /// <summary>"50%".</summary>
+        public string Percent => FormattableString.Invariant($"{100 * Fraction:F0}%");
+    }
+
+    /// <summary>
+    /// Occupancy from registers and shared memory, as CUDA's occupancy calculator computes it:
+    /// <code>
+    /// blocks = min( 65536 / registers per block (each warp's share rounded up to 256),
+    ///               threads per SM / threads per block,
+    ///               shared memory per SM / (shared memory per block + reserve, rounded up to 128 bytes),
+    ///               blocks per SM )
+    /// occupancy = blocks * threads per block / threads per SM
+    /// </code>
+    /// e.g. 64 registers x 512 threads = 32,768 registers per block: 2 blocks, 1024 threads: 50% of
+    /// sm_80's 2048 and 67% of sm_86's 1536.
+    /// </summary>
+    public static Occupancy OccupancyOf(int sm, int registersPerThread, int threadsPerBlock, int sharedBytesPerBlock)
+    {
+        var mp = MultiprocessorOf(sm);
+        long registers = RegistersForBlock(Math.Max(1, registersPerThread), threadsPerBlock);
+        int byRegisters = (int)(RegistersPerBlock / registers);
+        int byThreads = mp.MaxThreads / threadsPerBlock;
+        long shared = (sharedBytesPerBlock + mp.ReservedSharedBytesPerBlock + SharedAllocationUnit - 1) / SharedAllocationUnit * SharedAllocationUnit;
+        int byShared = shared == 0 ? int.MaxValue : (int)(mp.SharedBytes / shared);
+        int blocks = Math.Min(Math.Min(byRegisters, byThreads), Math.Min(byShared, mp.MaxBlocks));
+        return new Occupancy(blocks, byRegisters, byThreads, byShared, mp.MaxBlocks, (double)blocks * threadsPerBlock / mp.MaxThreads);
+    }
+
     /// <summary>The largest power-of-two block (at most <paramref name="declaredMaximum"/>) whose
     /// registers fit; what the backend clamps its block size to.</summary>
     public static int MaxPowerOfTwoThreads(int registersPerThread, int declaredMaximum = MaxThreadsPerBlock)
@@ -118,16 +180,18 @@ public static partial class LaunchLimits
     }
 }
 
-/// <summary>One kernel on one architecture, with what the backend may launch it with.</summary>
+/// <summary>One kernel on one architecture, with what the backend may launch it with, and the
+/// occupancy of that largest launch (null for the lines of ptxas warnings).</summary>
 public sealed record KernelLaunchCheck(
     string File, KernelResources Resources, int DeclaredMaxThreads, int MaxThreads, long RegistersAtMaxThreads, int SharedBytesAtMaxThreads,
-    IReadOnlyList<string> Problems);
+    IReadOnlyList<string> Problems, LaunchLimits.Occupancy? Occupancy = null);
 
 /// <summary>
 /// Every kernel compiled to machine code for a set of architectures, each checked against the
 /// launches CudaBackend can make: any power-of-two block from 32 threads up to its declared
-/// <c>__launch_bounds__</c> (else 1024), with the tiled kernels' dynamic shared memory. What
-/// `rawgan info --kernels` prints and CI checks.
+/// <c>__launch_bounds__</c> (else 1024), with the dynamic shared memory of the tiled and tensor-core
+/// kernels (<see cref="CudaBackend.DynamicSharedBytes"/>), and the occupancy of that largest launch.
+/// What `rawgan info --kernels` prints and CI checks.
 /// </summary>
 public static class MachineCodeReport
 {
@@ -152,7 +216,7 @@ public static class MachineCodeReport
             int bound = declared.GetValueOrDefault(kernel, LaunchLimits.MaxThreadsPerBlock);
             int threads = 1 << (int)Math.Log2(Math.Clamp(bound, 1, LaunchLimits.MaxThreadsPerBlock));
             long registers = LaunchLimits.RegistersForBlock(r.Registers, threads);
-            int shared = r.SharedBytes + (CudaBackend.TiledKernels.Contains(kernel) ? (int)CudaBackend.TileSharedBytes(CudaBackend.TileBlock(threads)) : 0);
+            int shared = r.SharedBytes + (int)CudaBackend.DynamicSharedBytes(kernel, threads);
             if (threads < LaunchLimits.WarpSize) problems.Add($"declares a block of {bound} threads, under one warp");
             if (registers > LaunchLimits.RegistersPerBlock)
                 problems.Add($"{r.Registers} registers x {threads} threads = {registers} registers per block, over the {LaunchLimits.RegistersPerBlock} a block may hold " +
@@ -161,7 +225,8 @@ public static class MachineCodeReport
                 problems.Add($"{shared} bytes of shared memory at {threads} threads, over {LaunchLimits.SharedBytesPerBlock}");
             if (r.SpillStoreBytes > 0 || r.SpillLoadBytes > 0)
                 problems.Add($"spills registers to local memory ({r.SpillStoreBytes} bytes stored, {r.SpillLoadBytes} loaded)");
-            result.Add(new KernelLaunchCheck(source.Name, r, bound, threads, registers, shared, problems));
+            var occupancy = threads >= LaunchLimits.WarpSize && r.Registers > 0 && Architectures.Contains(sm) ? LaunchLimits.OccupancyOf(sm, r.Registers, threads, shared) : null;
+            result.Add(new KernelLaunchCheck(source.Name, r, bound, threads, registers, shared, problems, occupancy));
         }
         foreach (var warning in compiled.Warnings)
             result.Add(new KernelLaunchCheck(source.Name, new KernelResources("(ptxas)", arch, 0, 0, 0, 0, 0), 0, 0, 0, 0, [warning]));
@@ -171,10 +236,11 @@ public static class MachineCodeReport
     /// <summary>The table, one line per kernel and architecture.</summary>
     public static IEnumerable<string> Format(IEnumerable<KernelLaunchCheck> checks)
     {
-        yield return $"{"file",-14} {"kernel",-28} {"arch",-6} {"regs",4} {"smem B",7} {"spill B",7} {"max block",9} {"regs/block",10}  status";
+        yield return $"{"file",-14} {"kernel",-28} {"arch",-6} {"regs",4} {"smem B",7} {"spill B",7} {"max block",9} {"regs/block",10} {"occupancy",9}  status";
         foreach (var c in checks)
             yield return $"{c.File,-14} {c.Resources.Kernel,-28} {c.Resources.Architecture,-6} {c.Resources.Registers,4} {c.SharedBytesAtMaxThreads,7} " +
-                         $"{c.Resources.SpillStoreBytes + c.Resources.SpillLoadBytes,7} {c.MaxThreads,9} {c.RegistersAtMaxThreads,10}  " +
+                         $"{c.Resources.SpillStoreBytes + c.Resources.SpillLoadBytes,7} {c.MaxThreads,9} {c.RegistersAtMaxThreads,10} " +
+                         $"{(c.Occupancy is { } o ? $"{o.Percent} ({o.Blocks})" : ""),9}  " +
                          (c.Problems.Count == 0 ? "ok" : string.Join("; ", c.Problems));
     }
 }

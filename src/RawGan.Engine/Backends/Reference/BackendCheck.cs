@@ -14,14 +14,30 @@ public sealed record KernelCheckResult(string Kernel, string Size, double MaxErr
 /// same inputs: what `rawgan check` runs on the user's device. Outputs start as NaN, so an element
 /// a kernel forgets to write fails. Errors are relative to max(1, |expected|); the bounds are
 /// those the test suite uses (1e-6 elementwise, 1e-5 reductions, 1e-4 products).
+///
+/// A backend whose matrix products and convolutions round their inputs to TF32 (10 mantissa
+/// bits) is checked on those against TF32's bound instead, as the test suite does: the error of
+/// each output relative to sum_k |a_k b_k| (the same kernel run by the reference on absolute
+/// values), at most 2 2^-11 + 2^-22 for the rounded factors plus (K + 2) 2^-23 for an fp32 sum of
+/// K terms in any order.
 /// </summary>
 public static class BackendCheck
 {
     private const double Elementwise = 1e-6, Reduction = 1e-5, Product = 1e-4;
 
-    private sealed record Case(string Kernel, string Size, float[][] Inputs, long[] Outputs, Action<IBackend, DeviceBuffer[]> Run, double Bound);
+    /// <summary>TF32's bound on a product's error relative to sum_k |a_k b_k|, for K terms.</summary>
+    public static double Tf32Bound(long k) => 2 * Math.Pow(2, -11) + Math.Pow(2, -22) + (k + 2) * Math.Pow(2, -23);
 
-    public static IReadOnlyList<KernelCheckResult> Run(IBackend backend)
+    /// <summary>One kernel at one size. Products carry K, the length of their sums, and
+    /// <paramref name="Magnitude"/>: the same product of the absolute values (|alpha|, |beta|,
+    /// |scale| too), run by the reference for TF32's bound.</summary>
+    private sealed record Case(string Kernel, string Size, float[][] Inputs, long[] Outputs, Action<IBackend, DeviceBuffer[]> Run, double Bound,
+        long K = 0, Action<IBackend, DeviceBuffer[]>? Magnitude = null);
+
+    /// <param name="backend">The backend to check.</param>
+    /// <param name="tf32Products">Whether its matrix products and convolutions round their inputs
+    /// to TF32 (a CUDA backend at <c>Precision.Tf32</c>).</param>
+    public static IReadOnlyList<KernelCheckResult> Run(IBackend backend, bool tf32Products = false)
     {
         var results = new List<KernelCheckResult>();
         foreach (var c in Cases())
@@ -29,6 +45,8 @@ public static class BackendCheck
             try
             {
                 var expected = Execute(ReferenceBackend.Shared, c.Inputs, c.Outputs, c.Run);
+                bool tf32 = tf32Products && c.Magnitude != null;
+                var magnitude = tf32 ? Execute(ReferenceBackend.Shared, c.Inputs.Select(v => v.Select(MathF.Abs).ToArray()).ToArray(), c.Outputs, c.Magnitude!) : null;
                 var clock = Stopwatch.StartNew();
                 var actual = Execute(backend, c.Inputs, c.Outputs, c.Run);
                 double ms = clock.Elapsed.TotalMilliseconds;
@@ -38,10 +56,11 @@ public static class BackendCheck
                     {
                         float e = expected[b][i], a = actual[b][i];
                         if ((float.IsNaN(e) && float.IsNaN(a)) || e == a) continue;
-                        double error = float.IsFinite(a) ? Math.Abs((double)e - a) / Math.Max(1, Math.Abs((double)e)) : double.PositiveInfinity;
+                        double scale = magnitude != null ? Math.Max(magnitude[b][i], 1e-30) : Math.Max(1, Math.Abs((double)e));
+                        double error = float.IsFinite(a) ? Math.Abs((double)e - a) / scale : double.PositiveInfinity;
                         worst = Math.Max(worst, error);
                     }
-                results.Add(new KernelCheckResult(c.Kernel, c.Size, worst, c.Bound, ms, null));
+                results.Add(new KernelCheckResult(c.Kernel, c.Size, worst, tf32 ? Tf32Bound(c.K) : c.Bound, ms, null));
             }
             catch (Exception e) when (e is not OutOfMemoryException)
             {
@@ -157,7 +176,8 @@ public static class BackendCheck
             foreach (bool ta in new[] { false, true })
                 foreach (bool tb in new[] { false, true })
                     yield return new("sgemm", $"{m}x{n}x{k}{(ta ? " A^T" : "")}{(tb ? " B^T" : "")}", [Normal(m * k, 13), Normal(k * n, 14), Normal(m * n, 15)], [],
-                        (b, p) => b.Gemm(ta, tb, m, n, k, 0.75f, p[0], p[1], 0.5f, p[2]), Product);
+                        (b, p) => b.Gemm(ta, tb, m, n, k, 0.75f, p[0], p[1], 0.5f, p[2]), Product, k,
+                        (b, p) => b.Gemm(ta, tb, m, n, k, 0.75f, p[0], p[1], 0.5f, p[2]));
 
         // Convolutions: 3x3 and 1x1 (fromRGB), the weight gradient over many pixels.
         foreach (var (n, cin, h, w, cout, k) in new[] { (2, 3, 5, 7, 4, 3), (4, 32, 16, 16, 32, 3), (8, 3, 32, 32, 16, 1) })
@@ -165,9 +185,12 @@ public static class BackendCheck
             long xs = (long)n * cin * h * w, ws = (long)cout * cin * k * k, ys = (long)n * cout * h * w;
             float scale = MathF.Sqrt(2f / (cin * k * k));
             string size = $"{n}x{cin}x{h}x{w} -> {cout}, k={k}";
-            yield return new("conv2d_forward", size, [Normal(xs, 16), Normal(ws, 17)], [ys], (b, p) => b.Conv2dForward(p[0], p[1], p[2], n, cin, h, w, cout, k, scale), Product);
-            yield return new("conv2d_backward_input", size, [Normal(ys, 18), Normal(ws, 17)], [xs], (b, p) => b.Conv2dBackwardInput(p[0], p[1], p[2], n, cin, h, w, cout, k, scale), Product);
-            yield return new("conv2d_backward_weight", size, [Normal(xs, 16), Normal(ys, 18)], [ws], (b, p) => b.Conv2dBackwardWeight(p[0], p[1], p[2], n, cin, h, w, cout, k, scale), Product);
+            Action<IBackend, DeviceBuffer[]> forward = (b, p) => b.Conv2dForward(p[0], p[1], p[2], n, cin, h, w, cout, k, scale);
+            Action<IBackend, DeviceBuffer[]> input = (b, p) => b.Conv2dBackwardInput(p[0], p[1], p[2], n, cin, h, w, cout, k, scale);
+            Action<IBackend, DeviceBuffer[]> weight = (b, p) => b.Conv2dBackwardWeight(p[0], p[1], p[2], n, cin, h, w, cout, k, scale);
+            yield return new("conv2d_forward", size, [Normal(xs, 16), Normal(ws, 17)], [ys], forward, Product, cin * k * k, forward);
+            yield return new("conv2d_backward_input", size, [Normal(ys, 18), Normal(ws, 17)], [xs], input, Product, cout * k * k, input);
+            yield return new("conv2d_backward_weight", size, [Normal(xs, 16), Normal(ys, 18)], [ws], weight, Product, (long)n * h * w, weight);
         }
 
         // Resampling and channel copies.

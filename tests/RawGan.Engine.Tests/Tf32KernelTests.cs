@@ -1,0 +1,330 @@
+using RawGan.Engine.Backends;
+using RawGan.Engine.Backends.Cuda;
+using RawGan.Engine.Backends.Reference;
+
+namespace RawGan.Engine.Tests;
+
+/// <summary>
+/// Version 2 of the matrix product and the convolutions (kernels/gemm_tf32.cu, conv_tf32.cu: TF32
+/// tensor cores, a cp.async pipeline) against <see cref="ReferenceBackend"/>, on the emulator
+/// (and on the GPU when one with TF32 is in the test devices), through CudaBackend at
+/// <see cref="Precision.Tf32"/>. Block sizes 32 to 1024 give blocks of 1 x 1, 2 x 2, 4 x 2 and 4 x 4
+/// warps; the sizes are odd (M, N, K not multiples of the 32 x 32 warp tile, the 128 x 128 block
+/// tile or the stage depth of 8), with batch 1, three channels, 1x1 and 3x3 kernels, and cases
+/// larger than one block tile in every dimension. Outputs start as NaN.
+///
+/// The tolerance is derived from TF32, element by element, from the inputs. For an output
+/// y = s sum_k a_k b_k (s the equalized-learning-rate scale or alpha):
+/// <list type="bullet">
+/// <item>each factor is rounded to 10 mantissa bits (round to nearest: relative error at most
+/// u = 2^-11), so a product is off by at most (2u + u^2) |a_k b_k|;</item>
+/// <item>a product of two tf32 values is exact in fp32, and the K products are summed in fp32 in
+/// some order (a tree, once the weight gradient splits its sum): at most (K - 1) 2^-23 sum_k
+/// |a_k b_k| to first order (2^-23 rather than 2^-24 because a tensor core's adder may truncate),
+/// plus one rounding for the scale and one in the reference's own float result;</item>
+/// </list>
+/// so |y - reference| &lt;= |s| sum_k |a_k b_k| (2^-10 + 2^-22 + (K + 2) 2^-23), plus 2^-23 |beta c|
+/// for sgemm's beta term. |s| sum_k |a_k b_k| is the reference run on |a|, |b| and |s|: the same
+/// kernel on absolute values.
+/// </summary>
+public class Tf32KernelTests
+{
+    public static TheoryData<int> BlockSizes => new() { 32, 128, 256, 1024 };
+
+    /// <summary>The relative error TF32 allows per product: 2 u + u^2 with u = 2^-11.</summary>
+    private static readonly double ProductError = 2 * Math.Pow(2, -11) + Math.Pow(2, -22);
+    /// <summary>One fp32 rounding of an addition on a tensor core (which may truncate).</summary>
+    private static readonly double SumError = Math.Pow(2, -23);
+
+    private static double Bound(int k) => ProductError + (k + 2) * SumError;
+
+    // ------------------------------------------------------------------ harness
+
+    /// <summary>
+    /// Runs <paramref name="kernel"/> on the reference (with the inputs, and with their absolute
+    /// values for the magnitudes) and on every TF32 backend at <paramref name="blockSize"/>, and
+    /// checks the last buffer (the output) element by element against
+    /// <c>Bound(k) * magnitude + extra</c>.
+    /// </summary>
+    private static void Compare(int blockSize, string what, float[][] inputs, long[] outputs, int k, Action<IBackend, DeviceBuffer[]> kernel,
+        Action<IBackend, DeviceBuffer[]>? magnitudeKernel = null, Func<int, double>? extra = null)
+    {
+        var expected = Run(ReferenceBackend.Shared, inputs, outputs, kernel);
+        var magnitude = Run(ReferenceBackend.Shared, inputs.Select(Abs).ToArray(), outputs, magnitudeKernel ?? kernel);
+        int last = expected.Length - 1;
+        foreach (var backend in TestBackends.Tf32(blockSize))
+        {
+            Assert.Equal(Precision.Tf32, backend.Precision);
+            var actual = Run(backend, inputs, outputs, kernel);
+            for (int i = 0; i < expected[last].Length; i++)
+            {
+                double e = expected[last][i], a = actual[last][i];
+                double bound = Bound(k) * magnitude[last][i] + (extra?.Invoke(i) ?? 0) + 1e-30;
+                Assert.True(Math.Abs(e - a) <= bound,
+                    $"{what} on {backend.Name} (tf32), block {blockSize}: element {i} of {expected[last].Length}: expected {e:G9}, got {a:G9} " +
+                    $"(error {Math.Abs(e - a):G3}, bound {bound:G3} = {Bound(k):G3} x sum |a b| {magnitude[last][i]:G4})");
+            }
+        }
+    }
+
+    private static float[] Abs(float[] v) => v.Select(MathF.Abs).ToArray();
+
+    private static float[][] Run(IBackend backend, float[][] inputs, long[] outputs, Action<IBackend, DeviceBuffer[]> kernel)
+    {
+        var buffers = new DeviceBuffer[inputs.Length + outputs.Length];
+        try
+        {
+            for (int i = 0; i < inputs.Length; i++)
+            {
+                buffers[i] = backend.Allocate(Math.Max(1, inputs[i].Length));
+                backend.Upload(inputs[i], buffers[i]);
+            }
+            for (int o = 0; o < outputs.Length; o++)
+            {
+                var b = buffers[inputs.Length + o] = backend.Allocate(Math.Max(1, outputs[o]));
+                var nan = new float[outputs[o]];
+                Array.Fill(nan, float.NaN);
+                backend.Upload(nan, b);
+            }
+            kernel(backend, buffers);
+            var result = new float[buffers.Length][];
+            for (int i = 0; i < buffers.Length; i++)
+            {
+                result[i] = new float[i < inputs.Length ? inputs[i].Length : outputs[i - inputs.Length]];
+                backend.Download(buffers[i], result[i]);
+            }
+            return result;
+        }
+        finally
+        {
+            foreach (var b in buffers)
+                if (!b.IsNull) backend.Free(b);
+        }
+    }
+
+    private static float[] Normal(long n, int seed, float scale = 1f)
+    {
+        var rng = new Random(seed);
+        var v = new float[n];
+        for (long i = 0; i < n; i++)
+        {
+            double u1 = 1.0 - rng.NextDouble(), u2 = rng.NextDouble();
+            v[i] = scale * (float)(Math.Sqrt(-2 * Math.Log(u1)) * Math.Cos(2 * Math.PI * u2));
+        }
+        return v;
+    }
+
+    // ------------------------------------------------------------------ sgemm_tf32
+
+    [Theory]
+    [MemberData(nameof(BlockSizes))]
+    public void SgemmTf32MatchesTheReferenceWithinTf32sBound(int blockSize)
+    {
+        // (150, 270, 100): more than one 128 x 128 tile along M and N, K over the three stages.
+        foreach (var (m, n, k) in new[] { (1, 1, 1), (3, 5, 7), (17, 33, 9), (64, 70, 130), (5, 600, 3), (130, 7, 257), (150, 270, 100), (4, 4, 0) })
+            foreach (bool ta in new[] { false, true })
+                foreach (bool tb in new[] { false, true })
+                {
+                    var a = Normal((long)m * k, m + k);
+                    var b = Normal((long)k * n, n + 1);
+                    var c = Normal((long)m * n, 99);
+                    string at = $"sgemm_tf32 {m}x{n}x{k} ta={ta} tb={tb}";
+                    // beta = 0: C is written without being read (it starts as NaN).
+                    Compare(blockSize, $"{at} beta=0", [a, b], [(long)m * n], k,
+                        (be, p) => be.Gemm(ta, tb, m, n, k, 0.75f, p[0], p[1], 0f, p[2]));
+                    // beta != 0: C is read and scaled; the magnitude run leaves beta C out.
+                    Compare(blockSize, $"{at} beta=0.5", [a, b, c], [], k,
+                        (be, p) => be.Gemm(ta, tb, m, n, k, -1.5f, p[0], p[1], 0.5f, p[2]),
+                        (be, p) => be.Gemm(ta, tb, m, n, k, 1.5f, p[0], p[1], 0f, p[2]),
+                        i => 2 * SumError * Math.Abs(0.5 * c[i]));
+                }
+    }
+
+    // ------------------------------------------------------------------ conv_tf32.cu
+
+    private static readonly (int n, int cin, int h, int w, int cout, int k)[] ConvCases =
+    [
+        (1, 1, 1, 1, 1, 1),       // a single pixel
+        (1, 1, 4, 4, 1, 3),       // batch 1, one channel
+        (2, 3, 5, 7, 4, 3),       // three channels (RGB), a non-square image
+        (1, 3, 8, 8, 5, 1),       // fromRGB / toRGB: 1x1
+        (3, 4, 6, 5, 2, 5),       // k = 5
+        (2, 8, 4, 4, 16, 3),      // ProGAN's 4x4 stage in miniature
+        (1, 2, 3, 3, 3, 7),       // a kernel larger than the image
+        (2, 3, 32, 32, 4, 3),     // few weight tiles, many pixels: the weight gradient splits its sum
+        (4, 1, 32, 32, 3, 1),     // toRGB-like, split four ways on a small machine
+        (2, 20, 9, 11, 150, 3),   // more than a 128 x 128 tile: forward (150 x 198), weight gradient (150 x 180)
+        (3, 136, 7, 9, 12, 3),    // and the input gradient (136 x 189)
+    ];
+
+    [Theory]
+    [MemberData(nameof(BlockSizes))]
+    public void ConvolutionTf32KernelsMatchTheReferenceWithinTf32sBound(int blockSize)
+    {
+        foreach (var (n, cin, h, w, cout, k) in ConvCases)
+        {
+            long xs = (long)n * cin * h * w, ws = (long)cout * cin * k * k, ys = (long)n * cout * h * w;
+            float scale = (float)(Math.Sqrt(2) / Math.Sqrt(cin * k * k));
+            var x = Normal(xs, 21);
+            var wt = Normal(ws, 22);
+            var gy = Normal(ys, 23);
+            string at = $"n={n} cin={cin} {h}x{w} cout={cout} k={k}";
+            Compare(blockSize, $"conv2d_forward_tf32 {at}", [x, wt], [ys], cin * k * k,
+                (be, p) => be.Conv2dForward(p[0], p[1], p[2], n, cin, h, w, cout, k, scale));
+            Compare(blockSize, $"conv2d_backward_input_tf32 {at}", [gy, wt], [xs], cout * k * k,
+                (be, p) => be.Conv2dBackwardInput(p[0], p[1], p[2], n, cin, h, w, cout, k, scale));
+            Compare(blockSize, $"conv2d_backward_weight_tf32 {at}", [x, gy], [ws], n * h * w,
+                (be, p) => be.Conv2dBackwardWeight(p[0], p[1], p[2], n, cin, h, w, cout, k, scale));
+        }
+    }
+
+    // ------------------------------------------------------------------ TF32 is really TF32
+
+    /// <summary>
+    /// Every factor 1 + 2^-11 (exactly halfway between two tf32 values) times 1: cvt.rna rounds
+    /// the tie away from zero to 1 + 2^-10, so a sum of K such products is K (1 + 2^-10) exactly
+    /// in TF32, where fp32 gives K (1 + 2^-11), truncation (a tensor core fed unrounded values)
+    /// K, and rounding ties to even K as well. A TF32 backend that silently ran version 1, or
+    /// rounded the wrong way, fails here; the fp32 backend gives fp32's answer.
+    /// </summary>
+    [Fact]
+    public void Tf32KernelsRoundTiesAwayFromZeroWhereFp32KeepsEveryBit()
+    {
+        float tie = 1f + MathF.Pow(2, -11), rounded = 1f + MathF.Pow(2, -10);
+        var fp32 = TestBackends.Emulated();
+        foreach (var tf32 in TestBackends.Tf32(256))
+        {
+            // sgemm 37 x 45 x 83: C[r, c] = sum of 83 products.
+            const int m = 37, n = 45, k = 83;
+            var a = Enumerable.Repeat(tie, m * k).ToArray();
+            var b = Enumerable.Repeat(1f, k * n).ToArray();
+            void Gemm(IBackend be, DeviceBuffer[] p) => be.Gemm(false, true, m, n, k, 1f, p[0], p[1], 0f, p[2]);
+            var t = Run(tf32, [a, b], [m * n], Gemm)[2];
+            var f = Run(fp32, [a, b], [m * n], Gemm)[2];
+            Assert.All(t, v => Assert.Equal(k * rounded, v, (double)k * rounded * SumError * (k + 2)));
+            Assert.All(f, v => Assert.Equal(k * (double)tie, v, (double)k * tie * Math.Pow(2, -24) * (k + 2)));
+            Assert.True(Math.Abs(t[0] - f[0]) > 0.5 * k * Math.Pow(2, -11), $"tf32 {t[0]:G9} and fp32 {f[0]:G9} should differ by about K 2^-11");
+
+            // A 3x3 convolution of 7 channels at an interior pixel: 63 products.
+            const int cn = 1, cin = 7, h = 5, w = 6, cout = 3, kk = 3;
+            var x = Enumerable.Repeat(tie, cn * cin * h * w).ToArray();
+            var wt = Enumerable.Repeat(1f, cout * cin * kk * kk).ToArray();
+            void Conv(IBackend be, DeviceBuffer[] p) => be.Conv2dForward(p[0], p[1], p[2], cn, cin, h, w, cout, kk, 1f);
+            var ty = Run(tf32, [x, wt], [cn * cout * h * w], Conv)[2];
+            var fy = Run(fp32, [x, wt], [cn * cout * h * w], Conv)[2];
+            int interior = 2 * w + 2;
+            Assert.Equal(63 * rounded, ty[interior], 63.0 * rounded * SumError * 65);
+            Assert.Equal(63 * (double)tie, fy[interior], 63.0 * tie * Math.Pow(2, -24) * 65);
+        }
+    }
+
+    /// <summary>
+    /// On the emulator, TF32 is exactly "round the inputs with cvt.rna, multiply, sum in fp32":
+    /// the kernels' results equal the reference on inputs rounded on the host by the same rule,
+    /// up to fp32's summation error alone (far tighter than the TF32 bound above). This checks
+    /// that every element of A and B passes through the rounding once, by the fragment layout.
+    /// </summary>
+    [Fact]
+    public void OnTheEmulatorTf32IsTheReferenceOnRoundedInputs()
+    {
+        var emulated = TestBackends.Tf32(256).First();
+        Assert.Equal("cuda-emulated", emulated.Name);
+
+        void Check(string what, float[][] inputs, long output, int k, Action<IBackend, DeviceBuffer[]> kernel)
+        {
+            var rounded = inputs.Select(v => v.Select(RoundToTf32).ToArray()).ToArray();
+            var expected = Run(ReferenceBackend.Shared, rounded, [output], kernel)[^1];
+            var magnitude = Run(ReferenceBackend.Shared, rounded.Select(Abs).ToArray(), [output], kernel)[^1];
+            var actual = Run(emulated, inputs, [output], kernel)[^1];
+            var unrounded = Run(ReferenceBackend.Shared, inputs, [output], kernel)[^1];
+            double differs = 0;
+            for (int i = 0; i < expected.Length; i++)
+            {
+                double bound = (k + 2) * Math.Pow(2, -24) * magnitude[i] + 1e-30;
+                Assert.True(Math.Abs(expected[i] - (double)actual[i]) <= bound,
+                    $"{what}: element {i}: the reference on rounded inputs gives {expected[i]:G9}, the kernel {actual[i]:G9} (bound {bound:G3})");
+                differs = Math.Max(differs, Math.Abs(unrounded[i] - (double)actual[i]) / (magnitude[i] + 1e-30));
+            }
+            // And the rounding is visible: somewhere the result is further from the unrounded
+            // inputs' than fp32 alone could be.
+            Assert.True(differs > 4 * (k + 2) * Math.Pow(2, -24), $"{what}: the TF32 result is within fp32's error of the unrounded reference everywhere ({differs:G3})");
+        }
+
+        const int m = 70, n = 90, kk = 41;
+        Check("sgemm_tf32 70x90x41", [Normal(m * kk, 1), Normal(kk * n, 2)], m * n, kk,
+            (be, p) => be.Gemm(false, false, m, n, kk, 1.25f, p[0], p[1], 0f, p[2]));
+        var (cn, cin, h, w, cout, k) = (2, 5, 6, 7, 9, 3);
+        long xs = cn * cin * h * w, ws = cout * cin * k * k, ys = cn * cout * h * w;
+        Check("conv2d_forward_tf32", [Normal(xs, 3), Normal(ws, 4)], ys, cin * k * k,
+            (be, p) => be.Conv2dForward(p[0], p[1], p[2], cn, cin, h, w, cout, k, 0.5f));
+        Check("conv2d_backward_input_tf32", [Normal(ys, 5), Normal(ws, 4)], xs, cout * k * k,
+            (be, p) => be.Conv2dBackwardInput(p[0], p[1], p[2], cn, cin, h, w, cout, k, 0.5f));
+        Check("conv2d_backward_weight_tf32", [Normal(xs, 3), Normal(ys, 5)], ws, cn * h * w,
+            (be, p) => be.Conv2dBackwardWeight(p[0], p[1], p[2], cn, cin, h, w, cout, k, 0.5f));
+    }
+
+    /// <summary>cvt.rna.tf32.f32 on the host: add half a tf32 ulp to the magnitude, truncate to
+    /// 10 mantissa bits (finite values).</summary>
+    private static float RoundToTf32(float x) => BitConverter.UInt32BitsToSingle((BitConverter.SingleToUInt32Bits(x) + 0x1000u) & 0xffffe000u);
+
+    // ------------------------------------------------------------------ the host's choices
+
+    [Fact]
+    public void TheEmulatorDefaultsToFp32AndTf32IsRefusedBelowAmpere()
+    {
+        Assert.Equal(Precision.Fp32, TestBackends.Emulated().Precision);
+        using var emulated = new CudaBackend(new EmulatedDriver(), precision: Precision.Tf32);
+        Assert.Equal(Precision.Tf32, emulated.Precision);
+        Assert.Contains("tf32", emulated.Description);
+        Assert.True(CudaBackend.SupportsTf32(new DeviceInfo("A100", 8, 0, 0, 108, 1024, 48 * 1024, 32, "", "")));
+        Assert.False(CudaBackend.SupportsTf32(new DeviceInfo("T4", 7, 5, 0, 40, 1024, 48 * 1024, 32, "", "")));
+        Assert.Null(Devices.ParsePrecision("auto"));
+        Assert.Equal(Precision.Tf32, Devices.ParsePrecision("TF32"));
+        Assert.Throws<ArgumentException>(() => Devices.ParsePrecision("bf16"));
+    }
+
+    [Fact]
+    public void ChoosingTheVersionAllocatesNoManagedMemory()
+    {
+        // A steady training step allocates nothing on the managed heap (docs/DESIGN.md): choosing
+        // the kernel by precision must not build its name per call.
+        var gpu = TestBackends.Tf32(256).First();
+        var (n, cin, h, w, cout, k) = (2, 3, 48, 48, 4, 3);   // 4608 pixels: the weight gradient splits its sum
+        var x = gpu.Allocate(n * cin * h * w);
+        var wt = gpu.Allocate(cout * cin * k * k);
+        var y = gpu.Allocate(n * cout * h * w);
+        var c = gpu.Allocate(64 * 64);
+        try
+        {
+            void Step()
+            {
+                gpu.Conv2dForward(x, wt, y, n, cin, h, w, cout, k, 1f);
+                gpu.Conv2dBackwardInput(y, wt, x, n, cin, h, w, cout, k, 1f);
+                gpu.Conv2dBackwardWeight(x, y, wt, n, cin, h, w, cout, k, 1f);   // partial sums in a buffer from the cache
+                gpu.Gemm(false, true, 64, 64, 16, 1f, x, y, 0f, c);
+            }
+            for (int i = 0; i < 3; i++) Step();
+            long before = GC.GetAllocatedBytesForCurrentThread();
+            Step();
+            Assert.Equal(0, GC.GetAllocatedBytesForCurrentThread() - before);
+        }
+        finally
+        {
+            foreach (var b in new[] { x, wt, y, c }) gpu.Free(b);
+        }
+    }
+
+    [Fact]
+    public void TheBlockGrowsWithTheOutputUpToFourByFourWarps()
+    {
+        Assert.Equal(new Dim3(32, 4, 4), CudaBackend.MmaBlock(512, 1000, 1000));
+        Assert.Equal(new Dim3(32, 4, 4), CudaBackend.MmaBlock(1024, 1000, 1000));   // at most 16 warps
+        Assert.Equal(new Dim3(32, 1, 4), CudaBackend.MmaBlock(512, 3, 65536));      // toRGB: three rows
+        Assert.Equal(new Dim3(32, 4, 1), CudaBackend.MmaBlock(512, 512, 16));
+        Assert.Equal(new Dim3(32, 2, 2), CudaBackend.MmaBlock(128, 1000, 1000));
+        Assert.Equal(new Dim3(32, 4, 2), CudaBackend.MmaBlock(256, 1000, 1000));
+        Assert.Equal(new Dim3(32, 1, 1), CudaBackend.MmaBlock(32, 1000, 1000));
+        Assert.Equal(new Dim3(32, 1, 1), CudaBackend.MmaBlock(512, 1, 1));
+        Assert.Equal(36864u, CudaBackend.MmaSharedBytes(new Dim3(32, 4, 4)));       // 3 stages x 12 x (128 + 128) floats
+    }
+}
