@@ -98,7 +98,7 @@ public static class GenerateCommand
     private static readonly Option<bool> Single = new("--single") { Description = "one PNG per image instead of a grid" };
     private static readonly Option<double?> Truncation = new("--truncation") { Description = "truncation psi: redraw latent coordinates beyond +-psi (e.g. 1.5)" };
     private static readonly Option<string?> Latents = new("--latents") { Description = "read latents from a .npy of shape [N, latent] instead of drawing them" };
-    private static readonly Option<string?> Raw = new("--raw") { Description = "also write the raw output, float32 [N, C, H, W] in [-1, 1], to this .npy" };
+    private static readonly Option<string?> Raw = new("--raw") { Description = "also write the raw output, float32 [N, C, H, W] as the generator made it (about [-1, 1], not clamped), to this .npy" };
 
     public static Command Create()
     {
@@ -171,6 +171,8 @@ public static class GenerateCommand
         else
         {
             string file = parse.GetValue(Out) ?? System.IO.Path.Combine(defaultDir, $"grid-seed{parse.GetValue(Seed)}.png");
+            // A grid is a PNG: a name without the extension gets it, rather than a file no viewer opens.
+            if (!file.EndsWith(".png", StringComparison.OrdinalIgnoreCase)) file += ".png";
             Directory.CreateDirectory(System.IO.Path.GetDirectoryName(System.IO.Path.GetFullPath(file))!);
             Png.Save(file, ImageOps.Grid(images, count, cfg.Channels, cfg.Resolution));
             Console.WriteLine($"wrote a grid of {count} images to {file}");

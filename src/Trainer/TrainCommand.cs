@@ -43,7 +43,7 @@ public static partial class TrainCommand
     private static readonly Option<string> OnNan = new("--on-nan") { Description = "after repeated non-finite steps: rollback (to the last checkpoint, learning rate halved) or stop", DefaultValueFactory = _ => "rollback" };
     private static readonly Option<int> SwdImages = new("--swd-images") { Description = "images per side for the final sliced Wasserstein distance (0 to skip)", DefaultValueFactory = _ => 2048 };
     private static readonly Option<int> ShapesCount = new("--shapes-count") { Description = "how many built-in shape images to render", DefaultValueFactory = _ => TrainingData.DefaultShapesCount };
-    private static readonly Option<double> EmaKimg = new("--ema-kimg") { Description = "half-life of the generator's moving average in thousands of images (default: kimg-per-phase / 60, which is the official 0.999 per step at 600 kimg per phase)", DefaultValueFactory = _ => 0 };
+    private static readonly Option<double> EmaKimg = new("--ema-kimg") { Description = "half-life of the generator's moving average in thousands of images (default: kimg-per-phase / 60; at 600 kimg per phase that is 10k images, about the official 0.999 per step at batch 14)", DefaultValueFactory = _ => 0 };
     private static readonly Option<long?> MaxSteps = new("--max-steps") { Description = "stop (with a checkpoint) after this many steps of this invocation" };
 
     public static Command Create()

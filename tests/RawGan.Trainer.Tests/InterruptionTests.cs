@@ -94,5 +94,11 @@ public class InterruptionTests(RawganFixture cli, ITestOutputHelper output)
         var gen = cli.Run("generate", "--checkpoint", runFolder, "--count", "4", "--device", "cpu", "--out", Path.Combine(runs, "grid.png"));
         Assert.True(gen.ExitCode == 0, gen.ToString());
         Assert.True(new FileInfo(Path.Combine(runs, "grid.png")).Length > 0);
+        // A grid named without its extension still becomes a PNG a viewer opens.
+        var bare = cli.Run("generate", "--checkpoint", runFolder, "--count", "4", "--device", "cpu", "--out", Path.Combine(runs, "bare"));
+        Assert.True(bare.ExitCode == 0, bare.ToString());
+        Assert.Contains(Path.Combine(runs, "bare.png"), bare.Stdout);
+        Assert.Equal(0x89, File.ReadAllBytes(Path.Combine(runs, "bare.png"))[0]);
+        Assert.False(File.Exists(Path.Combine(runs, "bare")));
     }
 }
