@@ -71,8 +71,9 @@ struct conv_window_operand
     }
 };
 
-extern "C" __global__ void __launch_bounds__(GEMM_MAX_THREADS, 1) conv2d_forward(const float* __restrict__ x, const float* __restrict__ w, float* __restrict__ y,
-                                          int n, int cin, int h, int wd, int cout, int k, float scale)
+extern "C" __global__ void __launch_bounds__(GEMM_MAX_THREADS, 1) conv2d_forward(
+    const float* __restrict__ x, const float* __restrict__ w, float* __restrict__ y,
+    int n, int cin, int h, int wd, int cout, int k, float scale)
 {
     const int K = cin * k * k, columns = n * h * wd, plane = h * wd;
     // A[o, q] = w[q + o K]: w is already the [Cout, Cin k k] matrix.
@@ -110,8 +111,9 @@ struct conv_weight_by_input_channel
     __device__ __forceinline__ float load(const float* f, int c) const { return f[(long long)c * k * k]; }
 };
 
-extern "C" __global__ void __launch_bounds__(GEMM_MAX_THREADS, 1) conv2d_backward_input(const float* __restrict__ gy, const float* __restrict__ w, float* __restrict__ gx,
-                                                 int n, int cin, int h, int wd, int cout, int k, float scale)
+extern "C" __global__ void __launch_bounds__(GEMM_MAX_THREADS, 1) conv2d_backward_input(
+    const float* __restrict__ gy, const float* __restrict__ w, float* __restrict__ gx,
+    int n, int cin, int h, int wd, int cout, int k, float scale)
 {
     const int K = cout * k * k, columns = n * h * wd, plane = h * wd;
     const conv_weight_by_input_channel A = {w, cin, k, true};
@@ -152,8 +154,9 @@ struct conv_output_by_pixel
 // (gw then holds gridDim.z partial gradients), and the host adds the slices with sum_to, in a
 // fixed order, so the result does not depend on scheduling. With gridDim.z = 1 this kernel
 // writes the gradient itself.
-extern "C" __global__ void __launch_bounds__(GEMM_MAX_THREADS, 1) conv2d_backward_weight(const float* __restrict__ x, const float* __restrict__ gy, float* __restrict__ gw,
-                                                  int n, int cin, int h, int wd, int cout, int k, float scale)
+extern "C" __global__ void __launch_bounds__(GEMM_MAX_THREADS, 1) conv2d_backward_weight(
+    const float* __restrict__ x, const float* __restrict__ gy, float* __restrict__ gw,
+    int n, int cin, int h, int wd, int cout, int k, float scale)
 {
     const int columns = cin * k * k, K = n * h * wd;
     const int slice = ((K + gridDim.z - 1) / gridDim.z + GEMM_BK - 1) / GEMM_BK * GEMM_BK;   // whole K steps

@@ -103,8 +103,9 @@ struct conv_window_tf32
     }
 };
 
-extern "C" __global__ void __launch_bounds__(MMA_MAX_THREADS, MMA_MIN_BLOCKS) conv2d_forward_tf32(const float* __restrict__ x, const float* __restrict__ w, float* __restrict__ y,
-                                               int n, int cin, int h, int wd, int cout, int k, float scale)
+extern "C" __global__ void __launch_bounds__(MMA_MAX_THREADS, MMA_MIN_BLOCKS) conv2d_forward_tf32(
+    const float* __restrict__ x, const float* __restrict__ w, float* __restrict__ y,
+    int n, int cin, int h, int wd, int cout, int k, float scale)
 {
     const int K = cin * k * k, columns = n * h * wd, plane = h * wd;
     // A[o, q] = w[q + o K]: w is already the [Cout, Cin k k] matrix.
@@ -150,8 +151,9 @@ struct conv_weight_by_input_channel_tf32
     __device__ __forceinline__ const float* address(const float* f, int c) const { return f + (long long)c * byWindow.d; }
 };
 
-extern "C" __global__ void __launch_bounds__(MMA_MAX_THREADS, MMA_MIN_BLOCKS) conv2d_backward_input_tf32(const float* __restrict__ gy, const float* __restrict__ w, float* __restrict__ gx,
-                                                      int n, int cin, int h, int wd, int cout, int k, float scale)
+extern "C" __global__ void __launch_bounds__(MMA_MAX_THREADS, MMA_MIN_BLOCKS) conv2d_backward_input_tf32(
+    const float* __restrict__ gy, const float* __restrict__ w, float* __restrict__ gx,
+    int n, int cin, int h, int wd, int cout, int k, float scale)
 {
     const int K = cout * k * k, columns = n * h * wd, plane = h * wd;
     const conv_weight_by_input_channel_tf32 A(w, cin, k);
@@ -198,8 +200,9 @@ struct conv_output_by_pixel_tf32
 // pixels (whole stages of MMA_BK) and writes its partial gradient to gw + z Cout Cin k k; the
 // host adds the gridDim.z slices with sum_to, in a fixed order. With gridDim.z = 1 this kernel
 // writes the gradient itself.
-extern "C" __global__ void __launch_bounds__(MMA_MAX_THREADS, MMA_MIN_BLOCKS) conv2d_backward_weight_tf32(const float* __restrict__ x, const float* __restrict__ gy, float* __restrict__ gw,
-                                                       int n, int cin, int h, int wd, int cout, int k, float scale)
+extern "C" __global__ void __launch_bounds__(MMA_MAX_THREADS, MMA_MIN_BLOCKS) conv2d_backward_weight_tf32(
+    const float* __restrict__ x, const float* __restrict__ gy, float* __restrict__ gw,
+    int n, int cin, int h, int wd, int cout, int k, float scale)
 {
     const int columns = cin * k * k, K = n * h * wd;
     const int slice = ((K + (int)gridDim.z - 1) / (int)gridDim.z + MMA_BK - 1) / MMA_BK * MMA_BK;

@@ -72,7 +72,8 @@ extern "C" __global__ void minibatch_stddev_forward(const float* x, float* y, in
 // __launch_bounds__(MAX_BLOCK): left to itself ptxas gives this kernel 66 to 78 registers, and
 // 1024 threads of that exceed the 65536 registers a block may hold, so a 1024-thread launch
 // would fail on a GPU (the emulator has no register file to run out of). Declared, it fits in 64.
-extern "C" __global__ void __launch_bounds__(MAX_BLOCK) minibatch_stddev_backward(const float* x, const float* gy, float* gx, int n, int c, int plane, int groupSize, float eps)
+extern "C" __global__ void __launch_bounds__(MAX_BLOCK) minibatch_stddev_backward(
+    const float* x, const float* gy, float* gx, int n, int c, int plane, int groupSize, float eps)
 {
     __shared__ double scratch[MAX_BLOCK];
     const int groups = n / groupSize;

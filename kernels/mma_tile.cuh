@@ -162,7 +162,8 @@ struct mma_loader
     typename Operand::fixed_t f;   // not k-fastest: fixed(l0 + tid % L), the same for every stage
     bool inside;                   // not k-fastest: l0 + tid % L < limit
 
-    __device__ __forceinline__ mma_loader(const Operand& o, int tileLength, int first, int end) : op(o), L(tileLength), l0(first), limit(end), f(), inside(false)
+    __device__ __forceinline__ mma_loader(const Operand& o, int tileLength, int first, int end)
+        : op(o), L(tileLength), l0(first), limit(end), f(), inside(false)
     {
         if (!Operand::k_fastest)
         {
