@@ -69,50 +69,10 @@ public class Tf32KernelTests
 
     private static float[] Abs(float[] v) => v.Select(MathF.Abs).ToArray();
 
-    private static float[][] Run(IBackend backend, float[][] inputs, long[] outputs, Action<IBackend, DeviceBuffer[]> kernel)
-    {
-        var buffers = new DeviceBuffer[inputs.Length + outputs.Length];
-        try
-        {
-            for (int i = 0; i < inputs.Length; i++)
-            {
-                buffers[i] = backend.Allocate(Math.Max(1, inputs[i].Length));
-                backend.Upload(inputs[i], buffers[i]);
-            }
-            for (int o = 0; o < outputs.Length; o++)
-            {
-                var b = buffers[inputs.Length + o] = backend.Allocate(Math.Max(1, outputs[o]));
-                var nan = new float[outputs[o]];
-                Array.Fill(nan, float.NaN);
-                backend.Upload(nan, b);
-            }
-            kernel(backend, buffers);
-            var result = new float[buffers.Length][];
-            for (int i = 0; i < buffers.Length; i++)
-            {
-                result[i] = new float[i < inputs.Length ? inputs[i].Length : outputs[i - inputs.Length]];
-                backend.Download(buffers[i], result[i]);
-            }
-            return result;
-        }
-        finally
-        {
-            foreach (var b in buffers)
-                if (!b.IsNull) backend.Free(b);
-        }
-    }
+    private static float[][] Run(IBackend backend, float[][] inputs, long[] outputs, Action<IBackend, DeviceBuffer[]> kernel) =>
+        ReferenceBackendHarness.Run(backend, inputs, outputs, kernel);
 
-    private static float[] Normal(long n, int seed, float scale = 1f)
-    {
-        var rng = new Random(seed);
-        var v = new float[n];
-        for (long i = 0; i < n; i++)
-        {
-            double u1 = 1.0 - rng.NextDouble(), u2 = rng.NextDouble();
-            v[i] = scale * (float)(Math.Sqrt(-2 * Math.Log(u1)) * Math.Cos(2 * Math.PI * u2));
-        }
-        return v;
-    }
+    private static float[] Normal(long n, int seed, float scale = 1f) => ReferenceBackendHarness.Normal(n, seed, scale);
 
     // ------------------------------------------------------------------ sgemm_tf32
 
