@@ -1008,36 +1008,31 @@ void simt::warp_collective(warp_request& r)
     if (ts.order != Order::Forward) wait_here(ts);
 }
 
-void simt::mma_m16n8k8_tf32(float d[4], const unsigned a[4], const unsigned b[2], const float c[4])
+// Both shapes hand the warp's fragments to the same rendezvous; only the product differs.
+static void mma_through_warp(simt::collective op, float d[4], const unsigned a[4], const unsigned b[2], const float c[4])
 {
     MmaFragments in;
     memcpy(in.a, a, sizeof in.a);
     memcpy(in.b, b, sizeof in.b);
     memcpy(in.c, c, sizeof in.c);
     float out[4];
-    warp_request r{};
-    r.op = collective::mma_m16n8k8_tf32;
+    simt::warp_request r{};
+    r.op = op;
     r.mask = 0xffffffffu;
     r.in = &in;
     r.out = out;
-    warp_collective(r);
+    simt::warp_collective(r);
     memcpy(d, out, sizeof out);
+}
+
+void simt::mma_m16n8k8_tf32(float d[4], const unsigned a[4], const unsigned b[2], const float c[4])
+{
+    mma_through_warp(collective::mma_m16n8k8_tf32, d, a, b, c);
 }
 
 void simt::mma_m16n8k16_bf16(float d[4], const unsigned a[4], const unsigned b[2], const float c[4])
 {
-    MmaFragments in;
-    memcpy(in.a, a, sizeof in.a);
-    memcpy(in.b, b, sizeof in.b);
-    memcpy(in.c, c, sizeof in.c);
-    float out[4];
-    warp_request r{};
-    r.op = collective::mma_m16n8k16_bf16;
-    r.mask = 0xffffffffu;
-    r.in = &in;
-    r.out = out;
-    warp_collective(r);
-    memcpy(d, out, sizeof out);
+    mma_through_warp(collective::mma_m16n8k16_bf16, d, a, b, c);
 }
 
 // ------------------------------------------------------------------ cp.async
