@@ -19,6 +19,10 @@ public sealed class ConsoleObserver : ITrainingObserver
         _live = live;
     }
 
+    /// <summary>RAWGAN_TICK_PAUSE_MS: a pause after each tick line, for the tests that signal a run
+    /// at a given tick (a tiny run can otherwise finish before the signal lands). Results do not change.</summary>
+    private static readonly int TickPauseMs = int.TryParse(Environment.GetEnvironmentVariable("RAWGAN_TICK_PAUSE_MS"), out int ms) ? Math.Clamp(ms, 0, 10_000) : 0;
+
     public static ConsoleObserver ForConsole() =>
         new(Console.Out, !Console.IsOutputRedirected && Environment.GetEnvironmentVariable("TERM") is not (null or "dumb"));
 
@@ -47,6 +51,7 @@ public sealed class ConsoleObserver : ITrainingObserver
         {
             _out.WriteLine($"tick {r.Tick}: {phase}{alpha} | {kimg} | {speed} | {losses} | {time}{skipped}");
             _out.Flush();
+            if (TickPauseMs > 0) Thread.Sleep(TickPauseMs);
             return;
         }
         ClearLive();

@@ -25,7 +25,9 @@ public class InterruptionTests(RawganFixture cli, ITestOutputHelper output)
         string runs = cli.NewFolder($"signal-{signal}");
         string runFolder;
         long stoppedAt;
-        using (var train = cli.Start(RawganFixture.TinyTrain(runs)))
+        // A pause after each tick line: the whole tiny run takes under a second, and the signal
+        // must land while it still runs (the pause changes no result).
+        using (var train = cli.StartWith(new Dictionary<string, string> { ["RAWGAN_TICK_PAUSE_MS"] = "300" }, RawganFixture.TinyTrain(runs)))
         {
             Assert.True(train.WaitForLine(l => l.StartsWith($"tick {afterTick}:"), Wait) != null, train.Describe());
             if (train.Ignores(signal))
