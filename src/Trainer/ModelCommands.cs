@@ -288,7 +288,7 @@ public static class EvaluateCommand
         var (g, state, folder) = Checkpoint.LoadGenerator(parse.GetValue(Checkpoint.Path)!, backend.Backend);
         using var _g = g;
         var cfg = g.Config;
-        using var data = TrainingData.Open(parse.GetValue(Data) ?? state.Options.Data, cfg.Resolution, Console.WriteLine);
+        using var data = TrainingData.Open(parse.GetValue(Data) ?? state.Options.Data, cfg.Resolution, Console.WriteLine, state.Options.ShapesCount);
         if (data.Channels != cfg.Channels) throw new UserError($"the data has {data.Channels} channel(s), the generator makes {cfg.Channels}");
         int images = parse.GetValue(Images);
         if (images < 16) throw new UserError($"--images must be at least 16, got {images}");

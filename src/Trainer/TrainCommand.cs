@@ -29,7 +29,7 @@ public static partial class TrainCommand
         Description = "matrix products and convolutions on a CUDA device: fp32, tf32 (tensor cores, compute capability 8.0 and newer), or auto: tf32 where the GPU has it, as PyTorch's default for convolutions is; fp32 on older GPUs and the emulator",
         DefaultValueFactory = _ => "auto",
     };
-    private static readonly Option<double> KimgPerPhase = new("--kimg-per-phase") { Description = "thousands of real images per fade-in and per stable phase (official: 600)", DefaultValueFactory = _ => 30 };
+    private static readonly Option<string> KimgPerPhase = new("--kimg-per-phase") { Description = "thousands of real images per fade-in and per stable phase (official: 600): one number, or per resolution like 4:20,8:20,6 (a resolution's fade-in and stable phase alike; a number alone is the default)", DefaultValueFactory = _ => "30" };
     private static readonly Option<string> Batch = new("--batch") { Description = "minibatch: one number, or per resolution like 4:64,8:32,16:16,32:16 (unlisted resolutions use the last number given alone, default 16)", DefaultValueFactory = _ => "16" };
     private static readonly Option<string> LearningRate = new("--lr") { Description = "Adam learning rate: one number (decimals with a point), or per resolution like 4:0.001,8:0.002 (a number alone in the list is the default: 0.001,128:0.0015)", DefaultValueFactory = _ => "0.001" };
     internal static readonly Option<ulong> Seed = new("--seed") { Description = "random seed (initialization, data order, noise)", DefaultValueFactory = _ => 1UL };
@@ -156,7 +156,7 @@ public static partial class TrainCommand
             }
             if (checkpoint == null)
             {
-                Console.WriteLine($"schedule: {trainer.Schedule.Phases.Count} phases of {options.ImagesPerPhase:N0} images, " +
+                Console.WriteLine($"schedule: {trainer.Schedule.Describe()}, " +
                                   $"G {trainer.Generator.ParameterCount:N0} and D {trainer.Discriminator.ParameterCount:N0} parameters");
                 if (options.SwdImages > 0)
                 {
@@ -351,8 +351,7 @@ public static partial class TrainCommand
         var (batches, defaultBatch) = ParsePerResolution(parse.GetValue(Batch)!, "--batch", s => int.Parse(s, CultureInfo.InvariantCulture), 16);
         var (rates, defaultRate) = ParsePerResolution(parse.GetValue(LearningRate)!, "--lr", s => float.Parse(s, CultureInfo.InvariantCulture), 0.001f);
         string onNan = parse.GetValue(OnNan)!;
-        double kimg = parse.GetValue(KimgPerPhase);
-        if (!(kimg > 0)) throw new UserError($"--kimg-per-phase must be positive, got {kimg}");
+        var (imagesByResolution, images) = ParseImagesPerPhase(parse.GetValue(KimgPerPhase)!);
         int shapes = parse.GetValue(ShapesCount);
         if (shapes < 1) throw new UserError($"--shapes-count must be at least 1, got {shapes}");
         return new TrainOptions
@@ -360,7 +359,8 @@ public static partial class TrainCommand
             Model = model,
             Data = DataSpec(parse.GetValue(Data)!),
             ShapesCount = shapes,
-            ImagesPerPhase = (long)Math.Round(kimg * 1000),
+            ImagesPerPhase = images,
+            ImagesPerPhaseByResolution = imagesByResolution,
             BatchByResolution = batches,
             DefaultBatch = defaultBatch,
             LearningRateByResolution = rates,
@@ -395,7 +395,11 @@ public static partial class TrainCommand
         o = o with { Model = model };
         if (Given(Data)) o = o with { Data = DataSpec(parse.GetValue(Data)!) };
         if (Given(ShapesCount)) o = o with { ShapesCount = parse.GetValue(ShapesCount) };
-        if (Given(KimgPerPhase)) o = o with { ImagesPerPhase = (long)Math.Round(parse.GetValue(KimgPerPhase) * 1000) };
+        if (Given(KimgPerPhase))
+        {
+            var (byResolution, images) = ParseImagesPerPhase(parse.GetValue(KimgPerPhase)!);
+            o = o with { ImagesPerPhase = images, ImagesPerPhaseByResolution = byResolution };
+        }
         if (Given(Batch))
         {
             var (b, d) = ParsePerResolution(parse.GetValue(Batch)!, "--batch", s => int.Parse(s, CultureInfo.InvariantCulture), 16);
@@ -415,6 +419,19 @@ public static partial class TrainCommand
         if (Given(OnNan)) o = o with { OnNonFinite = parse.GetValue(OnNan) == "stop" ? NonFinitePolicy.Stop : NonFinitePolicy.Rollback };
         if (Given(SwdImages)) o = o with { SwdImages = parse.GetValue(SwdImages) };
         return o;
+    }
+
+    /// <summary>--kimg-per-phase in images: per resolution (null when none is listed) and the default.</summary>
+    private static (Dictionary<int, long>? byResolution, long fallback) ParseImagesPerPhase(string text)
+    {
+        var (kimg, fallback) = ParsePerResolution(text, "--kimg-per-phase", s => double.Parse(s, CultureInfo.InvariantCulture), 30.0);
+        long Images(double k, string where)
+        {
+            long n = double.IsFinite(k) && k < 1e12 ? (long)Math.Round(k * 1000) : -1;
+            return n >= 1 ? n : throw new UserError($"--kimg-per-phase{where} must be at least 0.001 (one image), got {k.ToString(CultureInfo.InvariantCulture)}");
+        }
+        var byResolution = kimg.ToDictionary(p => p.Key, p => Images(p.Value, $" at {p.Key}x{p.Key}"));
+        return (byResolution.Count > 0 ? byResolution : null, Images(fallback, ""));
     }
 
     /// <summary>--data as saved in checkpoints: a folder by its full path, so that a run resumes from anywhere.</summary>

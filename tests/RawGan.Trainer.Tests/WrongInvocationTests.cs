@@ -52,6 +52,7 @@ public partial class WrongInvocationTests(RawganFixture cli)
         // Sizes that once overflowed into a stack trace, and options that once meant something else.
         "resolution 512 on the built-in shapes", "batch beyond a tensor", "latent size 2e9", "fmap 1e9", "more memory than the machine has",
         "lr with a decimal comma", "lr list with a decimal comma", "batch given twice for a resolution", "truncation NaN",
+        "kimg-per-phase 0 at a resolution",
         // Checkpoints that lack what they must hold.
         "state.json without Options", "state.json with a null model", "state.json with a null Rng", "state.json with a short Rng",
         "state.json of a huge generator", "G_ema with a tensor over 2 GiB",
@@ -171,6 +172,7 @@ public partial class WrongInvocationTests(RawganFixture cli)
             case "lr with a decimal comma": return ([.. RawganFixture.TinyTrain(Folder("lr-comma"), "--lr", "0,001")], "--lr|'0,001'|did you mean 0.001?|4:0.001,8:0.002");
             case "lr list with a decimal comma": return ([.. RawganFixture.TinyTrain(Folder("lr-list-comma"), "--lr", "4:0.002,8:0,001")], "--lr|ambiguous");
             case "batch given twice for a resolution": return (["train", .. RawganFixture.TinyModel, "--batch", "4:8,4:16", .. Cpu], "resolution 4 twice");
+            case "kimg-per-phase 0 at a resolution": return (["train", .. RawganFixture.TinyModel, "--kimg-per-phase", "4:2,8:0,1", .. Cpu], "--kimg-per-phase at 8x8 must be at least 0.001|got 0");
             case "truncation NaN": return (["generate", "--checkpoint", SmallRun(), "--truncation", "NaN", .. Cpu], "--truncation");
             case "state.json without Options":
                 return (["train", "--resume", EditedState("no-options", r => r.Remove("Options")), .. Cpu], "state.json|field 'Options' is missing");

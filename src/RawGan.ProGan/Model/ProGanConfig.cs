@@ -94,6 +94,32 @@ public sealed record ProGanConfig
         yield return ("D", "head.out.bias", 1);
     }
 
+    /// <summary>
+    /// Multiply-adds of G and D together for one image at <paramref name="level"/> (stable,
+    /// forward only): every weight of the blocks up to that resolution times the pixels it is
+    /// applied at, the RGB layers of that resolution, the dense layers once. A measure of a step's
+    /// work, e.g. to extrapolate its cost to a resolution not trained on yet.
+    /// </summary>
+    public long MultiplyAddsPerImage(int level)
+    {
+        long sum = 0;
+        foreach (var (_, name, elements) in Weights())
+        {
+            if (name.EndsWith(".bias", StringComparison.Ordinal)) continue;
+            long pixels;
+            if (name.StartsWith("blocks.", StringComparison.Ordinal) || name.StartsWith("to_rgb.", StringComparison.Ordinal) || name.StartsWith("from_rgb.", StringComparison.Ordinal))
+            {
+                int side = int.Parse(name.Split('.')[1], System.Globalization.CultureInfo.InvariantCulture);
+                if (side > 1 << level || !name.StartsWith("blocks.", StringComparison.Ordinal) && side != 1 << level) continue;
+                pixels = (long)side * side;
+            }
+            else pixels = name is "conv4.weight" or "head.conv.weight" ? 16 : 1;
+            long product = Mul(elements, pixels);
+            sum = sum > long.MaxValue - product ? long.MaxValue : sum + product;
+        }
+        return sum;
+    }
+
     /// <summary>Parameters of the generator (<paramref name="network"/> "G") or the critic ("D"), saturating.</summary>
     public long ParameterCount(string network) =>
         Weights().Where(w => w.Network == network).Aggregate(0L, (sum, w) => sum > long.MaxValue - w.Elements ? long.MaxValue : sum + w.Elements);

@@ -14,11 +14,12 @@ public static class Evaluation
     /// <summary>SWD x1e3 per pyramid level and their mean.</summary>
     public sealed record SwdResult(IReadOnlyList<Level> Levels, double Mean);
 
-    /// <summary>Images from <paramref name="g"/> at its final resolution, as host CHW floats in [-1, 1].</summary>
-    public static float[] Generate(Generator g, int count, Rng rng, int batch = 64)
+    /// <summary>Images from <paramref name="g"/> at its final resolution (or at <paramref name="level"/>), as host CHW floats in [-1, 1].</summary>
+    public static float[] Generate(Generator g, int count, Rng rng, int batch = 64, int level = 0)
     {
         var cfg = g.Config;
-        int per = cfg.Channels * cfg.Resolution * cfg.Resolution;
+        if (level == 0) level = cfg.MaxLevel;
+        int per = cfg.Channels << (2 * level);
         var result = new float[(long)count * per];
         using var _ = Tape.NoGrad();
         for (int start = 0; start < count; start += batch)
@@ -26,7 +27,7 @@ public static class Evaluation
             int n = Math.Min(batch, count - start);
             using var scope = new Scope();
             var z = Tensor.RandomNormal(g.Backend, new Shape(n, cfg.LatentSize), rng);
-            g.Forward(z, cfg.MaxLevel).ToArray().CopyTo(result, (long)start * per);
+            g.Forward(z, level).ToArray().CopyTo(result, (long)start * per);
         }
         return result;
     }
@@ -47,14 +48,16 @@ public static class Evaluation
         return result;
     }
 
-    /// <summary>SWD between <paramref name="count"/> generated and <paramref name="count"/> real images.</summary>
-    public static SwdResult Swd(Generator g, ITrainingImages data, int count, ulong seed)
+    /// <summary>SWD between <paramref name="count"/> generated and <paramref name="count"/> real
+    /// images, at the final resolution or, during training, at the resolution of <paramref name="level"/>.</summary>
+    public static SwdResult Swd(Generator g, ITrainingImages data, int count, ulong seed, int level = 0)
     {
+        if (level == 0) level = g.Config.MaxLevel;
         var rng = new Rng(seed ^ 0x53_5744UL);
         count = Math.Min(count, data.Count);
-        var reals = Reals(data, count, g.Config.Resolution, rng);
-        var fakes = Generate(g, count, rng);
-        return Convert(SlicedWasserstein.Compute(reals, fakes, count, g.Config.Channels, g.Config.Resolution, (int)(seed & 0x7fffffff)));
+        var reals = Reals(data, count, 1 << level, rng);
+        var fakes = Generate(g, count, rng, level: level);
+        return Convert(SlicedWasserstein.Compute(reals, fakes, count, g.Config.Channels, 1 << level, (int)(seed & 0x7fffffff)));
     }
 
     /// <summary>The noise floor: SWD between two disjoint halves of the real data.</summary>

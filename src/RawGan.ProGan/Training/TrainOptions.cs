@@ -22,6 +22,9 @@ public sealed record TrainOptions
     public int ShapesCount { get; init; } = global::RawGan.ProGan.Data.TrainingData.DefaultShapesCount;
     /// <summary>Real images shown per fade-in and per stable phase (official: 600k).</summary>
     public long ImagesPerPhase { get; init; } = 600_000;
+    /// <summary>Images per period at the resolutions listed (their fade-in and stable period
+    /// alike); the others use <see cref="ImagesPerPhase"/>. Null in checkpoints from before it existed.</summary>
+    public Dictionary<int, long>? ImagesPerPhaseByResolution { get; init; }
     /// <summary>Minibatch per resolution; resolutions not listed use <see cref="DefaultBatch"/>.</summary>
     public Dictionary<int, int> BatchByResolution { get; init; } = new();
     public int DefaultBatch { get; init; } = 16;
@@ -56,6 +59,8 @@ public sealed record TrainOptions
     /// <summary>Images per side for the sliced Wasserstein distance at the end of training (0: skip).</summary>
     public int SwdImages { get; init; } = 2048;
 
+    public long ImagesFor(int resolution) =>
+        ImagesPerPhaseByResolution != null && ImagesPerPhaseByResolution.TryGetValue(resolution, out var n) ? n : ImagesPerPhase;
     public int BatchFor(int resolution) => BatchByResolution.TryGetValue(resolution, out var b) ? b : DefaultBatch;
     public float LearningRateFor(int resolution) => LearningRateByResolution.TryGetValue(resolution, out var lr) ? lr : LearningRate;
 
@@ -64,6 +69,8 @@ public sealed record TrainOptions
     {
         Model.Validate();
         if (ImagesPerPhase < 1) throw new ArgumentException($"images per phase must be positive, got {ImagesPerPhase}");
+        foreach (var (r, n) in ImagesPerPhaseByResolution ?? [])
+            if (n < 1) throw new ArgumentException($"images per phase at {r}x{r} must be positive, got {n}");
         for (int r = 4; r <= Model.Resolution; r *= 2)
         {
             int b = BatchFor(r);
@@ -147,6 +154,7 @@ public sealed record TrainOptions
         Check("data", Data, other.Data);
         if (Data == "shapes") Check("shapes count", ShapesCount, other.ShapesCount);
         Check("images per phase", ImagesPerPhase, other.ImagesPerPhase);
+        Check("images per phase per resolution", Format(ImagesPerPhaseByResolution ?? []), Format(other.ImagesPerPhaseByResolution ?? []));
         Check("default batch", DefaultBatch, other.DefaultBatch);
         Check("batch per resolution", Format(BatchByResolution), Format(other.BatchByResolution));
         Check("learning rate", LearningRate, other.LearningRate);

@@ -95,7 +95,8 @@ public sealed class Trainer : IDisposable
         _observer = observer;
         RunDirectory = runDirectory;
         _store = new CheckpointStore(runDirectory);
-        Schedule = new Schedule(options.Model.MaxLevel, options.ImagesPerPhase);
+        Schedule = new Schedule(options.Model.MaxLevel, options.ImagesFor);
+        _remaining = new RemainingTime(options.Model);
 
         // Initialization draws from the run's generator in a fixed order: G, D, then training.
         _rng = new Rng(options.Seed);
@@ -260,6 +261,7 @@ public sealed class Trainer : IDisposable
             if (phaseDone)
             {
                 EmitSamples($"phase-{phase.Index:D2}-{(phase.FadeIn ? "fade" : "stable")}-{phase.Resolution}", phase);
+                MeasurePhaseEnd(phase);
                 State.PhaseIndex++;
                 State.ImagesInPhase = 0;
                 if (Checkpoint() == null)
@@ -363,6 +365,7 @@ public sealed class Trainer : IDisposable
     }
 
     private long _imagesAtLastTick;
+    private readonly RemainingTime _remaining;
     private double _secondsAtLastTick;
 
     private void ReportTick(TickAccumulator tick, Phase phase, int batch, float alpha, double runSeconds, double secondsAtStart)
@@ -372,27 +375,13 @@ public sealed class Trainer : IDisposable
         _secondsAtLastTick = runSeconds;
         _imagesAtLastTick = State.TotalImages;
         double ips = seconds > 0 ? images / seconds : 0;
-        long remainingImages = Schedule.TotalImages - State.TotalImages;
-        var remaining = TimeSpan.FromSeconds(ips > 0 ? Math.Max(0, EstimateRemainingSeconds(ips, phase)) : 0);
+        _remaining.Record(phase.Level, images, seconds);
+        var remaining = TimeSpan.FromSeconds(_remaining.Seconds(Schedule, phase, State.ImagesInPhase));
         var report = new TickReport(State.Ticks, phase, Schedule.Phases.Count, alpha, State.TotalImages, Schedule.TotalImages, batch,
             ips, ips > 0 ? 1000 / ips : 0, TimeSpan.FromSeconds(secondsAtStart + runSeconds), remaining,
             tick.Mean(tick.Critic), tick.Mean(tick.Generator), tick.Mean(tick.Real), tick.Mean(tick.Fake), tick.Mean(tick.Penalty), State.SkippedSteps);
         _observer.Tick(report);
         AppendMetrics(report);
-    }
-
-    /// <summary>Remaining time, assuming each later phase costs in proportion to its pixel count
-    /// relative to the current one (a step's work grows about 4x per resolution doubling).</summary>
-    private double EstimateRemainingSeconds(double imagesPerSecond, Phase current)
-    {
-        double seconds = 0;
-        foreach (var p in Schedule.Phases.Skip(current.Index))
-        {
-            long images = p.Index == current.Index ? p.Images - State.ImagesInPhase : p.Images;
-            double cost = Math.Pow(4, p.Level - current.Level);
-            seconds += images * cost / imagesPerSecond;
-        }
-        return seconds;
     }
 
     private void AppendMetrics(TickReport r)
@@ -417,6 +406,29 @@ public sealed class Trainer : IDisposable
             skipped_steps = r.SkippedSteps,
         });
         if (_collective.Rank == 0) File.AppendAllText(Path.Combine(RunDirectory, "metrics.jsonl"), line + "\n");
+    }
+
+    /// <summary>
+    /// The SWD of the EMA generator at the end of <paramref name="phase"/>, at that phase's
+    /// resolution (alpha is 1 there), into swd.jsonl and the notices: a curve of the run's
+    /// progress that the losses, which are not comparable across phases, cannot give. Its time is
+    /// counted in the next tick's, like samples and checkpoints.
+    /// </summary>
+    private void MeasurePhaseEnd(Phase phase)
+    {
+        if (Options.SwdImages <= 0 || _collective.Rank != 0) return;
+        var swd = Evaluation.Swd(_gEma, _data, Options.SwdImages, Options.Seed, phase.Level);
+        _observer.Notice($"SWD at the end of {phase.Describe()}: {swd.Mean:F1} (x1e3; {string.Join(", ", swd.Levels.Select(l => $"{l.Resolution}px {l.Value:F1}"))})");
+        var line = JsonSerializer.Serialize(new
+        {
+            kimg = State.TotalImages / 1000.0,
+            phase = phase.Index,
+            resolution = phase.Resolution,
+            fade_in = phase.FadeIn,
+            swd = swd.Mean,
+            swd_levels = swd.Levels.ToDictionary(l => l.Resolution.ToString(System.Globalization.CultureInfo.InvariantCulture), l => l.Value),
+        });
+        File.AppendAllText(Path.Combine(RunDirectory, "swd.jsonl"), line + "\n");
     }
 
     private static double? Finite(double v) => double.IsFinite(v) ? v : null;
