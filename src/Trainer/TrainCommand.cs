@@ -44,12 +44,13 @@ public static partial class TrainCommand
     private static readonly Option<int> SwdImages = new("--swd-images") { Description = "images per side for the final sliced Wasserstein distance (0 to skip)", DefaultValueFactory = _ => 2048 };
     private static readonly Option<int> ShapesCount = new("--shapes-count") { Description = "how many built-in shape images to render", DefaultValueFactory = _ => TrainingData.DefaultShapesCount };
     private static readonly Option<double> EmaKimg = new("--ema-kimg") { Description = "half-life of the generator's moving average in thousands of images (default: kimg-per-phase / 60; at 600 kimg per phase that is 10k images, about the official 0.999 per step at batch 14)", DefaultValueFactory = _ => 0 };
+    private static readonly Option<string?> DataChanged = new("--data-changed") { Description = "ok: resume although the data folder changed since the checkpoint (files added, removed or modified)" };
     private static readonly Option<long?> MaxSteps = new("--max-steps") { Description = "stop (with a checkpoint) after this many steps of this invocation" };
 
     public static Command Create()
     {
         var command = new Command("train", "Train a ProGAN: stable 4x4, then a fade-in and a stable phase per resolution, with checkpoints, sample grids and report.html in the run folder.");
-        foreach (var o in new Option[] { Data, Resolution, Preset, LatentSize, FmapBase, FmapMax, Device, Precision, KimgPerPhase, Batch, LearningRate, Seed, Out, Resume, Mirror, Threads, TickKimg, CheckpointTicks, Keep, OnNan, SwdImages, ShapesCount, EmaKimg, MaxSteps })
+        foreach (var o in new Option[] { Data, Resolution, Preset, LatentSize, FmapBase, FmapMax, Device, Precision, KimgPerPhase, Batch, LearningRate, Seed, Out, Resume, Mirror, Threads, TickKimg, CheckpointTicks, Keep, OnNan, SwdImages, ShapesCount, EmaKimg, DataChanged, MaxSteps })
             command.Add(o);
         command.SetAction(parse => Program.Guard(() => Run(parse)));
         return command;
@@ -136,7 +137,11 @@ public static partial class TrainCommand
                 Console.WriteLine($"{Path.GetFileName(checkpoint)} is older than the newest checkpoint of {branchOf}: continuing in a new run folder, {runDirectory}, " +
                                   "so that the run's later checkpoints are kept");
             }
-            else if (lead && runDirectory == null) (runDirectory, runLock) = NewRunDirectory(parse.GetValue(Out)!, options);
+            else if (lead && runDirectory == null)
+            {
+                RefuseOutInsideData(parse.GetValue(Out)!, options.Data);
+                (runDirectory, runLock) = NewRunDirectory(parse.GetValue(Out)!, options);
+            }
             // Rank 0 names the run folder; the others take its name.
             if (collective.Size > 1) runDirectory = BroadcastText(collective, runDirectory);
             if (runDirectory == null) throw new InvalidOperationException("no run folder was made");
@@ -165,6 +170,8 @@ public static partial class TrainCommand
                 }
             }
             else Console.WriteLine($"resuming {checkpoint}: phase {trainer.State.PhaseIndex + 1}, {trainer.State.TotalImages:N0} images seen");
+            CheckSameData(trainer.State, data, parse.GetValue(DataChanged), checkpoint);
+            NoteThreadCount(trainer.State, backend.Backend, checkpoint != null);
 
             using var stop = new CancellationTokenSource();
             using var signals = StopSignals.Install(stop, observer);
@@ -316,6 +323,44 @@ public static partial class TrainCommand
             string? older = new CheckpointStore(runDirectory).List().LastOrDefault(c => Path.GetFullPath(c) != Path.GetFullPath(checkpoint));
             throw new UserError(older == null ? e.Message : $"{e.Message} (an older checkpoint may be intact: train --resume {older})");
         }
+    }
+
+    /// <summary>A run folder under the data folder would feed its own sample grids to the next run.</summary>
+    private static void RefuseOutInsideData(string outRoot, string data)
+    {
+        if (!Directory.Exists(data) || data is "shapes" or "fashion-mnist") return;
+        string Full(string p) => Path.TrimEndingDirectorySeparator(Path.GetFullPath(p)) + Path.DirectorySeparatorChar;
+        if (Full(outRoot).StartsWith(Full(data), StringComparison.Ordinal))
+            throw new UserError($"--out {outRoot} is inside --data {data}: the run's sample grids would become training images of the next run; choose an --out outside the data folder");
+    }
+
+    /// <summary>A new run records its data's fingerprint; a resumed one refuses data that changed,
+    /// unless --data-changed ok.</summary>
+    private static void CheckSameData(TrainerState state, CachedImages data, string? dataChanged, string? checkpoint)
+    {
+        if (dataChanged is not (null or "ok")) throw new UserError($"--data-changed takes one value, ok, not '{dataChanged}'");
+        if (checkpoint != null && state.DataFingerprint is string before && before != data.Fingerprint)
+        {
+            if (dataChanged != "ok")
+            {
+                string counts = before.Split(':')[0] is var n && n != data.Count.ToString(CultureInfo.InvariantCulture) ? $"{n} images then, {data.Count:N0} now" : "files were added, removed, renamed or modified";
+                throw new UserError($"the data changed since {checkpoint} was written ({counts}: {data.Name}); " +
+                                    "to train on the data as they are now, resume with --data-changed ok");
+            }
+            Console.WriteLine($"the data changed since the checkpoint (--data-changed ok): training on them as they are now");
+        }
+        state.DataFingerprint = data.Fingerprint;
+    }
+
+    /// <summary>The CPU's sums are split by thread: a resumed run matches an uninterrupted one bit
+    /// for bit only at the same thread count. Say so when it differs; record the count.</summary>
+    private static void NoteThreadCount(TrainerState state, IBackend backend, bool resumed)
+    {
+        if (backend.Name != "cpu") return;
+        if (resumed && state.Threads is int before && before != CpuParallel.Threads)
+            Console.WriteLine($"note: the checkpoint was trained with {before} CPU thread(s), this run uses {CpuParallel.Threads}: the results will differ from an " +
+                              $"uninterrupted run in float rounding (--threads {before} continues it bit for bit)");
+        state.Threads = CpuParallel.Threads;
     }
 
     /// <summary>A run folder's newest checkpoint, or the checkpoint folder itself.</summary>
@@ -493,11 +538,12 @@ internal sealed class OwnedBackend(IBackend backend) : IDisposable
     }
 }
 
-/// <summary>Ctrl+C (SIGINT), SIGTERM, SIGHUP and SIGQUIT ask the trainer to stop after the current
+/// <summary>Ctrl+C (SIGINT), SIGTERM, SIGHUP, SIGQUIT, SIGUSR1 and SIGUSR2 ask the trainer to stop after the current
 /// step and write a checkpoint; a second signal ends the process at once (the last complete
 /// checkpoint is safe).</summary>
 internal sealed class StopSignals : IDisposable
 {
+    private static readonly PosixSignal Usr1 = (PosixSignal)(OperatingSystem.IsMacOS() ? 30 : 10), Usr2 = (PosixSignal)(OperatingSystem.IsMacOS() ? 31 : 12);
     private readonly List<IDisposable> _registrations = new();
 
     public static StopSignals Install(CancellationTokenSource stop, ITrainingObserver observer)
@@ -507,12 +553,15 @@ internal sealed class StopSignals : IDisposable
         {
             if (stop.IsCancellationRequested) return;   // the second signal: default handling ends the process
             context.Cancel = true;
-            observer.Notice($"{context.Signal}: stopping after this step and writing a checkpoint (press Ctrl+C again to quit at once)");
+            string name = context.Signal == Usr1 ? "SIGUSR1" : context.Signal == Usr2 ? "SIGUSR2" : context.Signal.ToString();
+            observer.Notice($"{name}: stopping after this step and writing a checkpoint (press Ctrl+C again to quit at once)");
             stop.Cancel();
         }
         // A closed terminal or ssh session (SIGHUP) and SIGQUIT (Ctrl+\\) stop as SIGTERM does:
         // their default would end the run without a checkpoint.
-        foreach (var signal in new[] { PosixSignal.SIGINT, PosixSignal.SIGTERM, PosixSignal.SIGHUP, PosixSignal.SIGQUIT })
+        // SIGUSR1 and SIGUSR2 (10 and 12 on Linux, as PosixSignal takes raw numbers) too: their
+        // default ends the process at once.
+        foreach (var signal in new[] { PosixSignal.SIGINT, PosixSignal.SIGTERM, PosixSignal.SIGHUP, PosixSignal.SIGQUIT, Usr1, Usr2 })
             s._registrations.Add(PosixSignalRegistration.Create(signal, Handler));
         return s;
     }

@@ -5,7 +5,7 @@ using Xunit.Abstractions;
 namespace RawGan.Trainer.Tests;
 
 /// <summary>
-/// Stopping and resuming through the real command line: Ctrl+C (SIGINT), SIGTERM, SIGHUP, SIGQUIT and --max-steps
+/// Stopping and resuming through the real command line: Ctrl+C (SIGINT), SIGTERM, SIGHUP, SIGQUIT, SIGUSR1 and --max-steps
 /// stop after the current step with a checkpoint, and `train --resume` finishes with weights that
 /// are bit for bit those of an uninterrupted run (CPU, one thread).
 /// </summary>
@@ -19,6 +19,7 @@ public class InterruptionTests(RawganFixture cli, ITestOutputHelper output)
     [InlineData(RawganProcess.SIGTERM, 2)]   // in the 4x4 stable phase
     [InlineData(RawganProcess.SIGHUP, 4)]    // a closed terminal or ssh session
     [InlineData(RawganProcess.SIGQUIT, 9)]   // Ctrl+\, in the 8x8 fade-in
+    [InlineData(RawganProcess.SIGUSR1, 6)]   // whose default would end the run at once; in the 8x8 fade-in
     public void ASignalStopsAfterTheStepWithACheckpointAndResumeFinishesBitExact(int signal, int afterTick)
     {
         string reference = new CheckpointStore(cli.ReferenceRun).Latest!;
@@ -44,6 +45,7 @@ public class InterruptionTests(RawganFixture cli, ITestOutputHelper output)
                 RawganProcess.SIGINT => "SIGINT",
                 RawganProcess.SIGHUP => "SIGHUP",
                 RawganProcess.SIGQUIT => "SIGQUIT",
+                RawganProcess.SIGUSR1 => "SIGUSR1",
                 _ => "SIGTERM",
             };
             var lines = train.StdoutLines;

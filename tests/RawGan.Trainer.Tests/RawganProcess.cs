@@ -10,7 +10,7 @@ namespace RawGan.Trainer.Tests;
 /// </summary>
 internal sealed partial class RawganProcess : IDisposable
 {
-    public const int SIGHUP = 1, SIGINT = 2, SIGQUIT = 3, SIGKILL = 9, SIGTERM = 15;
+    public const int SIGHUP = 1, SIGINT = 2, SIGQUIT = 3, SIGKILL = 9, SIGUSR1 = 10, SIGTERM = 15;
 
     private readonly Process _process;
     private readonly object _gate = new();

@@ -11,6 +11,10 @@ public sealed class CachedImages(string name, DatasetCache cache) : ITrainingIma
     public int Channels => Cache.Channels;
     public int Resolution => Cache.MaxResolution;
 
+    /// <summary>The images' identity: their count and the hash of their sources (for a folder, every
+    /// file's name, size and modification time), so that a resumed run can tell changed data.</summary>
+    public string Fingerprint => $"{Count}:{Convert.ToHexString(Cache.SourceHash)[..24]}";
+
     public void FillBatch(ReadOnlySpan<int> indices, int resolution, ReadOnlySpan<bool> mirror, Span<float> destination) =>
         Cache.GetBatch(indices, resolution, mirror, destination);
 

@@ -18,6 +18,12 @@ public sealed record TrainerState
     public double Seconds { get; set; }
     public long NextTickImages { get; set; }
     public long Ticks { get; set; }
+    /// <summary>What the data were when the run started (<see cref="Data.CachedImages.Fingerprint"/>):
+    /// a resumed run refuses data that changed since. Null in checkpoints from before it was kept.</summary>
+    public string? DataFingerprint { get; set; }
+    /// <summary>CPU threads of the last run that wrote this state: the CPU's results are bit for bit
+    /// those of an uninterrupted run only at the same thread count (sums are split by thread).</summary>
+    public int? Threads { get; set; }
     /// <summary>SWD (x1e3, mean over levels) of the untrained EMA generator, for the report.</summary>
     public double? InitialSwd { get; set; }
 }
