@@ -218,25 +218,42 @@ public static class InterpolateCommand
         for (int k = 0; k < keys.Length; k++)
             for (int s = 0; s < steps; s++)
                 latents.Add(Slerp(keys[k], keys[(k + 1) % keys.Length], (float)s / steps));
+        CheckFrameFits(cfg, scale);
         string dir = parse.GetValue(Out) ?? System.IO.Path.Combine(System.IO.Path.GetDirectoryName(System.IO.Path.GetDirectoryName(folder))!, "interpolation");
         Directory.CreateDirectory(dir);
-        var frames = new List<Image>();
-        using (Tape.NoGrad())
+        int written = 0;
+        // One frame at a time: generated, written as a PNG, then encoded into the GIF and dropped.
+        IEnumerable<Image> Frames()
         {
+            using var _ = Tape.NoGrad();
             for (int i = 0; i < latents.Count; i++)
             {
-                using var scope = new Scope();
-                var img = g.Forward(Tensor.FromArray(backend.Backend, latents[i], new Shape(1, cfg.LatentSize)), cfg.MaxLevel).ToArray();
-                var frame = ImageOps.Grid(img, 1, cfg.Channels, cfg.Resolution, columns: 1, border: 0);
+                Image frame;
+                using (var scope = new Scope())
+                {
+                    var img = g.Forward(Tensor.FromArray(backend.Backend, latents[i], new Shape(1, cfg.LatentSize)), cfg.MaxLevel).ToArray();
+                    frame = ImageOps.Grid(img, 1, cfg.Channels, cfg.Resolution, columns: 1, border: 0);
+                }
                 if (scale > 1) frame = Enlarge(frame, scale);
                 Png.Save(System.IO.Path.Combine(dir, $"frame-{i:D4}.png"), frame);
-                frames.Add(frame);
+                written++;
+                yield return frame;
             }
         }
         string gif = System.IO.Path.Combine(dir, "walk.gif");
-        Gif.Save(gif, frames, delayCentiseconds: 6);
-        Console.WriteLine($"wrote {frames.Count} frames and {gif}");
+        Gif.Save(gif, Frames(), delayCentiseconds: 6);
+        Console.WriteLine($"wrote {written} frames and {gif}");
         return 0;
+    }
+
+    /// <summary>A frame is held a few times over while it is enlarged, written and encoded (about
+    /// 16 bytes a pixel): refused, saying how much, when that cannot fit (1024x1024 at --scale 16 is 4 GB).</summary>
+    private static void CheckFrameFits(ProGanConfig cfg, int scale)
+    {
+        long side = (long)cfg.Resolution * scale, pixels = side * side, bytes = pixels * 16, available = SystemMemory.AvailableBytes;
+        if (pixels * cfg.Channels > Array.MaxLength || bytes > available)
+            throw new UserError($"--scale {scale}: a frame of {side:N0}x{side:N0} needs about {SystemMemory.Format(bytes)} while it is written, " +
+                                $"{SystemMemory.Format(available)} available; lower --scale");
     }
 
     /// <summary>Spherical interpolation: the path stays at the typical radius of a Gaussian latent.</summary>

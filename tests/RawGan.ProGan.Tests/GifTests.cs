@@ -212,4 +212,30 @@ public class GifTests
         Assert.Throws<ArgumentException>(() => Gif.Encode([new Image(2, 2, 3), new Image(3, 2, 3)]));
         Assert.Throws<ArgumentException>(() => Gif.Encode([]));
     }
+
+    [Fact]
+    public void FramesAreTakenOneAtATimeAsTheyAreWritten()
+    {
+        // A lazy sequence of 50 frames: when frame k is asked for, frames 0..k-1 are already in
+        // the stream, so the writer holds one frame, not the animation.
+        var stream = new MemoryStream();
+        var lengths = new List<long>();
+        IEnumerable<Image> Frames()
+        {
+            for (int f = 0; f < 50; f++)
+            {
+                lengths.Add(stream.Length);
+                var frame = new Image(16, 16, 3);
+                frame.Pixels.AsSpan().Fill((byte)(f * 5));
+                yield return frame;
+            }
+        }
+        Gif.Write(stream, Frames(), delayCentiseconds: 4);
+        Assert.Equal(50, lengths.Count);
+        for (int f = 1; f < 50; f++)
+            Assert.True(lengths[f] > lengths[f - 1], $"frame {f} was asked for before frame {f - 1} was written");
+        var (_, _, _, parsed) = Parse(stream.ToArray());
+        Assert.Equal(50, parsed.Count);
+        Assert.Equal(new byte[] { 245, 245, 245 }, parsed[49].Palette.AsSpan(parsed[49].Indices[0] * 3, 3).ToArray());
+    }
 }

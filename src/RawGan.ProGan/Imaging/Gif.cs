@@ -17,24 +17,33 @@ public static class Gif
     /// Writes <paramref name="frames"/> (all the same size; grey, RGB or with alpha, which is
     /// ignored) as an animation showing each frame for <paramref name="delayCentiseconds"/>
     /// hundredths of a second, looping <paramref name="loopCount"/> times (0 = forever).
-    /// The file is written atomically.
+    /// The file is written atomically. The frames are taken one at a time as they are encoded, so
+    /// a lazy sequence keeps one frame in memory however long the animation.
     /// </summary>
-    public static void Save(string path, IReadOnlyList<Image> frames, int delayCentiseconds = 10, int loopCount = 0) =>
-        AtomicFile.WriteAllBytes(path, Encode(frames, delayCentiseconds, loopCount));
+    public static void Save(string path, IEnumerable<Image> frames, int delayCentiseconds = 10, int loopCount = 0) =>
+        AtomicFile.Write(path, stream => Write(stream, frames, delayCentiseconds, loopCount));
 
     /// <inheritdoc cref="Save"/>
-    public static byte[] Encode(IReadOnlyList<Image> frames, int delayCentiseconds = 10, int loopCount = 0)
+    public static byte[] Encode(IEnumerable<Image> frames, int delayCentiseconds = 10, int loopCount = 0)
+    {
+        var file = new MemoryStream();
+        Write(file, frames, delayCentiseconds, loopCount);
+        return file.ToArray();
+    }
+
+    /// <inheritdoc cref="Save"/>
+    public static void Write(Stream file, IEnumerable<Image> frames, int delayCentiseconds = 10, int loopCount = 0)
     {
         ArgumentNullException.ThrowIfNull(frames);
-        if (frames.Count == 0)
-            throw new ArgumentException("an animation needs at least one frame", nameof(frames));
-        int width = frames[0].Width, height = frames[0].Height;
-        if (width > ushort.MaxValue || height > ushort.MaxValue)
-            throw new ArgumentException($"GIF sizes are at most 65535, got {width}x{height}");
         if (delayCentiseconds is < 0 or > ushort.MaxValue || loopCount is < 0 or > ushort.MaxValue)
             throw new ArgumentOutOfRangeException(nameof(delayCentiseconds), "delay and loop count are 0..65535");
+        using var each = frames.GetEnumerator();
+        if (!each.MoveNext())
+            throw new ArgumentException("an animation needs at least one frame", nameof(frames));
+        int width = each.Current.Width, height = each.Current.Height;
+        if (width > ushort.MaxValue || height > ushort.MaxValue)
+            throw new ArgumentException($"GIF sizes are at most 65535, got {width}x{height}");
 
-        var file = new MemoryStream();
         file.Write("GIF89a"u8);
         // Logical screen descriptor: size, no global colour table (each frame brings its own),
         // background colour 0, no aspect ratio.
@@ -48,8 +57,9 @@ public static class Gif
         WriteUInt16(file, loopCount);
         file.WriteByte(0x00);
 
-        foreach (var frame in frames)
+        do
         {
+            var frame = each.Current;
             if (frame.Width != width || frame.Height != height)
                 throw new ArgumentException($"all frames must be {width}x{height}; one is {frame.Width}x{frame.Height}");
             var rgb = ImageOps.ToRgb(ImageOps.DropAlpha(frame));
@@ -76,9 +86,8 @@ public static class Gif
             int minimumCodeSize = Math.Max(2, tableBits);
             file.WriteByte((byte)minimumCodeSize);
             WriteSubBlocks(file, LzwEncode(indices, minimumCodeSize));
-        }
+        } while (each.MoveNext());
         file.WriteByte(0x3B);
-        return file.ToArray();
     }
 
     private static void WriteUInt16(Stream stream, int value)
