@@ -218,10 +218,11 @@ public sealed class ImageFolder
 
     /// <summary>
     /// Identifies the folder's content and the preparation: any added, removed, renamed, resized or
-    /// re-saved file, or another resolution, changes it (so a stale cache is rebuilt).
+    /// re-saved file, or another resolution, changes it (so a stale cache is rebuilt). Version 2
+    /// reads with Skia: EXIF orientation applied, 16-bit samples reduced to their high byte.
     /// </summary>
     public byte[] SourceHash(int resolution) => DatasetCache.HashSources(
-        new[] { $"RawGan image folder v1; resolution {resolution}; channels {Channels}; centre crop, area resize, alpha on black" }
+        new[] { $"RawGan image folder v2; resolution {resolution}; channels {Channels}; EXIF orientation, centre crop, area resize, alpha on black" }
             .Concat(_files.Select(f => $"{System.IO.Path.GetRelativePath(Folder, f.Path)}|{f.Length}|{f.Modified}")));
 
     /// <summary>

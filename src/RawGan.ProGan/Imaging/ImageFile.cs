@@ -386,7 +386,8 @@ public static unsafe class ImageFile
         return status;
     }
 
-    private static void RequireNative()
+    /// <summary>Throws <see cref="InvalidOperationException"/>, saying what to do, when SkiaSharp's native library cannot be loaded.</summary>
+    internal static void RequireNative()
     {
         if (NativeProblem.Value is { } problem)
             throw new InvalidOperationException(problem);

@@ -17,6 +17,7 @@ public static unsafe class Png
     public static byte[] Encode(Image image)
     {
         ArgumentNullException.ThrowIfNull(image);
+        ImageFile.RequireNative();
         byte[] pixels = image.Channels is 1 or 4 ? image.Pixels : ToRgba(image);
         var info = new SKImageInfo(image.Width, image.Height,
             image.Channels == 1 ? SKColorType.Gray8 : SKColorType.Rgba8888,
