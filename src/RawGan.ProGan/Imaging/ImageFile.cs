@@ -9,7 +9,8 @@ namespace RawGan.ProGan.Imaging;
 /// <param name="Width">Pixels per row, as the picture is shown (after its EXIF orientation).</param>
 /// <param name="Height">Rows, as the picture is shown.</param>
 /// <param name="IsGrey">The file stores grey samples (PNG colour types 0 and 4, single-component JPEG).</param>
-/// <param name="Orientation">The EXIF orientation, 1 to 8 (1: stored as shown; JPEG and WebP carry one).</param>
+/// <param name="Orientation">The EXIF orientation, 1 to 8 (1: stored as shown; JPEG and WebP carry one). A header
+/// read sees it in the bytes it read: a WebP may keep its EXIF after the picture, beyond them; decoding reads it there.</param>
 /// <param name="FileLength">Bytes of the file.</param>
 public sealed record ImageHeader(string Format, int Width, int Height, bool IsGrey, int Orientation, long FileLength)
 {
@@ -84,8 +85,10 @@ public static unsafe class ImageFile
     /// </summary>
     public const int MaxHeaderBytes = 16 << 20;
 
-    /// <summary>The first read of a header: enough for every format's header but a JPEG with large metadata.</summary>
-    public const int FirstHeaderRead = 64 << 10;
+    /// <summary>The first read of a header: enough for most files' headers (a JPEG's EXIF with its
+    /// thumbnail, or a PNG's colour profile, may take a second or third read). A folder scan reads
+    /// every file's header, so this is what it reads of most files.</summary>
+    public const int FirstHeaderRead = 4 << 10;
 
     /// <summary>
     /// Deflate cannot expand data by more than about 1032:1 (a 258-byte match costs at least two
