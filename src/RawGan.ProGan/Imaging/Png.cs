@@ -12,7 +12,7 @@ public static unsafe class Png
     /// <summary>
     /// Encodes an 8-bit image as PNG: grey as colour type 0, RGB as 2, RGBA as 6 (straight alpha),
     /// not interlaced, no colour profile; grey + alpha, which Skia does not write, as RGBA with the
-    /// grey repeated. Every row filter is tried, and zlib compresses at level 6.
+    /// grey repeated. libpng picks each row's filter among all five, and zlib compresses at level 6.
     /// </summary>
     public static byte[] Encode(Image image)
     {
