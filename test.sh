@@ -17,7 +17,6 @@ packages=(
   libnvrtc11.2           # NVRTC: compiles every kernel to PTX and machine code (needs no GPU)
   libcuda1               # the CUDA driver library: loads and reports "no device" here
   libcublas11            # cuBLAS, bound for the kernel lab's GPU comparisons
-  libturbojpeg0          # JPEG decoding for image folders
   dataset-fashion-mnist  # the real data set used by --data fashion-mnist
   openmpi-bin            # mpirun, for the data-parallel tests
   libopenmpi3            # Open MPI (libmpi.so.40), bound by hand like the CUDA driver

@@ -4,6 +4,8 @@
 #   bash bench/gpu/bundle.sh [OUTDIR]          # default bench/gpu/out/bundle, and OUTDIR.tar.gz beside it
 #
 #   OUTDIR/rawgan                      the CLI (src/Trainer): single file, self-contained, trimmed
+#   OUTDIR/libSkiaSharp.so             SkiaSharp's native library, beside it: the CLI reads and
+#                                      writes image files with it (loaded on the first image)
 #   OUTDIR/bench/RawGan.Benchmarks     the kernel lab (bench/RawGan.Benchmarks) the same way, for
 #                                      its GPU comparisons with cuBLAS (left out with NO_BENCH=1)
 #   OUTDIR/run.sh                      bench/gpu/run.sh: every GPU check and benchmark, results in one folder
@@ -44,7 +46,8 @@ if [[ "${NO_BENCH:-0}" != 1 ]]; then
   dotnet publish "$root/bench/RawGan.Benchmarks" "${common[@]}" -o "$out/bench"
   # BenchmarkDotNet's disassembler brings Capstone (ARM disassembly, 6.7 MiB) and TraceEvent
   # brings Windows DLLs (amd64/); neither is used on Linux x64, and the program starts without them.
-  rm -rf "$out/bench/libcapstone.so" "$out/bench/amd64" "$out/bench/x86" "$out/bench/arm64"
+  # The lab reads and writes no image, so SkiaSharp's native library (12 MiB) is left out too.
+  rm -rf "$out/bench/libcapstone.so" "$out/bench/amd64" "$out/bench/x86" "$out/bench/arm64" "$out/bench/libSkiaSharp.so"
 fi
 cp "$here/run.sh" "$out/run.sh"
 chmod +x "$out/run.sh" "$out/rawgan"
@@ -73,11 +76,16 @@ if [[ "${NO_TEST:-0}" != 1 ]]; then
     test -s "$run/config.json" && ls "$run"/checkpoints/*/state.json > /dev/null
     "$out/rawgan" generate --checkpoint "$run" --count 4 --device cpu --out "$t/grid.png" > generate.txt
     test -s "$t/grid.png"
+    # The grid, read back as training data: image files through the native library beside rawgan.
+    mkdir "$t/images" && cp "$t/grid.png" "$t/images/"
+    "$out/rawgan" train --data "$t/images" --kimg-per-phase 0.02 --resolution 8 --preset tiny --device cpu \
+      --out "$t/run-images" --swd-images 0 > train-images.txt
+    grep -q '^data: .*, 1 images, 3 channel' train-images.txt
     if [[ -x "$out/bench/RawGan.Benchmarks" ]]; then
       "$out/bench/RawGan.Benchmarks" --check --smoke > check.txt
     fi
   ) || { echo "bundle: a published binary failed its test (logs in $t)" >&2; trap - EXIT; exit 1; }
-  echo "bundle: ok: info, bench (cpu), train + generate from its checkpoint$([[ -x "$out/bench/RawGan.Benchmarks" ]] && echo ', kernel lab --check --smoke')"
+  echo "bundle: ok: info, bench (cpu), train + generate from its checkpoint, train on the generated PNG$([[ -x "$out/bench/RawGan.Benchmarks" ]] && echo ', kernel lab --check --smoke')"
 fi
 
 tar -C "$(dirname "$out")" -czf "$out.tar.gz" "$(basename "$out")"

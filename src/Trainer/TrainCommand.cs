@@ -17,7 +17,7 @@ namespace RawGan.Trainer;
 /// <summary>`train`: progressive growing from 4x4 to the chosen resolution, with checkpoints, sample grids and a report.</summary>
 public static partial class TrainCommand
 {
-    private static readonly Option<string> Data = new("--data") { Description = "shapes (built in), fashion-mnist, fashion-mnist:DIR, mnist:DIR, or a folder of PNG/JPEG images", DefaultValueFactory = _ => "shapes" };
+    private static readonly Option<string> Data = new("--data") { Description = "shapes (built in), fashion-mnist, fashion-mnist:DIR, mnist:DIR, or a folder of PNG, JPEG, WebP, BMP or GIF images", DefaultValueFactory = _ => "shapes" };
     private static readonly Option<int> Resolution = new("--resolution", "-r") { Description = "final resolution: a power of two from 4 to 1024", DefaultValueFactory = _ => 32 };
     private static readonly Option<string> Preset = new("--preset") { Description = "network size: tiny, small (latent 128, fmap-base 2048, fmap-max 128) or paper (latent 512, 8192, 512)", DefaultValueFactory = _ => "small" };
     private static readonly Option<int?> LatentSize = new("--latent-size") { Description = "latent size (overrides the preset)" };

@@ -91,6 +91,9 @@ public partial class WrongInvocationTests(RawganFixture cli)
                     File.WriteAllText(Path.Combine(bad, "text.png"), "this is not a picture\n");
                     File.WriteAllBytes(Path.Combine(bad, "cut.png"), [0x89, (byte)'P', (byte)'N', (byte)'G', 13, 10, 26, 10, 0, 0, 0, 13, (byte)'I', (byte)'H']);
                     File.WriteAllBytes(Path.Combine(bad, "cut.jpg"), [0xFF, 0xD8, 0xFF, 0xE0, 0, 16]);
+                    File.WriteAllBytes(Path.Combine(bad, "cut.webp"), [.. "RIFF"u8, 200, 0, 0, 0, .. "WEBPVP8L"u8, 100, 0, 0, 0, 0x2F, 7]);
+                    File.WriteAllBytes(Path.Combine(bad, "cut.gif"), [.. "GIF89a"u8, 8, 0, 8, 0, 0x80, 0, 0]);
+                    File.WriteAllBytes(Path.Combine(bad, "cut.bmp"), [.. "BM"u8, 70, 0, 0, 0, 0, 0, 0, 0, 54, 0, 0, 0, 40, 0, 0, 0, 4, 0, 0, 0, 4, 0, 0, 0, 1, 0, 24, 0]);
                     Directory.CreateDirectory(Path.Combine(bad, "sub"));
                     File.WriteAllBytes(Path.Combine(bad, "sub", "zero.png"), []);
                     return (["train", "--data", bad, "--resolution", "8", .. Cpu], "no usable image");

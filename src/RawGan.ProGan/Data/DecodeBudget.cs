@@ -4,8 +4,8 @@ namespace RawGan.ProGan.Data;
 
 /// <summary>
 /// The memory that decoding pictures in parallel may take at once. Each decode asks for its
-/// estimated cost (from the file's header: the file itself, the rows of samples, the decoded
-/// picture and the copies the preparation makes of it) before it starts and gives it back when it
+/// estimated cost (from the file's header: the file itself, the decoder's working memory, the
+/// decoded picture and the copies the preparation makes of it) before it starts and gives it back when it
 /// ends; a decode that does not fit waits until others finish, and one that could never fit is
 /// refused. So a few small files that announce large pictures are decoded one after another, or
 /// skipped with the memory they would need, instead of all at once.

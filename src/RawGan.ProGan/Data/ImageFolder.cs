@@ -58,25 +58,27 @@ public sealed class ImageFolderReport
 }
 
 /// <summary>
-/// A folder of the user's own pictures, searched recursively for PNG and JPEG files of any size
-/// and mode. Each picture is decoded, alpha is composited on black, the largest centred square is
-/// cropped and area-resized to the training resolution.
+/// A folder of the user's own pictures, searched recursively for PNG, JPEG, WebP, BMP and GIF files
+/// of any size and mode (read by <see cref="ImageFile"/>: the first frame of a GIF, each picture
+/// turned upright by its EXIF orientation). Each picture is decoded, alpha is composited on black,
+/// the largest centred square is cropped and area-resized to the training resolution.
 ///
 /// Grey or colour: the data set is grey (one channel) only when every readable file stores grey
 /// samples (PNG colour types 0 and 4, single-component JPEG); otherwise it is RGB and grey pictures
 /// are repeated into all three channels. The rule looks at file headers, so it is decided before any
 /// picture is decoded.
 ///
-/// Files that cannot be used (corrupt, truncated, not really an image, JPEG without libturbojpeg)
-/// are skipped and counted in an <see cref="ImageFolderReport"/>; a folder with no usable picture
-/// at all is an error that names the folder. Hidden files and folders are ignored.
+/// Files that cannot be used (corrupt, truncated, not really an image, another format) are skipped
+/// and counted in an <see cref="ImageFolderReport"/>; a folder with no usable picture at all is an
+/// error that names the folder. Hidden files and folders are ignored.
 ///
 /// Hostile folders: the walk looks at each entry's type before opening it (<see cref="FileStatus"/>),
 /// so a named pipe, a socket or a device named like an image is skipped, never opened; symbolic
 /// links are followed, each real folder is walked once (a link loop ends) and each real file is
-/// counted once, however many paths lead to it; headers are read with a bounded read; and decoding
-/// runs under a <see cref="DecodeBudget"/>, so pictures whose headers announce large sizes are
-/// decoded one after another, or skipped with the memory they would need.
+/// counted once, however many paths lead to it; headers are read with a bounded read and their
+/// sizes checked against RawGan's limits; and decoding runs under a <see cref="DecodeBudget"/>, so
+/// pictures whose headers announce large sizes are decoded one after another, or skipped with the
+/// memory they would need.
 /// </summary>
 public sealed class ImageFolder
 {
@@ -141,7 +143,7 @@ public sealed class ImageFolder
         if (usable.Length == 0)
         {
             string why = entries.Count == 0
-                ? "no .png, .jpg or .jpeg files in it or its subfolders"
+                ? $"no {string.Join(", ", ImageFile.Extensions)} files in it or its subfolders"
                 : $"none of its {entries.Count} image files can be read: " + report;
             throw new InvalidFileException(folder, $"no usable image ({why})");
         }
@@ -216,10 +218,11 @@ public sealed class ImageFolder
 
     /// <summary>
     /// Identifies the folder's content and the preparation: any added, removed, renamed, resized or
-    /// re-saved file, or another resolution, changes it (so a stale cache is rebuilt).
+    /// re-saved file, or another resolution, changes it (so a stale cache is rebuilt). Version 2
+    /// reads with Skia: EXIF orientation applied, 16-bit samples reduced to their high byte.
     /// </summary>
     public byte[] SourceHash(int resolution) => DatasetCache.HashSources(
-        new[] { $"RawGan image folder v1; resolution {resolution}; channels {Channels}; centre crop, area resize, alpha on black" }
+        new[] { $"RawGan image folder v2; resolution {resolution}; channels {Channels}; EXIF orientation, centre crop, area resize, alpha on black" }
             .Concat(_files.Select(f => $"{System.IO.Path.GetRelativePath(Folder, f.Path)}|{f.Length}|{f.Modified}")));
 
     /// <summary>

@@ -27,7 +27,7 @@ public sealed class CachedImages(string name, DatasetCache cache) : ITrainingIma
 /// <list type="bullet">
 /// <item><c>shapes</c> (default): the built-in procedural data set, no files needed.</item>
 /// <item><c>fashion-mnist</c>: Debian's dataset-fashion-mnist, or <c>fashion-mnist:DIR</c> / <c>mnist:DIR</c> for IDX files elsewhere.</item>
-/// <item>anything else: a folder of PNG / JPEG images of any size and mode.</item>
+/// <item>anything else: a folder of PNG, JPEG, WebP, BMP or GIF images of any size and mode.</item>
 /// </list>
 /// </summary>
 public static class TrainingData

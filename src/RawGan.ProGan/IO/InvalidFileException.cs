@@ -3,8 +3,9 @@ namespace RawGan.ProGan.IO;
 /// <summary>
 /// A user's file (an image, a data set file, a checkpoint, an array) cannot be read because its
 /// content is wrong: truncated, corrupt, or not the format its name promises. The message always
-/// names the file and says what is wrong and where, e.g.
-/// <c>photos/cat.png: chunk IDAT at byte 1234: CRC mismatch</c>, so the user can fix or remove it.
+/// names the file and says what is wrong (and where, when the reader knows), e.g.
+/// <c>photos/cat.png: the PNG data end before the picture does (truncated?)</c>, so the user can fix
+/// or remove it.
 /// Problems of the machine rather than the file (a missing disk, no permission) stay
 /// <see cref="IOException"/>s.
 /// </summary>

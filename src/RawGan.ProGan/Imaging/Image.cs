@@ -4,7 +4,7 @@ namespace RawGan.ProGan.Imaging;
 /// An 8-bit image in memory: <see cref="Height"/> rows of <see cref="Width"/> pixels, each pixel
 /// <see cref="Channels"/> bytes, interleaved (HWC), top row first. The channel count says the mode:
 /// 1 grey, 2 grey + alpha, 3 RGB, 4 RGBA. Alpha is straight (not premultiplied), 255 = opaque.
-/// Every decoder in RawGan produces this, whatever the file stored (16-bit samples are rounded to
+/// Every decoder in RawGan produces this, whatever the file stored (16-bit samples are reduced to
 /// 8 bits, palettes are expanded), and the network-facing code converts it to float CHW with
 /// <see cref="ImageOps.ToFloatChw(Image)"/>.
 /// </summary>
