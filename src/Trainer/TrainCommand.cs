@@ -4,6 +4,7 @@ using System.Runtime.InteropServices;
 using RawGan.Engine;
 using RawGan.Engine.Backends;
 using RawGan.Engine.Backends.Cpu;
+using RawGan.Engine.Backends.Cuda;
 using RawGan.Engine.Distributed;
 using RawGan.Engine.Optim;
 using RawGan.ProGan.Checkpoints;
@@ -130,6 +131,7 @@ public static partial class TrainCommand
             using var data = TrainingData.Open(options.Data, options.Model.Resolution, console.WriteLine, options.ShapesCount);
             if (options.Model.Channels != data.Channels) options = options with { Model = options.Model with { Channels = data.Channels } };
             console.WriteLine($"data: {data.Name}, {data.Count:N0} images, {data.Channels} channel(s), prepared up to {data.Resolution}x{data.Resolution}");
+            ShowPlan(options, backend.Backend, console);
 
             if (lead && branchOf != null)
             {
@@ -215,16 +217,29 @@ public static partial class TrainCommand
     /// it would need: the weights, Adam's moments and gradients of both networks, and the activations
     /// of the most demanding phase (a lower bound: the real peak is higher).
     /// </summary>
-    private static void CheckMemory(TrainOptions options)
+    private static void CheckMemory(TrainOptions options) => CheckPlan(options, SystemMemory.AvailableBytes, "of memory");
+
+    /// <summary>Refuses a plan (<see cref="TrainOptions.MemoryPlan"/>) that does not fit in
+    /// <paramref name="available"/> bytes, saying what it needs and which option to lower.</summary>
+    private static void CheckPlan(TrainOptions options, long available, string where)
     {
-        var (bytes, weights, activations, resolution) = options.MemoryLowerBound();
-        long available = SystemMemory.AvailableBytes;
+        var (bytes, weights, activations, resolution) = options.MemoryPlan();
         if (bytes <= available) return;
         string lower = weights >= activations ? "lower --fmap-base, --fmap-max or --latent-size" : $"lower --batch at {resolution}x{resolution}";
-        throw new UserError($"this configuration needs at least {SystemMemory.Format(bytes)} of memory " +
+        throw new UserError($"this configuration needs about {SystemMemory.Format(bytes)} {where} " +
                             $"({SystemMemory.Format(weights)} for the weights, moments and gradients of G's {options.Model.ParameterCount("G"):N0} and D's {options.Model.ParameterCount("D"):N0} parameters, " +
-                            $"{SystemMemory.Format(activations)} for the activations of batch {options.BatchFor(resolution)} at {resolution}x{resolution}); " +
+                            $"{SystemMemory.Format(activations)} at the peak of a step of batch {options.BatchFor(resolution)} at {resolution}x{resolution}); " +
                             $"{SystemMemory.Format(available)} is available: {lower}");
+    }
+
+    /// <summary>The plan in the run's header; on a GPU, checked against the device's free memory.</summary>
+    private static void ShowPlan(TrainOptions options, IBackend backend, TextWriter console)
+    {
+        var (bytes, _, _, resolution) = options.MemoryPlan();
+        long available = backend is CudaBackend cuda ? cuda.DeviceMemory().Free : SystemMemory.AvailableBytes;
+        string where = backend is CudaBackend ? "of device memory" : "of memory";
+        if (backend is CudaBackend) CheckPlan(options, available, where);
+        console.WriteLine($"memory: about {SystemMemory.Format(bytes)} {where} at the peak (a step at {resolution}x{resolution}, batch {options.BatchFor(resolution)}); {SystemMemory.Format(available)} available");
     }
 
     /// <summary>A new run folder for a run resumed from an older checkpoint of <paramref name="source"/>:

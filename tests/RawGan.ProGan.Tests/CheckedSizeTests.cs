@@ -176,7 +176,7 @@ public class CheckedSizeTests
 
         // What a configuration needs is known before anything is made.
         var paper = new TrainOptions { Model = ProGanConfig.Paper(1024), DefaultBatch = 16 };
-        var (bytes, weights, activations, worst) = paper.MemoryLowerBound();
+        var (bytes, weights, activations, worst) = paper.MemoryPlan();
         Assert.Equal(1024, worst);
         Assert.InRange(weights, 23_000_000L * 4 * 11, 24_000_000L * 4 * 11);
         Assert.Equal(weights + activations, bytes);

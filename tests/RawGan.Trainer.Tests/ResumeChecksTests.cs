@@ -78,6 +78,7 @@ public class ResumeChecksTests(RawganFixture cli)
         var first = cli.Run([.. RawganFixture.TinyTrain(cli.NewFolder("threads-1"), "--max-steps", "2")]);
         Assert.True(first.ExitCode == 0, first.ToString());
         string run = RawganFixture.RunFolderOf(first.Stdout);
+        Assert.Contains("memory: about ", first.Stdout);   // the plan in the run's header
         var two = cli.Run("train", "--resume", run, "--device", "cpu", "--threads", "2", "--max-steps", "1");
         Assert.True(two.ExitCode == 0, two.ToString());
         Assert.Contains("note: the checkpoint was trained with 1 CPU thread(s), this run uses 2", two.Stdout);

@@ -79,6 +79,9 @@ public sealed unsafe partial class CudaBackend
 
     public void Free(DeviceBuffer buffer) => _allocator.Free(buffer);
 
+    /// <summary>The device's free and total memory in bytes (cuMemGetInfo), as the driver sees it now.</summary>
+    public (long Free, long Total) DeviceMemory() => _driver.MemoryInfo();
+
     public void Upload(ReadOnlySpan<float> source, DeviceBuffer destination)
     {
         Check(destination, source.Length, nameof(Upload));
