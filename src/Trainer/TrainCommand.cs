@@ -119,6 +119,7 @@ public static partial class TrainCommand
             {
                 options = FromCommandLine(parse);
             }
+            TrainingData.CheckResolution(options.Data, options.Model.Resolution);
             CheckMemory(options);
             if (collective.Size > 1) AgreeAcrossRanks(collective, options);
 

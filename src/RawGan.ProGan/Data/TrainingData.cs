@@ -36,13 +36,20 @@ public static class TrainingData
 
     public static string CacheFolder => CacheDirectory.For("data");
 
+    /// <summary>Throws <see cref="ArgumentException"/> when <paramref name="spec"/> cannot give
+    /// images at <paramref name="resolution"/> (the built-in shapes end at 256x256), before anything is opened.</summary>
+    public static void CheckResolution(string spec, int resolution)
+    {
+        if (spec == "shapes" && resolution > ShapesDataset.MaxResolution)
+            throw new ArgumentException($"--data shapes renders at most {ShapesDataset.MaxResolution}x{ShapesDataset.MaxResolution}, not {resolution}x{resolution}: " +
+                                        $"lower --resolution, or train on your own images with --data FOLDER");
+    }
+
     public static CachedImages Open(string spec, int resolution, Action<string> notice, int shapesCount = DefaultShapesCount)
     {
+        CheckResolution(spec, resolution);
         if (spec == "shapes")
         {
-            if (resolution > ShapesDataset.MaxResolution)
-                throw new ArgumentException($"--data shapes renders at most {ShapesDataset.MaxResolution}x{ShapesDataset.MaxResolution}, not {resolution}x{resolution}: " +
-                                            $"lower --resolution, or train on your own images with --data FOLDER");
             var shapes = new ShapesDataset(seed: 0, count: shapesCount);
             var hash = DatasetCache.HashSources(["shapes", ShapesDataset.Version.ToString(), shapesCount.ToString(), resolution.ToString()]);
             string path = Path.Combine(CacheFolder, $"shapes-{shapesCount}-{resolution}.rgcache");
