@@ -79,12 +79,24 @@ public sealed class ImageFolderReport
 /// sizes checked against RawGan's limits; and decoding runs under a <see cref="DecodeBudget"/>, so
 /// pictures whose headers announce large sizes are decoded one after another, or skipped with the
 /// memory they would need.
+///
+/// Names are taken as the system stores them: on Linux, bytes that need not be UTF-8 (a "café.png"
+/// written in Latin-1 is <c>63 61 66 E9 2E 70 6E 67</c>). Each file is found, checked and opened by its bytes (<see cref="NativePath"/>),
+/// so every picture is used whatever its name; messages show a name that is not valid UTF-8 with
+/// those bytes escaped (<c>caf\xE9.png</c>), and the cache is identified by a text unique to each
+/// name's bytes (<see cref="NativePath.KeyOf"/>).
 /// </summary>
 public sealed class ImageFolder
 {
-    private readonly (string Path, long Length, long Modified, long DecodeCost)[] _files;
+    /// <summary>One usable-looking file: its path, its path under the folder as shown and as a key, and what its header said.</summary>
+    private readonly record struct Source(NativePath Path, string Relative, string Key, long Length, long Modified, long DecodeCost);
 
-    private ImageFolder(string folder, (string, long, long, long)[] files, int channels, ImageFolderReport headerReport)
+    /// <summary>One entry of the walk: its path, its path under the folder as shown and as a key, its status.</summary>
+    private readonly record struct Entry(NativePath Path, string Relative, string Key, FileStatus Status);
+
+    private readonly Source[] _files;
+
+    private ImageFolder(string folder, Source[] files, int channels, ImageFolderReport headerReport)
     {
         Folder = folder;
         _files = files;
@@ -95,8 +107,11 @@ public sealed class ImageFolder
     public string Folder { get; }
     /// <summary>1 when every picture is grey, else 3.</summary>
     public int Channels { get; }
-    /// <summary>The usable-looking files, full paths, in ordinal order of their paths.</summary>
-    public IReadOnlyList<string> Files => _files.Select(f => f.Path).ToArray();
+    /// <summary>
+    /// The usable-looking files, full paths as shown (a name that is not valid UTF-8 with its bytes
+    /// escaped, see <see cref="NativePath.Show"/>), in ordinal order of their keys under the folder.
+    /// </summary>
+    public IReadOnlyList<string> Files => _files.Select(f => f.Path.Shown).ToArray();
     public int Count => _files.Length;
     /// <summary>Files already rejected by their header while scanning.</summary>
     internal ImageFolderReport HeaderReport { get; }
@@ -118,7 +133,7 @@ public sealed class ImageFolder
         var problems = new string?[entries.Count];
         Parallel.For(0, entries.Count, i =>
         {
-            var (path, status) = entries[i];
+            var (path, _, _, status) = entries[i];
             if (status.Kind != FileKind.Regular)
             {
                 problems[i] = $"{FileStatus.Describe(status.Kind)}, not a regular file (not opened)";
@@ -137,9 +152,9 @@ public sealed class ImageFolder
         // Reported in file order, so the same folder always lists the same first few.
         for (int i = 0; i < entries.Count; i++)
             if (problems[i] is not null)
-                report.Skip(System.IO.Path.GetRelativePath(folder, entries[i].Path), problems[i]!);
+                report.Skip(entries[i].Relative, problems[i]!);
 
-        var usable = entries.Select((entry, i) => (entry.Path, info: infos[i])).Where(p => p.info.Usable).ToArray();
+        var usable = entries.Select((entry, i) => (entry, info: infos[i])).Where(p => p.info.Usable).ToArray();
         if (usable.Length == 0)
         {
             string why = entries.Count == 0
@@ -148,62 +163,60 @@ public sealed class ImageFolder
             throw new InvalidFileException(folder, $"no usable image ({why})");
         }
         int channels = usable.All(p => p.info.Grey) ? 1 : 3;
-        return new ImageFolder(folder, usable.Select(p => (p.Path, p.info.Length, p.info.Modified, p.info.Cost)).ToArray(), channels, report);
+        return new ImageFolder(folder, usable.Select(p => new Source(p.entry.Path, p.entry.Relative, p.entry.Key, p.info.Length, p.info.Modified, p.info.Cost)).ToArray(),
+            channels, report);
     }
 
     /// <summary>
     /// Every entry under <paramref name="root"/> named like an image (hidden names skipped), with
-    /// its status, in ordinal order of the paths. Entries are typed without being opened; symbolic
-    /// links are followed; a folder already walked (a link loop, a second link to it) is not walked
-    /// again, and a file already found under another path is left out: both are counted in
-    /// <paramref name="report"/>. The walk keeps its own stack, so nesting depth cannot exhaust it.
+    /// its status, in ordinal order of the keys of their paths under the root. Entries are typed
+    /// without being opened; symbolic links are followed; a folder already walked (a link loop, a
+    /// second link to it) is not walked again, and a file already found under another path is left
+    /// out: both are counted in <paramref name="report"/>. The walk keeps its own stack, so nesting
+    /// depth cannot exhaust it.
     /// </summary>
-    private static List<(string Path, FileStatus Status)> Walk(string root, ImageFolderReport report)
+    private static List<Entry> Walk(string root, ImageFolderReport report)
     {
-        var options = new EnumerationOptions
-        {
-            RecurseSubdirectories = false,
-            IgnoreInaccessible = true,
-            AttributesToSkip = FileAttributes.Hidden | FileAttributes.System,
-        };
-        var found = new List<(string Path, FileStatus Status)>();
+        var found = new List<Entry>();
         var folders = new HashSet<(ulong, ulong)>();
-        var rootStatus = FileStatus.Of(root);
+        var rootPath = NativePath.Of(root);
+        var rootStatus = FileStatus.Of(rootPath);
         if (rootStatus.Kind == FileKind.Directory) folders.Add(rootStatus.Identity);
-        var pending = new Stack<string>();
-        pending.Push(root);
+        var pending = new Stack<Entry>();
+        pending.Push(new Entry(rootPath, "", "", rootStatus));
         while (pending.Count > 0)
         {
-            string folder = pending.Pop();
-            string[] names;
+            var folder = pending.Pop();
+            (NativePath Path, string Name, string Key)[] names;
             try
             {
-                names = Directory.EnumerateFileSystemEntries(folder, "*", options).Order(StringComparer.Ordinal).ToArray();
+                names = folder.Path.List().OrderBy(n => n.Key, StringComparer.Ordinal).ToArray();
             }
             catch (Exception e) when (e is IOException or UnauthorizedAccessException)
             {
                 continue;   // a folder that vanished or cannot be listed: as inaccessible ones are
             }
-            var subfolders = new List<string>();
-            foreach (string path in names)
+            var subfolders = new List<Entry>();
+            foreach (var (path, name, key) in names)
             {
-                if (System.IO.Path.GetFileName(path).StartsWith('.')) continue;
+                if (name.StartsWith('.')) continue;
                 var status = FileStatus.Of(path);
+                var entry = new Entry(path, Under(folder.Relative, name), Under(folder.Key, key), status);
                 if (status.Kind == FileKind.Directory)
                 {
-                    if (folders.Add(status.Identity)) subfolders.Add(path);
+                    if (folders.Add(status.Identity)) subfolders.Add(entry);
                     else report.FoldersSeenTwice++;
                     continue;
                 }
-                if (ImageFile.Extensions.Contains(System.IO.Path.GetExtension(path).ToLowerInvariant()))
-                    found.Add((path, status));
+                if (ImageFile.Extensions.Contains(System.IO.Path.GetExtension(name).ToLowerInvariant()))
+                    found.Add(entry);
             }
             // Walked in order: the first path to reach a folder is the one that lists its files.
             for (int i = subfolders.Count - 1; i >= 0; i--) pending.Push(subfolders[i]);
         }
-        found.Sort((a, b) => StringComparer.Ordinal.Compare(a.Path, b.Path));
+        found.Sort((a, b) => StringComparer.Ordinal.Compare(a.Key, b.Key));
         var files = new HashSet<(ulong, ulong)>();
-        var unique = new List<(string Path, FileStatus Status)>(found.Count);
+        var unique = new List<Entry>(found.Count);
         foreach (var entry in found)
         {
             if (entry.Status.Kind == FileKind.Regular && !files.Add(entry.Status.Identity))
@@ -216,14 +229,18 @@ public sealed class ImageFolder
         return unique;
     }
 
+    private static string Under(string folder, string name) => folder.Length == 0 ? name : System.IO.Path.Join(folder, name);
+
     /// <summary>
     /// Identifies the folder's content and the preparation: any added, removed, renamed, resized or
     /// re-saved file, or another resolution, changes it (so a stale cache is rebuilt). Version 2
-    /// reads with Skia: EXIF orientation applied, 16-bit samples reduced to their high byte.
+    /// reads with Skia: EXIF orientation applied, 16-bit samples reduced to their high byte. Files
+    /// are named by their keys (<see cref="NativePath.KeyOf"/>: two names that differ in any byte,
+    /// valid UTF-8 or not, differ), which for a valid name without a backslash is the name itself.
     /// </summary>
     public byte[] SourceHash(int resolution) => DatasetCache.HashSources(
         new[] { $"RawGan image folder v2; resolution {resolution}; channels {Channels}; EXIF orientation, centre crop, area resize, alpha on black" }
-            .Concat(_files.Select(f => $"{System.IO.Path.GetRelativePath(Folder, f.Path)}|{f.Length}|{f.Modified}")));
+            .Concat(_files.Select(f => $"{f.Key}|{f.Length}|{f.Modified}")));
 
     /// <summary>
     /// Picture <paramref name="index"/> prepared for training: 8-bit CHW, <see cref="Channels"/> x
@@ -280,7 +297,7 @@ public sealed class ImageFolder
             {
                 if (results[i] is null)
                 {
-                    report.Skip(System.IO.Path.GetRelativePath(Folder, _files[start + i].Path), problems[i]!);
+                    report.Skip(_files[start + i].Relative, problems[i]!);
                     continue;
                 }
                 report.Loaded++;

@@ -1,5 +1,6 @@
 using System.Buffers.Binary;
 using System.Runtime.InteropServices;
+using Microsoft.Win32.SafeHandles;
 
 namespace RawGan.ProGan.IO;
 
@@ -50,11 +51,45 @@ public readonly partial record struct FileStatus(FileKind Kind, ulong Device, ul
     /// or a device is recognized without being opened; elsewhere .NET's file information is used
     /// (every non-folder counts as regular there, and the identity is the resolved full path's hash).
     /// </summary>
-    public static FileStatus Of(string path, bool followLinks = true)
+    public static FileStatus Of(string path, bool followLinks = true) => Of(NativePath.Of(path), followLinks);
+
+    /// <summary>
+    /// The status of <paramref name="path"/>, as <see cref="Of(string, bool)"/>; on Linux the path's
+    /// bytes are what statx is given, so a name that is not valid UTF-8 is found.
+    /// </summary>
+    public static unsafe FileStatus Of(NativePath path, bool followLinks = true)
     {
-        if (OperatingSystem.IsLinux() && LinuxStatx.TryGet(path, followLinks, out var status))
-            return status;
-        return Managed(path, followLinks);
+        if (NativePath.UsesBytes)
+        {
+            fixed (byte* bytes = path.Terminated)
+                if (LinuxStatx.TryGet(LinuxStatx.AtFdCwd, bytes, followLinks ? 0 : LinuxStatx.AtSymlinkNoFollow, out var status))
+                    return status;
+        }
+        return Managed(path.Shown, followLinks);
+    }
+
+    /// <summary>
+    /// The status of the file <paramref name="handle"/> has open (what it is now, whatever its path
+    /// names since). On Linux, statx of the descriptor; elsewhere a regular file of the handle's length.
+    /// </summary>
+    public static unsafe FileStatus Of(SafeFileHandle handle)
+    {
+        if (NativePath.UsesBytes)
+        {
+            bool added = false;
+            try
+            {
+                handle.DangerousAddRef(ref added);
+                byte empty = 0;
+                if (LinuxStatx.TryGet((int)handle.DangerousGetHandle(), &empty, LinuxStatx.AtEmptyPath, out var status))
+                    return status;
+            }
+            finally
+            {
+                if (added) handle.DangerousRelease();
+            }
+        }
+        return new FileStatus(FileKind.Regular, 0, 0, RandomAccess.GetLength(handle), 0);
     }
 
     private static FileStatus Managed(string path, bool followLinks)
@@ -90,15 +125,16 @@ public readonly partial record struct FileStatus(FileKind Kind, ulong Device, ul
     /// <summary>statx(2) through the C library: its struct has the same layout on every Linux architecture.</summary>
     private static partial class LinuxStatx
     {
-        private const int AtFdCwd = -100, AtSymlinkNoFollow = 0x100;
+        public const int AtFdCwd = -100, AtSymlinkNoFollow = 0x100, AtEmptyPath = 0x1000;
         private const uint StatxBasicStats = 0x7ff;
         private const int Enoent = 2, Enotdir = 20, Eloop = 40, Enametoolong = 36;
         private static volatile bool _unavailable;
 
-        [LibraryImport("libc", EntryPoint = "statx", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
-        private static unsafe partial int Statx(int directoryFd, string path, int flags, uint mask, byte* buffer);
+        [LibraryImport("libc", EntryPoint = "statx", SetLastError = true)]
+        private static unsafe partial int Statx(int directoryFd, byte* path, int flags, uint mask, byte* buffer);
 
-        public static unsafe bool TryGet(string path, bool followLinks, out FileStatus status)
+        /// <summary>statx of <paramref name="path"/> (NUL-terminated) relative to <paramref name="directoryFd"/>.</summary>
+        public static unsafe bool TryGet(int directoryFd, byte* path, int flags, out FileStatus status)
         {
             status = default;
             if (_unavailable) return false;
@@ -106,7 +142,7 @@ public readonly partial record struct FileStatus(FileKind Kind, ulong Device, ul
             int result;
             try
             {
-                result = Statx(AtFdCwd, path, followLinks ? 0 : AtSymlinkNoFollow, StatxBasicStats, buffer);
+                result = Statx(directoryFd, path, flags, StatxBasicStats, buffer);
             }
             catch (Exception e) when (e is EntryPointNotFoundException or DllNotFoundException)
             {

@@ -1,4 +1,5 @@
 using System.Buffers.Binary;
+using Microsoft.Win32.SafeHandles;
 using RawGan.ProGan.IO;
 using SkiaSharp;
 
@@ -45,9 +46,10 @@ public sealed record ImageHeader(string Format, int Width, int Height, bool IsGr
 ///
 /// Files come from users, so the protections are RawGan's, not left to the library: only regular
 /// files are opened (the type is checked first, so a named pipe or a device called "x.png" never
-/// blocks or streams forever); files over <see cref="MaxFileBytes"/> are refused before reading;
-/// headers are read with a bounded read (<see cref="MaxHeaderBytes"/> at most); the size a header
-/// announces is checked against <see cref="MaxPixels"/> and <see cref="MaxSide"/> (and, for PNG,
+/// blocks or streams forever, and again on the open file); on Linux files are opened by the bytes
+/// of their names (<see cref="NativePath"/>), which need not be UTF-8; files over
+/// <see cref="MaxFileBytes"/> are refused before reading; headers are read with a bounded read
+/// (<see cref="MaxHeaderBytes"/> at most); the size a header announces is checked against <see cref="MaxPixels"/> and <see cref="MaxSide"/> (and, for PNG,
 /// against what the file's bytes can hold) before any picture is allocated; a file that ends early
 /// or whose data are corrupt is refused, never half decoded. Every problem is an
 /// <see cref="InvalidFileException"/> naming the file, in one line.
@@ -115,15 +117,21 @@ public static unsafe class ImageFile
     /// file that is not one of the formats, is corrupt or truncated, is too large, or is not a
     /// regular file; <see cref="InvalidOperationException"/> when SkiaSharp's native library is missing.
     /// </summary>
-    public static Image Load(string path)
+    public static Image Load(string path) => Load(NativePath.Of(path));
+
+    /// <summary>
+    /// Decodes the image at <paramref name="path"/> (on Linux, opened by its bytes; messages name it
+    /// as <see cref="NativePath.Shown"/>). Throws as <see cref="Load(string)"/> does.
+    /// </summary>
+    public static Image Load(NativePath path)
     {
-        RequireRegular(path);
-        return Decode(File.ReadAllBytes(path), path);
+        using var handle = OpenRegular(path, out var status);
+        return Decode(ReadAll(handle, status.Length), path.Shown);
     }
 
     /// <summary>
     /// Decodes an image file held in memory. <paramref name="fileName"/> names the file in error
-    /// messages. Throws as <see cref="Load"/> does.
+    /// messages. Throws as <see cref="Load(string)"/> does.
     /// </summary>
     public static Image Decode(ReadOnlySpan<byte> file, string fileName)
     {
@@ -143,13 +151,19 @@ public static unsafe class ImageFile
 
     /// <summary>
     /// Reads only the header of the file at <paramref name="path"/>, with a bounded read (see
-    /// <see cref="ReadHeader(Stream, string)"/>). Throws as <see cref="Load"/> does.
+    /// <see cref="ReadHeader(Stream, string)"/>). Throws as <see cref="Load(string)"/> does.
     /// </summary>
-    public static ImageHeader ReadHeader(string path)
+    public static ImageHeader ReadHeader(string path) => ReadHeader(NativePath.Of(path));
+
+    /// <summary>
+    /// Reads only the header of the file at <paramref name="path"/> (on Linux, opened by its
+    /// bytes; messages name it as <see cref="NativePath.Shown"/>), as <see cref="ReadHeader(string)"/>.
+    /// </summary>
+    public static ImageHeader ReadHeader(NativePath path)
     {
-        RequireRegular(path);
-        using var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, 1);
-        return ReadHeader(stream, path);
+        using var handle = OpenRegular(path, out _);
+        using var stream = new FileStream(handle, FileAccess.Read, 0);
+        return ReadHeader(stream, path.Shown);
     }
 
     /// <summary>
@@ -376,17 +390,51 @@ public static unsafe class ImageFile
         return image;
     }
 
-    /// <summary>The file's status, if it is a regular file (symbolic links followed) of at most <see cref="MaxFileBytes"/>.</summary>
-    private static FileStatus RequireRegular(string path)
+    /// <summary>
+    /// Opens the file, if it is a regular file (symbolic links followed) of at most
+    /// <see cref="MaxFileBytes"/>: checked by its path before opening it (a named pipe or a device
+    /// is never opened), and again on the open file (in case another file took its place between).
+    /// <paramref name="status"/> is the open file's.
+    /// </summary>
+    private static SafeFileHandle OpenRegular(NativePath path, out FileStatus status)
     {
-        var status = FileStatus.Of(path);
+        Require(FileStatus.Of(path), path.Shown, opened: false);
+        var handle = path.OpenRead();
+        try
+        {
+            status = FileStatus.Of(handle);
+            Require(status, path.Shown, opened: true);
+            return handle;
+        }
+        catch
+        {
+            handle.Dispose();
+            throw;
+        }
+    }
+
+    private static void Require(FileStatus status, string shown, bool opened)
+    {
         if (status.Kind == FileKind.Missing)
-            throw new FileNotFoundException($"{path}: no such file", path);
+            throw new FileNotFoundException($"{shown}: no such file", shown);
         if (status.Kind != FileKind.Regular)
-            throw new InvalidFileException(path, $"{FileStatus.Describe(status.Kind)}, not a regular file (not opened)");
+            throw new InvalidFileException(shown, $"{FileStatus.Describe(status.Kind)}, not a regular file ({(opened ? "not read" : "not opened")})");
         if (status.Length > MaxFileBytes)
-            throw new InvalidFileException(path, $"{status.Length >> 20:N0} MB is more than the {MaxFileBytes >> 20:N0} MB RawGan reads from one image file");
-        return status;
+            throw new InvalidFileException(shown, $"{status.Length >> 20:N0} MB is more than the {MaxFileBytes >> 20:N0} MB RawGan reads from one image file");
+    }
+
+    /// <summary>The first <paramref name="length"/> bytes of the open file (fewer if it has since become shorter).</summary>
+    private static byte[] ReadAll(SafeFileHandle handle, long length)
+    {
+        var bytes = new byte[length];
+        int filled = 0;
+        while (filled < bytes.Length)
+        {
+            int read = RandomAccess.Read(handle, bytes.AsSpan(filled), filled);
+            if (read == 0) return bytes[..filled];
+            filled += read;
+        }
+        return bytes;
     }
 
     /// <summary>Throws <see cref="InvalidOperationException"/>, saying what to do, when SkiaSharp's native library cannot be loaded.</summary>
