@@ -171,7 +171,7 @@ public partial class WrongInvocationTests(RawganFixture cli)
             case "batch beyond a tensor": return (["train", .. RawganFixture.TinyModel, "--batch", "400000000", .. Cpu], "batch 400000000|lower --batch");
             case "latent size 2e9": return (["train", "--preset", "tiny", "--latent-size", "2000000000", .. Cpu], "latent_dense.weight|lower --fmap-base, --fmap-max or --latent-size");
             case "fmap 1e9": return (["train", "--preset", "tiny", "--fmap-base", "1000000000", "--fmap-max", "1000000000", .. Cpu], "lower --fmap-base");
-            case "more memory than the machine has": return (["train", "--preset", "paper", "--resolution", "1024", "--batch", "64", .. Cpu], "needs about|is available|lower --batch at 1024x1024");
+            case "more memory than the machine has": return (["train", "--data", "fashion-mnist", "--preset", "paper", "--resolution", "1024", "--batch", "64", .. Cpu], "needs about|is available|lower --batch at 1024x1024");
             case "lr with a decimal comma": return ([.. RawganFixture.TinyTrain(Folder("lr-comma"), "--lr", "0,001")], "--lr|'0,001'|did you mean 0.001?|4:0.001,8:0.002");
             case "lr list with a decimal comma": return ([.. RawganFixture.TinyTrain(Folder("lr-list-comma"), "--lr", "4:0.002,8:0,001")], "--lr|ambiguous");
             case "batch given twice for a resolution": return (["train", .. RawganFixture.TinyModel, "--batch", "4:8,4:16", .. Cpu], "resolution 4 twice");
