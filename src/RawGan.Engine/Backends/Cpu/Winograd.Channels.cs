@@ -33,7 +33,8 @@ namespace RawGan.Engine.Backends.Cpu;
 
 internal static unsafe partial class Winograd
 {
-    private const int ChannelStrips = 8;   // strips of MR tiles per block of the forward products
+    private const int ChannelStrips = 8;         // strips of MR tiles per block of the forward products
+    private const int ChannelWeightChunk = 96;   // tiles per chunk of the weight gradient (its K)
 
     private static int Lanes16(int c) => RoundUp(c, 16);
 
@@ -50,9 +51,8 @@ internal static unsafe partial class Winograd
     public static long ChannelWeightScratchLength(int n, int cin, int h, int wd, int cout)
     {
         int tilesY = (h + 3) / 4, tilesX = (wd + 3) / 4, iV = Lanes16(cin), oV = Lanes16(cout);
-        long tiles = (long)n * tilesY * tilesX;
         long xt = (long)n * (4 * tilesY + 2) * (4 * tilesX + 2) * iV, gyt = (long)n * 16 * tilesY * tilesX * oV;
-        return xt + gyt + 36 * tiles * (iV + oV) + 36L * oV * iV + 64;
+        return xt + gyt + CpuParallel.Threads * 36L * oV * iV + 64;
     }
 
     /// <summary>
@@ -340,32 +340,57 @@ internal static unsafe partial class Winograd
     {
         int tilesY = (h + 3) / 4, tilesX = (wd + 3) / 4, iV = Lanes16(cin), oV = Lanes16(cout);
         long tiles = (long)n * tilesY * tilesX;
+        int threads = (int)Math.Min(CpuParallel.Threads, tiles);
         float* xt = Align64(scratch);
         float* gyt = xt + (long)n * (4 * tilesY + 2) * (4 * tilesX + 2) * iV;
-        float* v = gyt + (long)n * 16 * tilesY * tilesX * oV;
-        float* g = v + 36 * tiles * iV;
-        float* du = g + 36 * tiles * oV + 16;   // the last strip of output channels may read a few floats past G
+        float* du = gyt + (long)n * 16 * tilesY * tilesX * oV;
         long imageItems = (long)n * (iV / 16), gradientItems = (long)n * (oV / 16);
         CpuParallel.For(2 * Math.Max(imageItems, gradientItems), 1,
             new ChannelPrepare(x, null, null, xt, gy, gyt, cin, h, wd, cout, scale, false, 0, imageItems, gradientItems));
-        CpuParallel.For(tiles, 1, new ChannelWeightTransforms(xt, gyt, v, g, cin, cout, tilesY, tilesX, tiles));
-        CpuParallel.For(36, 1, new ChannelWeightProducts(v, g, du, cin, cout, tiles));
-        CpuParallel.For(cout, 1, new ChannelFilterAdjoint(du, gw, cin, cout, scale));
+        CpuParallel.For(threads, 1, new ChannelWeightShares(xt, gyt, du, cin, cout, tilesY, tilesX, tiles, threads));
+        CpuParallel.For(cout, 1, new ChannelFilterAdjoint(du, gw, cin, cout, scale, threads));
     }
 
-    /// <summary>Tiles [t0, t1): V[xi][t] from the image and G[xi][t] = A dY A^T from the output gradient.</summary>
-    private readonly struct ChannelWeightTransforms(float* xt, float* gyt, float* v, float* g, int cin, int cout, int tilesY, int tilesX, long tiles) : IRangeBody
+    /// <summary>Core p of <paramref name="threads"/>: its share of the tiles, ChannelWeightChunk at a time (V[xi][t]
+    /// from the image, G[xi][t] = A dY A^T from the output gradient), then dU_p[xi][co][ci] += sum over the chunk's
+    /// tiles of G[xi][t][co] V[xi][t][ci], in its own slice of dU.</summary>
+    private readonly struct ChannelWeightShares(float* xt, float* gyt, float* du, int cin, int cout, int tilesY, int tilesX, long tiles, int threads) : IRangeBody
     {
-        public void Run(long t0, long t1)
+        public void Run(long p0, long p1)
         {
             int iV = Lanes16(cin), oV = Lanes16(cout), wp = 4 * tilesX + 2;
-            for (long t = t0; t < t1; t++)
+            // G gets 16 floats of slack: the last strip of output channels reads up to 5 past the last tile.
+            float* v = Align64(Scratch(36L * ChannelWeightChunk * (iV + oV) + 48));
+            float* g = v + 36L * ChannelWeightChunk * iV;
+            for (long p = p0; p < p1; p++)
             {
-                int s = (int)(t / (tilesY * tilesX)), r = (int)(t % (tilesY * tilesX)), ty = r / tilesX, tx = r % tilesX;
-                float* patch = xt + (((long)s * (4 * tilesY + 2) + 4 * ty) * wp + 4 * tx) * iV;
-                InputTile(patch, (long)wp * iV, iV, v + t * iV, tiles * iV);
-                float* tile = gyt + (((long)s * 4 * tilesY + 4 * ty) * 4 * tilesX + 4 * tx) * oV;
-                GradientTile(tile, 4L * tilesX * oV, oV, g + t * oV, tiles * oV);
+                float* dUp = du + p * 36L * oV * iV;
+                long first = tiles * p / threads, last = tiles * (p + 1) / threads;
+                for (long c0 = first; c0 < last; c0 += ChannelWeightChunk)
+                {
+                    int count = (int)Math.Min(ChannelWeightChunk, last - c0);
+                    for (int j = 0; j < count; j++)
+                    {
+                        long t = c0 + j;
+                        int s = (int)(t / (tilesY * tilesX)), r = (int)(t % (tilesY * tilesX)), ty = r / tilesX, tx = r % tilesX;
+                        float* patch = xt + (((long)s * (4 * tilesY + 2) + 4 * ty) * wp + 4 * tx) * iV;
+                        InputTile(patch, (long)wp * iV, iV, v + (long)j * iV, (long)count * iV);
+                        float* tile = gyt + (((long)s * 4 * tilesY + 4 * ty) * 4 * tilesX + 4 * tx) * oV;
+                        GradientTile(tile, 4L * tilesX * oV, oV, g + (long)j * oV, (long)count * oV);
+                    }
+                    bool accumulate = c0 > first;
+                    for (int xi = 0; xi < 36; xi++)
+                    {
+                        float* vx = v + (long)xi * count * iV, gx = g + (long)xi * count * oV, dx = dUp + (long)xi * oV * iV;
+                        for (int co = 0; co < cout; co += MR)
+                        {
+                            int rows = Math.Min(MR, cout - co);
+                            int ci = 0;
+                            for (; ci + 64 <= iV; ci += 64) ColumnsKernel64(count, gx + co, oV, vx + ci, iV, dx + (long)co * iV + ci, iV, rows, accumulate);
+                            for (; ci < iV; ci += 16) ColumnsKernel16(count, gx + co, oV, vx + ci, iV, dx + (long)co * iV + ci, iV, rows, accumulate);
+                        }
+                    }
+                }
             }
         }
     }
@@ -393,28 +418,9 @@ internal static unsafe partial class Winograd
         }
     }
 
-    /// <summary>Planes [xi0, xi1): dU[xi][co][ci] = sum over the tiles of G[xi][t][co] V[xi][t][ci].</summary>
-    private readonly struct ChannelWeightProducts(float* v, float* g, float* du, int cin, int cout, long tiles) : IRangeBody
-    {
-        public void Run(long xi0, long xi1)
-        {
-            int iV = Lanes16(cin), oV = Lanes16(cout);
-            for (long xi = xi0; xi < xi1; xi++)
-            {
-                float* vx = v + xi * tiles * iV, gx = g + xi * tiles * oV, dx = du + xi * oV * iV;
-                for (int co = 0; co < cout; co += MR)
-                {
-                    int rows = Math.Min(MR, cout - co);
-                    int ci = 0;
-                    for (; ci + 64 <= iV; ci += 64) ColumnsKernel64((int)tiles, gx + co, oV, vx + ci, iV, dx + (long)co * iV + ci, iV, rows);
-                    for (; ci < iV; ci += 16) ColumnsKernel16((int)tiles, gx + co, oV, vx + ci, iV, dx + (long)co * iV + ci, iV, rows);
-                }
-            }
-        }
-    }
-
-    /// <summary>Output channels [c0, c1): gw[co, ci] = scale G^T dU[.][co][ci] G, 16 input channels at a time.</summary>
-    private readonly struct ChannelFilterAdjoint(float* du, float* gw, int cin, int cout, float scale) : IRangeBody
+    /// <summary>Output channels [c0, c1): gw[co, ci] = scale G^T dU[.][co][ci] G, 16 input channels at a time, dU
+    /// summed over the cores' slices first.</summary>
+    private readonly struct ChannelFilterAdjoint(float* du, float* gw, int cin, int cout, float scale, int threads) : IRangeBody
     {
         public void Run(long c0, long c1)
         {
@@ -423,18 +429,20 @@ internal static unsafe partial class Winograd
             var taps = stackalloc Vector512<float>[16];   // the 3x3 result, one vector per tap (7 unused)
             var filters = stackalloc Vector512<float>[16];
             var nine = Vector512.LessThan(Vector512<int>.Indices, Vector512.Create(9)).AsSingle();
-            long xiStride = (long)oV * iV;
+            var sums = stackalloc Vector512<float>[36];
+            long xiStride = (long)oV * iV, slice = 36 * xiStride;
             for (long co = c0; co < c1; co++)
                 for (int i0 = 0; i0 < cin; i0 += 16)
                 {
                     float* src = du + co * iV + i0;
-                    for (int c = 0; c < 6; c++)
+                    for (int xi = 0; xi < 36; xi++)
                     {
-                        float* col = src + c * xiStride;
-                        ProjectFilter(Vector512.Load(col), Vector512.Load(col + 6 * xiStride), Vector512.Load(col + 12 * xiStride),
-                            Vector512.Load(col + 18 * xiStride), Vector512.Load(col + 24 * xiStride), Vector512.Load(col + 30 * xiStride),
-                            t + c, 6, 1f);
+                        var total = Vector512.Load(src + xi * xiStride);
+                        for (int p = 1; p < threads; p++) total += Vector512.Load(src + p * slice + xi * xiStride);
+                        sums[xi] = total;
                     }
+                    for (int c = 0; c < 6; c++)
+                        ProjectFilter(sums[c], sums[6 + c], sums[12 + c], sums[18 + c], sums[24 + c], sums[30 + c], t + c, 6, 1f);
                     for (int r = 0; r < 3; r++)
                         ProjectFilter(t[6 * r], t[6 * r + 1], t[6 * r + 2], t[6 * r + 3], t[6 * r + 4], t[6 * r + 5], taps + 3 * r, 1, scale);
                     for (int k = 9; k < 16; k++) taps[k] = Vector512<float>.Zero;
@@ -562,7 +570,7 @@ internal static unsafe partial class Winograd
     /// <summary>c[r ldc + j] = sum over p &lt; k of a[p lda + r] b[p ldb + j] for r &lt; rows (of 6), j &lt; 64: the
     /// micro-kernel with A read as K rows of six consecutive values (output channels of one tile).</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void ColumnsKernel64(int k, float* a, long lda, float* b, long ldb, float* c, long ldc, int rows)
+    private static void ColumnsKernel64(int k, float* a, long lda, float* b, long ldb, float* c, long ldc, int rows, bool accumulate)
     {
         Vector512<float> c00 = default, c01 = default, c02 = default, c03 = default;
         Vector512<float> c10 = default, c11 = default, c12 = default, c13 = default;
@@ -595,17 +603,17 @@ internal static unsafe partial class Winograd
             c50 = Avx512F.FusedMultiplyAdd(x, b0, c50); c51 = Avx512F.FusedMultiplyAdd(x, b1, c51);
             c52 = Avx512F.FusedMultiplyAdd(x, b2, c52); c53 = Avx512F.FusedMultiplyAdd(x, b3, c53);
         }
-        Store4(c, c00, c01, c02, c03);
-        if (rows > 1) Store4(c + ldc, c10, c11, c12, c13);
-        if (rows > 2) Store4(c + 2 * ldc, c20, c21, c22, c23);
-        if (rows > 3) Store4(c + 3 * ldc, c30, c31, c32, c33);
-        if (rows > 4) Store4(c + 4 * ldc, c40, c41, c42, c43);
-        if (rows > 5) Store4(c + 5 * ldc, c50, c51, c52, c53);
+        Store4(c, c00, c01, c02, c03, accumulate);
+        if (rows > 1) Store4(c + ldc, c10, c11, c12, c13, accumulate);
+        if (rows > 2) Store4(c + 2 * ldc, c20, c21, c22, c23, accumulate);
+        if (rows > 3) Store4(c + 3 * ldc, c30, c31, c32, c33, accumulate);
+        if (rows > 4) Store4(c + 4 * ldc, c40, c41, c42, c43, accumulate);
+        if (rows > 5) Store4(c + 5 * ldc, c50, c51, c52, c53, accumulate);
     }
 
     /// <summary><see cref="ColumnsKernel64"/> for the last 16 columns of a width that is not a multiple of 64.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void ColumnsKernel16(int k, float* a, long lda, float* b, long ldb, float* c, long ldc, int rows)
+    private static void ColumnsKernel16(int k, float* a, long lda, float* b, long ldb, float* c, long ldc, int rows, bool accumulate)
     {
         Vector512<float> c0 = default, c1 = default, c2 = default, c3 = default, c4 = default, c5 = default;
         for (int p = 0; p < k; p++, a += lda, b += ldb)
@@ -618,17 +626,24 @@ internal static unsafe partial class Winograd
             c4 = Avx512F.FusedMultiplyAdd(Vector512.Create(a[4]), b0, c4);
             c5 = Avx512F.FusedMultiplyAdd(Vector512.Create(a[5]), b0, c5);
         }
-        c0.Store(c);
-        if (rows > 1) c1.Store(c + ldc);
-        if (rows > 2) c2.Store(c + 2 * ldc);
-        if (rows > 3) c3.Store(c + 3 * ldc);
-        if (rows > 4) c4.Store(c + 4 * ldc);
-        if (rows > 5) c5.Store(c + 5 * ldc);
+        Store1(c, c0, accumulate);
+        if (rows > 1) Store1(c + ldc, c1, accumulate);
+        if (rows > 2) Store1(c + 2 * ldc, c2, accumulate);
+        if (rows > 3) Store1(c + 3 * ldc, c3, accumulate);
+        if (rows > 4) Store1(c + 4 * ldc, c4, accumulate);
+        if (rows > 5) Store1(c + 5 * ldc, c5, accumulate);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Store4(float* c, Vector512<float> v0, Vector512<float> v1, Vector512<float> v2, Vector512<float> v3)
+    private static void Store4(float* c, Vector512<float> v0, Vector512<float> v1, Vector512<float> v2, Vector512<float> v3, bool accumulate = false)
     {
-        v0.Store(c); v1.Store(c + 16); v2.Store(c + 32); v3.Store(c + 48);
+        Store1(c, v0, accumulate); Store1(c + 16, v1, accumulate); Store1(c + 32, v2, accumulate); Store1(c + 48, v3, accumulate);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Store1(float* c, Vector512<float> v, bool accumulate)
+    {
+        if (accumulate) v += Vector512.Load(c);
+        v.Store(c);
     }
 }
