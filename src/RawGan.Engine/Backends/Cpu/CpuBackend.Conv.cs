@@ -92,8 +92,8 @@ public sealed unsafe partial class CpuBackend
         /// run the implicit GEMM (AVX-512).</summary>
         WinogradChannels,
         /// <summary>Per product and size, the one that measured fastest on this project's machine:
-        /// Winograd for 3x3 products (F(4x4) from 32x32 maps up, F(2x2) below; weight gradients
-        /// from 8x8 up, F(4x4) from 64x64), dot products for 1x1 weight gradients with few channels, the
+        /// for 3x3 products the channel-lane F(4x4) up to 32x32 maps and F(4x4) by rows above (weight
+        /// gradients by rows from 64x64), dot products for 1x1 weight gradients with few channels, the
         /// implicit GEMM otherwise (AVX-512).</summary>
         Auto,
     }
@@ -238,14 +238,20 @@ public sealed unsafe partial class CpuBackend
         finally { Free(col); }
     }
 
-    // Auto's thresholds, measured with `RawGan.Benchmarks -- --conv`: on 4x4 maps a weight
-    // gradient's transforms cost more than Winograd saves (64 GFLOP/s against 128 for the implicit
-    // GEMM on D's head); F(4x4) beats F(2x2) from 32x32 maps up (510 against 390 GFLOP/s at 32x32,
-    // 530 against 360 at 64x64) but not on 16x16, where a run fills only 4 of a vector's 16 lanes;
-    // for weight gradients F(4x4) ties at 32x32 (350) and wins from 64x64 up (400 to 480 against 320 to 345);
-    // a 1x1 convolution with 3 channels on one side wastes 61 of the micro-kernel's 64 columns
-    // (4 GFLOP/s), so it runs as dot products over the pixels.
-    private const int WinogradChannelsMaxSide = 16, WinogradWeightMinPixels = 64, PointwiseFewChannels = 8, WinogradF4MinSide = 32, WinogradF4WeightMinSide = 64;
+    // Auto's thresholds, measured with `RawGan.Benchmarks -- --conv` (2 threads; the machine was
+    // shared with other work, so the ratios within one run are what counts). Up to 32x32 maps the
+    // channel-lane F(4x4) wins every product: 2.0-2.5x the best other algorithm on 8x8 (380-410
+    // GFLOP/s against 150-200), 2.4-3.4x on D's 4x4 head (170-230 against 65-117: the 129 input
+    // channels cost nothing extra there), 1.3-1.7x on 16x16 and 1.2-1.35x on 32x32 (forward 417
+    // against 317, weight gradient 200 against 148); on 64x64 maps with 64 channels the row version
+    // is level or ahead (forward 272 against 180 for 64->64, weight gradients 173-189 against
+    // 124-189), so larger maps keep it. There, for weight gradients F(4x4) ties at 32x32 (350) and
+    // wins from 64x64 up (400 to 480 against 320 to 345); a 1x1 convolution with 3 channels on one
+    // side wastes 61 of the micro-kernel's 64 columns (4 GFLOP/s), so it runs as dot products over
+    // the pixels. (Before the channel-lane version: on 4x4 maps a weight gradient's row transforms
+    // cost more than Winograd saved, and F(4x4) by rows lost to F(2x2) below 32x32, where a run
+    // fills only 4 of a vector's 16 lanes.)
+    private const int WinogradChannelsMaxSide = 32, WinogradWeightMinPixels = 64, PointwiseFewChannels = 8, WinogradF4MinSide = 32, WinogradF4WeightMinSide = 64;
 
     /// <summary>gw[co, ci] = scale sum over samples and pixels of gy[s, co, p] x[s, ci, p] when one
     /// side has at most <see cref="PointwiseFewChannels"/> channels (toRGB and fromRGB): each core takes
