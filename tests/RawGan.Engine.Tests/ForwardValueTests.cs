@@ -245,6 +245,8 @@ public class ForwardValueTests
         Close(Ops.PixelNormReference(x).ToArray().Select(v => (double)v).ToArray(), Ops.PixelNorm(x).ToArray(), 1e-5, "pixel norm");
         Close(Ops.MinibatchStdDevReference(x).ToArray().Select(v => (double)v).ToArray(), Ops.MinibatchStdDev(x).ToArray(), 1e-5, "mbstd");
         Close(Ops.GradientPenaltyReference(x).ToArray().Select(v => (double)v).ToArray(), Ops.GradientPenalty(x).ToArray(), 1e-5, "penalty");
+        var b = Tensor.FromArray(be, GradCheck.Normal(new Shape(5), 4), new Shape(5));
+        Close(Ops.BiasLeakyReluReference(x, b, 0.2f).ToArray().Select(v => (double)v).ToArray(), Ops.BiasLeakyRelu(x, b, 0.2f).ToArray(), 1e-6, "bias + leaky ReLU");
     }
 
     [Theory]
