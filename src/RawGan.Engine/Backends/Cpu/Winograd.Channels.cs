@@ -35,15 +35,20 @@ internal static unsafe partial class Winograd
 {
     private const int ChannelStrips = 8;         // strips of MR tiles per block of the forward products
     private const int ChannelWeightChunk = 96;   // tiles per chunk of the weight gradient (its K)
+    private const int ChannelRowsMaxTiles = 128; // up to this many tiles the products run by filter rows
 
     private static int Lanes16(int c) => RoundUp(c, 16);
 
     private static float* Align64(float* p) => (float*)(((nint)p + 63) & ~(nint)63);
 
-    /// <summary>Floats of scratch <see cref="ChannelForward"/> needs (the filters and the image, channels last).</summary>
+    /// <summary>Floats of scratch <see cref="ChannelForward"/> needs: by filter rows the transposed filters, V and M
+    /// of every tile; by blocks the transformed filters and the image, channels last.</summary>
     public static long ChannelForwardScratchLength(int n, int inC, int h, int wd, int outC)
     {
-        int hp = 4 * ((h + 3) / 4) + 2, wp = 4 * ((wd + 3) / 4) + 2;
+        int tilesY = (h + 3) / 4, tilesX = (wd + 3) / 4, hp = 4 * tilesY + 2, wp = 4 * tilesX + 2;
+        long tiles = (long)n * tilesY * tilesX;
+        if (tiles <= ChannelRowsMaxTiles)
+            return 9L * inC * Lanes16(outC) + 36L * RoundUp((int)tiles, MR) * (Lanes16(inC) + Lanes16(outC)) + 32;
         return 36L * inC * Lanes16(outC) + (long)n * hp * wp * Lanes16(inC) + 32;
     }
 
@@ -51,6 +56,9 @@ internal static unsafe partial class Winograd
     public static long ChannelWeightScratchLength(int n, int cin, int h, int wd, int cout)
     {
         int tilesY = (h + 3) / 4, tilesX = (wd + 3) / 4, iV = Lanes16(cin), oV = Lanes16(cout);
+        long tiles = (long)n * tilesY * tilesX;
+        if (tiles <= ChannelRowsMaxTiles)
+            return 36 * tiles * (iV + oV) + CpuParallel.Threads * 9L * cout * iV + 64;
         long xt = (long)n * (4 * tilesY + 2) * (4 * tilesX + 2) * iV, gyt = (long)n * 16 * tilesY * tilesX * oV;
         return xt + gyt + CpuParallel.Threads * 36L * oV * iV + 64;
     }
@@ -66,6 +74,11 @@ internal static unsafe partial class Winograd
     {
         int tilesY = (h + 3) / 4, tilesX = (wd + 3) / 4, oV = Lanes16(outC), iV = Lanes16(inC);
         int hp = 4 * tilesY + 2, wp = 4 * tilesX + 2;
+        if ((long)n * tilesY * tilesX <= ChannelRowsMaxTiles)
+        {
+            ForwardByRows(x, w, y, scratch, n, inC, h, wd, outC, scale, transposed, bias, leaky, slope);
+            return;
+        }
         float* u = Align64(scratch);
         float* xt = u + 36L * inC * oV;
         // One region transforms the filters and lays the image out channels last, interleaved so
@@ -82,6 +95,272 @@ internal static unsafe partial class Winograd
         int blockStrips = (int)((strips + blocks - 1) / blocks);
         CpuParallel.For(blocks, 1, new ChannelForwardBlocks(xt, u, y, bias, inC, h, wd, outC, tilesY, tilesX, tiles, strips, blocks, blockStrips, leaky, slope));
     }
+
+    // ------------------------------------------------------------------ by filter rows (few tiles)
+    //
+    // With few tiles (a batch of 4x4 or 8x8 maps) the transformed filters U (36 values per filter,
+    // 2.4 MB for 128 x 128 channels) outweigh the tiles' V and M, and writing U out and reading it
+    // back per block of tiles would cost more than the products. So the filters are only
+    // transposed (9 taps per filter, 16 output channels per vector), every tile is transformed into
+    // V once, and the 36 products run a row of xi = 6 i + j at a time: each core computes the six
+    // planes U[6 i .. 6 i + 5] of its row into its own scratch (G g once per filter, then the six
+    // columns), runs their six products over all the tiles at once, and moves on. Three regions:
+    // transpose the filters and transform each sample's tiles, the products by rows, the outputs.
+
+    /// <summary>The forward products when the tiles are few (<see cref="ChannelRowsMaxTiles"/>).</summary>
+    private static void ForwardByRows(float* x, float* w, float* y, float* scratch, int n, int inC, int h, int wd, int outC, float scale,
+        bool transposed, float* bias, bool leaky, float slope)
+    {
+        int tilesY = (h + 3) / 4, tilesX = (wd + 3) / 4, oV = Lanes16(outC), iV = Lanes16(inC);
+        int tiles = n * tilesY * tilesX, padded = RoundUp(tiles, MR);
+        float* wt = Align64(scratch);
+        float* v = wt + 9L * inC * oV;
+        float* m = v + 36L * padded * iV;
+        // Rows past the last tile feed the last strip of the products: zeros, not stale values.
+        if (padded > tiles)
+            for (int xi = 0; xi < 36; xi++) new Span<float>(v + ((long)xi * padded + tiles) * iV, (padded - tiles) * iV).Clear();
+        long filterItems = (long)inC * (oV / 16);
+        CpuParallel.For(2 * Math.Max(filterItems, n), 1, new RowsPrepare(x, w, wt, v, n, inC, h, wd, outC, transposed, padded, filterItems));
+        CpuParallel.For(6, 1, new RowsProducts(wt, v, m, inC, outC, padded, scale));
+        CpuParallel.For(n, 1, new RowsOutputs(m, y, bias, outC, h, wd, padded, leaky, slope));
+    }
+
+    /// <summary>Even items transpose a filter group (one input channel, 16 output channels: wt[ci][tap][o]);
+    /// odd items lay one sample out channels last in the core's scratch and transform its tiles into V.</summary>
+    private readonly struct RowsPrepare(float* x, float* w, float* wt, float* v, int n, int inC, int h, int wd, int outC, bool transposed,
+        int padded, long filterItems) : IRangeBody
+    {
+        [SkipLocalsInit]
+        public void Run(long i0, long i1)
+        {
+            int iV = Lanes16(inC), oV = Lanes16(outC), tilesY = (h + 3) / 4, tilesX = (wd + 3) / 4, hp = 4 * tilesY + 2, wp = 4 * tilesX + 2;
+            var taps = stackalloc Vector512<float>[16];
+            for (long i = i0; i < i1; i++)
+            {
+                long j = i >> 1;
+                if ((i & 1) == 0)
+                {
+                    if (j >= filterItems) continue;
+                    int ci = (int)(j / (oV / 16)), o0 = (int)(j % (oV / 16)) * 16;
+                    FilterTaps(w, taps, ci, o0, inC, outC, transposed);
+                    for (int k = 0; k < 9; k++) taps[k].Store(wt + ((long)ci * 9 + k) * oV + o0);
+                }
+                else if (j < n)
+                {
+                    float* xt = Align64(Scratch((long)hp * wp * iV + 16));
+                    float* sample = x + j * inC * h * wd;
+                    for (int c0 = 0; c0 < inC; c0 += 16) ChannelsLast(sample, xt, 0, c0, inC, h, wd, hp, wp, 1);
+                    for (int r = 0; r < tilesY * tilesX; r++)
+                    {
+                        float* patch = xt + ((long)4 * (r / tilesX) * wp + 4 * (r % tilesX)) * iV;
+                        InputTile(patch, (long)wp * iV, iV, v + (j * tilesY * tilesX + r) * iV, (long)padded * iV);
+                    }
+                }
+            }
+        }
+    }
+
+    /// <summary>Rows [i0, i1) of xi: U[6 i + j] = scale (G g G^T)[i, j] for every filter into the core's scratch,
+    /// then the six products M[6 i + j] = V[6 i + j] U[6 i + j] over every tile.</summary>
+    private readonly struct RowsProducts(float* wt, float* v, float* m, int inC, int outC, int padded, float scale) : IRangeBody
+    {
+        [SkipLocalsInit]
+        public void Run(long i0, long i1)
+        {
+            int iV = Lanes16(inC), oV = Lanes16(outC);
+            long plane = (long)inC * oV;
+            float* u = Align64(Scratch(6 * plane + 16));
+            for (int i = (int)i0; i < i1; i++)
+            {
+                for (int ci = 0; ci < inC; ci++)
+                    for (int o0 = 0; o0 < oV; o0 += 16)
+                    {
+                        float* g = wt + (long)ci * 9 * oV + o0;
+                        // Row i of G g (column c of g is taps c, 3 + c, 6 + c), then G along it: U[i, 0..5].
+                        var t0 = RowOfG(i, Vector512.Load(g), Vector512.Load(g + 3 * oV), Vector512.Load(g + 6 * oV));
+                        var t1 = RowOfG(i, Vector512.Load(g + oV), Vector512.Load(g + 4 * oV), Vector512.Load(g + 7 * oV));
+                        var t2 = RowOfG(i, Vector512.Load(g + 2 * oV), Vector512.Load(g + 5 * oV), Vector512.Load(g + 8 * oV));
+                        InterpolateFilter(t0, t1, t2, (Vector512<float>*)(u + (long)ci * oV + o0), (int)(plane / 16), scale);
+                    }
+                for (int j = 0; j < 6; j++)
+                {
+                    int xi = 6 * i + j;
+                    float* vx = v + (long)xi * padded * iV, mx = m + (long)xi * padded * oV, ux = u + j * plane;
+                    int o0 = 0;
+                    for (; o0 + 64 <= oV; o0 += 64)
+                        for (int t = 0; t < padded; t += MR) RowsKernel64(inC, vx + (long)t * iV, iV, ux + o0, oV, mx + (long)t * oV + o0, oV);
+                    for (; o0 < oV; o0 += 16)
+                        for (int t = 0; t < padded; t += MR) RowsKernel16(inC, vx + (long)t * iV, iV, ux + o0, oV, mx + (long)t * oV + o0, oV);
+                }
+            }
+        }
+    }
+
+    /// <summary>Samples [s0, s1): every tile's Y = A^T M A with the epilogue, into y.</summary>
+    private readonly struct RowsOutputs(float* m, float* y, float* bias, int outC, int h, int wd, int padded, bool leaky, float slope) : IRangeBody
+    {
+        public void Run(long s0, long s1)
+        {
+            int oV = Lanes16(outC), tilesY = (h + 3) / 4, tilesX = (wd + 3) / 4;
+            for (long s = s0; s < s1; s++)
+                for (int r = 0; r < tilesY * tilesX; r++)
+                    OutputTile(m + (s * tilesY * tilesX + r) * oV, (long)padded * oV, y, bias, (int)s, 4 * (r / tilesX), 4 * (r % tilesX), outC, h, wd, leaky, slope);
+        }
+    }
+
+    /// <summary>
+    /// The weight gradient when the tiles are few: every sample's tiles transformed once (V of the
+    /// image, G = A dY A^T of the output gradient), then a row i of xi at a time per core: the six
+    /// products dU[6 i + j] = G^T V over every tile into the core's scratch, folded at once into
+    /// its share of the 3x3 result (dg = G^T dU G is a sum over the rows i of G^T[., i] times row
+    /// i of dU G), so dU is never stored whole. The cores' shares are added at the end.
+    /// </summary>
+    private static void BackwardWeightByRows(float* x, float* gy, float* gw, float* scratch, int n, int cin, int h, int wd, int cout, float scale)
+    {
+        int tilesY = (h + 3) / 4, tilesX = (wd + 3) / 4, iV = Lanes16(cin), oV = Lanes16(cout);
+        int tiles = n * tilesY * tilesX, threads = Math.Min(CpuParallel.Threads, 6);
+        float* v = Align64(scratch);
+        float* g = v + 36L * tiles * iV;
+        float* acc = g + 36L * tiles * oV + 16;   // the last strip of output channels reads up to 5 floats past G
+        new Span<float>(acc, (int)(threads * 9L * cout * iV)).Clear();
+        CpuParallel.For(n, 1, new RowsWeightTransforms(x, gy, v, g, cin, h, wd, cout, tiles));
+        CpuParallel.For(threads, 1, new RowsWeightProducts(v, g, acc, cin, cout, tiles, threads));
+        CpuParallel.For(cout, 1, new RowsWeightOutputs(acc, gw, cin, cout, scale, threads));
+    }
+
+    /// <summary>Samples [s0, s1): V[xi][t] of the image and G[xi][t] = A dY A^T of the output gradient, for the sample's tiles.</summary>
+    private readonly struct RowsWeightTransforms(float* x, float* gy, float* v, float* g, int cin, int h, int wd, int cout, int tiles) : IRangeBody
+    {
+        public void Run(long s0, long s1)
+        {
+            int iV = Lanes16(cin), oV = Lanes16(cout), tilesY = (h + 3) / 4, tilesX = (wd + 3) / 4, hp = 4 * tilesY + 2, wp = 4 * tilesX + 2;
+            long xtLength = (long)hp * wp * iV;
+            float* xt = Align64(Scratch(xtLength + 16L * tilesY * tilesX * oV + 16));
+            float* gyt = xt + xtLength;
+            for (long s = s0; s < s1; s++)
+            {
+                for (int c0 = 0; c0 < cin; c0 += 16) ChannelsLast(x + s * cin * h * wd, xt, 0, c0, cin, h, wd, hp, wp, 1);
+                for (int c0 = 0; c0 < cout; c0 += 16) ChannelsLast(gy + s * cout * h * wd, gyt, 0, c0, cout, h, wd, 4 * tilesY, 4 * tilesX, 0);
+                for (int r = 0; r < tilesY * tilesX; r++)
+                {
+                    int ty = r / tilesX, tx = r % tilesX;
+                    long t = s * tilesY * tilesX + r;
+                    InputTile(xt + ((long)4 * ty * wp + 4 * tx) * iV, (long)wp * iV, iV, v + t * iV, (long)tiles * iV);
+                    GradientTile(gyt + ((long)4 * ty * 4 * tilesX + 4 * tx) * oV, 4L * tilesX * oV, oV, g + t * oV, (long)tiles * oV);
+                }
+            }
+        }
+    }
+
+    /// <summary>Core p of <paramref name="threads"/>: rows i of xi in its share of 0..5; for each, the six products
+    /// dU[6 i + j][co][ci] over every tile, then acc_p[co][3 a + b][ci] += G^T[a, i] (dU G)[i, b].</summary>
+    private readonly struct RowsWeightProducts(float* v, float* g, float* acc, int cin, int cout, int tiles, int threads) : IRangeBody
+    {
+        [SkipLocalsInit]
+        public void Run(long p0, long p1)
+        {
+            int iV = Lanes16(cin), oV = Lanes16(cout);
+            long plane = (long)cout * iV;
+            float* du = Align64(Scratch(6 * plane + 16));
+            var r = stackalloc Vector512<float>[3];
+            for (long p = p0; p < p1; p++)
+            {
+                float* share = acc + p * 9 * plane;
+                for (int i = (int)(6 * p / threads); i < 6 * (p + 1) / threads; i++)
+                {
+                    for (int j = 0; j < 6; j++)
+                    {
+                        int xi = 6 * i + j;
+                        float* vx = v + (long)xi * tiles * iV, gx = g + (long)xi * tiles * oV, dx = du + j * plane;
+                        for (int co = 0; co < cout; co += MR)
+                        {
+                            int rows = Math.Min(MR, cout - co);
+                            int ci = 0;
+                            for (; ci + 64 <= iV; ci += 64) ColumnsKernel64(tiles, gx + co, oV, vx + ci, iV, dx + (long)co * iV + ci, iV, rows, false);
+                            for (; ci < iV; ci += 16) ColumnsKernel16(tiles, gx + co, oV, vx + ci, iV, dx + (long)co * iV + ci, iV, rows, false);
+                        }
+                    }
+                    // G^T[a, i] for a = 0, 1, 2 (the columns of G, the interpolation points' weights).
+                    var (k0, k1, k2) = GTransposeColumn(i);
+                    for (long e = 0; e < plane; e += 16)
+                    {
+                        float* d = du + e;
+                        ProjectFilter(Vector512.Load(d), Vector512.Load(d + plane), Vector512.Load(d + 2 * plane), Vector512.Load(d + 3 * plane),
+                            Vector512.Load(d + 4 * plane), Vector512.Load(d + 5 * plane), r, 1, 1f);
+                        // acc[co][3 a + b][ci]: e = co iV + ci, so tap k of (co, ci) is at co 9 iV + k iV + ci.
+                        long co = e / iV, ci = e % iV;
+                        float* o = share + co * 9 * iV + ci;
+                        for (int b = 0; b < 3; b++)
+                        {
+                            Accumulate(o + (long)b * iV, k0, r[b]);
+                            Accumulate(o + (long)(3 + b) * iV, k1, r[b]);
+                            Accumulate(o + (long)(6 + b) * iV, k2, r[b]);
+                        }
+                    }
+                }
+            }
+        }
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        private static void Accumulate(float* dst, float k, Vector512<float> value)
+        {
+            if (k != 0) Vector512.FusedMultiplyAdd(value, Vector512.Create(k), Vector512.Load(dst)).Store(dst);
+        }
+    }
+
+    /// <summary>Row i of G^T: the weights of interpolation point i in the three filter taps (see ProjectFilter).</summary>
+    private static (float, float, float) GTransposeColumn(int i) => i switch
+    {
+        0 => (1f / 4, 0f, 0f),
+        1 => (-1f / 6, -1f / 6, -1f / 6),
+        2 => (-1f / 6, 1f / 6, -1f / 6),
+        3 => (1f / 24, 1f / 12, 1f / 6),
+        4 => (1f / 24, -1f / 12, 1f / 6),
+        _ => (0f, 0f, 1f),
+    };
+
+    /// <summary>Output channels [c0, c1): gw[co, ci, tap] = scale times the sum of the cores' acc[co][tap][ci].</summary>
+    private readonly struct RowsWeightOutputs(float* acc, float* gw, int cin, int cout, float scale, int threads) : IRangeBody
+    {
+        [SkipLocalsInit]
+        public void Run(long c0, long c1)
+        {
+            int iV = Lanes16(cin);
+            long share = 9L * cout * iV;
+            var taps = stackalloc Vector512<float>[16];
+            var filters = stackalloc Vector512<float>[16];
+            var nine = Vector512.LessThan(Vector512<int>.Indices, Vector512.Create(9)).AsSingle();
+            var vscale = Vector512.Create(scale);
+            for (int k = 9; k < 16; k++) taps[k] = Vector512<float>.Zero;
+            for (long co = c0; co < c1; co++)
+                for (int i0 = 0; i0 < cin; i0 += 16)
+                {
+                    float* src = acc + co * 9 * iV + i0;
+                    for (int k = 0; k < 9; k++)
+                    {
+                        var total = Vector512.Load(src + k * iV);
+                        for (int p = 1; p < threads; p++) total += Vector512.Load(src + p * share + k * iV);
+                        taps[k] = total * vscale;
+                    }
+                    Transpose16(taps, filters);
+                    int ni = Math.Min(16, cin - i0);
+                    float* dst = gw + (co * cin + i0) * 9;
+                    for (int l = 0; l < ni; l++) Avx512F.MaskStore(dst + l * 9, nine, filters[l]);
+                }
+        }
+    }
+
+    /// <summary>(G g)[i] for one column (g0, g1, g2) of 16 filters: row i of the interpolation at the six points.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<float> RowOfG(int i, Vector512<float> g0, Vector512<float> g1, Vector512<float> g2) => i switch
+    {
+        0 => g0 * 0.25f,
+        1 => (g0 + g1 + g2) * (-1f / 6),
+        2 => (g0 - g1 + g2) * (-1f / 6),
+        3 => g0 * (1f / 24) + g1 * (1f / 12) + g2 * (1f / 6),
+        4 => g0 * (1f / 24) - g1 * (1f / 12) + g2 * (1f / 6),
+        _ => g2,
+    };
 
     /// <summary>The preparing region: filter items (one input channel and 16 output channels each), image items
     /// (one sample and 16 channels, laid out channels last with a zero border) and, for the weight gradient,
@@ -129,6 +408,7 @@ internal static unsafe partial class Winograd
 
     /// <summary>dst[s][py + border][px + border][c0 .. c0 + 15] = src[s, c, py, px] for one sample and 16 channels
     /// (zeros past the channel count); dst is hp x wp pixels of Lanes16(channels) floats, zero outside the image.</summary>
+    [SkipLocalsInit]
     private static void ChannelsLast(float* src, float* dst, int s, int c0, int channels, int h, int wd, int hp, int wp, int border)
     {
         int cV = Lanes16(channels), plane = h * wd, nc = Math.Min(16, channels - c0);
@@ -163,20 +443,12 @@ internal static unsafe partial class Winograd
 
     /// <summary>U[xi][ci][o0 .. o0 + 15] = scale G g G^T for the 16 filters (o, ci): w[o, ci] or, transposed,
     /// w[ci, o] with the taps flipped (0 past outC).</summary>
+    [SkipLocalsInit]
     private static void FilterChannels(float* w, float* u, int ci, int o0, int inC, int outC, float scale, bool transposed)
     {
-        int oV = Lanes16(outC), no = Math.Min(16, outC - o0);
-        var rows = stackalloc Vector512<float>[16];
+        int oV = Lanes16(outC);
         var taps = stackalloc Vector512<float>[16];
-        var nine = Vector512.LessThan(Vector512<int>.Indices, Vector512.Create(9)).AsSingle();
-        float* first = transposed ? w + ((long)ci * outC + o0) * 9 : w + ((long)o0 * inC + ci) * 9;
-        long stride = transposed ? 9 : (long)inC * 9;
-        for (int l = 0; l < 16; l++)
-            rows[l] = l < no ? Avx512F.MaskLoad(first + l * stride, nine, Vector512<float>.Zero) : Vector512<float>.Zero;
-        Transpose16(rows, taps);
-        // g[r][c] for the 16 filters; the input gradient's kernel is the forward one rotated by 180 degrees.
-        if (transposed)
-            for (int k = 0; k < 4; k++) (taps[k], taps[8 - k]) = (taps[8 - k], taps[k]);
+        FilterTaps(w, taps, ci, o0, inC, outC, transposed);
         var t = stackalloc Vector512<float>[18];   // G g: 6 rows of 3
         for (int c = 0; c < 3; c++)
             InterpolateFilter(taps[c], taps[3 + c], taps[6 + c], t + c, 3, 1f);
@@ -188,6 +460,23 @@ internal static unsafe partial class Winograd
             InterpolateFilter(t[3 * i], t[3 * i + 1], t[3 * i + 2], row, 1, scale);
             for (int j = 0; j < 6; j++) row[j].Store(dst + (6 * i + j) * xiStride);
         }
+    }
+
+    /// <summary>taps[3 r + c] = g[r][c] of the 16 filters (o0 + lane, ci): w[o, ci] or, transposed, w[ci, o] rotated by
+    /// 180 degrees (the input gradient's kernel); 0 past outC. taps has room for 16 vectors.</summary>
+    [SkipLocalsInit]
+    private static void FilterTaps(float* w, Vector512<float>* taps, int ci, int o0, int inC, int outC, bool transposed)
+    {
+        int no = Math.Min(16, outC - o0);
+        var rows = stackalloc Vector512<float>[16];
+        var nine = Vector512.LessThan(Vector512<int>.Indices, Vector512.Create(9)).AsSingle();
+        float* first = transposed ? w + ((long)ci * outC + o0) * 9 : w + ((long)o0 * inC + ci) * 9;
+        long stride = transposed ? 9 : (long)inC * 9;
+        for (int l = 0; l < 16; l++)
+            rows[l] = l < no ? Avx512F.MaskLoad(first + l * stride, nine, Vector512<float>.Zero) : Vector512<float>.Zero;
+        Transpose16(rows, taps);
+        if (transposed)
+            for (int k = 0; k < 4; k++) (taps[k], taps[8 - k]) = (taps[8 - k], taps[k]);
     }
 
     /// <summary>dst[k stride] = scale (G g)[k] for k &lt; 6, 16 filters at a time (<see cref="InterpolateFilter(float, float, float, float*, int, float)"/>).</summary>
@@ -249,6 +538,7 @@ internal static unsafe partial class Winograd
 
     /// <summary>V = B^T d B of one 6x6 patch (rows rowStride apart, pixels cV apart), every 16-channel group:
     /// dst[xi xiStride + c] for channels c &lt; cV.</summary>
+    [SkipLocalsInit]
     private static void InputTile(float* patch, long rowStride, int cV, float* dst, long xiStride)
     {
         var e = stackalloc Vector512<float>[36];
@@ -273,6 +563,7 @@ internal static unsafe partial class Winograd
 
     /// <summary>Y = A^T M A of one tile for every 16 output channels (m[xi xiStride + co]), with the epilogue,
     /// transposed to [co][pixel] and stored where inside the image.</summary>
+    [SkipLocalsInit]
     private static void OutputTile(float* m, long xiStride, float* y, float* bias, int s, int oy, int ox, int outC, int h, int wd, bool leaky, float slope)
     {
         var srows = stackalloc Vector512<float>[24];   // A^T M: 4 rows of 6
@@ -340,6 +631,11 @@ internal static unsafe partial class Winograd
     {
         int tilesY = (h + 3) / 4, tilesX = (wd + 3) / 4, iV = Lanes16(cin), oV = Lanes16(cout);
         long tiles = (long)n * tilesY * tilesX;
+        if (tiles <= ChannelRowsMaxTiles)
+        {
+            BackwardWeightByRows(x, gy, gw, scratch, n, cin, h, wd, cout, scale);
+            return;
+        }
         int threads = (int)Math.Min(CpuParallel.Threads, tiles);
         float* xt = Align64(scratch);
         float* gyt = xt + (long)n * (4 * tilesY + 2) * (4 * tilesX + 2) * iV;
@@ -397,6 +693,7 @@ internal static unsafe partial class Winograd
 
     /// <summary>A dY A^T (6x6) of one 4x4 tile of the output gradient (rows rowStride apart, pixels cV apart),
     /// every 16-channel group: dst[xi xiStride + c].</summary>
+    [SkipLocalsInit]
     private static void GradientTile(float* tile, long rowStride, int cV, float* dst, long xiStride)
     {
         var e = stackalloc Vector512<float>[24];   // dY A^T: 4 rows of 6
@@ -422,6 +719,7 @@ internal static unsafe partial class Winograd
     /// summed over the cores' slices first.</summary>
     private readonly struct ChannelFilterAdjoint(float* du, float* gw, int cin, int cout, float scale, int threads) : IRangeBody
     {
+        [SkipLocalsInit]
         public void Run(long c0, long c1)
         {
             int iV = Lanes16(cin), oV = Lanes16(cout);
