@@ -342,7 +342,7 @@ internal static unsafe partial class Winograd
                         for (int p = 1; p < threads; p++) total += Vector512.Load(src + p * share + k * iV);
                         taps[k] = total * vscale;
                     }
-                    Transpose16(taps, filters);
+                    Simd.Transpose16(taps, filters);
                     int ni = Math.Min(16, cin - i0);
                     float* dst = gw + (co * cin + i0) * 9;
                     for (int l = 0; l < ni; l++) Avx512F.MaskStore(dst + l * 9, nine, filters[l]);
@@ -432,7 +432,7 @@ internal static unsafe partial class Winograd
             var mask = Vector512.LessThan(Vector512<int>.Indices, Vector512.Create(np)).AsSingle();
             for (int l = 0; l < 16; l++)
                 rows[l] = l < nc ? Avx512F.MaskLoad(maps + (long)l * plane + p0, mask, zero) : zero;
-            Transpose16(rows, cols);
+            Simd.Transpose16(rows, cols);
             for (int j = 0; j < np; j++)
             {
                 cols[j].Store(sample + ((long)(y + border) * wp + x + border) * cV);
@@ -474,7 +474,7 @@ internal static unsafe partial class Winograd
         long stride = transposed ? 9 : (long)inC * 9;
         for (int l = 0; l < 16; l++)
             rows[l] = l < no ? Avx512F.MaskLoad(first + l * stride, nine, Vector512<float>.Zero) : Vector512<float>.Zero;
-        Transpose16(rows, taps);
+        Simd.Transpose16(rows, taps);
         if (transposed)
             for (int k = 0; k < 4; k++) (taps[k], taps[8 - k]) = (taps[8 - k], taps[k]);
     }
@@ -591,7 +591,7 @@ internal static unsafe partial class Winograd
             }
             if (leaky)
                 for (int p = 0; p < 16; p++) pixels[p] = Vector512.Max(pixels[p], pixels[p] * vslope);
-            Transpose16(pixels, channels);
+            Simd.Transpose16(pixels, channels);
             int no = Math.Min(16, outC - o0);
             float* dst = y + ((long)s * outC + o0) * plane + (long)oy * wd + ox;
             if (wd == 4 && rowsInside == 4)
@@ -744,7 +744,7 @@ internal static unsafe partial class Winograd
                     for (int r = 0; r < 3; r++)
                         ProjectFilter(t[6 * r], t[6 * r + 1], t[6 * r + 2], t[6 * r + 3], t[6 * r + 4], t[6 * r + 5], taps + 3 * r, 1, scale);
                     for (int k = 9; k < 16; k++) taps[k] = Vector512<float>.Zero;
-                    Transpose16(taps, filters);
+                    Simd.Transpose16(taps, filters);
                     int ni = Math.Min(16, cin - i0);
                     float* dst = gw + (co * cin + i0) * 9;
                     for (int l = 0; l < ni; l++) Avx512F.MaskStore(dst + l * 9, nine, filters[l]);
@@ -765,45 +765,6 @@ internal static unsafe partial class Winograd
     }
 
     // ----------------------------------------------------------------------------- helpers
-
-    /// <summary>cols[j] lane i = rows[i] lane j: a 16x16 transpose in registers (unpack, shuffle, two 128-bit lane shuffles).</summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Transpose16(Vector512<float>* rows, Vector512<float>* cols)
-    {
-        var t0 = Avx512F.UnpackLow(rows[0], rows[1]); var t1 = Avx512F.UnpackHigh(rows[0], rows[1]);
-        var t2 = Avx512F.UnpackLow(rows[2], rows[3]); var t3 = Avx512F.UnpackHigh(rows[2], rows[3]);
-        var t4 = Avx512F.UnpackLow(rows[4], rows[5]); var t5 = Avx512F.UnpackHigh(rows[4], rows[5]);
-        var t6 = Avx512F.UnpackLow(rows[6], rows[7]); var t7 = Avx512F.UnpackHigh(rows[6], rows[7]);
-        var t8 = Avx512F.UnpackLow(rows[8], rows[9]); var t9 = Avx512F.UnpackHigh(rows[8], rows[9]);
-        var t10 = Avx512F.UnpackLow(rows[10], rows[11]); var t11 = Avx512F.UnpackHigh(rows[10], rows[11]);
-        var t12 = Avx512F.UnpackLow(rows[12], rows[13]); var t13 = Avx512F.UnpackHigh(rows[12], rows[13]);
-        var t14 = Avx512F.UnpackLow(rows[14], rows[15]); var t15 = Avx512F.UnpackHigh(rows[14], rows[15]);
-        // Within each 128-bit lane k, u(4a + b) holds element 4k + b of rows 4a .. 4a + 3.
-        var u0 = Avx512F.Shuffle(t0, t2, 0x44); var u1 = Avx512F.Shuffle(t0, t2, 0xEE);
-        var u2 = Avx512F.Shuffle(t1, t3, 0x44); var u3 = Avx512F.Shuffle(t1, t3, 0xEE);
-        var u4 = Avx512F.Shuffle(t4, t6, 0x44); var u5 = Avx512F.Shuffle(t4, t6, 0xEE);
-        var u6 = Avx512F.Shuffle(t5, t7, 0x44); var u7 = Avx512F.Shuffle(t5, t7, 0xEE);
-        var u8 = Avx512F.Shuffle(t8, t10, 0x44); var u9 = Avx512F.Shuffle(t8, t10, 0xEE);
-        var u10 = Avx512F.Shuffle(t9, t11, 0x44); var u11 = Avx512F.Shuffle(t9, t11, 0xEE);
-        var u12 = Avx512F.Shuffle(t12, t14, 0x44); var u13 = Avx512F.Shuffle(t12, t14, 0xEE);
-        var u14 = Avx512F.Shuffle(t13, t15, 0x44); var u15 = Avx512F.Shuffle(t13, t15, 0xEE);
-        var v0 = Avx512F.Shuffle4x128(u0, u4, 0x88); var v1 = Avx512F.Shuffle4x128(u1, u5, 0x88);
-        var v2 = Avx512F.Shuffle4x128(u2, u6, 0x88); var v3 = Avx512F.Shuffle4x128(u3, u7, 0x88);
-        var v4 = Avx512F.Shuffle4x128(u0, u4, 0xDD); var v5 = Avx512F.Shuffle4x128(u1, u5, 0xDD);
-        var v6 = Avx512F.Shuffle4x128(u2, u6, 0xDD); var v7 = Avx512F.Shuffle4x128(u3, u7, 0xDD);
-        var v8 = Avx512F.Shuffle4x128(u8, u12, 0x88); var v9 = Avx512F.Shuffle4x128(u9, u13, 0x88);
-        var v10 = Avx512F.Shuffle4x128(u10, u14, 0x88); var v11 = Avx512F.Shuffle4x128(u11, u15, 0x88);
-        var v12 = Avx512F.Shuffle4x128(u8, u12, 0xDD); var v13 = Avx512F.Shuffle4x128(u9, u13, 0xDD);
-        var v14 = Avx512F.Shuffle4x128(u10, u14, 0xDD); var v15 = Avx512F.Shuffle4x128(u11, u15, 0xDD);
-        cols[0] = Avx512F.Shuffle4x128(v0, v8, 0x88); cols[1] = Avx512F.Shuffle4x128(v1, v9, 0x88);
-        cols[2] = Avx512F.Shuffle4x128(v2, v10, 0x88); cols[3] = Avx512F.Shuffle4x128(v3, v11, 0x88);
-        cols[4] = Avx512F.Shuffle4x128(v4, v12, 0x88); cols[5] = Avx512F.Shuffle4x128(v5, v13, 0x88);
-        cols[6] = Avx512F.Shuffle4x128(v6, v14, 0x88); cols[7] = Avx512F.Shuffle4x128(v7, v15, 0x88);
-        cols[8] = Avx512F.Shuffle4x128(v0, v8, 0xDD); cols[9] = Avx512F.Shuffle4x128(v1, v9, 0xDD);
-        cols[10] = Avx512F.Shuffle4x128(v2, v10, 0xDD); cols[11] = Avx512F.Shuffle4x128(v3, v11, 0xDD);
-        cols[12] = Avx512F.Shuffle4x128(v4, v12, 0xDD); cols[13] = Avx512F.Shuffle4x128(v5, v13, 0xDD);
-        cols[14] = Avx512F.Shuffle4x128(v6, v14, 0xDD); cols[15] = Avx512F.Shuffle4x128(v7, v15, 0xDD);
-    }
 
     /// <summary>c[r ldc + j] = sum over p &lt; k of a[r lda + p] b[p ldb + j] for r &lt; 6, j &lt; 64: the micro-kernel
     /// with A read as six rows (the tiles, K along each) instead of packed; b and c 64-byte aligned.</summary>
