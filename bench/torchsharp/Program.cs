@@ -3,7 +3,13 @@
 // network, loss, optimizer, sizes and seed order), so read its docstring for the model; only the
 // language differs. A C# user who wants a ProGAN without RawGan would write this.
 //
-//   dotnet run -c Release --project bench/torchsharp -- --resolution 8 --threads 2
+//   bash bench/torchsharp/run.sh --resolution 8 --threads 2            # builds on first use
+//   bash bench/torchsharp/run.sh --resolution 8 --iterations 1 --shapes # prints the critic loss's shapes
+//
+// Options as pytorch_progan.py: --resolution, --batch, --threads, --latent, --fmap-base, --fmap-max,
+// --channels, --iterations, --warmup. Its first line gives the parameter counts, which match
+// pytorch_progan.py's and `rawgan bench`'s (8x8: G 705,798, D 707,329), and --shapes the shapes
+// of the critic's scores, the penalty's gradient and the loss ([16], [16, 3, 8, 8], [] at 8x8).
 //
 // bench/compare.sh builds and runs it (with the libstdc++ shim it needs on Debian 12: see there).
 // The last line printed is `ms_per_iter=<median> images_per_s=<value>`, as `rawgan bench` prints.

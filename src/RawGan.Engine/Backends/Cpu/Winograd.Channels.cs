@@ -23,12 +23,17 @@ namespace RawGan.Engine.Backends.Cpu;
 //   y                     A^T M A of each tile, 16 output channels per vector, transposed back to
 //                         [s][co][py][px] 16 pixels at a time, with an optional bias and leaky ReLU
 //
-// The tiles are cut into blocks of at most ChannelStrips x 6; each core runs whole blocks (input
-// transform, 36 products, output transform), so a block's V and M stay in its L2. The input
-// gradient is the same forward pass with the filters read transposed and flipped. The weight
-// gradient transforms every tile of the batch first (V, and A dY A^T of gy as G[xi][t][co]), then
-// runs the 36 products dU[xi][co][ci] = sum over t of G[xi][t][co] V[xi][t][ci] (K = the tiles),
-// one xi per core at a time, and folds dU back to 3x3 with G^T dU G, 16 input channels at a time.
+// Two schedules. With many tiles (16x16 maps and up at batch 16) the tiles are cut into blocks of
+// at most ChannelStrips x 6; each core runs whole blocks (input transform, 36 products, output
+// transform), so a block's V and M stay in its L2, and U is made once per call. With few tiles
+// (ChannelRowsMaxTiles: 4x4 and 8x8 maps) U (2.4 MB for 128 x 128 channels) would outweigh the
+// tiles, so it is never stored whole: every tile is transformed once, then each core computes a
+// row of six planes of U at a time and runs their products over all the tiles ("by filter rows").
+// The input gradient is the same forward pass with the filters read transposed and flipped. The
+// weight gradient is the adjoint: A dY A^T of gy as G[xi][t][co], the 36 products
+// dU[xi][co][ci] = sum over t of G[xi][t][co] V[xi][t][ci] (K = the tiles), and G^T dU G back to
+// 3x3, 16 input channels at a time; by blocks each core accumulates its share of the tiles into
+// its own dU, by filter rows each row of dU is folded into the 3x3 result as soon as it is made.
 // ---------------------------------------------------------------------------------------------
 
 internal static unsafe partial class Winograd
