@@ -48,10 +48,10 @@ public static partial class Ops
                 var gx = Tensor.Empty(x.Backend, x.Shape);
                 var gb = Tensor.Empty(x.Backend, b.Shape);
                 x.Backend.BiasLeakyReluBackward(y.Buffer, g.Buffer, gx.Buffer, gb.Buffer, n, c, plane, node.Slope);
+                // An unwanted one stays in the scope like any temporary (disposing it early would cost
+                // a recycling scope its reuse of the tensor object).
                 if (node.Wants(0)) gi[0] = gx;
-                else gx.Dispose();
                 if (node.Wants(1)) gi[1] = gb;
-                else gb.Dispose();
             }).With(slope: slope);
         }
         return y;
