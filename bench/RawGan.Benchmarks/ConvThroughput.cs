@@ -20,14 +20,17 @@ public static class ConvThroughput
     [
         CpuBackend.ConvolutionAlgorithm.Im2Col, CpuBackend.ConvolutionAlgorithm.ImplicitGemm,
         CpuBackend.ConvolutionAlgorithm.Winograd, CpuBackend.ConvolutionAlgorithm.Winograd4,
+        CpuBackend.ConvolutionAlgorithm.WinogradChannels,
     ];
 
-    public static int Run()
+    /// <summary>Runs the cases whose name contains <paramref name="only"/> (all when null).</summary>
+    public static int Run(string? only = null)
     {
         Console.WriteLine($"# {CpuBackend.Shared.Description}; threads {CpuParallel.Threads}; .NET {Environment.Version}");
         using var be = new CpuBackend();
         foreach (var c in ProGanSizes.Convolutions())
         {
+            if (only != null && !c.ToString().Contains(only, StringComparison.OrdinalIgnoreCase)) continue;
             var x = Upload(be, CpuBuffers.Normal(c.InputLength, 1));
             var w = Upload(be, CpuBuffers.Normal(c.WeightLength, 2));
             var gy = Upload(be, CpuBuffers.Normal(c.OutputLength, 3));

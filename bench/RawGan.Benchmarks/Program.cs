@@ -18,10 +18,12 @@ using RawGan.Benchmarks.Infrastructure;
 //   --gemm         GFLOP/s of the engine's SGEMMs on square matrices 512..2048 and this
 //                  machine's fp32 FMA peak (the numbers to set beside OpenBLAS)
 //   --conv         GFLOP/s of every CPU convolution algorithm on the step's convolutions
+//   --case TEXT    with --conv: only the cases whose name contains TEXT (e.g. "8x8", "head")
 //
 // With no CUDA device the GPU classes are left out, and the program says so.
 
 var own = new List<string>();
+string? onlyCase = null;
 var rest = new List<string>();
 for (int i = 0; i < args.Length; i++)
 {
@@ -37,6 +39,9 @@ for (int i = 0; i < args.Length; i++)
         case "--threads":
             Console.Error.WriteLine("--threads needs a positive number");
             return 2;
+        case "--case" when i + 1 < args.Length:
+            onlyCase = args[++i];
+            break;
         default:
             rest.Add(args[i]);
             break;
@@ -47,7 +52,7 @@ if (own.Contains("--smoke")) Environment.SetEnvironmentVariable(ProGanSizes.Size
 CpuBuffers.ApplyThreads();
 
 if (own.Contains("--gemm")) return GemmThroughput.Run();
-if (own.Contains("--conv")) return ConvThroughput.Run();
+if (own.Contains("--conv")) return ConvThroughput.Run(onlyCase);
 
 Type[] cpuTypes = [typeof(RawGan.Benchmarks.Cpu.GemmBenchmarks), typeof(RawGan.Benchmarks.Cpu.ConvForwardBenchmarks),
     typeof(RawGan.Benchmarks.Cpu.ConvBackwardInputBenchmarks), typeof(RawGan.Benchmarks.Cpu.ConvBackwardWeightBenchmarks),

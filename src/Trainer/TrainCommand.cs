@@ -99,6 +99,10 @@ public static partial class TrainCommand
             TrainOptions options;
             if (resume != null)
             {
+                // A run folder given as such is locked before its newest checkpoint is chosen: a writer
+                // still at work could otherwise add a newer one (and prune this one) in between.
+                if (lead && Directory.Exists(Path.Combine(resume, "checkpoints")) && !File.Exists(Path.Combine(resume, "state.json")))
+                    runLock = RunLock.Acquire(Path.TrimEndingDirectorySeparator(Path.GetFullPath(resume)));
                 checkpoint = Path.TrimEndingDirectorySeparator(Path.GetFullPath(FindCheckpoint(resume)));
                 string source = RunOf(checkpoint);
                 // Resuming from an older checkpoint than the run's newest starts a branch, so that the
@@ -107,7 +111,7 @@ public static partial class TrainCommand
                 if (newest != null && Path.TrimEndingDirectorySeparator(Path.GetFullPath(newest)) != checkpoint) branchOf = source;
                 else
                 {
-                    if (lead) runLock = RunLock.Acquire(source);
+                    if (lead) runLock ??= RunLock.Acquire(source);
                     runDirectory = source;
                     Program.RunFolder = source;
                 }

@@ -18,6 +18,7 @@ public class CpuConvolutionAlgorithmTests
             data.Add(CpuBackend.ConvolutionAlgorithm.ImplicitGemm);
             data.Add(CpuBackend.ConvolutionAlgorithm.Winograd);
             data.Add(CpuBackend.ConvolutionAlgorithm.Winograd4);
+            data.Add(CpuBackend.ConvolutionAlgorithm.WinogradChannels);
             data.Add(CpuBackend.ConvolutionAlgorithm.Auto);
         }
         return data;
@@ -28,7 +29,7 @@ public class CpuConvolutionAlgorithmTests
     public void ForwardAndAdjointsMatchPlainLoops(CpuBackend.ConvolutionAlgorithm algorithm)
     {
         using var be = new CpuBackend { Convolution = algorithm };
-        foreach (var (n, cin, h, w, cout, k) in new[] { (1, 1, 1, 1, 1, 3), (2, 3, 5, 7, 4, 3), (1, 3, 4, 4, 2, 1), (3, 2, 6, 3, 5, 3), (1, 4, 8, 8, 3, 5), (5, 7, 9, 11, 13, 3), (16, 8, 4, 4, 8, 3), (2, 3, 6, 5, 64, 3), (4, 5, 20, 17, 7, 3), (2, 70, 6, 6, 5, 3), (3, 3, 5, 7, 70, 1), (2, 70, 5, 7, 3, 1), (1, 3, 9, 70, 4, 3) })
+        foreach (var (n, cin, h, w, cout, k) in new[] { (1, 1, 1, 1, 1, 3), (2, 3, 5, 7, 4, 3), (1, 3, 4, 4, 2, 1), (3, 2, 6, 3, 5, 3), (1, 4, 8, 8, 3, 5), (5, 7, 9, 11, 13, 3), (16, 8, 4, 4, 8, 3), (2, 3, 6, 5, 64, 3), (4, 5, 20, 17, 7, 3), (2, 70, 6, 6, 5, 3), (3, 3, 5, 7, 70, 1), (2, 70, 5, 7, 3, 1), (1, 3, 9, 70, 4, 3), (2, 129, 4, 4, 66, 3), (3, 66, 8, 8, 130, 3) })
         {
             using var scope = new Scope();
             var xv = GradCheck.Normal(new Shape(n * cin * h * w), n + h);
@@ -43,7 +44,7 @@ public class CpuConvolutionAlgorithmTests
             // F(4x4, 3x3) multiplies its terms by transform coefficients up to 8 and 1/6 before
             // summing, so its rounding error is relative to the largest outputs (the size of the
             // terms), not to an output that happens to cancel: 1e-5 of the largest value on top (y, gx, gw).
-            double floor = algorithm == CpuBackend.ConvolutionAlgorithm.Winograd4 ? 1e-5 * expected.Max(Math.Abs) : 0;
+            double floor = IsF4(algorithm) ? 1e-5 * expected.Max(Math.Abs) : 0;
             for (int i = 0; i < expected.Length; i++)
                 Assert.True(Math.Abs(expected[i] - y[i]) <= 1e-4 * Math.Max(1, Math.Abs(expected[i])) + floor, $"{algorithm} {n}x{cin}x{h}x{w} k{k}: y[{i}] {y[i]} vs {expected[i]}");
             // Input gradient: each element is a convolution of gy with the flipped kernel, by loops here.
@@ -67,7 +68,7 @@ public class CpuConvolutionAlgorithmTests
                                     }
                             gxExpected[((s * cin + c) * h + i) * w + j] = scale * acc;
                         }
-            double gxFloor = algorithm == CpuBackend.ConvolutionAlgorithm.Winograd4 ? 1e-5 * gxExpected.Max(Math.Abs) : 0;
+            double gxFloor = IsF4(algorithm) ? 1e-5 * gxExpected.Max(Math.Abs) : 0;
             for (int idx = 0; idx < gx.Length; idx++)
                 Assert.True(Math.Abs(gxExpected[idx] - gx[idx]) <= 1e-4 * Math.Max(1, Math.Abs(gxExpected[idx])) + gxFloor, $"{algorithm}: gx[{idx}] {gx[idx]} vs {gxExpected[idx]}");
             var gwExpected = new double[gw.Length];
@@ -87,11 +88,14 @@ public class CpuConvolutionAlgorithmTests
                                     }
                             gwExpected[((o * cin + c) * k + a) * k + b] = scale * acc;
                         }
-            double gwFloor = algorithm == CpuBackend.ConvolutionAlgorithm.Winograd4 ? 1e-5 * gwExpected.Max(Math.Abs) : 0;
+            double gwFloor = IsF4(algorithm) ? 1e-5 * gwExpected.Max(Math.Abs) : 0;
             for (int idx = 0; idx < gw.Length; idx++)
                 Assert.True(Math.Abs(gwExpected[idx] - gw[idx]) <= 1e-4 * Math.Max(1, Math.Abs(gwExpected[idx])) + gwFloor, $"{algorithm}: gw[{idx}] {gw[idx]} vs {gwExpected[idx]}");
         }
     }
+
+    private static bool IsF4(CpuBackend.ConvolutionAlgorithm algorithm) =>
+        algorithm is CpuBackend.ConvolutionAlgorithm.Winograd4 or CpuBackend.ConvolutionAlgorithm.WinogradChannels or CpuBackend.ConvolutionAlgorithm.Auto;
 
     [Fact]
     public void AutoChoosesByProductAndMapSizeAsItsTableSays()
@@ -99,10 +103,13 @@ public class CpuConvolutionAlgorithmTests
         if (!Backends.Cpu.Sgemm.Supported) return;   // without AVX-512 every product is Im2Col, checked below
         using var be = new CpuBackend();
         var (fwd, gx, gw) = (CpuBackend.ConvProduct.Forward, CpuBackend.ConvProduct.InputGradient, CpuBackend.ConvProduct.WeightGradient);
-        Assert.Equal(CpuBackend.ConvMethod.WinogradF4, be.Choose(fwd, 3, 32, 32, 128, 128));
-        Assert.Equal(CpuBackend.ConvMethod.WinogradF2, be.Choose(gx, 3, 16, 16, 128, 128));
-        Assert.Equal(CpuBackend.ConvMethod.ImplicitGemm, be.Choose(gw, 3, 4, 4, 129, 128));      // the 4x4 head
-        Assert.Equal(CpuBackend.ConvMethod.WinogradF2, be.Choose(gw, 3, 32, 32, 64, 64));
+        Assert.Equal(CpuBackend.ConvMethod.WinogradChannels, be.Choose(fwd, 3, 32, 32, 128, 128));
+        Assert.Equal(CpuBackend.ConvMethod.WinogradF4, be.Choose(fwd, 3, 64, 64, 64, 64));
+        Assert.Equal(CpuBackend.ConvMethod.WinogradChannels, be.Choose(gx, 3, 16, 16, 128, 128));
+        Assert.Equal(CpuBackend.ConvMethod.WinogradChannels, be.Choose(gw, 3, 4, 4, 129, 128));  // the 4x4 head
+        Assert.Equal(CpuBackend.ConvMethod.WinogradChannels, be.Choose(fwd, 3, 8, 8, 128, 128));
+        Assert.Equal(CpuBackend.ConvMethod.WinogradChannels, be.Choose(gw, 3, 32, 32, 64, 64));
+        Assert.Equal(CpuBackend.ConvMethod.WinogradF4, be.Choose(gx, 3, 64, 64, 128, 64));
         Assert.Equal(CpuBackend.ConvMethod.WinogradF4, be.Choose(gw, 3, 64, 64, 64, 64));
         Assert.Equal(CpuBackend.ConvMethod.Pointwise, be.Choose(gw, 1, 32, 32, 128, 3));         // toRGB
         Assert.Equal(CpuBackend.ConvMethod.ImplicitGemm, be.Choose(fwd, 1, 32, 32, 3, 128));     // fromRGB

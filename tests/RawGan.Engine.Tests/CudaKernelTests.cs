@@ -169,6 +169,29 @@ public class CudaKernelTests
             Compare(blockSize, $"sum_to {x} -> {y}", [Normal(x.Length, 13)], [y.Length], (be, p) => be.SumTo(p[0], x, p[1], y), Reduction);
     }
 
+    // ------------------------------------------------------------------ bias.cu
+
+    [Theory]
+    [MemberData(nameof(BlockSizes))]
+    public void BiasLeakyReluMatchesTheReference(int blockSize)
+    {
+        // A dense layer's [n, c], small and odd maps, a channel with more values than a block has threads.
+        foreach (var (n, c, plane) in new[] { (1, 1, 1), (3, 5, 1), (2, 3, 35), (16, 8, 81), (1, 2, 1500) })
+        {
+            long total = (long)n * c * plane;
+            var x = Normal(total, 14);
+            x[0] = 0f;   // the kink: z = x + b is then b, which may be either sign
+            var b = Normal(c, 15);
+            string at = $"{n}x{c}x{plane}";
+            foreach (float slope in new[] { 0.2f, 1f })
+            {
+                Compare(blockSize, $"bias_leaky_relu {at} slope {slope}", [x, b], [total], (be, p) => be.BiasLeakyRelu(p[0], p[1], p[2], n, c, plane, slope), Exact);
+                Compare(blockSize, $"bias_leaky_relu_backward {at} slope {slope}", [x, Normal(total, 16)], [total, c],
+                    (be, p) => be.BiasLeakyReluBackward(p[0], p[1], p[2], p[3], n, c, plane, slope), Reduction);
+            }
+        }
+    }
+
     // ------------------------------------------------------------------ gemm.cu
 
     [Theory]

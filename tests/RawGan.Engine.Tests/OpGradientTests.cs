@@ -14,6 +14,7 @@ public class OpGradientTests
     private static Func<Shape, int, float[]> N => GradCheck.Normal;
     private static Func<Shape, int, float[]> Kinked => (s, seed) => GradCheck.AwayFromZero(s, seed);
     private static Func<Shape, int, float[]> Pos => (s, seed) => GradCheck.Positive(s, seed);
+    private static Func<Shape, int, float[]> SmallBias => (s, seed) => GradCheck.Normal(s, seed).Select(v => 0.02f * Math.Clamp(v, -2f, 2f)).ToArray();
 
     private static Shape S(params int[] d) => new(d);
 
@@ -43,6 +44,11 @@ public class OpGradientTests
         new("Rsqrt", x => Ops.Rsqrt(x[0]), [S(3, 3)], [Pos]),
         new("LeakyRelu", x => Ops.LeakyRelu(x[0], 0.2f), [S(2, 3, 5, 3)], [Kinked]),
         new("LeakyReluMask (in g)", x => Ops.LeakyReluMask(x[1], x[0], 0.2f), [S(2, 3, 3), S(2, 3, 3)], [N, Kinked], SecondOrder: false),
+        // the fused bias and activation: x + b stays 0.06 or more from the kink (|x| >= 0.1, |b| <= 0.04)
+        new("BiasLeakyRelu NCHW", x => Ops.BiasLeakyRelu(x[0], x[1], 0.2f), [S(2, 3, 5, 3), S(3)], [Kinked, SmallBias]),
+        new("BiasLeakyRelu dense [N, C]", x => Ops.BiasLeakyRelu(x[0], x[1], 0.2f), [S(3, 4), S(4)], [Kinked, SmallBias]),
+        new("BiasLeakyRelu slope 1 (the bias alone)", x => Ops.BiasLeakyRelu(x[0], x[1], 1f), [S(1, 2, 3, 3), S(2)], [N, N]),
+        new("BiasLeakyRelu after Conv2d (a layer)", x => Ops.BiasLeakyRelu(Ops.Conv2d(x[0], x[1], 0.4f), x[2], 0.2f), [S(2, 3, 4, 4), S(2, 3, 3, 3), S(2)], [N, N, N]),
 
         // matrix product, every transpose, with the equalized-LR multiplier as alpha
         new("MatMul NN", x => Ops.MatMul(x[0], x[1], alpha: 0.7f), [S(3, 5), S(5, 4)], [N, N]),

@@ -346,6 +346,30 @@ public class ReferenceBackendMatchesCpuTests
     }
 
     [Fact]
+    public void BiasLeakyReluKernels()
+    {
+        // A dense layer's [n, c], odd maps (a vector and a tail per plane), the head's 129 channels.
+        foreach (var (n, c, plane) in new[] { (1, 1, 1), (3, 5, 1), (2, 3, 35), (16, 129, 16), (4, 7, 4097) })
+        {
+            long total = (long)n * c * plane;
+            var x = Normal(total, 14);
+            x[0] = 0f;
+            var b = Normal(c, 15);
+            string at = $"{n}x{c}x{plane}";
+            foreach (float slope in new[] { 0.2f, 1f })
+            {
+                Compare($"bias_leaky_relu {at} slope {slope}", [x, b], [total], (be, p) => be.BiasLeakyRelu(p[0], p[1], p[2], n, c, plane, slope), Elementwise);
+                Compare($"bias_leaky_relu_backward {at} slope {slope}", [x, Normal(total, 16)], [total, c],
+                    (be, p) => be.BiasLeakyReluBackward(p[0], p[1], p[2], p[3], n, c, plane, slope), Reduction);
+            }
+            // In place, as a layer may run it: y over x, gx over gy.
+            Compare($"bias_leaky_relu in place {at}", [x, b], [], (be, p) => be.BiasLeakyRelu(p[0], p[1], p[0], n, c, plane, 0.2f), Elementwise);
+            Compare($"bias_leaky_relu_backward in place {at}", [x, Normal(total, 16)], [c],
+                (be, p) => be.BiasLeakyReluBackward(p[0], p[1], p[1], p[2], n, c, plane, 0.2f), Reduction);
+        }
+    }
+
+    [Fact]
     public void GemmForEveryTransposeAndBeta()
     {
         foreach (var (m, n, k) in new[] { (1, 1, 1), (3, 5, 7), (17, 33, 9), (64, 70, 130), (5, 600, 3), (130, 7, 257), (4, 4, 0) })

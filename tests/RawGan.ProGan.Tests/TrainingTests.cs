@@ -86,6 +86,8 @@ public class TrainingTests
             if (!seen.Add(node)) continue;
             if (node.Op is "LeakyRelu" or "LeakyReluMask")
                 foreach (var v in node.Inputs[0].ToArray()) hash.Add(v > 0);
+            if (node.Op is "BiasLeakyRelu")   // the kink is at x + b = 0, where the output changes sign
+                foreach (var v in node.Output.ToArray()) hash.Add(v > 0);
             foreach (var input in node.Inputs)
                 if (input.GradFn != null) stack.Push(input.GradFn);
         }

@@ -15,6 +15,65 @@ public static partial class Ops
     private static Tensor RecordedVjp(Func<Node, Tensor, Tensor> reference, Node node, Tensor x, Tensor g) =>
         Tape.Grad(reference(node, x), x, g, createGraph: true);
 
+    // ------------------------------------------------------------------ bias and leaky ReLU
+
+    /// <summary>
+    /// leaky_relu(x + b, slope) with one bias per channel (x [N, C] or [N, C, ...], b [C]): a layer's
+    /// bias and activation in one pass forward and one backward (the mask and the bias gradient),
+    /// instead of two each way. Slope 1 is the bias alone. The backward reads the mask from the
+    /// output, which has the sign of x + b because the slope is positive.
+    /// </summary>
+    public static Tensor BiasLeakyRelu(Tensor x, Tensor b, float slope = 0.2f)
+    {
+        var backend = SameBackend("BiasLeakyRelu", x, b);
+        var (n, c, plane) = ChannelLayout("BiasLeakyRelu", x);
+        if (b.Shape != new Shape(c)) throw new ArgumentException($"BiasLeakyRelu: bias {b.Describe()} is not one value per channel of {x.Describe()}");
+        if (!(slope > 0)) throw new ArgumentException($"BiasLeakyRelu: the slope must be positive (the backward reads the mask from the output), got {slope}");
+        var y = Tensor.Empty(backend, x.Shape);
+        backend.BiasLeakyRelu(x.Buffer, b.Buffer, y.Buffer, n, c, plane, slope);
+        if (Recording(x, b))
+        {
+            y.GradFn = Node.Record("BiasLeakyRelu", x, b, y, static (node, g, gi) =>
+            {
+                var (x, b, y) = (node.Inputs[0], node.Inputs[1], node.Output);
+                if (Tape.IsRecording)
+                {
+                    // Differentiable again: the masked multiply, and its sum over all but the channels.
+                    var masked = LeakyReluMask(y, g, node.Slope);
+                    if (node.Wants(1)) gi[1] = BiasLeakyReluReferenceSum(masked, b.Shape);
+                    if (node.Wants(0)) gi[0] = masked;
+                    return;
+                }
+                var (n, c, plane) = ChannelLayout("BiasLeakyRelu", x);
+                var gx = Tensor.Empty(x.Backend, x.Shape);
+                var gb = Tensor.Empty(x.Backend, b.Shape);
+                x.Backend.BiasLeakyReluBackward(y.Buffer, g.Buffer, gx.Buffer, gb.Buffer, n, c, plane, node.Slope);
+                // An unwanted one stays in the scope like any temporary (disposing it early would cost
+                // a recycling scope its reuse of the tensor object).
+                if (node.Wants(0)) gi[0] = gx;
+                if (node.Wants(1)) gi[1] = gb;
+            }).With(slope: slope);
+        }
+        return y;
+    }
+
+    /// <summary>leaky_relu(x + b) from primitive ops: the bias broadcast over everything but the channels.</summary>
+    public static Tensor BiasLeakyReluReference(Tensor x, Tensor b, float slope = 0.2f) =>
+        LeakyRelu(Add(x, Reshape(b, ChannelsThenOnes(x.Shape.Rank, b.Shape[0]))), slope);
+
+    /// <summary>g [N, C, ...] summed to one value per channel, [C].</summary>
+    private static Tensor BiasLeakyReluReferenceSum(Tensor g, Shape bias) =>
+        Reshape(SumTo(g, ChannelsThenOnes(g.Shape.Rank, bias[0])), bias);
+
+    /// <summary>[c, 1, ..., 1] of rank - 1 dimensions: a per-channel value broadcast against [N, C, ...].</summary>
+    private static Shape ChannelsThenOnes(int rank, int c)
+    {
+        Span<int> d = stackalloc int[rank - 1];
+        d.Fill(1);
+        d[0] = c;
+        return new Shape(d);
+    }
+
     // ------------------------------------------------------------------ pixel norm
 
     /// <summary>Epsilon inside pixel norm and minibatch stddev (1e-8, as in ProGAN's official code).</summary>

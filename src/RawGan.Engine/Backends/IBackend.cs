@@ -95,6 +95,14 @@ public interface IBackend : IDisposable
     /// (the adjoint of broadcast_to).</summary>
     void SumTo(DeviceBuffer x, Dims4 xDims, DeviceBuffer y, Dims4 yDims);
 
+    // ---------------------------------------------------------------- bias.cu
+    // x [n, c, plane] (plane 1 for a dense layer), b [c]; slope &gt; 0 (1: the bias alone).
+    /// <summary>bias_leaky_relu: y = z if z &gt; 0 else slope z, z = x + b[channel]; y may be x.</summary>
+    void BiasLeakyRelu(DeviceBuffer x, DeviceBuffer b, DeviceBuffer y, int n, int c, int plane, float slope);
+    /// <summary>bias_leaky_relu_backward: gx = gy if y &gt; 0 else slope gy (the mask read from the
+    /// output), gb[channel] = sum over samples and pixels of gx; gx may be gy.</summary>
+    void BiasLeakyReluBackward(DeviceBuffer y, DeviceBuffer gy, DeviceBuffer gx, DeviceBuffer gb, int n, int c, int plane, float slope);
+
     // ---------------------------------------------------------------- gemm.cu
     /// <summary>
     /// sgemm: C[m, n] = alpha * op(A) op(B) + beta * C, row-major; op(A) is [m, k] (A is [k, m]

@@ -39,7 +39,7 @@ public sealed class Discriminator : Module
     public ProGanConfig Config { get; }
     public IBackend Backend { get; }
 
-    private static Tensor Act(Tensor x) => Ops.LeakyRelu(x, 0.2f);
+    private const float Slope = 0.2f;
 
     /// <summary>
     /// Critic scores [N, 1] for images [N, C, 2^level, 2^level]. During a fade-in the features
@@ -53,19 +53,19 @@ public sealed class Discriminator : Module
         int size = 1 << level;
         if (images.Shape.Rank != 4 || images.Shape[1] != Config.Channels || images.Shape[2] != size || images.Shape[3] != size)
             throw new ArgumentException($"Discriminator: images must be [N, {Config.Channels}, {size}, {size}] at level {level}, got {images.Describe()}");
-        var x = Act(_fromRgb[level].Forward(images));
+        var x = _fromRgb[level].ForwardLeaky(images, Slope);
         for (int r = level; r >= 3; r--)
         {
             var (conv0, conv1) = _blocks[r];
-            x = Act(conv0.Forward(x));
-            x = Ops.AvgPool2x(Act(conv1.Forward(x)));
+            x = conv0.ForwardLeaky(x, Slope);
+            x = Ops.AvgPool2x(conv1.ForwardLeaky(x, Slope));
             if (r == level && alpha < 1f)
-                x = Ops.Lerp(Act(_fromRgb[level - 1].Forward(Ops.AvgPool2x(images))), x, alpha);
+                x = Ops.Lerp(_fromRgb[level - 1].ForwardLeaky(Ops.AvgPool2x(images), Slope), x, alpha);
         }
         x = Ops.MinibatchStdDev(x, Config.MinibatchGroupSize);
-        x = Act(_headConv.Forward(x));
+        x = _headConv.ForwardLeaky(x, Slope);
         x = Ops.Reshape(x, new Shape(x.Shape[0], (int)(x.Length / x.Shape[0])));
-        x = Act(_headDense.Forward(x));
+        x = _headDense.ForwardLeaky(x, Slope);
         return _output.Forward(x);
     }
 }

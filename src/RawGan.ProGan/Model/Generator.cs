@@ -41,7 +41,10 @@ public sealed class Generator : Module
     public ProGanConfig Config { get; }
     public IBackend Backend { get; }
 
-    private static Tensor Act(Tensor x) => Ops.PixelNorm(Ops.LeakyRelu(x, 0.2f));
+    private const float Slope = 0.2f;
+
+    /// <summary>Pixel norm of leaky_relu(conv(x) + b), the activation of every 3x3 convolution (section 4.2).</summary>
+    private static Tensor Act(EqualizedConv2d conv, Tensor x) => Ops.PixelNorm(conv.ForwardLeaky(x, Slope));
 
     /// <summary>
     /// Images [N, C, 2^level, 2^level] from latents [N, latent]. During a fade-in (alpha &lt; 1)
@@ -57,15 +60,15 @@ public sealed class Generator : Module
         int n = z.Shape[0], nf1 = Config.Nf(1);
         var x = _latentDense.ForwardNoBias(Ops.PixelNorm(z));
         x = Ops.Reshape(x, new Shape(n, nf1, 4, 4));
-        x = Act(Ops.Add(x, Ops.Reshape(_latentDense.Bias, new Shape(nf1, 1, 1))));
-        x = Act(_conv4.Forward(x));
+        x = Ops.PixelNorm(Ops.BiasLeakyRelu(x, _latentDense.Bias, Slope));
+        x = Act(_conv4, x);
         Tensor? previous = null;
         for (int r = 3; r <= level; r++)
         {
             previous = x;
             var (conv0, conv1) = _blocks[r];
-            x = Act(conv0.Forward(Ops.Upsample2x(x)));
-            x = Act(conv1.Forward(x));
+            x = Act(conv0, Ops.Upsample2x(x));
+            x = Act(conv1, x);
         }
         var image = _toRgb[level].Forward(x);
         if (level > 2 && alpha < 1f)

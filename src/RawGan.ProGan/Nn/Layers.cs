@@ -33,6 +33,9 @@ public sealed class EqualizedConv2d : Module
 
     public Tensor Forward(Tensor x) =>
         Ops.Add(Ops.Conv2d(x, Weight, Scale), Ops.Reshape(Bias, new Shape(Bias.Shape[0], 1, 1)));
+
+    /// <summary>leaky_relu(conv(x) + b): the bias and the activation in one pass each way (<see cref="Ops.BiasLeakyRelu"/>).</summary>
+    public Tensor ForwardLeaky(Tensor x, float slope) => Ops.BiasLeakyRelu(Ops.Conv2d(x, Weight, Scale), Bias, slope);
 }
 
 /// <summary>A dense layer with an equalized-LR weight [out, in] (PyTorch's layout) and a bias [out].</summary>
@@ -55,4 +58,7 @@ public sealed class EqualizedDense : Module
     public Tensor ForwardNoBias(Tensor x) => Ops.MatMul(x, Weight, transB: true, alpha: Scale);
 
     public Tensor Forward(Tensor x) => Ops.Add(ForwardNoBias(x), Bias);
+
+    /// <summary>leaky_relu(x W^T + b) with the bias and the activation in one pass each way.</summary>
+    public Tensor ForwardLeaky(Tensor x, float slope) => Ops.BiasLeakyRelu(ForwardNoBias(x), Bias, slope);
 }

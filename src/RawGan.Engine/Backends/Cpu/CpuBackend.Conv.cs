@@ -87,9 +87,13 @@ public sealed unsafe partial class CpuBackend
         /// <summary>Winograd F(4x4, 3x3) for 3x3 kernels (36/144 of the multiplies); other kernel
         /// sizes run the implicit GEMM (AVX-512).</summary>
         Winograd4,
+        /// <summary>Winograd F(4x4, 3x3) with 16 channels in each vector instead of a run of tiles
+        /// (Winograd.Channels.cs): full vectors on any map size, for the small maps; other kernel sizes
+        /// run the implicit GEMM (AVX-512).</summary>
+        WinogradChannels,
         /// <summary>Per product and size, the one that measured fastest on this project's machine:
-        /// Winograd for 3x3 products (F(4x4) from 32x32 maps up, F(2x2) below; weight gradients
-        /// from 8x8 up, F(4x4) from 64x64), dot products for 1x1 weight gradients with few channels, the
+        /// for 3x3 products the channel-lane F(4x4) up to 32x32 maps and F(4x4) by rows above (weight
+        /// gradients by rows from 64x64), dot products for 1x1 weight gradients with few channels, the
         /// implicit GEMM otherwise (AVX-512).</summary>
         Auto,
     }
@@ -107,7 +111,7 @@ public sealed unsafe partial class CpuBackend
     internal enum ConvProduct { Forward, InputGradient, WeightGradient }
 
     /// <summary>How one product is computed.</summary>
-    internal enum ConvMethod { Im2Col, ImplicitGemm, WinogradF2, WinogradF4, Pointwise }
+    internal enum ConvMethod { Im2Col, ImplicitGemm, WinogradF2, WinogradF4, WinogradChannels, Pointwise }
 
     /// <summary>
     /// The choice of method, in one table: the first row that matches decides. The algorithm
@@ -123,6 +127,8 @@ public sealed unsafe partial class CpuBackend
         _ when k != 3 => ConvMethod.ImplicitGemm,
         (ConvolutionAlgorithm.Winograd, _) => ConvMethod.WinogradF2,
         (ConvolutionAlgorithm.Winograd4, _) => ConvMethod.WinogradF4,
+        (ConvolutionAlgorithm.WinogradChannels, _) => ConvMethod.WinogradChannels,
+        _ when Math.Max(h, w) <= WinogradChannelsMaxSide => ConvMethod.WinogradChannels,
         (_, ConvProduct.WeightGradient) when h * w < WinogradWeightMinPixels => ConvMethod.ImplicitGemm,
         (_, ConvProduct.WeightGradient) => Math.Min(h, w) >= WinogradF4WeightMinSide ? ConvMethod.WinogradF4 : ConvMethod.WinogradF2,
         _ => Math.Min(h, w) >= WinogradF4MinSide ? ConvMethod.WinogradF4 : ConvMethod.WinogradF2,
@@ -134,6 +140,9 @@ public sealed unsafe partial class CpuBackend
         var method = Choose(ConvProduct.Forward, k, h, wd, cin, cout);
         switch (method)
         {
+            case ConvMethod.WinogradChannels:
+                ChannelForward(P(x), P(w), P(y), n, cin, h, wd, cout, scale, transposed: false);
+                return;
             case ConvMethod.WinogradF2 or ConvMethod.WinogradF4:
                 WinogradForward(P(x), P(w), P(y), n, cin, h, wd, cout, scale, method == ConvMethod.WinogradF4);
                 return;
@@ -159,6 +168,12 @@ public sealed unsafe partial class CpuBackend
     {
         CheckConv(n, cin, h, wd, cout, k);
         var method = Choose(ConvProduct.InputGradient, k, h, wd, cin, cout);
+        if (method == ConvMethod.WinogradChannels)
+        {
+            // The input gradient is the forward convolution of gy with the transposed, flipped kernel, read so.
+            ChannelForward(P(gy), P(w), P(gx), n, cout, h, wd, cin, scale, transposed: true);
+            return;
+        }
         if (method != ConvMethod.Im2Col)
         {
             // The input gradient is the forward convolution of gy with the transposed, flipped kernel.
@@ -195,6 +210,11 @@ public sealed unsafe partial class CpuBackend
             case ConvMethod.Pointwise:
                 PointwiseWeightGradient(P(x), P(gy), P(gw), n, cin, h * wd, cout, scale);
                 return;
+            case ConvMethod.WinogradChannels:
+                var channelScratch = Allocate(Winograd.ChannelWeightScratchLength(n, cin, h, wd, cout));
+                try { Winograd.ChannelBackwardWeight(P(x), P(gy), P(gw), P(channelScratch), n, cin, h, wd, cout, scale); }
+                finally { Free(channelScratch); }
+                return;
             case ConvMethod.WinogradF2 or ConvMethod.WinogradF4:
                 var scratch = Allocate(Winograd.WeightScratchLength(cin, cout, CpuParallel.Threads));
                 try { Winograd.BackwardWeight(P(x), P(gy), P(gw), P(scratch), n, cin, h, wd, cout, scale, method == ConvMethod.WinogradF4); }
@@ -218,14 +238,20 @@ public sealed unsafe partial class CpuBackend
         finally { Free(col); }
     }
 
-    // Auto's thresholds, measured with `RawGan.Benchmarks -- --conv`: on 4x4 maps a weight
-    // gradient's transforms cost more than Winograd saves (64 GFLOP/s against 128 for the implicit
-    // GEMM on D's head); F(4x4) beats F(2x2) from 32x32 maps up (510 against 390 GFLOP/s at 32x32,
-    // 530 against 360 at 64x64) but not on 16x16, where a run fills only 4 of a vector's 16 lanes;
-    // for weight gradients F(4x4) ties at 32x32 (350) and wins from 64x64 up (400 to 480 against 320 to 345);
-    // a 1x1 convolution with 3 channels on one side wastes 61 of the micro-kernel's 64 columns
-    // (4 GFLOP/s), so it runs as dot products over the pixels.
-    private const int WinogradWeightMinPixels = 64, PointwiseFewChannels = 8, WinogradF4MinSide = 32, WinogradF4WeightMinSide = 64;
+    // Auto's thresholds, measured with `RawGan.Benchmarks -- --conv` (2 threads; the machine was
+    // shared with other work, so the ratios within one run are what counts). Up to 32x32 maps the
+    // channel-lane F(4x4) wins every product: 2.0-2.5x the best other algorithm on 8x8 (380-410
+    // GFLOP/s against 150-200), 2.4-3.4x on D's 4x4 head (170-230 against 65-117: the 129 input
+    // channels cost nothing extra there), 1.3-1.7x on 16x16 and 1.2-1.35x on 32x32 (forward 417
+    // against 317, weight gradient 200 against 148); on 64x64 maps with 64 channels the row version
+    // is level or ahead (forward 272 against 180 for 64->64, weight gradients 173-189 against
+    // 124-189), so larger maps keep it. There, for weight gradients F(4x4) ties at 32x32 (350) and
+    // wins from 64x64 up (400 to 480 against 320 to 345); a 1x1 convolution with 3 channels on one
+    // side wastes 61 of the micro-kernel's 64 columns (4 GFLOP/s), so it runs as dot products over
+    // the pixels. (Before the channel-lane version: on 4x4 maps a weight gradient's row transforms
+    // cost more than Winograd saved, and F(4x4) by rows lost to F(2x2) below 32x32, where a run
+    // fills only 4 of a vector's 16 lanes.)
+    private const int WinogradChannelsMaxSide = 32, WinogradWeightMinPixels = 64, PointwiseFewChannels = 8, WinogradF4MinSide = 32, WinogradF4WeightMinSide = 64;
 
     /// <summary>gw[co, ci] = scale sum over samples and pixels of gy[s, co, p] x[s, ci, p] when one
     /// side has at most <see cref="PointwiseFewChannels"/> channels (toRGB and fromRGB): each core takes
@@ -269,6 +295,13 @@ public sealed unsafe partial class CpuBackend
                 }
             }
         }
+    }
+
+    private void ChannelForward(float* x, float* w, float* y, int n, int inC, int h, int wd, int outC, float scale, bool transposed)
+    {
+        var scratch = Allocate(Winograd.ChannelForwardScratchLength(n, inC, h, wd, outC));
+        try { Winograd.ChannelForward(x, w, y, P(scratch), n, inC, h, wd, outC, scale, transposed); }
+        finally { Free(scratch); }
     }
 
     private void WinogradForward(float* x, float* w, float* y, int n, int cin, int h, int wd, int cout, float scale, bool f4)

@@ -163,6 +163,74 @@ public sealed unsafe partial class CpuBackend : IBackend
         }
     }
 
+    public void BiasLeakyRelu(DeviceBuffer x, DeviceBuffer b, DeviceBuffer y, int n, int c, int plane, float slope) =>
+        CpuParallel.For((long)n * c, Math.Max(1, ElementGrain / Math.Max(1, plane)), new BiasLeakyReluLoop(P(x), P(b), P(y), c, plane, slope));
+
+    /// <summary>Planes [r0, r1) of [n, c]: y = act(x + b[c]), 16 at a time.</summary>
+    private readonly struct BiasLeakyReluLoop(float* px, float* pb, float* py, int c, int plane, float slope) : IRangeBody
+    {
+        public void Run(long r0, long r1)
+        {
+            var vs = Vector512.Create(slope);
+            for (long r = r0; r < r1; r++)
+            {
+                float bias = pb[r % c];
+                float* src = px + r * plane, dst = py + r * plane;
+                int i = 0;
+                if (Vector512.IsHardwareAccelerated)
+                {
+                    var vb = Vector512.Create(bias);
+                    for (; i + 16 <= plane; i += 16)
+                    {
+                        var z = Vector512.Load(src + i) + vb;
+                        Vector512.ConditionalSelect(Vector512.GreaterThan(z, Vector512<float>.Zero), z, z * vs).Store(dst + i);
+                    }
+                }
+                for (; i < plane; i++) { float z = src[i] + bias; dst[i] = z > 0 ? z : slope * z; }
+            }
+        }
+    }
+
+    public void BiasLeakyReluBackward(DeviceBuffer y, DeviceBuffer gy, DeviceBuffer gx, DeviceBuffer gb, int n, int c, int plane, float slope) =>
+        CpuParallel.For(c, Math.Max(1, ElementGrain / Math.Max(1, (long)n * plane)), new BiasLeakyReluBackwardLoop(P(y), P(gy), P(gx), P(gb), n, c, plane, slope));
+
+    /// <summary>Channels [c0, c1): gx = mask(y) gy over every sample's plane of the channel, gb[c] = their sum.</summary>
+    private readonly struct BiasLeakyReluBackwardLoop(float* py, float* pg, float* po, float* pb, int n, int c, int plane, float slope) : IRangeBody
+    {
+        public void Run(long c0, long c1)
+        {
+            var vs = Vector512.Create(slope);
+            for (long ch = c0; ch < c1; ch++)
+            {
+                double total = 0;   // per sample a vector of float partial sums, added up in double
+                for (long s = 0; s < n; s++)
+                {
+                    var vsum = Vector512<float>.Zero;
+                    float tail = 0;
+                    long o = (s * c + ch) * plane;
+                    float* y = py + o, g = pg + o, gx = po + o;
+                    int i = 0;
+                    if (Vector512.IsHardwareAccelerated)
+                        for (; i + 16 <= plane; i += 16)
+                        {
+                            var v = Vector512.Load(g + i);
+                            v = Vector512.ConditionalSelect(Vector512.GreaterThan(Vector512.Load(y + i), Vector512<float>.Zero), v, v * vs);
+                            v.Store(gx + i);
+                            vsum += v;
+                        }
+                    for (; i < plane; i++)
+                    {
+                        float v = y[i] > 0 ? g[i] : slope * g[i];
+                        gx[i] = v;
+                        tail += v;
+                    }
+                    total += (double)Vector512.Sum(vsum) + tail;
+                }
+                pb[ch] = (float)total;
+            }
+        }
+    }
+
     public void LerpScalar(DeviceBuffer a, DeviceBuffer b, DeviceBuffer y, long n, float t) =>
         CpuParallel.For(n, ElementGrain, new LerpScalarLoop(P(a), P(b), P(y), t));
 

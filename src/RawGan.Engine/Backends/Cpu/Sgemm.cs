@@ -298,13 +298,32 @@ internal readonly unsafe struct DenseB(float* b, int ldb, bool transposed) : IPa
                 if (cols < Sgemm.NR) new Span<float>(d + cols, Sgemm.NR - cols).Clear();
             }
         }
-        else
+        else PackTransposed(dst, k0, kc, j0, cols);
+    }
+
+    /// <summary>The packed panel of B^T: 16 x 16 blocks of B's rows (contiguous along k) transposed in registers,
+    /// so that each of the kc x 64 floats is moved by vector instructions (a dense layer's backward has k = 2048).</summary>
+    [SkipLocalsInit]
+    private void PackTransposed(float* dst, int k0, int kc, int j0, int cols)
+    {
+        var rows = stackalloc Vector512<float>[16];
+        var columns = stackalloc Vector512<float>[16];
+        for (int c0 = 0; c0 < Sgemm.NR; c0 += 16)
         {
-            if (cols < Sgemm.NR) new Span<float>(dst, kc * Sgemm.NR).Clear();
-            for (int c = 0; c < cols; c++)
+            int nc = Math.Clamp(cols - c0, 0, 16);
+            if (nc == 0)
             {
-                float* src = b + (long)(j0 + c) * ldb + k0;
-                for (int p = 0; p < kc; p++) dst[p * Sgemm.NR + c] = src[p];
+                for (int p = 0; p < kc; p++) Vector512<float>.Zero.Store(dst + p * Sgemm.NR + c0);
+                continue;
+            }
+            for (int p0 = 0; p0 < kc; p0 += 16)
+            {
+                int np = Math.Min(16, kc - p0);
+                var mask = Vector512.LessThan(Vector512<int>.Indices, Vector512.Create(np)).AsSingle();
+                for (int l = 0; l < 16; l++)
+                    rows[l] = l < nc ? Avx512F.MaskLoad(b + (long)(j0 + c0 + l) * ldb + k0 + p0, mask, Vector512<float>.Zero) : Vector512<float>.Zero;
+                Simd.Transpose16(rows, columns);
+                for (int q = 0; q < np; q++) columns[q].Store(dst + (p0 + q) * Sgemm.NR + c0);
             }
         }
     }

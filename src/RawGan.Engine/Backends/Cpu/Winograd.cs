@@ -45,7 +45,7 @@ namespace RawGan.Engine.Backends.Cpu;
 // 16 products with K = the tiles (long), accumulated per core and summed at the end.
 // ---------------------------------------------------------------------------------------------
 
-internal static unsafe class Winograd
+internal static unsafe partial class Winograd
 {
     private const int MR = Sgemm.MR, TB = Sgemm.NR;   // a block of tiles is one micro-kernel width
     private const int WeightBlock = 256;                // tiles per block of the weight gradient (its K)
@@ -641,7 +641,7 @@ internal static unsafe class Winograd
             ProjectFilter(t[6 * r], t[6 * r + 1], t[6 * r + 2], t[6 * r + 3], t[6 * r + 4], t[6 * r + 5], g + 3 * r, 1, scale);
     }
 
-    /// <summary>dst[k stride] = scale (G^T u)[k] for k &lt; 3: the adjoint of <see cref="InterpolateFilter"/>.</summary>
+    /// <summary>dst[k stride] = scale (G^T u)[k] for k &lt; 3: the adjoint of <see cref="InterpolateFilter(float, float, float, float*, int, float)"/>.</summary>
     private static void ProjectFilter(float u0, float u1, float u2, float u3, float u4, float u5, float* dst, int stride, float scale)
     {
         dst[0] = scale * (u0 / 4 - (u1 + u2) / 6 + (u3 + u4) / 24);

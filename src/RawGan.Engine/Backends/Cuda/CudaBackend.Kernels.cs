@@ -194,6 +194,19 @@ public sealed unsafe partial class CudaBackend : IBackend
         Launch("sum_to", perOutput <= SumToSerialMax ? Grid1D(outputs, threads) : GridPerItem(outputs), new Dim3((uint)threads), 0, args);
     }
 
+    // ------------------------------------------------------------------ bias.cu
+
+    public void BiasLeakyRelu(DeviceBuffer x, DeviceBuffer b, DeviceBuffer y, int n, int c, int plane, float slope) =>
+        LaunchElementwise("bias_leaky_relu", (long)n * c * plane, new KernelArgs().Ptr(x).Ptr(b).Ptr(y).Int(n).Int(c).Int(plane).Float(slope));
+
+    public void BiasLeakyReluBackward(DeviceBuffer y, DeviceBuffer gy, DeviceBuffer gx, DeviceBuffer gb, int n, int c, int plane, float slope)
+    {
+        if (c <= 0) return;
+        // One block per channel: its threads stride over the channel's n * plane values.
+        Launch("bias_leaky_relu_backward", GridPerItem(c), Block1D("bias_leaky_relu_backward"), 0,
+            new KernelArgs().Ptr(y).Ptr(gy).Ptr(gx).Ptr(gb).Int(n).Int(c).Int(plane).Float(slope));
+    }
+
     // ------------------------------------------------------------------ gemm.cu
 
     public void Gemm(bool transA, bool transB, int m, int n, int k, float alpha, DeviceBuffer a, DeviceBuffer b, float beta, DeviceBuffer c)

@@ -171,6 +171,18 @@ public static class BackendCheck
             yield return new("sum_to", size, [x], [bias.Length], (b, p) => b.SumTo(p[0], full, p[1], bias), Reduction);
         }
 
+        // A layer's bias and leaky ReLU, and their backward: a dense layer's [n, c] and a map over NCHW.
+        foreach (var (n, c, plane) in new[] { (3, 5, 1), (16, 64, 64) })
+        {
+            long total = (long)n * c * plane;
+            string size = $"{n}x{c}x{plane}";
+            var x = Normal(total, 20);
+            var bv = Normal(c, 21);
+            yield return new("bias_leaky_relu", size, [x, bv], [total], (b, p) => b.BiasLeakyRelu(p[0], p[1], p[2], n, c, plane, 0.2f), Elementwise);
+            yield return new("bias_leaky_relu_backward", size, [x, Normal(total, 22)], [total, c],
+                (b, p) => b.BiasLeakyReluBackward(p[0], p[1], p[2], p[3], n, c, plane, 0.2f), Reduction);
+        }
+
         // Matrix products: every transpose, odd sizes.
         foreach (var (m, n, k) in new[] { (17, 33, 20), (128, 256, 512) })
             foreach (bool ta in new[] { false, true })

@@ -56,6 +56,39 @@ public sealed unsafe partial class ReferenceBackend
         for (long i = 0; i < n; i++) po[i] = px[i] > 0 ? pg[i] : slope * pg[i];
     }
 
+    /// <summary>y = z if z &gt; 0 else slope z, z = x + b[channel] (one rounding for the sum, one for the product).</summary>
+    public void BiasLeakyRelu(DeviceBuffer x, DeviceBuffer b, DeviceBuffer y, int n, int c, int plane, float slope)
+    {
+        float* px = P(x), pb = P(b), py = P(y);
+        for (long s = 0; s < n; s++)
+            for (int ch = 0; ch < c; ch++)
+                for (long p = 0; p < plane; p++)
+                {
+                    long i = (s * c + ch) * plane + p;
+                    float z = px[i] + pb[ch];
+                    py[i] = z > 0 ? z : slope * z;
+                }
+    }
+
+    /// <summary>gx = gy if y &gt; 0 else slope gy; gb[channel] = the sum of its gx, in double.</summary>
+    public void BiasLeakyReluBackward(DeviceBuffer y, DeviceBuffer gy, DeviceBuffer gx, DeviceBuffer gb, int n, int c, int plane, float slope)
+    {
+        float* py = P(y), pg = P(gy), po = P(gx), pb = P(gb);
+        for (int ch = 0; ch < c; ch++)
+        {
+            double sum = 0;
+            for (long s = 0; s < n; s++)
+                for (long p = 0; p < plane; p++)
+                {
+                    long i = (s * c + ch) * plane + p;
+                    float g = py[i] > 0 ? pg[i] : slope * pg[i];
+                    po[i] = g;
+                    sum += g;
+                }
+            pb[ch] = (float)sum;
+        }
+    }
+
     /// <summary>y = a + t (b - a).</summary>
     public void LerpScalar(DeviceBuffer a, DeviceBuffer b, DeviceBuffer y, long n, float t)
     {
