@@ -238,19 +238,18 @@ public sealed unsafe partial class CpuBackend
         finally { Free(col); }
     }
 
-    // Auto's thresholds, measured with `RawGan.Benchmarks -- --conv` (2 threads; the machine was
-    // shared with other work, so the ratios within one run are what counts). Up to 32x32 maps the
-    // channel-lane F(4x4) wins every product: 2.0-2.5x the best other algorithm on 8x8 (380-410
-    // GFLOP/s against 150-200), 2.4-3.4x on D's 4x4 head (170-230 against 65-117: the 129 input
-    // channels cost nothing extra there), 1.3-1.7x on 16x16 and 1.2-1.35x on 32x32 (forward 417
-    // against 317, weight gradient 200 against 148); on 64x64 maps with 64 channels the row version
-    // is level or ahead (forward 272 against 180 for 64->64, weight gradients 173-189 against
-    // 124-189), so larger maps keep it. There, for weight gradients F(4x4) ties at 32x32 (350) and
-    // wins from 64x64 up (400 to 480 against 320 to 345); a 1x1 convolution with 3 channels on one
-    // side wastes 61 of the micro-kernel's 64 columns (4 GFLOP/s), so it runs as dot products over
-    // the pixels. (Before the channel-lane version: on 4x4 maps a weight gradient's row transforms
-    // cost more than Winograd saved, and F(4x4) by rows lost to F(2x2) below 32x32, where a run
-    // fills only 4 of a vector's 16 lanes.)
+    // Auto's thresholds, measured with `RawGan.Benchmarks -- --conv` (2 threads, best call; the
+    // machine was shared with other work, so ratios within one run are what counts; bench/README.md
+    // has the table). Up to 32x32 maps the channel-lane F(4x4) wins every product: 2.5-2.7x the next
+    // best on 8x8 (426-515 GFLOP/s against 160-209 for F(2x2) by rows), 2.1-3.5x on D's 4x4 head
+    // (256-327 against 94-125: its 129 input channels cost nothing extra), 1.2-1.7x on 16x16 and
+    // 1.0-1.3x on 32x32 (weight gradient 366 against 277). On 64x64 maps with 64 channels F(4x4) by
+    // rows is ahead in 8 of 9 products (forward 386-438 against 301-370), so larger maps keep it;
+    // there weight gradients run F(4x4) from 64x64 up (F(2x2) ties at 32x32). A 1x1 convolution with
+    // 3 channels on one side wastes 61 of the micro-kernel's 64 columns (4 GFLOP/s), so its weight
+    // gradient runs as dot products over the pixels. (Before the channel-lane version, F(4x4) by rows
+    // lost to F(2x2) below 32x32, where a run fills only 4 of a vector's 16 lanes, and on 4x4 maps a
+    // weight gradient's row transforms cost more than Winograd saved.)
     private const int WinogradChannelsMaxSide = 32, WinogradWeightMinPixels = 64, PointwiseFewChannels = 8, WinogradF4MinSide = 32, WinogradF4WeightMinSide = 64;
 
     /// <summary>gw[co, ci] = scale sum over samples and pixels of gy[s, co, p] x[s, ci, p] when one
