@@ -8,7 +8,7 @@ namespace RawGan.Engine.Tests;
 /// Every kernel of every backend against <see cref="ReferenceBackend"/>, the plain loops that
 /// define "correct" (docs/DESIGN.md, decision 10): the CUDA kernels run on the emulator through
 /// the real CudaBackend (its argument packing, grid arithmetic and the .cu source are what is
-/// tested), and CpuBackend's optimized kernels (SIMD, Winograd, blocking) on the same inputs. As in llm.c's dev/cuda, each kernel runs at several block sizes
+/// tested), and CpuBackend's optimized kernels (SIMD, Winograd, blocking) on the same inputs. Each kernel runs at several block sizes
 /// (every one must be right for any power of two from 32 to 1024) and on sizes that are not
 /// multiples of the block: 1 element, batch 1, one channel, three channels, odd planes, and
 /// arrays larger than one grid pass so the grid-stride loops wrap.

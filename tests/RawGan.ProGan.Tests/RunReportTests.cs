@@ -8,16 +8,13 @@ using RawGan.ProGan.Training;
 
 namespace RawGan.ProGan.Tests;
 
-/// <summary>A short run through 4x4 and 8x8 (three phases), its swd.jsonl and its report.html.</summary>
-public sealed class RunReportTests : IDisposable
+/// <summary>A short run through 4x4 and 8x8 (three phases), made once for the tests that read its
+/// swd.jsonl and report.html.</summary>
+public sealed class ShortReportedRun : IDisposable
 {
-    private static readonly CpuBackend Cpu = new();
     private readonly TempDirectory _dir = new();
-    private readonly InMemoryShapes _data = new(128, 8);
-    private readonly Trainer _trainer;
-    private readonly string _html;
 
-    public RunReportTests()
+    public ShortReportedRun()
     {
         var options = new TrainOptions
         {
@@ -30,23 +27,35 @@ public sealed class RunReportTests : IDisposable
             CheckpointTicks = 1000,
             SwdImages = 64,
         };
-        _trainer = new Trainer(options, Cpu, _data, _dir.Path, new SilentObserver());
+        Trainer = new Trainer(options, new CpuBackend(), Data, _dir.Path, new SilentObserver());
         var report = new RunReport(_dir.Path, options, "cpu", "shapes");
-        _trainer.OnSamples = (name, images, phase, alpha) => report.SaveGrid(name, images, phase, alpha);
-        Assert.Equal(StopReason.Finished, _trainer.Run());
-        _html = File.ReadAllText(report.Write(_trainer, null));
+        Trainer.OnSamples = (name, images, phase, alpha) => report.SaveGrid(name, images, phase, alpha);
+        Assert.Equal(StopReason.Finished, Trainer.Run());
+        Html = File.ReadAllText(report.Write(Trainer, null));
     }
+
+    public InMemoryShapes Data { get; } = new(128, 8);
+    public Trainer Trainer { get; }
+    public string Html { get; }
+    public string Folder => _dir.Path;
 
     public void Dispose()
     {
-        _trainer.Dispose();
+        Trainer.Dispose();
         _dir.Dispose();
     }
+}
+
+public sealed class RunReportTests(ShortReportedRun run) : IClassFixture<ShortReportedRun>
+{
+    private readonly Trainer _trainer = run.Trainer;
+    private readonly InMemoryShapes _data = run.Data;
+    private readonly string _html = run.Html;
 
     [Fact]
     public void Every_phase_end_has_its_swd_at_that_phases_resolution()
     {
-        var lines = File.ReadAllLines(Path.Combine(_dir.Path, "swd.jsonl")).Select(l => JsonDocument.Parse(l).RootElement).ToList();
+        var lines = File.ReadAllLines(Path.Combine(run.Folder, "swd.jsonl")).Select(l => JsonDocument.Parse(l).RootElement).ToList();
         Assert.Equal([4, 8, 8], lines.Select(l => l.GetProperty("resolution").GetInt32()));
         Assert.Equal([0.384, 0.640, 0.896], lines.Select(l => l.GetProperty("kimg").GetDouble()));
         Assert.All(lines, l => Assert.True(l.GetProperty("swd").GetDouble() > 0));

@@ -9,7 +9,7 @@ using RawGan.ProGan.Training;
 namespace RawGan.ProGan.Tests;
 
 /// <summary>Built-in shapes held in memory at every resolution (the tests' data set).</summary>
-internal sealed class InMemoryShapes : ITrainingImages
+public sealed class InMemoryShapes : ITrainingImages
 {
     private readonly Dictionary<int, float[][]> _levels = new();
 

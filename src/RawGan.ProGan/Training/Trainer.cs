@@ -386,7 +386,7 @@ public sealed class Trainer : IDisposable
 
     private void AppendMetrics(TickReport r)
     {
-        var line = JsonSerializer.Serialize(new
+        AppendLine("metrics.jsonl", new
         {
             tick = r.Tick,
             kimg = r.TotalImages / 1000.0,
@@ -405,7 +405,12 @@ public sealed class Trainer : IDisposable
             elapsed_s = r.Elapsed.TotalSeconds,
             skipped_steps = r.SkippedSteps,
         });
-        if (_collective.Rank == 0) File.AppendAllText(Path.Combine(RunDirectory, "metrics.jsonl"), line + "\n");
+    }
+
+    /// <summary>One JSON line appended to a file of the run folder (rank 0 writes).</summary>
+    private void AppendLine(string file, object value)
+    {
+        if (_collective.Rank == 0) File.AppendAllText(Path.Combine(RunDirectory, file), JsonSerializer.Serialize(value) + "\n");
     }
 
     /// <summary>
@@ -419,7 +424,7 @@ public sealed class Trainer : IDisposable
         if (Options.SwdImages <= 0 || _collective.Rank != 0) return;
         var swd = Evaluation.Swd(_gEma, _data, Options.SwdImages, Options.Seed, phase.Level);
         _observer.Notice($"SWD at the end of {phase.Describe()}: {swd.Mean:F1} (x1e3; {string.Join(", ", swd.Levels.Select(l => $"{l.Resolution}px {l.Value:F1}"))})");
-        var line = JsonSerializer.Serialize(new
+        AppendLine("swd.jsonl", new
         {
             kimg = State.TotalImages / 1000.0,
             phase = phase.Index,
@@ -428,7 +433,6 @@ public sealed class Trainer : IDisposable
             swd = swd.Mean,
             swd_levels = swd.Levels.ToDictionary(l => l.Resolution.ToString(System.Globalization.CultureInfo.InvariantCulture), l => l.Value),
         });
-        File.AppendAllText(Path.Combine(RunDirectory, "swd.jsonl"), line + "\n");
     }
 
     private static double? Finite(double v) => double.IsFinite(v) ? v : null;
