@@ -5,15 +5,22 @@
 //                    p = p - lr_t m / (sqrt(v) + eps),   lr_t = lr sqrt(1 - b2^t) / (1 - b1^t)
 //                    TensorFlow's form, which the official ProGAN uses (lr 0.001, b1 0, b2 0.99,
 //                    eps 1e-8): the bias corrections fold into the step size and eps is added
-//                    to sqrt(v) unscaled. t counts from 1.
-//   ema_update       ema = p + beta (ema - p)
+//                    to sqrt(v) unscaled. t counts from 1 and is read from the device (adam_step
+//                    advanced it); nothing changes when *skip != 0 (a skipped step).
+//   adam_step        t = t + 1, unless *skip != 0
+//                    The step count lives on the device, so a training step captured once as a
+//                    CUDA graph counts on when it is replayed; skip is a non-finite count
+//                    (count_nonfinite below) of the step's loss and gradients, or null.
+//   ema_update       ema = p + beta (ema - p), unless *skip != 0
 //                    The generator average Gs of section A.1 (beta = 0.999), after every step.
 //   count_nonfinite  *count += the number of NaN or infinite values in x.
 //                    A training step whose gradients are not all finite is skipped.
 //
 // Threads (adam_update, ema_update): a grid-stride loop over the n parameters, one per thread
 // per step; coalesced, bandwidth-bound. lr_t is the same for every element: each thread
-// computes it once, in double, and rounds it to float once. Launch: BlockSize threads, blocks to fill the device.
+// computes it once, in double, and rounds it to float once. Launch: BlockSize threads, blocks to
+// fill the device. A skipped update returns before touching memory: the decision is made on the
+// device, so a step never waits for the host to read its non-finite count (adam_step: one thread).
 //
 // Threads (count_nonfinite): a grid-stride loop in which each thread counts its elements, a
 // shared-memory tree per block (block_sum in common.cuh), and one atomicAdd per block into the
@@ -22,12 +29,23 @@
 // are all ones (NaN or infinity): a bit test, immune to compiler assumptions about NaN.
 #include "common.cuh"
 
-extern "C" __global__ void adam_update(float* p, const float* g, float* m, float* v, long long n,
-                                       float lr, float beta1, float beta2, float eps, int step)
+// True when a skip count is given and not zero: the update must leave everything as it is.
+__device__ inline bool skipped(const unsigned long long* skip) { return skip != nullptr && *skip != 0; }
+
+extern "C" __global__ void adam_step(int* step, const unsigned long long* skip)
 {
+    if (blockIdx.x == 0 && threadIdx.x == 0 && !skipped(skip)) *step += 1;
+}
+
+extern "C" __global__ void adam_update(float* p, const float* g, float* m, float* v, long long n,
+                                       float lr, float beta1, float beta2, float eps, const int* step,
+                                       const unsigned long long* skip)
+{
+    if (skipped(skip)) return;
+    const int t = *step;
     // pow(double, double): CUDA's math library has no pow(double, int) overload, and a call to
     // one would compile to PTX yet fail to assemble (an unresolved extern function).
-    const float lrT = (float)(lr * sqrt(1.0 - pow((double)beta2, (double)step)) / (1.0 - pow((double)beta1, (double)step)));
+    const float lrT = (float)(lr * sqrt(1.0 - pow((double)beta2, (double)t)) / (1.0 - pow((double)beta1, (double)t)));
     for (long long i = grid_start(); i < n; i += grid_stride())
     {
         const float gi = g[i];
@@ -39,8 +57,9 @@ extern "C" __global__ void adam_update(float* p, const float* g, float* m, float
     }
 }
 
-extern "C" __global__ void ema_update(float* ema, const float* p, long long n, float beta)
+extern "C" __global__ void ema_update(float* ema, const float* p, long long n, float beta, const unsigned long long* skip)
 {
+    if (skipped(skip)) return;
     for (long long i = grid_start(); i < n; i += grid_stride())
     {
         const float pi = p[i];

@@ -29,7 +29,9 @@
 //                   int simt_launch_<kernel>(const simt_launch_config*, void** args)
 //               which takes its arguments the way cuLaunchKernel does (one pointer per
 //               parameter, each to storage of exactly that parameter's C type), copies them,
-//               and runs the whole grid before it returns (0 = success).
+//               and runs the whole grid before it returns (0 = success), and
+//                   int simt_argument_sizes_<kernel>(int* sizes, int capacity)
+//               which says how many bytes each parameter takes (what a captured launch copies).
 //
 // How a grid runs is in simt.cpp, including the schedule orders (RAWGAN_SIMT_ORDER) that resume
 // a block's threads forward, in reverse or shuffled, to expose races.
@@ -400,6 +402,18 @@ inline int launch_kernel(const char* name, void (*kernel)(P...), const simt_laun
 {
     return launch_with(name, kernel, config, args, std::index_sequence_for<P...>{});
 }
+
+// The size of each parameter's C type, into sizes (at most capacity); returns how many parameters
+// the kernel has. A captured launch (a CUDA graph) copies this many bytes of each argument, as the
+// driver does from the kernel's parameter layout in the machine code.
+template <typename... P>
+inline int argument_sizes(void (*)(P...), int* sizes, int capacity)
+{
+    const int all[] = {0, (int)sizeof(std::decay_t<P>)...};
+    const int count = (int)sizeof...(P);
+    for (int i = 0; i < count && i < capacity; i++) sizes[i] = all[i + 1];
+    return count;
+}
 } // namespace simt
 
 // One exported launcher per kernel; the host looks it up by name ("simt_launch_" + kernel).
@@ -407,4 +421,8 @@ inline int launch_kernel(const char* name, void (*kernel)(P...), const simt_laun
     extern "C" __attribute__((visibility("default"))) int simt_launch_##name(const simt_launch_config* config, void** args) \
     {                                                                                                  \
         return simt::launch_kernel(#name, &name, config, args);                                        \
+    }                                                                                                  \
+    extern "C" __attribute__((visibility("default"))) int simt_argument_sizes_##name(int* sizes, int capacity) \
+    {                                                                                                  \
+        return simt::argument_sizes(&name, sizes, capacity);                                           \
     }

@@ -20,6 +20,10 @@ public sealed class NonFiniteCounter : IDisposable
         Reset();
     }
 
+    /// <summary>The counter's storage: a 64-bit integer in two floats (what kernels that skip
+    /// work on a non-finite count read).</summary>
+    public DeviceBuffer Buffer => _count;
+
     public void Reset() => _backend.Fill(_count, 2, 0f);   // the bits of 0f are those of a 64-bit 0
 
     public void Add(Tensor t)

@@ -104,6 +104,30 @@ public class CudaDriverTests
         Assert.Contains("12345", unknown.Message);
     }
 
+    [DriverFact]
+    public void TheDriverLibraryExportsEveryEntryPointRawGanBinds()
+    {
+        // A wrong name does not fail when the library loads, only at the first call: on a GPU,
+        // in the middle of a run. Every [LibraryImport] of the driver, by its exported name.
+        NativeDriver.ProbeDriverVersion();
+        string file = CudaApi.Locate(CudaApi.Driver)!;
+        var handle = System.Runtime.InteropServices.NativeLibrary.Load(file);
+        try
+        {
+            var symbols = typeof(CudaApi).GetMethods(System.Reflection.BindingFlags.Static | System.Reflection.BindingFlags.Public | System.Reflection.BindingFlags.NonPublic)
+                .Select(m => (m, a: m.GetCustomAttributes(typeof(System.Runtime.InteropServices.LibraryImportAttribute), false).Cast<System.Runtime.InteropServices.LibraryImportAttribute>().FirstOrDefault()))
+                .Where(x => x.a?.LibraryName == CudaApi.Driver)
+                .Select(x => x.a!.EntryPoint ?? x.m.Name)
+                .ToList();
+            Assert.Contains("cuGraphLaunch", symbols);
+            Assert.Contains("cuStreamBeginCapture_v2", symbols);
+            Assert.True(symbols.Count >= 30, $"found only {symbols.Count} driver imports by reflection");
+            foreach (var symbol in symbols)
+                Assert.True(System.Runtime.InteropServices.NativeLibrary.TryGetExport(handle, symbol, out _), $"{file} does not export {symbol}");
+        }
+        finally { System.Runtime.InteropServices.NativeLibrary.Free(handle); }
+    }
+
     [CublasFact]
     public void CublasExportsEverySymbolRawGanBinds()
     {

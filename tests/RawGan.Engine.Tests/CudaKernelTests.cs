@@ -441,10 +441,10 @@ public class CudaKernelTests
             var m = Normal(n, 83, 0.01f);
             var v = Uniform(n, 84, 0f, 1e-4f);
             foreach (var (beta1, step) in new[] { (0f, 1), (0f, 17), (0.9f, 3) })
-                Compare(blockSize, $"adam_update n={n} beta1={beta1} step={step}", [p, g, m, v], [],
-                    (be, b) => be.AdamUpdate(b[0], b[1], b[2], b[3], n, 1e-3f, beta1, 0.99f, 1e-8f, step), Elementwise);
+                Compare(blockSize, $"adam_update n={n} beta1={beta1} step={step}", [p, g, m, v, [ReferenceBackendHarness.StepCount(step)]], [],
+                    (be, b) => be.AdamUpdate(b[0], b[1], b[2], b[3], n, 1e-3f, beta1, 0.99f, 1e-8f, b[4], DeviceBuffer.Null), Elementwise);
             Compare(blockSize, $"ema_update n={n}", [Normal(n, 85), p], [],
-                (be, b) => be.EmaUpdate(b[0], b[1], n, 0.999f), Elementwise);
+                (be, b) => be.EmaUpdate(b[0], b[1], n, 0.999f, DeviceBuffer.Null), Elementwise);
         }
     }
 

@@ -273,13 +273,14 @@ public class ForwardValueTests
         var v = T(backend, [0, 0], 2);
         // Step 1, beta1 = 0, beta2 = 0.99: m = g, v = 0.01 g^2, lr_t = lr sqrt(0.01) / 1 = 0.1 lr,
         // so p -= 0.1 lr g / (0.1 |g| + eps) = lr sign(g) (up to eps).
-        be.AdamUpdate(p.Buffer, g.Buffer, m.Buffer, v.Buffer, 2, 0.001f, 0f, 0.99f, 1e-8f, 1);
+        var step = T(backend, [BitConverter.Int32BitsToSingle(1)], 1);
+        be.AdamUpdate(p.Buffer, g.Buffer, m.Buffer, v.Buffer, 2, 0.001f, 0f, 0.99f, 1e-8f, step.Buffer, DeviceBuffer.Null);
         Close([1 - 0.001, 2 + 0.001], p.ToArray(), 1e-6);
         Close([0.5, -2], m.ToArray(), 1e-7);
         Close([0.0025, 0.04], v.ToArray(), 1e-6);
 
         var ema = T(backend, [10, 20], 2);
-        be.EmaUpdate(ema.Buffer, T(backend, [0, 0], 2).Buffer, 2, 0.999f);
+        be.EmaUpdate(ema.Buffer, T(backend, [0, 0], 2).Buffer, 2, 0.999f, DeviceBuffer.Null);
         Close([9.99, 19.98], ema.ToArray(), 1e-6);
 
         var bad = T(backend, [1, float.NaN, 3, float.PositiveInfinity, float.NegativeInfinity, 0], 6);

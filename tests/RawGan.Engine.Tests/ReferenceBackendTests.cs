@@ -26,6 +26,12 @@ internal static class ReferenceBackendHarness
     public static float[] Normal(long n, int seed, float scale = 1f) => BackendCheck.Normal(n, seed, scale);
 
     public static float[] Uniform(long n, int seed, float lo, float hi) => BackendCheck.Uniform(n, seed, lo, hi);
+
+    /// <summary>An Adam step count t as the kernels keep it: an int in one float's storage.</summary>
+    public static float StepCount(int t) => BitConverter.Int32BitsToSingle(t);
+
+    /// <summary>A 64-bit non-finite count as the kernels keep it, in two floats.</summary>
+    public static float[] SkipCount(long count) => [BitConverter.Int32BitsToSingle((int)count), BitConverter.Int32BitsToSingle((int)(count >> 32))];
 }
 
 /// <summary>The reference backend against answers worked out by hand: if these hold, the plain
@@ -179,14 +185,46 @@ public class ReferenceBackendTests
         // so p -= lr g / (|g| + eps / sqrt(1 - b2)) ~ lr sign(g).
         float[] g = [0.5f, -2f, 0.01f, -300f];
         const float lr = 0.01f;
-        var r = ReferenceBackendHarness.Run(R, [[1, 1, 1, 1], g, new float[4], new float[4]], [],
-            (be, p) => be.AdamUpdate(p[0], p[1], p[2], p[3], 4, lr, 0.9f, 0.99f, 1e-8f, 1));
+        var r = ReferenceBackendHarness.Run(R, [[1, 1, 1, 1], g, new float[4], new float[4], [ReferenceBackendHarness.StepCount(1)]], [],
+            (be, p) => be.AdamUpdate(p[0], p[1], p[2], p[3], 4, lr, 0.9f, 0.99f, 1e-8f, p[4], DeviceBuffer.Null));
         Near(g.Select(v => 1 - lr * MathF.Sign(v)).ToArray(), r[0], 1e-6, "p");
         // 1 - b1 and 1 - b2 of the float betas (0.9f and 0.99f are not exactly 0.9 and 0.99).
         Near(g.Select(v => (float)((1 - (double)0.9f) * v)).ToArray(), r[2], 1e-6, "m");
         Near(g.Select(v => (float)((1 - (double)0.99f) * v * v)).ToArray(), r[3], 1e-6, "v");
         // ema = p + beta (ema - p).
-        Near([1.9f, 0.1f], On([[2, 0], [1, 1]], [], (be, p) => be.EmaUpdate(p[0], p[1], 2, 0.9f), 0), 1e-7, "ema");
+        Near([1.9f, 0.1f], On([[2, 0], [1, 1]], [], (be, p) => be.EmaUpdate(p[0], p[1], 2, 0.9f, DeviceBuffer.Null), 0), 1e-7, "ema");
+    }
+
+    [Theory]
+    [MemberData(nameof(TestBackends.All), MemberType = typeof(TestBackends))]
+    public void AStepWithANonFiniteCountChangesNoParameterMomentOrStepCount(string backend)
+    {
+        var be = TestBackends.Get(backend);
+        float[] p = [1, -2, 3], g = [0.5f, -1, 2], m = [0.1f, 0.2f, 0.3f], v = [0.01f, 0.02f, 0.03f];
+        // A count above 2^32 too: the whole 64 bits are read, not the low word.
+        foreach (long count in new long[] { 1, 1L << 32 })
+        {
+            var r = ReferenceBackendHarness.Run(be, [p, g, m, v, [ReferenceBackendHarness.StepCount(4)], ReferenceBackendHarness.SkipCount(count), [9, 8, 7]], [], (b, q) =>
+            {
+                b.AdamStep(q[4], q[5]);
+                b.AdamUpdate(q[0], q[1], q[2], q[3], 3, 0.1f, 0.9f, 0.99f, 1e-8f, q[4], q[5]);
+                b.EmaUpdate(q[6], q[0], 3, 0.5f, q[5]);
+            });
+            Assert.Equal(p, r[0]);
+            Assert.Equal(m, r[2]);
+            Assert.Equal(v, r[3]);
+            Assert.Equal(4, BitConverter.SingleToInt32Bits(r[4][0]));
+            Assert.Equal([9f, 8f, 7f], r[6]);
+        }
+        // A zero count, or none: the step count goes up by one each time, and the update runs.
+        var run = ReferenceBackendHarness.Run(be, [p, g, m, v, [ReferenceBackendHarness.StepCount(4)], ReferenceBackendHarness.SkipCount(0)], [], (b, q) =>
+        {
+            b.AdamStep(q[4], q[5]);
+            b.AdamStep(q[4], DeviceBuffer.Null);
+            b.AdamUpdate(q[0], q[1], q[2], q[3], 3, 0.1f, 0.9f, 0.99f, 1e-8f, q[4], q[5]);
+        });
+        Assert.Equal(6, BitConverter.SingleToInt32Bits(run[4][0]));
+        Assert.NotEqual(p, run[0]);
     }
 
     [Fact]
@@ -479,9 +517,9 @@ public class ReferenceBackendMatchesCpuTests
             var m = Normal(n, 83, 0.01f);
             var v = Uniform(n, 84, 0f, 1e-4f);
             foreach (var (beta1, step) in new[] { (0f, 1), (0f, 17), (0.9f, 3) })
-                Compare($"adam n={n} beta1={beta1} step={step}", [p, g, m, v], [],
-                    (be, b) => be.AdamUpdate(b[0], b[1], b[2], b[3], n, 1e-3f, beta1, 0.99f, 1e-8f, step), Elementwise);
-            Compare($"ema n={n}", [Normal(n, 85), p], [], (be, b) => be.EmaUpdate(b[0], b[1], n, 0.999f), Elementwise);
+                Compare($"adam n={n} beta1={beta1} step={step}", [p, g, m, v, [ReferenceBackendHarness.StepCount(step)]], [],
+                    (be, b) => be.AdamUpdate(b[0], b[1], b[2], b[3], n, 1e-3f, beta1, 0.99f, 1e-8f, b[4], DeviceBuffer.Null), Elementwise);
+            Compare($"ema n={n}", [Normal(n, 85), p], [], (be, b) => be.EmaUpdate(b[0], b[1], n, 0.999f, DeviceBuffer.Null), Elementwise);
 
             var x = Normal(n, 91);
             var rng = new Random(92);

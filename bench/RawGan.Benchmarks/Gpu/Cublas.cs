@@ -12,13 +12,16 @@ public sealed unsafe class Cublas : IDisposable
 {
     private readonly nint _handle;
 
+    /// <param name="gpu">The backend whose buffers cuBLAS works on: cuBLAS runs on its stream, in
+    /// order with its kernels and copies.</param>
     /// <param name="tf32">Let sgemm round its inputs to TF32 on tensor cores
     /// (CUBLAS_TF32_TENSOR_OP_MATH): the baseline of RawGan's version-2 kernels.</param>
-    public Cublas(bool tf32 = false)
+    public Cublas(CudaBackend gpu, bool tf32 = false)
     {
         if (CudaApi.Locate(CudaApi.Cublas) == null)
             throw new InvalidOperationException($"cuBLAS is not installed: none of {string.Join(", ", CudaApi.Candidates[CudaApi.Cublas])} could be loaded");
         CudaApi.CheckCublas(CudaApi.cublasCreate(out _handle), "cublasCreate_v2");
+        if (gpu.Driver is NativeDriver native) CudaApi.CheckCublas(CudaApi.cublasSetStream(_handle, native.Stream), "cublasSetStream_v2");
         if (tf32) CudaApi.CheckCublas(CudaApi.cublasSetMathMode(_handle, CudaApi.CUBLAS_TF32_TENSOR_OP_MATH), "cublasSetMathMode");
     }
 

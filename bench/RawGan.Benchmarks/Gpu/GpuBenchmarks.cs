@@ -29,7 +29,7 @@ public class GpuGemmBenchmarks
     public void Setup()
     {
         _gpu = GpuDevice.Open();
-        _cublas = new Cublas();
+        _cublas = new Cublas(_gpu);
         var (m, n, k) = (Case.M, Case.N, Case.K);
         var a = CpuBuffers.Normal((long)m * k, 1);
         var b = CpuBuffers.Normal((long)k * n, 2);
@@ -85,7 +85,7 @@ public class GpuConvBenchmarks
     public void Setup()
     {
         _gpu = GpuDevice.Open();
-        _cublas = new Cublas();
+        _cublas = new Cublas(_gpu);
         _im2col = new GpuIm2Col(_gpu.Driver, load: true);
         var x = CpuBuffers.Normal(Case.InputLength, 11);
         var w = CpuBuffers.Normal(Case.WeightLength, 12);
@@ -145,7 +145,7 @@ public class GpuGemmTf32Benchmarks
     public void Setup()
     {
         _gpu = GpuDevice.Open(Precision.Tf32);
-        _cublas = new Cublas(tf32: true);
+        _cublas = new Cublas(_gpu, tf32: true);
         var (m, n, k) = (Case.M, Case.N, Case.K);
         var a = CpuBuffers.Normal((long)m * k, 1);
         var b = CpuBuffers.Normal((long)k * n, 2);
@@ -201,7 +201,7 @@ public class GpuConvTf32Benchmarks
     public void Setup()
     {
         _gpu = GpuDevice.Open(Precision.Tf32);
-        _cublas = new Cublas(tf32: true);
+        _cublas = new Cublas(_gpu, tf32: true);
         _im2col = new GpuIm2Col(_gpu.Driver, load: true);
         var x = CpuBuffers.Normal(Case.InputLength, 11);
         var w = CpuBuffers.Normal(Case.WeightLength, 12);

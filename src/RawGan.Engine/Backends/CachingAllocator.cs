@@ -7,9 +7,30 @@ namespace RawGan.Engine.Backends;
 ///
 /// Sizes are rounded up (to 256 floats, or to 64K floats above 1M floats) so that tensors of
 /// nearly equal size share blocks. Thread-safe.
+///
+/// <para>A captured step (a CUDA graph) writes, at every replay, into the blocks it was given while
+/// it was captured, long after its tensors were freed. Those blocks must never be handed to anyone
+/// else while the graph lives: <see cref="BeginPool"/> starts a private pool, every block
+/// allocated while it is open belongs to it, and a block of the pool, when freed, returns to the
+/// pool, never to the shared cache. Requests while the pool is open are served from its own free
+/// blocks first (a step reuses what its earlier tensors freed), then from the shared cache.
+/// <see cref="ReleasePool"/> (when the graph is destroyed) gives the blocks back.</para>
 /// </summary>
 public sealed class CachingAllocator
 {
+    /// <summary>Blocks reserved for one captured graph (see the class comment).</summary>
+    public sealed class Pool
+    {
+        internal readonly Dictionary<long, Stack<nint>> Free = new();
+        internal readonly HashSet<nint> Owned = new();
+        internal bool Released;
+        /// <summary>Bytes of the blocks the pool owns, in use or free.</summary>
+        public long Bytes { get; internal set; }
+    }
+
+    private Pool? _open;
+    private readonly Dictionary<nint, Pool> _owner = new();
+
     private readonly Func<long, nint> _systemAllocate;   // bytes -> address
     private readonly Action<nint> _systemFree;
     private readonly Dictionary<long, Stack<nint>> _free = new();
@@ -39,7 +60,13 @@ public sealed class CachingAllocator
         lock (_lock)
         {
             nint address;
-            if (_free.TryGetValue(rounded, out var stack) && stack.Count > 0)
+            if (_open != null && _open.Free.TryGetValue(rounded, out var own) && own.Count > 0)
+            {
+                address = own.Pop();
+                _bytesCached -= bytes;
+                _cacheHits++;
+            }
+            else if (_free.TryGetValue(rounded, out var stack) && stack.Count > 0)
             {
                 address = stack.Pop();
                 _bytesCached -= bytes;
@@ -59,6 +86,11 @@ public sealed class CachingAllocator
                 _systemAllocations++;
             }
             _inUse.Add(address, rounded);
+            if (_open != null && _open.Owned.Add(address))
+            {
+                _owner[address] = _open;
+                _open.Bytes += bytes;
+            }
             _bytesInUse += bytes;
             _peak = Math.Max(_peak, _bytesInUse);
             return new DeviceBuffer(address, length);
@@ -75,8 +107,49 @@ public sealed class CachingAllocator
             long bytes = rounded * sizeof(float);
             _bytesInUse -= bytes;
             _bytesCached += bytes;
-            if (!_free.TryGetValue(rounded, out var stack)) _free[rounded] = stack = new Stack<nint>();
+            var free = _owner.TryGetValue(buffer.Address, out var pool) ? pool.Free : _free;
+            if (!free.TryGetValue(rounded, out var stack)) free[rounded] = stack = new Stack<nint>();
             stack.Push(buffer.Address);
+        }
+    }
+
+    /// <summary>Opens a private pool: until <see cref="EndPool"/>, every block handed out belongs to it.</summary>
+    public Pool BeginPool()
+    {
+        lock (_lock)
+        {
+            if (_open != null) throw new InvalidOperationException("a private pool is already open (graphs are captured one at a time)");
+            return _open = new Pool();
+        }
+    }
+
+    /// <summary>Closes the open pool; its blocks stay reserved until <see cref="ReleasePool"/>.</summary>
+    public void EndPool(Pool pool)
+    {
+        lock (_lock)
+        {
+            if (!ReferenceEquals(_open, pool)) throw new InvalidOperationException("this pool is not the open one");
+            _open = null;
+        }
+    }
+
+    /// <summary>Gives a pool's blocks back: its free ones to the shared cache, and the ones still
+    /// in use return there when they are freed.</summary>
+    public void ReleasePool(Pool pool)
+    {
+        lock (_lock)
+        {
+            if (pool.Released) return;
+            if (ReferenceEquals(_open, pool)) _open = null;
+            pool.Released = true;
+            foreach (var address in pool.Owned) _owner.Remove(address);
+            foreach (var (rounded, blocks) in pool.Free)
+            {
+                if (!_free.TryGetValue(rounded, out var stack)) _free[rounded] = stack = new Stack<nint>();
+                while (blocks.Count > 0) stack.Push(blocks.Pop());
+            }
+            pool.Owned.Clear();
+            pool.Bytes = 0;
         }
     }
 
@@ -85,6 +158,7 @@ public sealed class CachingAllocator
         lock (_lock) ReleaseCachedLocked();
     }
 
+    // A private pool's free blocks stay: its graph still writes into them.
     private void ReleaseCachedLocked()
     {
         foreach (var stack in _free.Values)
@@ -95,7 +169,15 @@ public sealed class CachingAllocator
                 _systemFrees++;
             }
         }
-        _bytesCached = 0;
+        _bytesCached = _owner.Count == 0 ? 0 : PoolFreeBytes();
+    }
+
+    private long PoolFreeBytes()
+    {
+        long bytes = 0;
+        foreach (var pool in _owner.Values.Distinct())
+            foreach (var (rounded, blocks) in pool.Free) bytes += rounded * sizeof(float) * blocks.Count;
+        return bytes;
     }
 
     /// <summary>Free everything, in use or cached (the backend is being disposed).</summary>
@@ -103,6 +185,15 @@ public sealed class CachingAllocator
     {
         lock (_lock)
         {
+            foreach (var pool in _owner.Values.Distinct().ToList())
+                foreach (var (_, blocks) in pool.Free)
+                    while (blocks.Count > 0)
+                    {
+                        _systemFree(blocks.Pop());
+                        _systemFrees++;
+                    }
+            _owner.Clear();
+            _open = null;
             ReleaseCachedLocked();
             foreach (var address in _inUse.Keys)
             {

@@ -26,6 +26,18 @@ public readonly record struct Dims4(int D0, int D1, int D2, int D3)
 public readonly record struct MemoryStats(
     long BytesInUse, long BytesCached, long PeakBytesInUse, long SystemAllocations, long SystemFrees, long CacheHits);
 
+/// <summary>A sequence of launches recorded once by <see cref="IBackend.CaptureGraph"/> and run
+/// again with one call. Disposing it gives its reserved memory back.</summary>
+public interface IStepGraph : IDisposable
+{
+    /// <summary>Runs every recorded operation, in order (asynchronously, like a launch).</summary>
+    void Replay();
+    /// <summary>How many operations (kernel launches and copies) it holds.</summary>
+    int Operations { get; }
+    /// <summary>How many times it has been replayed.</summary>
+    long Replays { get; }
+}
+
 /// <summary>
 /// One method per kernel. Each has a twin in kernels/*.cu with the same argument order and the
 /// snake_case name given in its summary; CpuBackend is the reference implementation in C#.
@@ -55,6 +67,18 @@ public interface IBackend : IDisposable
     MemoryStats Memory { get; }
     /// <summary>Return cached blocks to the system.</summary>
     void ReleaseCachedMemory();
+
+    // ---------------------------------------------------------------- graphs
+    /// <summary>Whether <see cref="CaptureGraph"/> works on this backend (CUDA: a CUDA graph; the
+    /// CPU backends run every call as it comes, so there is nothing to replay).</summary>
+    bool SupportsGraphs => false;
+
+    /// <summary>Records every kernel launch and device copy that <paramref name="body"/> makes,
+    /// without running them, as a graph that <see cref="IStepGraph.Replay"/> then runs with one
+    /// call, as often as wanted: the same kernels, the same arguments, the same buffers. The body
+    /// may not allocate from the system, copy to or from the host, or wait (an error names the
+    /// call); memory it takes from the cache stays reserved for the graph until it is disposed.</summary>
+    IStepGraph CaptureGraph(Action body) => throw new NotSupportedException($"the {Name} backend cannot capture graphs");
 
     // ---------------------------------------------------------------- elementwise.cu
     /// <summary>fill: y[i] = value.</summary>
@@ -152,11 +176,17 @@ public interface IBackend : IDisposable
     void GradientPenaltyBackward(DeviceBuffer g, DeviceBuffer norm, DeviceBuffer gpenalty, DeviceBuffer gg, int samples, int inner, float target);
 
     // ---------------------------------------------------------------- optim.cu
+    /// <summary>adam_step: the step count t (an int in the first float of <paramref name="step"/>)
+    /// goes up by one, unless <paramref name="skip"/> (a 64-bit non-finite count, see
+    /// <see cref="CountNonFinite"/>; <see cref="DeviceBuffer.Null"/> for none) is not zero.</summary>
+    void AdamStep(DeviceBuffer step, DeviceBuffer skip);
     /// <summary>adam_update (TensorFlow's form, as in the official ProGAN): m = b1 m + (1 - b1) g;
-    /// v = b2 v + (1 - b2) g^2; p -= lr sqrt(1 - b2^t) / (1 - b1^t) m / (sqrt(v) + eps); t counts from 1.</summary>
-    void AdamUpdate(DeviceBuffer p, DeviceBuffer g, DeviceBuffer m, DeviceBuffer v, long n, float lr, float beta1, float beta2, float eps, int step);
-    /// <summary>ema_update: ema = p + beta (ema - p).</summary>
-    void EmaUpdate(DeviceBuffer ema, DeviceBuffer p, long n, float beta);
+    /// v = b2 v + (1 - b2) g^2; p -= lr sqrt(1 - b2^t) / (1 - b1^t) m / (sqrt(v) + eps); t counts from 1
+    /// and is read from <paramref name="step"/> on the device. Nothing changes when
+    /// <paramref name="skip"/> is given and not zero: the decision never waits for the host.</summary>
+    void AdamUpdate(DeviceBuffer p, DeviceBuffer g, DeviceBuffer m, DeviceBuffer v, long n, float lr, float beta1, float beta2, float eps, DeviceBuffer step, DeviceBuffer skip);
+    /// <summary>ema_update: ema = p + beta (ema - p), unless <paramref name="skip"/> is given and not zero.</summary>
+    void EmaUpdate(DeviceBuffer ema, DeviceBuffer p, long n, float beta, DeviceBuffer skip);
     /// <summary>count_nonfinite: count += the number of NaN or infinite values in x, where count
     /// is a 64-bit integer held in the first two floats of <paramref name="count"/> (so many
     /// tensors add to one counter on the device, read back once; see NonFiniteCounter).</summary>

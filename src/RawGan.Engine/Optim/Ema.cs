@@ -6,7 +6,9 @@ namespace RawGan.Engine.Optim;
 /// </summary>
 public static class Ema
 {
-    public static void Update(IReadOnlyList<Tensor> average, IReadOnlyList<Tensor> current, float beta)
+    /// <summary>One update of every tensor, unless <paramref name="skipIfNonFinite"/> has counted a
+    /// non-finite value (decided on the device, like <see cref="Adam.Update"/>).</summary>
+    public static void Update(IReadOnlyList<Tensor> average, IReadOnlyList<Tensor> current, float beta, NonFiniteCounter? skipIfNonFinite = null)
     {
         if (average.Count != current.Count)
             throw new ArgumentException($"Ema: {average.Count} averages for {current.Count} tensors");
@@ -14,7 +16,7 @@ public static class Ema
         {
             Tensor a = average[i], p = current[i];
             if (a.Shape != p.Shape) throw new ArgumentException($"Ema: tensor {i} is {a.Shape} in the average and {p.Shape} in the model");
-            p.Backend.EmaUpdate(a.Buffer, p.Buffer, p.Length, beta);
+            p.Backend.EmaUpdate(a.Buffer, p.Buffer, p.Length, beta, skipIfNonFinite?.Buffer ?? Backends.DeviceBuffer.Null);
         }
     }
 }

@@ -269,8 +269,19 @@ public sealed unsafe partial class CpuBackend
 
     // ------------------------------------------------------------------ optimizers
 
-    public void AdamUpdate(DeviceBuffer p, DeviceBuffer g, DeviceBuffer m, DeviceBuffer v, long n, float lr, float beta1, float beta2, float eps, int step)
+    /// <summary>Whether a skip count (a 64-bit non-finite count) is given and not zero.</summary>
+    private static bool Skipped(DeviceBuffer skip) => !skip.IsNull && *(long*)P(skip) != 0;
+
+    public void AdamStep(DeviceBuffer step, DeviceBuffer skip)
     {
+        CheckLength(step, 1, nameof(AdamStep));
+        if (!Skipped(skip)) *(int*)P(step) += 1;
+    }
+
+    public void AdamUpdate(DeviceBuffer p, DeviceBuffer g, DeviceBuffer m, DeviceBuffer v, long n, float lr, float beta1, float beta2, float eps, DeviceBuffer stepCount, DeviceBuffer skip)
+    {
+        if (Skipped(skip)) return;
+        int step = *(int*)P(stepCount);
         // TensorFlow's form (the official ProGAN's optimizer): the bias corrections fold into the
         // step size and eps is added to sqrt(v) unscaled.
         float lrT = (float)(lr * Math.Sqrt(1 - Math.Pow(beta2, step)) / (1 - Math.Pow(beta1, step)));
@@ -292,7 +303,10 @@ public sealed unsafe partial class CpuBackend
         }
     }
 
-    public void EmaUpdate(DeviceBuffer ema, DeviceBuffer p, long n, float beta) => CpuParallel.For(n, ElementGrain, new EmaLoop(P(ema), P(p), beta));
+    public void EmaUpdate(DeviceBuffer ema, DeviceBuffer p, long n, float beta, DeviceBuffer skip)
+    {
+        if (!Skipped(skip)) CpuParallel.For(n, ElementGrain, new EmaLoop(P(ema), P(p), beta));
+    }
 
     private readonly struct EmaLoop(float* pe, float* pp, float beta) : IRangeBody
     {

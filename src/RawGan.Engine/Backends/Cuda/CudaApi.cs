@@ -68,9 +68,6 @@ internal static unsafe partial class CudaApi
     [LibraryImport(Driver, EntryPoint = "cuMemGetInfo_v2")] public static partial int cuMemGetInfo(out nuint free, out nuint total);
     [LibraryImport(Driver, EntryPoint = "cuMemAlloc_v2")] public static partial int cuMemAlloc(out ulong address, nuint bytes);
     [LibraryImport(Driver, EntryPoint = "cuMemFree_v2")] public static partial int cuMemFree(ulong address);
-    [LibraryImport(Driver, EntryPoint = "cuMemcpyHtoD_v2")] public static partial int cuMemcpyHtoD(ulong destination, void* source, nuint bytes);
-    [LibraryImport(Driver, EntryPoint = "cuMemcpyDtoH_v2")] public static partial int cuMemcpyDtoH(void* destination, ulong source, nuint bytes);
-    [LibraryImport(Driver, EntryPoint = "cuMemcpyDtoD_v2")] public static partial int cuMemcpyDtoD(ulong destination, ulong source, nuint bytes);
     [LibraryImport(Driver)] public static partial int cuModuleLoadDataEx(out nint module, void* image, uint numOptions, int* options, void** values);
     [LibraryImport(Driver)] public static partial int cuModuleUnload(nint module);
     [LibraryImport(Driver, StringMarshalling = StringMarshalling.Utf8)] public static partial int cuModuleGetFunction(out nint function, nint module, string name);
@@ -78,6 +75,28 @@ internal static unsafe partial class CudaApi
     public static partial int cuLaunchKernel(nint function, uint gridX, uint gridY, uint gridZ, uint blockX, uint blockY, uint blockZ,
         uint sharedBytes, nint stream, void** parameters, void** extra);
     [LibraryImport(Driver)] public static partial int cuFuncGetAttribute(out int value, int attribute, nint function);
+
+    // Streams, asynchronous copies and graphs: every launch and copy goes to one stream of RawGan's
+    // own (capture needs a stream other than the legacy default one).
+    [LibraryImport(Driver)] public static partial int cuStreamCreate(out nint stream, uint flags);
+    [LibraryImport(Driver, EntryPoint = "cuStreamDestroy_v2")] public static partial int cuStreamDestroy(nint stream);
+    [LibraryImport(Driver)] public static partial int cuStreamSynchronize(nint stream);
+    [LibraryImport(Driver, EntryPoint = "cuMemcpyHtoDAsync_v2")] public static partial int cuMemcpyHtoDAsync(ulong destination, void* source, nuint bytes, nint stream);
+    [LibraryImport(Driver, EntryPoint = "cuMemcpyDtoHAsync_v2")] public static partial int cuMemcpyDtoHAsync(void* destination, ulong source, nuint bytes, nint stream);
+    [LibraryImport(Driver, EntryPoint = "cuMemcpyDtoDAsync_v2")] public static partial int cuMemcpyDtoDAsync(ulong destination, ulong source, nuint bytes, nint stream);
+    [LibraryImport(Driver, EntryPoint = "cuStreamBeginCapture_v2")] public static partial int cuStreamBeginCapture(nint stream, int mode);
+    [LibraryImport(Driver)] public static partial int cuStreamEndCapture(nint stream, out nint graph);
+    [LibraryImport(Driver)] public static partial int cuGraphInstantiateWithFlags(out nint graphExec, nint graph, ulong flags);
+    [LibraryImport(Driver)] public static partial int cuGraphGetNodes(nint graph, nint* nodes, ref nuint count);
+    [LibraryImport(Driver)] public static partial int cuGraphLaunch(nint graphExec, nint stream);
+    [LibraryImport(Driver)] public static partial int cuGraphExecDestroy(nint graphExec);
+    [LibraryImport(Driver)] public static partial int cuGraphDestroy(nint graph);
+
+    public const uint CU_STREAM_NON_BLOCKING = 1;
+    /// <summary>Stream capture modes: a thread that captures may make no call that is unsafe during
+    /// capture (allocation, synchronous copies, synchronization) on any thread in GLOBAL mode.</summary>
+    public const int CU_STREAM_CAPTURE_MODE_GLOBAL = 0;
+
     [LibraryImport(Driver)] public static partial int cuGetErrorName(int result, out nint name);
     [LibraryImport(Driver)] public static partial int cuGetErrorString(int result, out nint text);
 
@@ -112,6 +131,8 @@ internal static unsafe partial class CudaApi
         [700] = "CUDA_ERROR_ILLEGAL_ADDRESS",
         [701] = "CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES",
         [719] = "CUDA_ERROR_LAUNCH_FAILED",
+        [900] = "CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED",
+        [901] = "CUDA_ERROR_STREAM_CAPTURE_INVALIDATED",
     };
 
     public static (string name, string text) Describe(int result)
@@ -177,9 +198,10 @@ internal static unsafe partial class CudaApi
     /// (sgemm rounds its inputs to TF32 on tensor cores, CUDA 11 and newer).</summary>
     public const int CUBLAS_DEFAULT_MATH = 0, CUBLAS_TF32_TENSOR_OP_MATH = 3;
     [LibraryImport(Cublas)] public static partial int cublasSetMathMode(nint handle, int mode);
+    [LibraryImport(Cublas, EntryPoint = "cublasSetStream_v2")] public static partial int cublasSetStream(nint handle, nint stream);
 
     /// <summary>Every cuBLAS symbol RawGan binds, for the test that the library exports them.</summary>
-    public static readonly string[] CublasSymbols = ["cublasCreate_v2", "cublasDestroy_v2", "cublasSgemm_v2", "cublasSgemmStridedBatched", "cublasSetMathMode"];
+    public static readonly string[] CublasSymbols = ["cublasCreate_v2", "cublasDestroy_v2", "cublasSgemm_v2", "cublasSgemmStridedBatched", "cublasSetMathMode", "cublasSetStream_v2"];
 
     public static void CheckCublas(int status, string call)
     {

@@ -108,6 +108,83 @@ public sealed unsafe partial class CudaBackend
     }
 
     public void Synchronize() => _driver.Synchronize();
+
+    // ------------------------------------------------------------------ graphs
+
+    public bool SupportsGraphs => _driver.SupportsCapture;
+
+    /// <summary>How many graph launches so far (each runs many kernels with one call).</summary>
+    public long GraphLaunches => Interlocked.Read(ref _graphLaunches);
+    private long _graphLaunches;
+
+    /// <summary>
+    /// Captures <paramref name="body"/> as a CUDA graph (cuStreamBeginCapture ... cuStreamEndCapture,
+    /// cuGraphInstantiate): nothing runs until <see cref="IStepGraph.Replay"/>. The blocks the body
+    /// takes from the allocator belong to a private pool for the graph's lifetime, because every
+    /// replay writes into them again (see <see cref="CachingAllocator"/>). A body that allocates
+    /// from the device, copies to or from the host or synchronizes fails with the driver's
+    /// CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED and a message naming the call; nothing is left captured.
+    /// </summary>
+    public IStepGraph CaptureGraph(Action body)
+    {
+        var pool = _allocator.BeginPool();
+        long launches = Launches;
+        nint graph;
+        int nodes;
+        try
+        {
+            _driver.BeginCapture();
+            try
+            {
+                body();
+            }
+            catch
+            {
+                _driver.AbortCapture();
+                throw;
+            }
+            graph = _driver.EndCapture(out nodes);
+        }
+        catch
+        {
+            _allocator.ReleasePool(pool);
+            throw;
+        }
+        _allocator.EndPool(pool);
+        return new Graph(this, graph, pool, nodes, Launches - launches);
+    }
+
+    private sealed class Graph(CudaBackend backend, nint handle, CachingAllocator.Pool pool, int operations, long kernels) : IStepGraph
+    {
+        private bool _disposed;
+        private long _replays;
+
+        public int Operations => operations;
+        /// <summary>Kernel launches among the operations.</summary>
+        public long Kernels => kernels;
+        public long Replays => _replays;
+
+        public void Replay()
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            backend._driver.LaunchGraph(handle);
+            _replays++;
+            Interlocked.Increment(ref backend._graphLaunches);
+        }
+
+        public void Dispose()
+        {
+            if (_disposed) return;
+            _disposed = true;
+            if (!backend._disposed)
+            {
+                backend._driver.DestroyGraph(handle);
+                backend._allocator.ReleasePool(pool);
+            }
+        }
+
+        public override string ToString() => $"a CUDA graph of {operations} operations ({kernels} kernels), {(pool.Bytes / 1048576.0):F1} MiB reserved";
+    }
     public MemoryStats Memory => _allocator.Stats;
     public void ReleaseCachedMemory() => _allocator.ReleaseCached();
 

@@ -32,6 +32,7 @@ public sealed unsafe partial class EmulatedDriver : ICudaDriver
     private readonly Dictionary<nint, (string kernel, int maxThreads)> _limits = new();
     private readonly Dictionary<string, int> _declaredMaxThreads = new();
     private readonly HashSet<ulong> _allocations = new();
+    private readonly Dictionary<nint, int[]> _argumentSizes = new();
     private readonly Lock _lock = new();
     private delegate* unmanaged<sbyte*> _lastError;
     private bool _disposed;
@@ -64,6 +65,7 @@ public sealed unsafe partial class EmulatedDriver : ICudaDriver
 
     public ulong Allocate(long bytes)
     {
+        CaptureRules.Refuse(Capturing, "cuMemAlloc_v2", "device memory was allocated");
         var p = (ulong)NativeMemory.AlignedAlloc((nuint)Math.Max(bytes, 1), 256);   // cudaMalloc aligns to at least 256 bytes
         lock (_lock) _allocations.Add(p);
         return p;
@@ -71,6 +73,7 @@ public sealed unsafe partial class EmulatedDriver : ICudaDriver
 
     public void Free(ulong address)
     {
+        CaptureRules.Refuse(Capturing, "cuMemFree_v2", "device memory was freed (cuMemFree synchronizes)");
         lock (_lock)
         {
             if (!_allocations.Remove(address))
@@ -79,9 +82,23 @@ public sealed unsafe partial class EmulatedDriver : ICudaDriver
         NativeMemory.AlignedFree((void*)address);
     }
 
-    public void CopyHostToDevice(ulong destination, void* source, long bytes) => Buffer.MemoryCopy(source, (void*)destination, bytes, bytes);
-    public void CopyDeviceToHost(void* destination, ulong source, long bytes) => Buffer.MemoryCopy((void*)source, destination, bytes, bytes);
-    public void CopyDeviceToDevice(ulong destination, ulong source, long bytes) => Buffer.MemoryCopy((void*)source, (void*)destination, bytes, bytes);
+    public void CopyHostToDevice(ulong destination, void* source, long bytes)
+    {
+        CaptureRules.Refuse(Capturing, "cuMemcpyHtoDAsync_v2", "host memory was uploaded");
+        Buffer.MemoryCopy(source, (void*)destination, bytes, bytes);
+    }
+
+    public void CopyDeviceToHost(void* destination, ulong source, long bytes)
+    {
+        CaptureRules.Refuse(Capturing, "cuMemcpyDtoHAsync_v2", "device memory was read back to the host");
+        Buffer.MemoryCopy((void*)source, destination, bytes, bytes);
+    }
+
+    public void CopyDeviceToDevice(ulong destination, ulong source, long bytes)
+    {
+        if (Record(new RecordedCopy(destination, source, bytes))) return;
+        Buffer.MemoryCopy((void*)source, (void*)destination, bytes, bytes);
+    }
 
     public (long free, long total) MemoryInfo()
     {
@@ -119,6 +136,10 @@ public sealed unsafe partial class EmulatedDriver : ICudaDriver
             if (!NativeLibrary.TryGetExport(_library, "simt_launch_" + kernel, out f))
                 throw new CudaException("cuModuleGetFunction", 500, "CUDA_ERROR_NOT_FOUND", $"no kernel named '{kernel}' in the emulated module");
             _functions[kernel] = f;
+            var sizes = (delegate* unmanaged<int*, int, int>)NativeLibrary.GetExport(_library, "simt_argument_sizes_" + kernel);
+            int* buffer = stackalloc int[KernelArgs.MaxArguments];
+            int count = sizes(buffer, KernelArgs.MaxArguments);
+            _argumentSizes[f] = new ReadOnlySpan<int>(buffer, Math.Min(count, KernelArgs.MaxArguments)).ToArray();
             _limits[f] = (kernel, Math.Min(Device.MaxThreadsPerBlock, _declaredMaxThreads.GetValueOrDefault(kernel, Device.MaxThreadsPerBlock)));
             return f;
         }
@@ -156,6 +177,26 @@ public sealed unsafe partial class EmulatedDriver : ICudaDriver
                 $"kernel {kernel}: a block of {block.Count} threads exceeds its __launch_bounds__ of {maxThreads}");
         if (sharedBytes > SharedMemoryPerBlock)
             throw new CudaException("cuLaunchKernel", 701, "CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES", $"kernel {kernel} asks for {sharedBytes} bytes of shared memory; the limit is {SharedMemoryPerBlock}");
+        if (Capturing)
+        {
+            int[] sizes;
+            lock (_lock) sizes = _argumentSizes[function];
+            int total = sizes.Sum();
+            var bytes = new byte[total];
+            var offsets = new int[sizes.Length];
+            for (int i = 0, at = 0; i < sizes.Length; at += sizes[i], i++)
+            {
+                offsets[i] = at;
+                new ReadOnlySpan<byte>(arguments[i], sizes[i]).CopyTo(bytes.AsSpan(at));
+            }
+            Record(new RecordedLaunch(function, kernel, grid, block, sharedBytes, bytes, offsets));
+            return;
+        }
+        Run(function, kernel, grid, block, sharedBytes, arguments, order, seed);
+    }
+
+    private void Run(nint function, string kernel, Dim3 grid, Dim3 block, uint sharedBytes, void** arguments, SimtOrder order, uint seed)
+    {
         var config = new SimtLaunchConfig
         {
             GridX = grid.X,
@@ -177,7 +218,107 @@ public sealed unsafe partial class EmulatedDriver : ICudaDriver
     }
 
     /// <summary>Launches run to completion before they return: nothing to wait for.</summary>
-    public void Synchronize() { }
+    public void Synchronize() => CaptureRules.Refuse(Capturing, "cuStreamSynchronize", "the host waited for the device");
+
+    // ------------------------------------------------------------------ stream capture: CUDA graphs, recorded and replayed
+
+    private abstract record RecordedOperation;
+    /// <summary>A launch with a copy of its arguments' bytes (each parameter's C size, from the
+    /// kernel's own signature: simt_argument_sizes_NAME), as cuLaunchKernel copies them into a node.</summary>
+    private sealed record RecordedLaunch(nint Function, string Kernel, Dim3 Grid, Dim3 Block, uint SharedBytes, byte[] Arguments, int[] Offsets) : RecordedOperation;
+    private sealed record RecordedCopy(ulong Destination, ulong Source, long Bytes) : RecordedOperation;
+
+    private List<RecordedOperation>? _recording;
+    private int _recordingThread;
+    private readonly Dictionary<nint, RecordedOperation[]> _graphs = new();
+    private nint _nextGraph = 1;
+
+    public bool SupportsCapture => true;
+    public bool Capturing => Volatile.Read(ref _recording) != null;
+
+    /// <summary>Appends to the capture in progress; false when there is none. A call from a thread
+    /// other than the capturing one is refused: it would land in the graph (on a GPU too, since
+    /// the capture is of the stream), which is never what that thread meant.</summary>
+    private bool Record(RecordedOperation operation)
+    {
+        var recording = Volatile.Read(ref _recording);
+        if (recording == null) return false;
+        if (Environment.CurrentManagedThreadId != _recordingThread)
+            throw new CudaException("cuLaunchKernel", 901, "CUDA_ERROR_STREAM_CAPTURE_INVALIDATED",
+                $"{Describe(operation)} came from another thread while a step was being captured as a CUDA graph");
+        recording.Add(operation);
+        return true;
+    }
+
+    private static string Describe(RecordedOperation operation) => operation switch
+    {
+        RecordedLaunch l => $"a launch of {l.Kernel}",
+        RecordedCopy c => $"a copy of {c.Bytes} bytes",
+        _ => "an operation",
+    };
+
+    public void BeginCapture()
+    {
+        lock (_lock)
+        {
+            if (_recording != null) throw new CudaException("cuStreamBeginCapture_v2", 900, "CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED", "a capture is already in progress");
+            _recordingThread = Environment.CurrentManagedThreadId;
+            Volatile.Write(ref _recording, new List<RecordedOperation>());
+        }
+    }
+
+    public nint EndCapture(out int nodes)
+    {
+        lock (_lock)
+        {
+            var recording = _recording ?? throw new CudaException("cuStreamEndCapture", 1, "CUDA_ERROR_INVALID_VALUE", "no capture is in progress");
+            Volatile.Write(ref _recording, null);
+            nint graph = _nextGraph++;
+            _graphs[graph] = recording.ToArray();
+            nodes = recording.Count;
+            return graph;
+        }
+    }
+
+    public void AbortCapture()
+    {
+        lock (_lock) Volatile.Write(ref _recording, null);
+    }
+
+    /// <summary>Runs the recorded operations in order: each launch from its copied argument bytes,
+    /// so a graph sees exactly the values it was captured with, whatever the host changed since.</summary>
+    public void LaunchGraph(nint graph)
+    {
+        RecordedOperation[] operations;
+        lock (_lock)
+        {
+            if (_recording != null) throw new CudaException("cuGraphLaunch", 900, "CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED", "a graph was launched while another is being captured");
+            if (!_graphs.TryGetValue(graph, out operations!)) throw new CudaException("cuGraphLaunch", 400, "CUDA_ERROR_INVALID_HANDLE", $"graph {graph} does not exist (destroyed?)");
+        }
+        void** pointers = stackalloc void*[KernelArgs.MaxArguments];
+        foreach (var operation in operations)
+        {
+            switch (operation)
+            {
+                case RecordedLaunch l:
+                    fixed (byte* arguments = l.Arguments)
+                    {
+                        for (int i = 0; i < l.Offsets.Length; i++) pointers[i] = arguments + l.Offsets[i];
+                        Run(l.Function, l.Kernel, l.Grid, l.Block, l.SharedBytes, pointers, Order, OrderSeed);
+                    }
+                    break;
+                case RecordedCopy c:
+                    Buffer.MemoryCopy((void*)c.Source, (void*)c.Destination, c.Bytes, c.Bytes);
+                    break;
+            }
+        }
+    }
+
+    public void DestroyGraph(nint graph)
+    {
+        lock (_lock)
+            if (!_graphs.Remove(graph)) throw new CudaException("cuGraphExecDestroy", 400, "CUDA_ERROR_INVALID_HANDLE", $"graph {graph} does not exist (destroyed twice?)");
+    }
 
     public void Dispose()
     {

@@ -54,5 +54,42 @@ public unsafe interface ICudaDriver : IDisposable
     /// <summary>cuLaunchKernel: <paramref name="arguments"/> holds one pointer per kernel
     /// parameter, each to storage of exactly that parameter's C size.</summary>
     void Launch(nint function, string kernel, Dim3 grid, Dim3 block, uint sharedBytes, void** arguments);
+
+    /// <summary>Waits for everything launched or copied so far.</summary>
     void Synchronize();
+
+    // Stream capture (CUDA graphs): between BeginCapture and EndCapture, launches and
+    // device-to-device copies are recorded, not run; the graph then replays them all with one
+    // call. While capturing, allocation, copies to or from host memory and synchronization are
+    // errors (CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED), on the emulator as on a GPU, so a step that
+    // still waits for the host somewhere cannot be captured by mistake.
+
+    // A driver that cannot capture (a test double) keeps the defaults.
+
+    /// <summary>Whether this driver can capture graphs at all.</summary>
+    bool SupportsCapture => false;
+    /// <summary>Whether a capture is in progress.</summary>
+    bool Capturing => false;
+    /// <summary>cuStreamBeginCapture: from now on, launches and copies are recorded.</summary>
+    void BeginCapture() => throw new NotSupportedException($"the {Name} driver '{Device.Name}' cannot capture graphs");
+    /// <summary>cuStreamEndCapture + cuGraphInstantiate: the executable graph of what was recorded,
+    /// and how many operations (nodes) it holds.</summary>
+    nint EndCapture(out int nodes) => throw new NotSupportedException($"the {Name} driver '{Device.Name}' cannot capture graphs");
+    /// <summary>Ends a capture that failed, discarding what it recorded (never throws).</summary>
+    void AbortCapture() { }
+    /// <summary>cuGraphLaunch: runs every recorded operation, in order, with the recorded arguments.</summary>
+    void LaunchGraph(nint graph) => throw new NotSupportedException($"the {Name} driver '{Device.Name}' cannot capture graphs");
+    /// <summary>cuGraphExecDestroy.</summary>
+    void DestroyGraph(nint graph) => throw new NotSupportedException($"the {Name} driver '{Device.Name}' cannot capture graphs");
+}
+
+/// <summary>What may not happen while a step is being captured, with one message for both drivers.</summary>
+internal static class CaptureRules
+{
+    public static void Refuse(bool capturing, string call, string what)
+    {
+        if (capturing)
+            throw new CudaException(call, 900, "CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED",
+                $"{what} while a step is being captured as a CUDA graph: a captured step may only launch kernels and copy between device buffers");
+    }
 }

@@ -5,7 +5,8 @@ namespace RawGan.Engine.Backends.Cuda;
 
 /// <summary>
 /// The real CUDA driver: one device, its primary context (the one cuBLAS and the runtime API
-/// share), the legacy default stream, and one module per .cu file compiled by NVRTC.
+/// share), one stream of RawGan's own (non-blocking; every launch and copy goes to it, in order,
+/// so that a step can be captured as a CUDA graph), and one module per .cu file compiled by NVRTC.
 /// Construction fails with a one-line <see cref="CudaUnavailableException"/> when there is no
 /// driver library, no device, or no NVRTC, or when NVRTC is newer than the driver.
 /// </summary>
@@ -13,6 +14,8 @@ public sealed unsafe class NativeDriver : ICudaDriver
 {
     private readonly int _device;
     private nint _context;
+    private nint _stream;
+    private bool _capturing;
     private readonly List<nint> _modules = new();
     // Tests launch from many threads at once: lookups are lock-free, loading takes the lock.
     private readonly System.Collections.Concurrent.ConcurrentDictionary<string, nint> _functions = new();
@@ -60,6 +63,7 @@ public sealed unsafe class NativeDriver : ICudaDriver
             FormatVersion(driverVersion), $"NVRTC {nvMajor}.{nvMinor}");
         CudaApi.Check(CudaApi.cuDevicePrimaryCtxRetain(out _context, _device), "cuDevicePrimaryCtxRetain");
         MakeCurrent();
+        CudaApi.Check(CudaApi.cuStreamCreate(out _stream, CudaApi.CU_STREAM_NON_BLOCKING), "cuStreamCreate");
     }
 
     /// <summary>The driver's version (cuDriverGetVersion works without a device), or a clear
@@ -115,6 +119,7 @@ public sealed unsafe class NativeDriver : ICudaDriver
 
     public ulong Allocate(long bytes)
     {
+        CaptureRules.Refuse(_capturing, "cuMemAlloc_v2", "device memory was allocated");
         MakeCurrent();
         int r = CudaApi.cuMemAlloc(out ulong address, (nuint)Math.Max(bytes, 1));
         if (r == CudaApi.CUDA_ERROR_OUT_OF_MEMORY) return 0;
@@ -124,26 +129,33 @@ public sealed unsafe class NativeDriver : ICudaDriver
 
     public void Free(ulong address)
     {
+        CaptureRules.Refuse(_capturing, "cuMemFree_v2", "device memory was freed (cuMemFree synchronizes)");
         MakeCurrent();
         CudaApi.Check(CudaApi.cuMemFree(address), "cuMemFree_v2");
     }
 
+    /// <summary>In stream order. From pageable memory the driver stages the bytes before it
+    /// returns, so the caller may reuse its buffer at once.</summary>
     public void CopyHostToDevice(ulong destination, void* source, long bytes)
     {
+        CaptureRules.Refuse(_capturing, "cuMemcpyHtoDAsync_v2", "host memory was uploaded");
         MakeCurrent();
-        CudaApi.Check(CudaApi.cuMemcpyHtoD(destination, source, (nuint)bytes), "cuMemcpyHtoD_v2");
+        CudaApi.Check(CudaApi.cuMemcpyHtoDAsync(destination, source, (nuint)bytes, _stream), "cuMemcpyHtoDAsync_v2");
     }
 
+    /// <summary>Waits for the stream, then for the copy.</summary>
     public void CopyDeviceToHost(void* destination, ulong source, long bytes)
     {
+        CaptureRules.Refuse(_capturing, "cuMemcpyDtoHAsync_v2", "device memory was read back to the host");
         MakeCurrent();
-        CudaApi.Check(CudaApi.cuMemcpyDtoH(destination, source, (nuint)bytes), "cuMemcpyDtoH_v2");
+        CudaApi.Check(CudaApi.cuMemcpyDtoHAsync(destination, source, (nuint)bytes, _stream), "cuMemcpyDtoHAsync_v2");
+        CudaApi.Check(CudaApi.cuStreamSynchronize(_stream), "cuStreamSynchronize");
     }
 
     public void CopyDeviceToDevice(ulong destination, ulong source, long bytes)
     {
         MakeCurrent();
-        CudaApi.Check(CudaApi.cuMemcpyDtoD(destination, source, (nuint)bytes), "cuMemcpyDtoD_v2");
+        CudaApi.Check(CudaApi.cuMemcpyDtoDAsync(destination, source, (nuint)bytes, _stream), "cuMemcpyDtoDAsync_v2");
     }
 
     public (long free, long total) MemoryInfo()
@@ -212,13 +224,13 @@ public sealed unsafe class NativeDriver : ICudaDriver
     public void Launch(nint function, string kernel, Dim3 grid, Dim3 block, uint sharedBytes, void** arguments)
     {
         MakeCurrent();
-        int r = CudaApi.cuLaunchKernel(function, grid.X, grid.Y, grid.Z, block.X, block.Y, block.Z, sharedBytes, 0, arguments, null);
+        int r = CudaApi.cuLaunchKernel(function, grid.X, grid.Y, grid.Z, block.X, block.Y, block.Z, sharedBytes, _stream, arguments, null);
         if (r != CudaApi.CUDA_SUCCESS)
         {
             var (name, text) = CudaApi.Describe(r);
             throw new CudaException("cuLaunchKernel", r, name, $"{text}; kernel {kernel}, grid {grid}, block {block}, {sharedBytes} bytes of shared memory");
         }
-        if (SyncEveryLaunch)
+        if (SyncEveryLaunch && !_capturing)
         {
             r = CudaApi.cuCtxSynchronize();
             if (r != CudaApi.CUDA_SUCCESS)
@@ -231,8 +243,66 @@ public sealed unsafe class NativeDriver : ICudaDriver
 
     public void Synchronize()
     {
+        CaptureRules.Refuse(_capturing, "cuStreamSynchronize", "the host waited for the device");
         MakeCurrent();
-        CudaApi.Check(CudaApi.cuCtxSynchronize(), "cuCtxSynchronize");
+        CudaApi.Check(CudaApi.cuStreamSynchronize(_stream), "cuStreamSynchronize");
+    }
+
+    // ------------------------------------------------------------------ CUDA graphs
+
+    public bool SupportsCapture => true;
+    public bool Capturing => _capturing;
+
+    /// <summary>The stream every launch and copy goes to (a library such as cuBLAS must use it too,
+    /// or its work is not ordered with RawGan's: the stream does not wait for the legacy one).</summary>
+    public nint Stream => _stream;
+
+    /// <summary>Global mode: any call on any thread that is unsafe during a capture fails.</summary>
+    public void BeginCapture()
+    {
+        MakeCurrent();
+        CudaApi.Check(CudaApi.cuStreamBeginCapture(_stream, CudaApi.CU_STREAM_CAPTURE_MODE_GLOBAL), "cuStreamBeginCapture_v2");
+        _capturing = true;
+    }
+
+    public nint EndCapture(out int nodes)
+    {
+        MakeCurrent();
+        _capturing = false;
+        CudaApi.Check(CudaApi.cuStreamEndCapture(_stream, out nint graph), "cuStreamEndCapture");
+        try
+        {
+            nuint count = 0;
+            CudaApi.Check(CudaApi.cuGraphGetNodes(graph, null, ref count), "cuGraphGetNodes");
+            nodes = (int)count;
+            CudaApi.Check(CudaApi.cuGraphInstantiateWithFlags(out nint exec, graph, 0), "cuGraphInstantiateWithFlags");
+            return exec;
+        }
+        finally
+        {
+            CudaApi.cuGraphDestroy(graph);   // the executable graph keeps what it needs
+        }
+    }
+
+    public void AbortCapture()
+    {
+        if (!_capturing) return;
+        _capturing = false;
+        MakeCurrent();
+        if (CudaApi.cuStreamEndCapture(_stream, out nint graph) == CudaApi.CUDA_SUCCESS && graph != 0) CudaApi.cuGraphDestroy(graph);
+    }
+
+    public void LaunchGraph(nint graph)
+    {
+        MakeCurrent();
+        CudaApi.Check(CudaApi.cuGraphLaunch(graph, _stream), "cuGraphLaunch");
+        if (SyncEveryLaunch) CudaApi.Check(CudaApi.cuStreamSynchronize(_stream), "cuStreamSynchronize (after cuGraphLaunch)");
+    }
+
+    public void DestroyGraph(nint graph)
+    {
+        MakeCurrent();
+        CudaApi.Check(CudaApi.cuGraphExecDestroy(graph), "cuGraphExecDestroy");
     }
 
     public void Dispose()
@@ -240,6 +310,9 @@ public sealed unsafe class NativeDriver : ICudaDriver
         if (_disposed) return;
         _disposed = true;
         MakeCurrent();
+        if (_stream != 0) CudaApi.cuStreamSynchronize(_stream);
+        if (_stream != 0) CudaApi.cuStreamDestroy(_stream);
+        _stream = 0;
         foreach (var m in _modules) CudaApi.cuModuleUnload(m);
         _modules.Clear();
         CudaApi.cuDevicePrimaryCtxRelease(_device);

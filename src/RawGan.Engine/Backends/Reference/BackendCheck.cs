@@ -144,10 +144,12 @@ public static class BackendCheck
             yield return new("leaky_relu_forward", size, [x], [n], (b, p) => b.LeakyReluForward(p[0], p[1], n, 0.2f), 0);
             yield return new("leaky_relu_backward", size, [x, y], [n], (b, p) => b.LeakyReluBackward(p[0], p[1], p[2], n, 0.2f), 0);
             yield return new("lerp_scalar", size, [x, y], [n], (b, p) => b.LerpScalar(p[0], p[1], p[2], n, 0.3f), Elementwise);
-            yield return new("ema_update", size, [x, y], [], (b, p) => b.EmaUpdate(p[0], p[1], n, 0.999f), Elementwise);
+            yield return new("ema_update", size, [x, y], [], (b, p) => b.EmaUpdate(p[0], p[1], n, 0.999f, DeviceBuffer.Null), Elementwise);
             var g = Normal(n, 4, 0.1f);
             var v = Uniform(n, 5, 0f, 0.01f);
-            yield return new("adam_update", size, [x, g, Normal(n, 6, 0.01f), v], [], (b, p) => b.AdamUpdate(p[0], p[1], p[2], p[3], n, 1e-3f, 0f, 0.99f, 1e-8f, 3), Elementwise);
+            // The step count t = 2 becomes 3 (adam_step), an int in a float's storage, read by the update.
+            yield return new("adam_update", size, [x, g, Normal(n, 6, 0.01f), v, [BitConverter.Int32BitsToSingle(2)]], [],
+                (b, p) => { b.AdamStep(p[4], DeviceBuffer.Null); b.AdamUpdate(p[0], p[1], p[2], p[3], n, 1e-3f, 0f, 0.99f, 1e-8f, p[4], DeviceBuffer.Null); }, Elementwise);
         }
         {
             const int samples = 5, inner = 777;

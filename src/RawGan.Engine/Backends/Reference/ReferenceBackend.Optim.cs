@@ -5,13 +5,26 @@ namespace RawGan.Engine.Backends.Reference;
 //     m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2;
 //     lr_t = lr sqrt(1 - b2^t) / (1 - b1^t)   (the bias corrections folded into the step size)
 //     p -= lr_t m / (sqrt(v) + eps)           (eps added to sqrt(v), not to the corrected sqrt(v))
+//   adam_step: t += 1 (t lives on the device, an int in a float's storage);
 //   ema_update: ema = p + beta (ema - p);
+//   adam_step, adam_update and ema_update do nothing when their skip count is given and not zero;
 //   count_nonfinite: how many x[i] are NaN, +Inf or -Inf.
 // The arithmetic is in double; m, v and p are each rounded once when stored.
 public sealed unsafe partial class ReferenceBackend
 {
-    public void AdamUpdate(DeviceBuffer p, DeviceBuffer g, DeviceBuffer m, DeviceBuffer v, long n, float lr, float beta1, float beta2, float eps, int step)
+    public void AdamStep(DeviceBuffer step, DeviceBuffer skip)
     {
+        if (step.Length < 1) throw new ArgumentException("AdamStep: the step count needs one float of storage");
+        if (!Skipped(skip)) *(int*)P(step) += 1;
+    }
+
+    /// <summary>Whether a skip count (a 64-bit non-finite count) is given and not zero.</summary>
+    private static bool Skipped(DeviceBuffer skip) => !skip.IsNull && *(long*)P(skip) != 0;
+
+    public void AdamUpdate(DeviceBuffer p, DeviceBuffer g, DeviceBuffer m, DeviceBuffer v, long n, float lr, float beta1, float beta2, float eps, DeviceBuffer stepCount, DeviceBuffer skip)
+    {
+        if (Skipped(skip)) return;
+        int step = *(int*)P(stepCount);
         float* pp = P(p), pg = P(g), pm = P(m), pv = P(v);
         double lrT = lr * Math.Sqrt(1 - Math.Pow(beta2, step)) / (1 - Math.Pow(beta1, step));
         for (long i = 0; i < n; i++)
@@ -25,8 +38,9 @@ public sealed unsafe partial class ReferenceBackend
         }
     }
 
-    public void EmaUpdate(DeviceBuffer ema, DeviceBuffer p, long n, float beta)
+    public void EmaUpdate(DeviceBuffer ema, DeviceBuffer p, long n, float beta, DeviceBuffer skip)
     {
+        if (Skipped(skip)) return;
         float* pe = P(ema), pp = P(p);
         for (long i = 0; i < n; i++) pe[i] = (float)(pp[i] + (double)beta * ((double)pe[i] - pp[i]));
     }
