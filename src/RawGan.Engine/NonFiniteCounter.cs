@@ -33,6 +33,13 @@ public sealed class NonFiniteCounter : IDisposable
         _backend.CountNonFinite(t.Buffer, t.Length, _count);
     }
 
+    /// <summary>Adds the first <paramref name="n"/> values of a buffer of this counter's backend.</summary>
+    public void Add(DeviceBuffer values, long n) => _backend.CountNonFinite(values, n, _count);
+
+    /// <summary>Copies the count so far into two floats of <paramref name="destination"/>, on the
+    /// device (a step keeps its counts for one read at its end).</summary>
+    public void CopyTo(DeviceBuffer destination) => _backend.Copy(_count, destination, 2);
+
     /// <summary>Adds every tensor of a list (walked by index: nothing is allocated).</summary>
     public void Add(IReadOnlyList<Tensor> tensors)
     {

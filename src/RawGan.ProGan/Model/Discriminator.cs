@@ -46,7 +46,10 @@ public sealed class Discriminator : Module
     /// entering the lower resolution are lerp(fromRGB_old(avgpool2x(img)), block_new(fromRGB_new(img)), alpha),
     /// blended after the new block's pool (section 3, figure 2).
     /// </summary>
-    public Tensor Forward(Tensor images, int level, float alpha = 1f)
+    public Tensor Forward(Tensor images, int level, float alpha = 1f) => Forward(images, level, Fade.At(alpha));
+
+    /// <summary>The same, with the fade given as <see cref="Fade"/> (alpha on the device in a training step).</summary>
+    public Tensor Forward(Tensor images, int level, Fade fade)
     {
         if (level < 2 || level > Config.MaxLevel)
             throw new ArgumentException($"Discriminator: level {level} is outside 4..{Config.Resolution}px");
@@ -59,8 +62,8 @@ public sealed class Discriminator : Module
             var (conv0, conv1) = _blocks[r];
             x = conv0.ForwardLeaky(x, Slope);
             x = Ops.AvgPool2x(conv1.ForwardLeaky(x, Slope));
-            if (r == level && alpha < 1f)
-                x = Ops.Lerp(_fromRgb[level - 1].ForwardLeaky(Ops.AvgPool2x(images), Slope), x, alpha);
+            if (r == level && fade.Blends)
+                x = fade.Blend(_fromRgb[level - 1].ForwardLeaky(Ops.AvgPool2x(images), Slope), x);
         }
         x = Ops.MinibatchStdDev(x, Config.MinibatchGroupSize);
         x = _headConv.ForwardLeaky(x, Slope);

@@ -51,7 +51,10 @@ public sealed class Generator : Module
     /// the output is lerp(upsample2x(toRGB_old(x_old)), toRGB_new(block_new(x_old)), alpha)
     /// (section 3, figure 2).
     /// </summary>
-    public Tensor Forward(Tensor z, int level, float alpha = 1f)
+    public Tensor Forward(Tensor z, int level, float alpha = 1f) => Forward(z, level, Fade.At(alpha));
+
+    /// <summary>The same, with the fade given as <see cref="Fade"/> (alpha on the device in a training step).</summary>
+    public Tensor Forward(Tensor z, int level, Fade fade)
     {
         if (level < 2 || level > Config.MaxLevel)
             throw new ArgumentException($"Generator: level {level} ({1 << Math.Clamp(level, 0, 30)}px) is outside 4..{Config.Resolution}px");
@@ -71,8 +74,8 @@ public sealed class Generator : Module
             x = Act(conv1, x);
         }
         var image = _toRgb[level].Forward(x);
-        if (level > 2 && alpha < 1f)
-            image = Ops.Lerp(Ops.Upsample2x(_toRgb[level - 1].Forward(previous!)), image, alpha);
+        if (level > 2 && fade.Blends)
+            image = fade.Blend(Ops.Upsample2x(_toRgb[level - 1].Forward(previous!)), image);
         return image;
     }
 }

@@ -61,21 +61,32 @@ public sealed class Trainer : IDisposable
         return _randomHost;
     }
 
-    /// <summary>This rank's rows (of <paramref name="width"/> values each) of a whole-minibatch array, as a tensor.</summary>
-    private Tensor Share(float[] whole, int share, int width, Shape shape)
+    /// <summary>Uploads this rank's rows (of <paramref name="width"/> values each) of a whole-minibatch array into <paramref name="destination"/>.</summary>
+    private void Share(float[] whole, int share, int width, Tensor destination)
     {
         int ranks = _collective.Size, batch = share * ranks;
-        if (ranks == 1) return Tensor.FromArray(_backend, whole.AsSpan(0, share * width), shape);
+        if (ranks == 1)
+        {
+            destination.CopyFrom(whole.AsSpan(0, share * width));
+            return;
+        }
         if (_shareHost.Length < share * width) _shareHost = new float[share * width];
         for (int i = 0; i < share; i++)
         {
             int s = GlobalSample(i, _collective.Rank, ranks, batch, Options.Model.MinibatchGroupSize);
             whole.AsSpan(s * width, width).CopyTo(_shareHost.AsSpan(i * width));
         }
-        return Tensor.FromArray(_backend, _shareHost.AsSpan(0, share * width), shape);
+        destination.CopyFrom(_shareHost.AsSpan(0, share * width));
     }
+
+    /// <summary>Whether steps are captured once as a CUDA graph and replayed where the backend can
+    /// (the results are the same either way; false runs every kernel from the host, `--graphs off`).</summary>
+    public bool UseGraphs { get; init; } = true;
+
+    /// <summary>How the steps ran so far (eager, captured, replayed), for `bench` and the tests.</summary>
+    public StepRunner Steps => _steps ??= new StepRunner(_models, UseGraphs);
+    private StepRunner? _steps;
     private readonly Tensor _sampleLatents;
-    private readonly Tensor[] _trainedTensors;
     private readonly string? _resumedFrom;
 
     /// <remarks>With a <paramref name="collective"/> of several ranks (a data-parallel run), each
@@ -108,9 +119,6 @@ public sealed class Trainer : IDisposable
         var latentRng = new Rng(options.Seed ^ 0x5A17_1E5EEDUL);
         _sampleLatents = Tensor.RandomNormal(backend, new Shape(SampleCount, options.Model.LatentSize), latentRng).Escape();
 
-        // Everything an update writes: checked after each step, so an overflow is caught where it happens.
-        _trainedTensors = [.. _g.Parameters(), .. _d.Parameters(), .. _gEma.Parameters(),
-            .. _adamG.FirstMoments, .. _adamG.SecondMoments, .. _adamD.FirstMoments, .. _adamD.SecondMoments];
 
         _resumedFrom = resumeFrom;
         if (resumeFrom != null) Resume(resumeFrom);
@@ -219,7 +227,7 @@ public sealed class Trainer : IDisposable
             State.Rng = _rng.GetState();
 
             // A skipped critic step changed nothing; any update that ran must have left finite values.
-            bool stateFinite = !stats.CriticFinite || WganGp.AllFinite(_models.NonFinite, _trainedTensors);
+            bool stateFinite = stats.StateFinite;
             if (stats.Finite && stateFinite) { nonFiniteInARow = 0; tick.Add(stats); }
             else
             {
@@ -299,6 +307,7 @@ public sealed class Trainer : IDisposable
     private void StartPhase(Phase phase)
     {
         // Official ProGAN: Adam's moments restart at every phase (fade-in and stable alike).
+        _steps?.Invalidate();
         _adamG.Reset();
         _adamD.Reset();
         State.GeneratorAdamStep = 0;
@@ -313,8 +322,6 @@ public sealed class Trainer : IDisposable
     private StepStats Step(Phase phase, int batch, float alpha)
     {
         int res = phase.Resolution, level = phase.Level, c = Options.Model.Channels;
-        // Recycling: nothing of the step is used after it, and identical steps then allocate nothing.
-        using var scope = Scope.Rent(recycle: true);
 
         // A minibatch of reals: random indices, random mirroring, at the phase's resolution. Every
         // rank draws the whole minibatch's random numbers from the run's one generator (so all
@@ -333,19 +340,15 @@ public sealed class Trainer : IDisposable
         int length = share * c * res * res;
         if (_batchHost.Length != length) _batchHost = new float[length];
         _data.FillBatch(indices, res, mirror, _batchHost);
-        var reals = Tensor.FromArray(_backend, _batchHost, new Shape(share, c, res, res));
-        // During a fade-in the critic sees reals blended the same way as the generator's output.
-        if (phase.FadeIn && alpha < 1f)
-            reals = Ops.Lerp(Ops.Upsample2x(Ops.AvgPool2x(reals)), reals, alpha);
-
         int latent = Options.Model.LatentSize;
-        var z = Share(RandomHost(batch * latent, normal: true), share, latent, new Shape(share, latent));
-        var t = Share(RandomHost(batch, normal: false), share, 1, new Shape(share));
-        var z2 = Share(RandomHost(batch * latent, normal: true), share, latent, new Shape(share, latent));
-        var stats = WganGp.TrainingStep(_models, reals, z, t, z2, level, alpha, Options.EmaBeta(batch));
-        State.DiscriminatorAdamStep = _adamD.Step;
-        State.GeneratorAdamStep = _adamG.Step;
-        return stats;
+        var inputs = Steps.Inputs(share, c, res, latent);
+        inputs.Reals.CopyFrom(_batchHost);
+        Share(RandomHost(batch * latent, normal: true), share, latent, inputs.Latents);
+        Share(RandomHost(batch, normal: false), share, 1, inputs.Mix);
+        Share(RandomHost(batch * latent, normal: true), share, latent, inputs.Latents2);
+        bool fadeIn = phase.FadeIn && alpha < 1f;
+        if (fadeIn) inputs.SetAlpha(alpha);
+        return Steps.Run(level, fadeIn, Options.EmaBeta(batch));
     }
 
     // ------------------------------------------------------------------ ticks, samples, checkpoints
@@ -465,9 +468,11 @@ public sealed class Trainer : IDisposable
 
     private string? WriteCheckpoint()
     {
+        // Adam's step counts live on the device (a captured step advances them): read them here.
+        State.DiscriminatorAdamStep = _adamD.Step;
+        State.GeneratorAdamStep = _adamG.Step;
         using var counter = new NonFiniteCounter(_backend);
-        if (!WganGp.AllFinite(counter, [.. _g.Parameters(), .. _d.Parameters(), .. _gEma.Parameters(),
-                .. _adamG.FirstMoments, .. _adamG.SecondMoments, .. _adamD.FirstMoments, .. _adamD.SecondMoments]))
+        if (!WganGp.AllFinite(counter, _models.TrainedTensors))
         {
             _observer.Notice($"checkpoint not written: the weights hold non-finite values; the last checkpoint is {_store.Latest ?? "none"}");
             return null;
@@ -502,6 +507,7 @@ public sealed class Trainer : IDisposable
         CheckpointStore.LoadMoments(_adamG, _g, optim, "G");
         CheckpointStore.LoadMoments(_adamD, _d, optim, "D");
         State = saved.State;
+        _steps?.Invalidate();
         _adamG.Step = State.GeneratorAdamStep;
         _adamD.Step = State.DiscriminatorAdamStep;
         if (State.PhaseIndex < Schedule.Phases.Count)
@@ -532,6 +538,7 @@ public sealed class Trainer : IDisposable
 
     public void Dispose()
     {
+        _steps?.Dispose();
         _models.Dispose();
         _sampleLatents.Dispose();
     }

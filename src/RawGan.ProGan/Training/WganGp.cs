@@ -1,4 +1,5 @@
 using RawGan.Engine;
+using RawGan.Engine.Backends;
 using RawGan.Engine.Autograd;
 using RawGan.Engine.Distributed;
 using RawGan.Engine.Optim;
@@ -6,8 +7,11 @@ using RawGan.ProGan.Model;
 
 namespace RawGan.ProGan.Training;
 
-/// <summary>What one training step measured (host values, for logs and metrics).</summary>
-public readonly record struct StepStats(float CriticLoss, float GeneratorLoss, float RealScore, float FakeScore, float Penalty, bool CriticFinite, bool GeneratorFinite)
+/// <summary>What one training step measured (host values, for logs and metrics).
+/// <paramref name="StateFinite"/>: every weight, average and Adam moment is finite after it (an
+/// update whose values overflowed cannot be skipped after the fact).</summary>
+public readonly record struct StepStats(float CriticLoss, float GeneratorLoss, float RealScore, float FakeScore, float Penalty, bool CriticFinite, bool GeneratorFinite,
+    bool StateFinite = true)
 {
     public bool Finite => CriticFinite && GeneratorFinite;
 }
@@ -57,11 +61,28 @@ public sealed record GanModels(Generator G, Discriminator D, Generator GEma, Ada
     /// gradients with one read instead of one per tensor.</summary>
     internal NonFiniteCounter NonFinite { get; } = new(G.Backend);
 
+    /// <summary>Counts the non-finite weights, averages and Adam moments after a step's updates.</summary>
+    internal NonFiniteCounter StateNonFinite { get; } = new(G.Backend);
+
+    /// <summary>Everything a step updates: G, D, the average of G, and both Adams' moments.</summary>
+    internal IReadOnlyList<Tensor> TrainedTensors => _trained ??=
+        [.. G.Parameters(), .. D.Parameters(), .. GEma.Parameters(), .. AdamG.FirstMoments, .. AdamG.SecondMoments, .. AdamD.FirstMoments, .. AdamD.SecondMoments];
+    private Tensor[]? _trained;
+
+    /// <summary>What a step leaves on the device for one read at its end (see <see cref="WganGp.EnqueueStep"/>):
+    /// critic loss, real score, fake score, penalty, generator loss, then three 64-bit counts
+    /// (critic; critic and generator; the state after the updates), two floats each.</summary>
+    internal DeviceBuffer Statistics => _statistics ??= G.Backend.Allocate(StatisticsLength);
+    private DeviceBuffer? _statistics;
+    internal const int StatisticsLength = 11;
+
     public void Dispose()
     {
         G.Dispose(); D.Dispose(); GEma.Dispose();
         AdamG.Dispose(); AdamD.Dispose();
         NonFinite.Dispose();
+        StateNonFinite.Dispose();
+        if (_statistics is { } s) G.Backend.Free(s);
         CriticAverager?.Dispose();
         GeneratorAverager?.Dispose();
     }
@@ -82,15 +103,20 @@ public static class WganGp
     /// <summary>The critic's loss and its gradients with respect to the critic's parameters
     /// (written into <paramref name="gradients"/> if given, one entry per parameter).</summary>
     public static (Tensor loss, Tensor[] gradients, Tensor realScore, Tensor fakeScore, Tensor penalty) CriticLoss(
-        Generator g, Discriminator d, Tensor reals, Tensor latents, Tensor t, int level, float alpha, Tensor[]? gradients = null)
+        Generator g, Discriminator d, Tensor reals, Tensor latents, Tensor t, int level, float alpha, Tensor[]? gradients = null) =>
+        CriticLoss(g, d, reals, latents, t, level, Fade.At(alpha), gradients);
+
+    /// <summary>The same, with the fade as <see cref="Fade"/>.</summary>
+    public static (Tensor loss, Tensor[] gradients, Tensor realScore, Tensor fakeScore, Tensor penalty) CriticLoss(
+        Generator g, Discriminator d, Tensor reals, Tensor latents, Tensor t, int level, Fade fade, Tensor[]? gradients = null)
     {
         Tensor fakes;
-        using (Tape.NoGrad()) fakes = g.Forward(latents, level, alpha);
-        var real = d.Forward(reals, level, alpha);                   // [N, 1]
-        var fake = d.Forward(fakes, level, alpha);
+        using (Tape.NoGrad()) fakes = g.Forward(latents, level, fade);
+        var real = d.Forward(reals, level, fade);                   // [N, 1]
+        var fake = d.Forward(fakes, level, fade);
         var xhat = Ops.Lerp(reals, fakes, t);
         xhat.RequiresGrad = true;
-        var scoreHat = d.Forward(xhat, level, alpha);
+        var scoreHat = d.Forward(xhat, level, fade);
         // create_graph: the penalty's gradient with respect to D's weights goes through this gradient.
         var gradient = Tape.Grad(Ops.Sum(scoreHat), xhat, createGraph: true);
         var penalty = Ops.GradientPenalty(gradient, Target);          // [N]
@@ -108,9 +134,9 @@ public static class WganGp
 
     /// <summary>The generator's loss -mean D(G(z)) and its gradients with respect to G's parameters
     /// (written into <paramref name="gradients"/> if given).</summary>
-    public static (Tensor loss, Tensor[] gradients) GeneratorLoss(Generator g, Discriminator d, Tensor latents, int level, float alpha, Tensor[]? gradients = null)
+    public static (Tensor loss, Tensor[] gradients) GeneratorLoss(Generator g, Discriminator d, Tensor latents, int level, Fade fade, Tensor[]? gradients = null)
     {
-        var fake = d.Forward(g.Forward(latents, level, alpha), level, alpha);
+        var fake = d.Forward(g.Forward(latents, level, fade), level, fade);
         var loss = Ops.Scale(Ops.Mean(fake), -1f);
         gradients ??= new Tensor[g.Parameters().Count];
         Tape.GradInto([loss], g.ParameterSpan(), gradients);
@@ -118,17 +144,31 @@ public static class WganGp
     }
 
     /// <summary>
-    /// One training step, as the trainer, `bench` and the tests run it: a critic update on
-    /// <paramref name="reals"/> (already blended during a fade-in), a generator update, then the
-    /// moving average Gs = G + beta (Gs - G). An update whose loss or gradients are not finite is
-    /// skipped (official behaviour); the caller counts and reports it. A non-finite critic update
-    /// skips the generator's too: a skipped step changes no weight at all.
+    /// One training step, as `bench` and the tests run it: <see cref="EnqueueStep"/>, then
+    /// <see cref="ReadStepStats"/> (one read).
     /// </summary>
     public static StepStats TrainingStep(GanModels m, Tensor reals, Tensor latents, Tensor t, Tensor latents2, int level, float alpha, float emaBeta)
     {
+        EnqueueStep(m, reals, latents, t, latents2, level, Fade.At(alpha), emaBeta);
+        return ReadStepStats(m);
+    }
+
+    /// <summary>
+    /// One training step, queued on the device without waiting for it: a critic update on
+    /// <paramref name="reals"/> (already blended during a fade-in), a generator update, then the
+    /// moving average Gs = G + beta (Gs - G). An update whose loss or gradients are not finite is
+    /// skipped (official behaviour), decided on the device by a non-finite count that the updates
+    /// read; a non-finite critic update skips the generator's too, so a skipped step changes no
+    /// weight at all. Its statistics stay on the device (<see cref="GanModels.Statistics"/>) for
+    /// <see cref="ReadStepStats"/>. With one rank nothing here reads from or writes to the host, so
+    /// the whole step can be captured once as a CUDA graph and replayed (<see cref="StepRunner"/>);
+    /// with several, the gradient average goes through the host.
+    /// </summary>
+    public static void EnqueueStep(GanModels m, Tensor reals, Tensor latents, Tensor t, Tensor latents2, int level, Fade fade, float emaBeta)
+    {
         try
         {
-            return Step(m, reals, latents, t, latents2, level, alpha, emaBeta);
+            Step(m, reals, latents, t, latents2, level, fade, emaBeta);
         }
         finally
         {
@@ -138,29 +178,68 @@ public static class WganGp
         }
     }
 
-    private static StepStats Step(GanModels m, Tensor reals, Tensor latents, Tensor t, Tensor latents2, int level, float alpha, float emaBeta)
+    private static void Step(GanModels m, Tensor reals, Tensor latents, Tensor t, Tensor latents2, int level, Fade fade, float emaBeta)
     {
-        var (lossD, gradsD, real, fake, penalty) = CriticLoss(m.G, m.D, reals, latents, t, level, alpha, m.CriticGradients);
-        Span<float> critic = stackalloc float[GanModels.CriticStatistics];
-        (critic[0], critic[1], critic[2], critic[3]) = (lossD.Item(), real.Item(), fake.Item(), penalty.Item());
+        var backend = m.G.Backend;
+        var stats = m.Statistics;
+        var (lossD, gradsD, real, fake, penalty) = CriticLoss(m.G, m.D, reals, latents, t, level, fade, m.CriticGradients);
+        backend.Copy(lossD.Buffer, Slot(stats, 0, 1), 1);
+        backend.Copy(real.Buffer, Slot(stats, 1, 1), 1);
+        backend.Copy(fake.Buffer, Slot(stats, 2, 1), 1);
+        backend.Copy(penalty.Buffer, Slot(stats, 3, 1), 1);
         // Across ranks: each rank's loss is the mean over its share of the batch, so the mean of
-        // the ranks' gradients is the gradient of the whole batch's loss.
-        m.CriticAverager?.Average(gradsD, critic);
-        bool criticFinite = float.IsFinite(critic[0]) && AllFinite(m.NonFinite, gradsD);
-        if (!criticFinite) return new StepStats(critic[0], float.NaN, critic[1], critic[2], critic[3], false, false);
-        m.AdamD.Update(gradsD);
-
-        var (lossG, gradsG) = GeneratorLoss(m.G, m.D, latents2, level, alpha, m.GeneratorGradients);
-        Span<float> generator = [lossG.Item()];
-        m.GeneratorAverager?.Average(gradsG, generator);
-        bool generatorFinite = float.IsFinite(generator[0]) && AllFinite(m.NonFinite, gradsG);
-        if (generatorFinite)
+        // the ranks' gradients is the gradient of the whole batch's loss. The averaged values are
+        // the same on every rank, so every rank makes the same decision below.
+        if (m.CriticAverager is { } criticAverager)
         {
-            m.AdamG.Update(gradsG);
-            Ema.Update(m.GEma.Parameters(), m.G.Parameters(), emaBeta);
+            Span<float> critic = stackalloc float[GanModels.CriticStatistics];
+            backend.Download(Slot(stats, 0, GanModels.CriticStatistics), critic);
+            criticAverager.Average(gradsD, critic);
+            backend.Upload(critic, Slot(stats, 0, GanModels.CriticStatistics));
         }
-        return new StepStats(critic[0], generator[0], critic[1], critic[2], critic[3], criticFinite, generatorFinite);
+        var nonFinite = m.NonFinite;
+        nonFinite.Reset();
+        nonFinite.Add(Slot(stats, 0, 1), 1);
+        nonFinite.Add(gradsD);
+        nonFinite.CopyTo(Slot(stats, 5, 2));
+        m.AdamD.Update(gradsD, skipIfNonFinite: nonFinite);
+
+        // The generator's step runs whatever the critic's count says (no host decision); its
+        // updates are skipped on the device when either count is not zero.
+        var (lossG, gradsG) = GeneratorLoss(m.G, m.D, latents2, level, fade, m.GeneratorGradients);
+        backend.Copy(lossG.Buffer, Slot(stats, 4, 1), 1);
+        if (m.GeneratorAverager is { } generatorAverager)
+        {
+            Span<float> generator = stackalloc float[1];
+            backend.Download(Slot(stats, 4, 1), generator);
+            generatorAverager.Average(gradsG, generator);
+            backend.Upload(generator, Slot(stats, 4, 1));
+        }
+        nonFinite.Add(Slot(stats, 4, 1), 1);
+        nonFinite.Add(gradsG);
+        nonFinite.CopyTo(Slot(stats, 7, 2));
+        m.AdamG.Update(gradsG, skipIfNonFinite: nonFinite);
+        Ema.Update(m.GEma.Parameters(), m.G.Parameters(), emaBeta, skipIfNonFinite: nonFinite);
+
+        m.StateNonFinite.Reset();
+        m.StateNonFinite.Add(m.TrainedTensors);
+        m.StateNonFinite.CopyTo(Slot(stats, 9, 2));
     }
+
+    /// <summary>The statistics of the last step queued: waits for it and reads 44 bytes.</summary>
+    public static StepStats ReadStepStats(GanModels m)
+    {
+        Span<float> s = stackalloc float[GanModels.StatisticsLength];
+        m.G.Backend.Download(m.Statistics, s);
+        long critic = Count(s, 5), total = Count(s, 7), state = Count(s, 9);
+        bool criticFinite = critic == 0;
+        return new StepStats(s[0], criticFinite ? s[4] : float.NaN, s[1], s[2], s[3], criticFinite, total == 0, state == 0);
+    }
+
+    private static long Count(ReadOnlySpan<float> s, int at) =>
+        System.Runtime.InteropServices.MemoryMarshal.Read<long>(System.Runtime.InteropServices.MemoryMarshal.AsBytes(s.Slice(at, 2)));
+
+    private static DeviceBuffer Slot(DeviceBuffer b, int offset, int length) => new(b.Address + offset * sizeof(float), length);
 
     /// <summary>True if every value of every tensor is finite: one reduction kernel per tensor
     /// into <paramref name="counter"/>, and one read.</summary>
