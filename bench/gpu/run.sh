@@ -144,15 +144,18 @@ except Exception as e: print("torch: not importable:", e)' 2>&1
 
 if (( quick )); then
   small=(--preset tiny --resolution 8 --batch 16 --warmup 1 --iterations 1)
+  launch=(--preset tiny --resolution 4 --batch 8 --warmup 2 --iterations 2)
   big=(--preset tiny --resolution 16 --batch 16 --warmup 0 --iterations 1)
   lab_gpu=(--smoke --inProcess --job dry --filter '*Gpu*')
 else
   small=(--preset small --resolution 32 --batch 16)
+  # Launch-bound: the 8x8 step, where one graph launch replaces about a thousand kernel launches.
+  launch=(--preset small --resolution 8 --batch 16 --warmup 3 --iterations 20)
   big=(--preset paper --resolution 256 --batch 16 --warmup 1 --iterations 3)
   # A few cases: each one's [GlobalSetup] runs the naive CPU reference (seconds, one thread) per variant.
   lab_gpu=(--inProcess --job short --filter '*GpuGemm*square 1024*' '*GpuGemm*conv as GEMM*' '*GpuConv*G/D 32*' '*GpuConv*G.conv1 64*')
 fi
-# Limits of the GPU run: 20 + 10 + 20 + 40 + 75 + 45 + 40 + 90 + 45 + 20 + 90 = 495 s at most, and the budget cuts at 420 s
+# Limits of the GPU run: 20 + 10 + 20 + 40 + 75 + 45 + 40 + 90 + 30 + 30 + 45 + 20 + 90 = 555 s at most, and the budget cuts at 420 s
 # (the steps are in order of value: what does not fit is skipped and said so).
 if [[ $device == cuda-emulated ]]; then l_check=150 l_bench=90 l_profile=90; else l_check=75 l_bench=45 l_profile=40; fi
 
@@ -180,6 +183,8 @@ step check       "$l_check" "$rawgan" check --device "$device"
 step bench-"${small[1]}"-"${small[3]}"         "$l_bench" "$rawgan" bench --device "$device" "${small[@]}"
 step bench-"${small[1]}"-"${small[3]}"-profile "$l_profile" "$rawgan" bench --device "$device" "${small[@]}" --profile
 step bench-"${big[1]}"-"${big[3]}"             90 "$rawgan" bench --device "$device" "${big[@]}"
+step bench-8-graphs        30 "$rawgan" bench --device "$device" "${launch[@]}"
+step bench-8-graphs-off    30 "$rawgan" bench --device "$device" "${launch[@]}" --graphs off
 # The same small step with the version 1 (fp32 SIMT) kernels, beside the default (TF32 on compute 8.0+).
 step bench-"${small[1]}"-"${small[3]}"-fp32    "$l_bench" "$rawgan" bench --device "$device" "${small[@]}" --precision fp32
 if [[ -f $lab ]]; then

@@ -11,8 +11,10 @@ namespace RawGan.Trainer;
 
 /// <summary>
 /// `bench`: the time of one training iteration (a critic step with gradient penalty, a generator
-/// step and the EMA update) at full resolution (alpha 1), after warm-up, on random data. Its last
-/// line is exactly <c>ms_per_iter=&lt;median&gt; images_per_s=&lt;value&gt;</c>.
+/// step and the EMA update) at full resolution (alpha 1), after warm-up, on random data, run the
+/// way the trainer runs it (<see cref="StepRunner"/>: on a CUDA device the second iteration is
+/// captured as a graph and the rest are replays, unless --graphs off). Its last line is exactly
+/// <c>ms_per_iter=&lt;median&gt; images_per_s=&lt;value&gt;</c>.
 /// </summary>
 public static class BenchCommand
 {
@@ -30,7 +32,7 @@ public static class BenchCommand
     public static Command Create()
     {
         var c = new Command("bench", "Time one ProGAN training iteration (D step with gradient penalty, G step, EMA). Last line: ms_per_iter=<median> images_per_s=<value>.");
-        foreach (var o in new Option[] { Preset, Resolution, Batch, LatentSize, FmapBase, FmapMax, Channels, Warmup, Iterations, Profile, TrainCommand.Threads, TrainCommand.Device, TrainCommand.Precision }) c.Add(o);
+        foreach (var o in new Option[] { Preset, Resolution, Batch, LatentSize, FmapBase, FmapMax, Channels, Warmup, Iterations, Profile, TrainCommand.Threads, TrainCommand.Device, TrainCommand.Precision, TrainCommand.Graphs }) c.Add(o);
         c.SetAction(parse => Program.Guard(() => Run(parse)));
         return c;
     }
@@ -51,19 +53,26 @@ public static class BenchCommand
         IBackend backend = (IBackend?)profiler ?? owned.Backend;
         var rng = new Rng(1);
         using var models = GanModels.Create(backend, cfg, rng);
+        // Under --profile every kernel is timed from the host: nothing to capture.
+        using var steps = new StepRunner(models, useGraphs: TrainCommand.UseGraphs(parse) && profiler == null);
         int level = cfg.MaxLevel;
         var realsHost = new float[batch * cfg.Channels * cfg.Resolution * cfg.Resolution];
         rng.FillUniform(realsHost);
         for (int i = 0; i < realsHost.Length; i++) realsHost[i] = realsHost[i] * 2 - 1;
+        float[] latentsHost = new float[batch * cfg.LatentSize], mixHost = new float[batch];
         Console.WriteLine($"bench: {backend.Description}; threads {CpuParallel.Threads}; {cfg.Resolution}x{cfg.Resolution}, batch {batch}, latent {cfg.LatentSize}, fmap-base {cfg.FmapBase}, fmap-max {cfg.FmapMax}; G {models.G.ParameterCount:N0}, D {models.D.ParameterCount:N0} parameters");
 
         void Iteration()
         {
-            using var scope = Scope.Rent(recycle: true);
-            var reals = Tensor.FromArray(backend, realsHost, new Shape(batch, cfg.Channels, cfg.Resolution, cfg.Resolution));
-            var z = Tensor.RandomNormal(backend, new Shape(batch, cfg.LatentSize), rng);
-            var tt = Tensor.RandomUniform(backend, new Shape(batch), rng);
-            var stats = WganGp.TrainingStep(models, reals, z, tt, Tensor.RandomNormal(backend, new Shape(batch, cfg.LatentSize), rng), level, 1f, 0.999f);
+            var inputs = steps.Inputs(batch, cfg.Channels, cfg.Resolution, cfg.LatentSize);
+            inputs.Reals.CopyFrom(realsHost);
+            rng.FillNormal(latentsHost);
+            inputs.Latents.CopyFrom(latentsHost);
+            rng.FillUniform(mixHost);
+            inputs.Mix.CopyFrom(mixHost);
+            rng.FillNormal(latentsHost);
+            inputs.Latents2.CopyFrom(latentsHost);
+            var stats = steps.Run(level, fadeIn: false, 0.999f);
             if (!stats.Finite) throw new UserError("the benchmark step produced non-finite values");
         }
 
@@ -91,8 +100,13 @@ public static class BenchCommand
             + $"{managedAll / (double)iterations:F0} bytes managed per iteration (all threads; {managedThread / (double)iterations:F0} bytes this thread), "
             + $"peak {backend.Memory.PeakBytesInUse / (1024.0 * 1024):F1} MiB in use");
         if (cuda != null)
-            Console.WriteLine($"per iteration: {(cuda.Launches - launchesBefore) / (double)iterations:F0} kernel launches, " +
+        {
+            Console.WriteLine($"per iteration: {(cuda.Launches - launchesBefore) / (double)iterations:F0} kernel launches from the host, " +
                               $"{(cuda.Readbacks - readbacksBefore) / (double)iterations:F0} copies back to the host (each waits for the device)");
+            Console.WriteLine(steps.Graph is { } graph
+                ? $"graph: yes, {graph} replayed per iteration ({steps.Replays} replays, {steps.Captures} capture, {steps.EagerSteps} eager iterations)"
+                : $"graph: no ({(profiler != null ? "--profile times every kernel from the host" : !steps.UsesGraphs ? "--graphs off" : "not captured yet: use --warmup 2 or more")})");
+        }
         if (profiler != null)
         {
             var rows = profiler.Report();

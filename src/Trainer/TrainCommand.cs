@@ -30,6 +30,19 @@ public static partial class TrainCommand
         Description = "matrix products and convolutions on a CUDA device: fp32, tf32 (tensor cores, compute capability 8.0 and newer), or auto: tf32 where the GPU has it, as PyTorch's default for convolutions is; fp32 on older GPUs and the emulator",
         DefaultValueFactory = _ => "auto",
     };
+    internal static readonly Option<string> Graphs = new("--graphs")
+    {
+        Description = "on a CUDA device, capture each phase's training step once as a CUDA graph and replay it (one launch per step instead of about a thousand; the same results): on or off",
+        DefaultValueFactory = _ => "on",
+    };
+
+    /// <summary>--graphs: on or off.</summary>
+    internal static bool UseGraphs(ParseResult parse) => parse.GetValue(Graphs) switch
+    {
+        "on" => true,
+        "off" => false,
+        var other => throw new UserError($"--graphs must be on or off, not '{other}'"),
+    };
     private static readonly Option<string> KimgPerPhase = new("--kimg-per-phase") { Description = "thousands of real images per fade-in and per stable phase (official: 600): one number, or per resolution like 4:20,8:20,6 (a resolution's fade-in and stable phase alike; a number alone is the default)", DefaultValueFactory = _ => "30" };
     private static readonly Option<string> Batch = new("--batch") { Description = "minibatch: one number, or per resolution like 4:64,8:32,16:16,32:16 (unlisted resolutions use the last number given alone, default 16)", DefaultValueFactory = _ => "16" };
     private static readonly Option<string> LearningRate = new("--lr") { Description = "Adam learning rate: one number (decimals with a point), or per resolution like 4:0.001,8:0.002 (a number alone in the list is the default: 0.001,128:0.0015)", DefaultValueFactory = _ => "0.001" };
@@ -51,7 +64,7 @@ public static partial class TrainCommand
     public static Command Create()
     {
         var command = new Command("train", "Train a ProGAN: stable 4x4, then a fade-in and a stable phase per resolution, with checkpoints, sample grids and report.html in the run folder.");
-        foreach (var o in new Option[] { Data, Resolution, Preset, LatentSize, FmapBase, FmapMax, Device, Precision, KimgPerPhase, Batch, LearningRate, Seed, Out, Resume, Mirror, Threads, TickKimg, CheckpointTicks, Keep, OnNan, SwdImages, ShapesCount, EmaKimg, DataChanged, MaxSteps })
+        foreach (var o in new Option[] { Data, Resolution, Preset, LatentSize, FmapBase, FmapMax, Device, Precision, Graphs, KimgPerPhase, Batch, LearningRate, Seed, Out, Resume, Mirror, Threads, TickKimg, CheckpointTicks, Keep, OnNan, SwdImages, ShapesCount, EmaKimg, DataChanged, MaxSteps })
             command.Add(o);
         command.SetAction(parse => Program.Guard(() => Run(parse)));
         return command;
@@ -160,7 +173,7 @@ public static partial class TrainCommand
             Program.InjectFault("train-started");
             Directory.CreateDirectory(Path.Combine(runDirectory, "samples"));
             var observer = ConsoleObserver.ForConsole();
-            using var trainer = OpenTrainer(options, backend.Backend, data, runDirectory, observer, checkpoint, collective);
+            using var trainer = OpenTrainer(options, backend.Backend, data, runDirectory, observer, checkpoint, collective, UseGraphs(parse));
             var report = new RunReport(runDirectory, options, backend.Backend.Description, data.Name);
             trainer.OnSamples = (name, images, phase, alpha) => report.SaveGrid(name, images, phase, alpha);
             if (checkpoint == null || branchOf != null)
@@ -335,11 +348,11 @@ public static partial class TrainCommand
     }
 
     private static ProGan.Training.Trainer OpenTrainer(TrainOptions options, IBackend backend, ITrainingImages data, string runDirectory,
-        ITrainingObserver observer, string? checkpoint, ICollective collective)
+        ITrainingObserver observer, string? checkpoint, ICollective collective, bool graphs)
     {
         try
         {
-            return new ProGan.Training.Trainer(options, backend, data, runDirectory, observer, checkpoint, collective);
+            return new ProGan.Training.Trainer(options, backend, data, runDirectory, observer, checkpoint, collective) { UseGraphs = graphs };
         }
         catch (InvalidFileException e) when (checkpoint != null)
         {

@@ -226,8 +226,9 @@ public sealed class Trainer : IDisposable
             State.TotalImages += batch;
             State.Rng = _rng.GetState();
 
-            // A skipped critic step changed nothing; any update that ran must have left finite values.
-            bool stateFinite = stats.StateFinite;
+            // A skipped critic step changed nothing; any update that ran must have left finite values
+            // (counted on the device after the updates, read with the step's statistics).
+            bool stateFinite = !stats.CriticFinite || stats.StateFinite;
             if (stats.Finite && stateFinite) { nonFiniteInARow = 0; tick.Add(stats); }
             else
             {

@@ -1,6 +1,6 @@
 using RawGan.Engine;
-using RawGan.Engine.Backends;
 using RawGan.Engine.Autograd;
+using RawGan.Engine.Backends;
 using RawGan.Engine.Distributed;
 using RawGan.Engine.Optim;
 using RawGan.ProGan.Model;
