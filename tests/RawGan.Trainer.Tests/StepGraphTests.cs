@@ -34,7 +34,7 @@ public sealed class StepGraphTests : IDisposable
         SwdImages = 0,
     };
 
-    private (float[][] weights, TrainerState state, StepRunner steps) Train(bool graphs, string name)
+    private (float[][] weights, TrainerState state, StepRunner steps) Train(bool graphs, string name, Action<CudaBackend, ProGanTrainer>? afterRun = null)
     {
         using var backend = new CudaBackend(new EmulatedDriver());
         // A NaN in the reals of step 4 (a replay of the first phase) and step 14 (a replay in the fade-in).
@@ -44,6 +44,7 @@ public sealed class StepGraphTests : IDisposable
         Assert.Equal(StopReason.Finished, trainer.Run());
         var weights = trainer.Generator.Parameters().Concat(trainer.Discriminator.Parameters()).Concat(trainer.GeneratorEma.Parameters())
             .Select(p => p.ToArray()).ToArray();
+        afterRun?.Invoke(backend, trainer);
         return (weights, trainer.State, trainer.Steps);
     }
 
@@ -51,7 +52,18 @@ public sealed class StepGraphTests : IDisposable
     public void ReplayedStepsTrainBitForBitLikeStepsLaunchedFromTheHost()
     {
         var (eager, eagerState, eagerSteps) = Train(graphs: false, "eager");
-        var (replayed, replayedState, replayedSteps) = Train(graphs: true, "graphs");
+        var (replayed, replayedState, replayedSteps) = Train(graphs: true, "graphs", (backend, trainer) =>
+        {
+            // Further steps of the last phase's configuration, as replays: no kernel launched from
+            // the host, one graph launch and one copy back (the statistics) per step.
+            long launches = backend.Launches, graphLaunches = backend.GraphLaunches, readbacks = backend.Readbacks;
+            trainer.Steps.Inputs(8, 3, 8, 16);
+            for (int i = 0; i < 3; i++) Assert.True(trainer.Steps.Run(3, fadeIn: false, Options().EmaBeta(8)).Finite);
+            Assert.True(trainer.Steps.LastRanAsGraph);
+            Assert.Equal(launches, backend.Launches);
+            Assert.Equal(graphLaunches + 3, backend.GraphLaunches);
+            Assert.Equal(readbacks + 3, backend.Readbacks);
+        });
 
         Assert.False(eagerSteps.UsesGraphs);
         Assert.Equal(24, eagerSteps.EagerSteps);
@@ -60,7 +72,7 @@ public sealed class StepGraphTests : IDisposable
         Assert.True(replayedSteps.UsesGraphs);
         Assert.Equal(3, replayedSteps.EagerSteps);
         Assert.Equal(3, replayedSteps.Captures);
-        Assert.Equal(21, replayedSteps.Replays);
+        Assert.Equal(21 + 3, replayedSteps.Replays);
 
         Assert.Equal(2, eagerState.SkippedSteps);
         Assert.Equal(2, replayedState.SkippedSteps);
@@ -71,5 +83,33 @@ public sealed class StepGraphTests : IDisposable
         Assert.Equal(eager.Length, replayed.Length);
         for (int i = 0; i < eager.Length; i++)
             Assert.True(eager[i].AsSpan().SequenceEqual(replayed[i]), $"tensor {i} differs between replayed and eager steps");
+    }
+
+    [Fact]
+    public void AStepThatCannotBeCapturedRunsEagerlyAndSaysWhy()
+    {
+        using var backend = new CudaBackend(new EmulatedDriver());
+        var config = ProGanConfig.Tiny(8) with { LatentSize = 16, FmapBase = 32, FmapMax = 16 };
+        using var models = GanModels.Create(backend, config, new RawGan.Engine.Rng(3));
+        using var steps = new StepRunner(models);
+        var inputs = steps.Inputs(8, 3, 8, 16);
+        var rng = new RawGan.Engine.Rng(4);
+        foreach (var t in new[] { inputs.Reals, inputs.Latents, inputs.Latents2, inputs.Mix })
+        {
+            var host = new float[t.Length];
+            rng.FillUniform(host);
+            t.CopyFrom(host);
+        }
+        Assert.True(steps.Run(3, fadeIn: false, 0.9f).Finite);
+        // The cache emptied: capturing the next step would need new device memory, which a
+        // capture cannot allocate. The step runs anyway, eagerly, and so do the later ones.
+        backend.ReleaseCachedMemory();
+        Assert.True(steps.Run(3, fadeIn: false, 0.9f).Finite);
+        Assert.True(steps.Run(3, fadeIn: false, 0.9f).Finite);
+        Assert.False(steps.UsesGraphs);
+        Assert.Contains("cuMemAlloc_v2", steps.GraphFailure);
+        Assert.Equal(0, steps.Captures);
+        Assert.Equal(3, steps.EagerSteps);
+        Assert.False(backend.Driver.Capturing);
     }
 }

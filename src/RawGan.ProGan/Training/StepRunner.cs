@@ -47,8 +47,8 @@ public sealed class StepRunner : IDisposable
         UsesGraphs = useGraphs && _backend.SupportsGraphs && models.Collective.Size == 1;
     }
 
-    /// <summary>Whether steps are captured and replayed.</summary>
-    public bool UsesGraphs { get; }
+    /// <summary>Whether steps are captured and replayed (false after a capture failed).</summary>
+    public bool UsesGraphs { get; private set; }
 
     /// <summary>Whether the last step ran as a replay of a graph.</summary>
     public bool LastRanAsGraph { get; private set; }
@@ -84,14 +84,9 @@ public sealed class StepRunner : IDisposable
             Replays++;
             LastRanAsGraph = true;
         }
-        else if (UsesGraphs && _warmKey == key)
+        else if (UsesGraphs && _warmKey == key && TryCapture(key, inputs, level, fadeIn, emaBeta))
         {
-            _graph?.Dispose();
-            _graph = null;
-            _graph = _backend.CaptureGraph(() => Body(inputs, level, fadeIn, emaBeta));
-            _graphKey = key;
-            Captures++;
-            _graph.Replay();
+            _graph!.Replay();
             Replays++;
             LastRanAsGraph = true;
         }
@@ -104,6 +99,31 @@ public sealed class StepRunner : IDisposable
         }
         return WganGp.ReadStepStats(_models);
     }
+
+    /// <summary>Captures the step, or, if the driver refuses (a step that still waits for the host
+    /// somewhere), says why in <see cref="GraphFailure"/> and runs every later step eagerly: a
+    /// graph is a speed-up, never a reason to stop training.</summary>
+    private bool TryCapture(Key key, StepInputs inputs, int level, bool fadeIn, float emaBeta)
+    {
+        _graph?.Dispose();
+        _graph = null;
+        try
+        {
+            _graph = _backend.CaptureGraph(() => Body(inputs, level, fadeIn, emaBeta));
+        }
+        catch (Exception e) when (e is not OutOfMemoryException && _backend.SupportsGraphs)
+        {
+            GraphFailure = e.Message;
+            UsesGraphs = false;
+            return false;
+        }
+        _graphKey = key;
+        Captures++;
+        return true;
+    }
+
+    /// <summary>Why capturing failed, if it did (steps then run eagerly).</summary>
+    public string? GraphFailure { get; private set; }
 
     private void Body(StepInputs inputs, int level, bool fadeIn, float emaBeta)
     {

@@ -86,6 +86,7 @@ public sealed class Trainer : IDisposable
     /// <summary>How the steps ran so far (eager, captured, replayed), for `bench` and the tests.</summary>
     public StepRunner Steps => _steps ??= new StepRunner(_models, UseGraphs);
     private StepRunner? _steps;
+    private bool _graphFailureSaid;
     private readonly Tensor _sampleLatents;
     private readonly string? _resumedFrom;
 
@@ -349,7 +350,13 @@ public sealed class Trainer : IDisposable
         Share(RandomHost(batch * latent, normal: true), share, latent, inputs.Latents2);
         bool fadeIn = phase.FadeIn && alpha < 1f;
         if (fadeIn) inputs.SetAlpha(alpha);
-        return Steps.Run(level, fadeIn, Options.EmaBeta(batch));
+        var stats = Steps.Run(level, fadeIn, Options.EmaBeta(batch));
+        if (Steps.GraphFailure is { } why && !_graphFailureSaid)
+        {
+            _graphFailureSaid = true;
+            _observer.Notice($"training on without CUDA graphs (every kernel launched from the host): the step could not be captured: {why}");
+        }
+        return stats;
     }
 
     // ------------------------------------------------------------------ ticks, samples, checkpoints
