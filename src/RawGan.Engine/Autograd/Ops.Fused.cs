@@ -1,6 +1,7 @@
 namespace RawGan.Engine.Autograd;
 
-// Fused ops. Each runs one kernel forward and one kernel backward, and keeps beside it a
+// Fused ops. Each runs one kernel forward and one kernel backward (a convolution layer: one
+// forward, its bias backward and the convolution's two adjoints), and keeps beside it a
 // reference written with the primitive ops. The reference serves twice: tests compare the fused
 // kernels against it, and when a backward pass is itself being recorded (createGraph, i.e. a
 // second derivative is coming), the fused op's gradient is taken through the reference instead,
