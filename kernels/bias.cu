@@ -6,7 +6,9 @@
 //
 // Every convolution and dense layer of ProGAN adds a bias and most then apply leaky ReLU: two
 // passes over the activations forward (add, activate) and two backward (the mask, then the sum
-// for the bias gradient). These kernels make them one pass each way. The backward reads the
+// for the bias gradient). These kernels make them one pass each way; a convolution layer does
+// without the forward one too, since conv2d_forward (conv.cu) applies the same formula in its
+// output store, and only the backward runs here (the dense layers use both). The backward reads the
 // mask from the output y, not from z: for a slope > 0, y > 0 exactly when z > 0, so nothing
 // else needs to be kept from the forward pass. x is [n, c, plane] (a dense layer's [n, c] has
 // plane 1); y may be the same buffer as x, and gx the same as gy.

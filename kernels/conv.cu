@@ -5,7 +5,15 @@
 //   conv2d_backward_input  gx[s, c, i, j] = scale sum_{o, a, b} w[o, c, a, b] gy[s, o, i - a + p, j - b + p]
 //   conv2d_backward_weight gw[o, c, a, b] = scale sum_{s, i, j} gy[s, o, i, j] x[s, c, i + a - p, j + b - p]
 //
-// (x outside the image reads as 0.) `scale` is ProGAN's equalized learning rate (section 4.1):
+// (x outside the image reads as 0.) With a bias b [Cout] (b not null), conv2d_forward also ends a
+// layer: its output store adds the bias and applies leaky ReLU, as bias_leaky_relu (bias.cu)
+// would in one more pass over y,
+//
+//   z = y[s, o, i, j] + b[o],  y[s, o, i, j] = z if z > 0 else slope z      (slope 1: the bias alone)
+//
+// so the activations are written once, already activated, instead of written, read and written
+// again. (The backward needs nothing more: bias_leaky_relu_backward reads its mask from this y.)
+// `scale` is ProGAN's equalized learning rate (section 4.1):
 // weights are stored as N(0, 1) samples and multiplied by gain / sqrt(Cin k k) at every use.
 // Here it multiplies the finished sum, scale (w . x) = (scale w) . x, inside the kernel: no
 // scaled copy of w is ever made. The input gradient is the convolution with the kernel flipped
@@ -71,9 +79,17 @@ struct conv_window_operand
     }
 };
 
+// The epilogue of a layer: the bias of output channel o and leaky ReLU (b null: neither).
+__device__ __forceinline__ float conv_epilogue(float v, const float* __restrict__ b, int o, float slope)
+{
+    if (b == nullptr) return v;
+    const float z = v + b[o];
+    return z > 0.0f ? z : slope * z;
+}
+
 extern "C" __global__ void __launch_bounds__(GEMM_MAX_THREADS, 1) conv2d_forward(
     const float* __restrict__ x, const float* __restrict__ w, float* __restrict__ y,
-    int n, int cin, int h, int wd, int cout, int k, float scale)
+    int n, int cin, int h, int wd, int cout, int k, float scale, const float* __restrict__ b, float slope)
 {
     const int K = cin * k * k, columns = n * h * wd, plane = h * wd;
     // A[o, q] = w[q + o K]: w is already the [Cout, Cin k k] matrix.
@@ -91,7 +107,7 @@ extern "C" __global__ void __launch_bounds__(GEMM_MAX_THREADS, 1) conv2d_forward
             const int col = gemm_tile_col(j);
             if (col >= columns) continue;
             const int s = col / plane, pix = col % plane;
-            y[((long long)s * cout + o) * plane + pix] = scale * acc[i][j];
+            y[((long long)s * cout + o) * plane + pix] = conv_epilogue(scale * acc[i][j], b, o, slope);
         }
     }
 }

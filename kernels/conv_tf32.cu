@@ -8,7 +8,8 @@
 //
 // with the factors rounded to tf32 (10 mantissa bits) and the sums in fp32 (mma_tile.cuh says
 // what error that brings). `scale` is the equalized learning rate, applied to the finished sum
-// as in conv.cu.
+// as in conv.cu, and conv2d_forward_tf32 takes conv.cu's epilogue too: with a bias b (not
+// null), z = y + b[o] and y = z if z > 0 else slope z, in the output store.
 //
 // Each is the implicit GEMM of conv.cu, with the same operands (C rows, C columns, reduction K):
 //
@@ -103,9 +104,18 @@ struct conv_window_tf32
     }
 };
 
+// The epilogue of a layer, as conv.cu's conv_epilogue: the bias of output channel o and leaky
+// ReLU (b null: neither).
+__device__ __forceinline__ float conv_epilogue_tf32(float v, const float* __restrict__ b, int o, float slope)
+{
+    if (b == nullptr) return v;
+    const float z = v + b[o];
+    return z > 0.0f ? z : slope * z;
+}
+
 extern "C" __global__ void __launch_bounds__(MMA_MAX_THREADS, MMA_MIN_BLOCKS) conv2d_forward_tf32(
     const float* __restrict__ x, const float* __restrict__ w, float* __restrict__ y,
-    int n, int cin, int h, int wd, int cout, int k, float scale)
+    int n, int cin, int h, int wd, int cout, int k, float scale, const float* __restrict__ b, float slope)
 {
     const int K = cin * k * k, columns = n * h * wd, plane = h * wd;
     // A[o, q] = w[q + o K]: w is already the [Cout, Cin k k] matrix.
@@ -124,7 +134,7 @@ extern "C" __global__ void __launch_bounds__(MMA_MAX_THREADS, MMA_MIN_BLOCKS) co
                 for (int half = 0; half < 2; half++)
                 {
                     const int o = mma_row(mi, half);
-                    if (o < cout) y[((long long)s * cout + o) * plane + pix] = scale * acc[mi][ni][2 * half + e];
+                    if (o < cout) y[((long long)s * cout + o) * plane + pix] = conv_epilogue_tf32(scale * acc[mi][ni][2 * half + e], b, o, slope);
                 }
         }
 }

@@ -12,7 +12,10 @@ namespace RawGan.Benchmarks;
 /// (2 N Cout Cin 9 H W), so that an algorithm doing fewer multiplies (Winograd) shows as faster.
 /// Each algorithm's result is first compared with im2col's (max |difference| / max |value|
 /// below 1e-4); then one untimed call, and calls until half a second has passed (at least 3):
-/// the best call is reported, with the median beside it.
+/// the best call is reported, with the median beside it. Then a layer's forward pass both ways,
+/// for each algorithm: the convolution followed by bias_leaky_relu over its output (two passes),
+/// and the convolution with the bias and leaky ReLU as its epilogue (one), called alternately so
+/// that both see the same machine.
 /// </summary>
 public static class ConvThroughput
 {
@@ -59,7 +62,28 @@ public static class ConvThroughput
                     Console.WriteLine(Invariant($"conv case=\"{c}\" product={name} algorithm={algorithm} gflops={c.Flops / best / 1e9:F1} median_gflops={c.Flops / median / 1e9:F1} ms={best * 1e3:F2}"));
                 }
             }
-            foreach (var b in new[] { x, w, gy, y, gx, gw }) be.Free(b);
+            var bias = Upload(be, CpuBuffers.Normal(c.Cout, 4));
+            var fusedY = be.Allocate(c.OutputLength);
+            foreach (var algorithm in Algorithms)
+            {
+                if (algorithm != CpuBackend.ConvolutionAlgorithm.Im2Col && !Sgemm.Supported) continue;
+                be.Convolution = algorithm;
+                void TwoPasses()
+                {
+                    be.Conv2dForward(x, w, y, c.N, c.Cin, c.H, c.W, c.Cout, c.K, c.Scale);
+                    be.BiasLeakyRelu(y, bias, y, c.N, c.Cout, c.H * c.W, 0.2f);
+                }
+                void Fused() => be.Conv2dForward(x, w, fusedY, c.N, c.Cin, c.H, c.W, c.Cout, c.K, c.Scale, bias, 0.2f);
+                TwoPasses();
+                Fused();
+                var (expected, actual) = (new float[c.OutputLength], new float[c.OutputLength]);
+                be.Download(y, expected);
+                be.Download(fusedY, actual);
+                Verify(expected, actual, $"{c} layer forward {algorithm}");
+                var (two, fused) = MeasurePair(TwoPasses, Fused);
+                Console.WriteLine(Invariant($"conv case=\"{c}\" product=layer-forward algorithm={algorithm} two_pass_ms={two.best * 1e3:F2} fused_ms={fused.best * 1e3:F2} two_pass_median_ms={two.median * 1e3:F2} fused_median_ms={fused.median * 1e3:F2} speedup={two.best / fused.best:F3} median_speedup={two.median / fused.median:F3}"));
+            }
+            foreach (var b in new[] { x, w, gy, y, gx, gw, bias, fusedY }) be.Free(b);
         }
         return 0;
     }
@@ -96,6 +120,27 @@ public static class ConvThroughput
         }
         times.Sort();
         return (times[0], times[times.Count / 2]);
+    }
+
+    /// <summary>Two calls timed alternately (a, b, a, b, ...) until a second has passed (at least 3 each): best and median of each.</summary>
+    private static ((double best, double median) a, (double best, double median) b) MeasurePair(Action a, Action b)
+    {
+        a();
+        b();
+        var (ta, tb) = (new List<double>(), new List<double>());
+        var total = Stopwatch.StartNew();
+        while (ta.Count < 3 || total.Elapsed.TotalSeconds < 1)
+        {
+            var sw = Stopwatch.StartNew();
+            a();
+            ta.Add(sw.Elapsed.TotalSeconds);
+            sw.Restart();
+            b();
+            tb.Add(sw.Elapsed.TotalSeconds);
+        }
+        ta.Sort();
+        tb.Sort();
+        return ((ta[0], ta[ta.Count / 2]), (tb[0], tb[tb.Count / 2]));
     }
 
     private static string Invariant(FormattableString s) => s.ToString(CultureInfo.InvariantCulture);

@@ -47,6 +47,20 @@ public class CpuConvolutionAlgorithmTests
             double floor = IsF4(algorithm) ? 1e-5 * expected.Max(Math.Abs) : 0;
             for (int i = 0; i < expected.Length; i++)
                 Assert.True(Math.Abs(expected[i] - y[i]) <= 1e-4 * Math.Max(1, Math.Abs(expected[i])) + floor, $"{algorithm} {n}x{cin}x{h}x{w} k{k}: y[{i}] {y[i]} vs {expected[i]}");
+            // The epilogue in each algorithm's output pass: leaky_relu(y + b), for a slope below 1, 1 (the
+            // bias alone) and above 1 (so that max(z, slope z) in place of the sign test would fail).
+            var bv = GradCheck.Normal(new Shape(cout), cout + 5);
+            var bias = Tensor.FromArray(be, bv, new Shape(cout));
+            foreach (float slope in new[] { 0.2f, 1f, 1.5f })
+            {
+                var fused = Ops.Conv2dBiasLeakyRelu(x, wt, scale, bias, slope).ToArray();
+                for (int i = 0; i < expected.Length; i++)
+                {
+                    double z = expected[i] + bv[i / (h * w) % cout], e = z > 0 ? z : slope * z;
+                    Assert.True(Math.Abs(e - fused[i]) <= 1e-4 * Math.Max(1, Math.Abs(e)) * Math.Max(1, slope) + floor * Math.Max(1, slope),
+                        $"{algorithm} {n}x{cin}x{h}x{w} k{k} with bias, slope {slope}: y[{i}] {fused[i]} vs {e}");
+                }
+            }
             // Input gradient: each element is a convolution of gy with the flipped kernel, by loops here.
             var gx = Ops.ConvInputGrad(gy, wt, x.Shape, scale).ToArray();
             var gw = Ops.ConvWeightGrad(x, gy, wt.Shape, scale).ToArray();

@@ -271,9 +271,16 @@ public class CudaKernelTests
         foreach (var (kernel, first, second, output, rows, columns, cpu) in cases)
         {
             var expected = Run(ReferenceBackend.Shared, [first, second], [output], cpu);
-            var actual = Run(gpu, [first, second], [output], (_, p) => LaunchTiled(kernel, rows, columns, Args(p[0], p[1], p[2])));
+            // conv2d_forward takes its epilogue's bias (null: none) and slope after the scale.
+            var actual = Run(gpu, [first, second], [output], (_, p) => LaunchTiled(kernel, rows, columns,
+                kernel == "conv2d_forward" ? Args(p[0], p[1], p[2]).Ptr(DeviceBuffer.Null).Float(1f) : Args(p[0], p[1], p[2])));
             AssertClose(expected[2], actual[2], Product, $"{kernel}, block ({bx}, {by})");
         }
+        // And with the epilogue: a bias per output channel and leaky ReLU in the output store.
+        var bias = Normal(cout, 6);
+        var fused = Run(ReferenceBackend.Shared, [x, wt, bias], [ys], (be, p) => be.Conv2dForward(p[0], p[1], p[3], cn, cin, h, w, cout, kk, 0.5f, p[2], 0.2f));
+        var fusedGpu = Run(gpu, [x, wt, bias], [ys], (_, p) => LaunchTiled("conv2d_forward", cout, (long)cn * h * w, Args(p[0], p[1], p[3]).Ptr(p[2]).Float(0.2f)));
+        AssertClose(fused[3], fusedGpu[3], Product, $"conv2d_forward with bias and leaky ReLU, block ({bx}, {by})");
     }
 
     // ------------------------------------------------------------------ conv.cu
@@ -306,6 +313,10 @@ public class CudaKernelTests
             string at = $"n={n} cin={cin} {h}x{w} cout={cout} k={k}";
             Compare(blockSize, $"conv2d_forward {at}", [x, wt], [ys],
                 (be, p) => be.Conv2dForward(p[0], p[1], p[2], n, cin, h, w, cout, k, scale), Product);
+            // With the epilogue (a layer's bias and leaky ReLU in the output store), and the bias alone.
+            foreach (float slope in new[] { 0.2f, 1f })
+                Compare(blockSize, $"conv2d_forward {at} with bias, slope {slope}", [x, wt, Normal(cout, 24)], [ys],
+                    (be, p) => be.Conv2dForward(p[0], p[1], p[3], n, cin, h, w, cout, k, scale, p[2], slope), Product);
             Compare(blockSize, $"conv2d_backward_input {at}", [gy, wt], [xs],
                 (be, p) => be.Conv2dBackwardInput(p[0], p[1], p[2], n, cin, h, w, cout, k, scale), Product);
             Compare(blockSize, $"conv2d_backward_weight {at}", [x, gy], [ws],

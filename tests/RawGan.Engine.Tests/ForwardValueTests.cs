@@ -249,6 +249,14 @@ public class ForwardValueTests
         Close(Ops.GradientPenaltyReference(x).ToArray().Select(v => (double)v).ToArray(), Ops.GradientPenalty(x).ToArray(), 1e-5, "penalty");
         var b = Tensor.FromArray(be, GradCheck.Normal(new Shape(5), 4), new Shape(5));
         Close(Ops.BiasLeakyReluReference(x, b, 0.2f).ToArray().Select(v => (double)v).ToArray(), Ops.BiasLeakyRelu(x, b, 0.2f).ToArray(), 1e-6, "bias + leaky ReLU");
+        // A convolution layer with its bias and activation in the convolution's output pass: 3x3 and 1x1, slopes 0.2 and 1.
+        var w3 = Tensor.FromArray(be, GradCheck.Normal(new Shape(4 * 5 * 3 * 3), 5), new Shape(4, 5, 3, 3));
+        var w1 = Tensor.FromArray(be, GradCheck.Normal(new Shape(4 * 5), 6), new Shape(4, 5, 1, 1));
+        var b4 = Tensor.FromArray(be, GradCheck.Normal(new Shape(4), 7), new Shape(4));
+        foreach (var (w, scale) in new[] { (w3, 0.15f), (w1, 0.6f) })
+            foreach (float slope in new[] { 0.2f, 1f })
+                Close(Ops.Conv2dBiasLeakyReluReference(x, w, scale, b4, slope).ToArray().Select(v => (double)v).ToArray(),
+                    Ops.Conv2dBiasLeakyRelu(x, w, scale, b4, slope).ToArray(), 1e-5, $"conv {w.Shape} + bias + leaky ReLU {slope}");
     }
 
     [Theory]

@@ -96,6 +96,8 @@ public class ReferenceBackendTests
         Near(w.Select(v => 0.5f * v).ToArray(), On([delta, w], [9], (be, p) => be.Conv2dBackwardInput(p[0], p[1], p[2], 1, 1, 3, 3, 1, 3, 0.5f), 2), 0, "backward input");
         // Backward weight with a delta input: gw[a, b] = gy[2 - a, 2 - b].
         Near(flipped, On([delta, w], [9], (be, p) => be.Conv2dBackwardWeight(p[0], p[1], p[2], 1, 1, 3, 3, 1, 3, 1f), 2), 0, "backward weight");
+        // The epilogue: bias -5, then leaky ReLU with slope 0.5 (z = 0 stays 0).
+        Near([4, 3, 2, 1, 0, -0.5f, -1, -1.5f, -2], On([delta, w, [-5]], [9], (be, p) => be.Conv2dForward(p[0], p[1], p[3], 1, 1, 3, 3, 1, 3, 1f, p[2], 0.5f), 3), 0, "epilogue");
         // Zero padding: a 3x3 box filter on a 2x2 image of ones sees 4 pixels at every position.
         Near([4, 4, 4, 4], On([[1, 1, 1, 1], Enumerable.Repeat(1f, 9).ToArray()], [4], (be, p) => be.Conv2dForward(p[0], p[1], p[2], 1, 1, 2, 2, 1, 3, 1f), 2), 0, "padding");
     }
@@ -447,6 +449,9 @@ public class ReferenceBackendMatchesCpuTests
             var gy = Normal(ys, 23);
             string at = $"n={n} cin={cin} {h}x{w} cout={cout} k={k}";
             Compare($"conv2d_forward {at}", [x, wt], [ys], (be, p) => be.Conv2dForward(p[0], p[1], p[2], n, cin, h, w, cout, k, scale), Product);
+            foreach (float slope in new[] { 0.2f, 1f })
+                Compare($"conv2d_forward {at} with bias, slope {slope}", [x, wt, Normal(cout, 24)], [ys],
+                    (be, p) => be.Conv2dForward(p[0], p[1], p[3], n, cin, h, w, cout, k, scale, p[2], slope), Product);
             Compare($"conv2d_backward_input {at}", [gy, wt], [xs], (be, p) => be.Conv2dBackwardInput(p[0], p[1], p[2], n, cin, h, w, cout, k, scale), Product);
             Compare($"conv2d_backward_weight {at}", [x, gy], [ws], (be, p) => be.Conv2dBackwardWeight(p[0], p[1], p[2], n, cin, h, w, cout, k, scale), Product);
         }

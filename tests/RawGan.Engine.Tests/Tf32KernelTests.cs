@@ -131,6 +131,13 @@ public class Tf32KernelTests
             string at = $"n={n} cin={cin} {h}x{w} cout={cout} k={k}";
             Compare(blockSize, $"conv2d_forward_tf32 {at}", [x, wt], [ys], cin * k * k,
                 (be, p) => be.Conv2dForward(p[0], p[1], p[2], n, cin, h, w, cout, k, scale));
+            // With the epilogue: z = y + b, then leaky ReLU (1-Lipschitz, so z's error bounds y's). The
+            // magnitude is |scale| sum |a b| + |b| (the bias alone on absolute values), which also
+            // covers the rounding of the bias addition.
+            var bias = Normal(cout, 24);
+            Compare(blockSize, $"conv2d_forward_tf32 {at} with bias and leaky ReLU", [x, wt, bias], [ys], cin * k * k,
+                (be, p) => be.Conv2dForward(p[0], p[1], p[3], n, cin, h, w, cout, k, scale, p[2], 0.2f),
+                (be, p) => be.Conv2dForward(p[0], p[1], p[3], n, cin, h, w, cout, k, scale, p[2], 1f));
             Compare(blockSize, $"conv2d_backward_input_tf32 {at}", [gy, wt], [xs], cout * k * k,
                 (be, p) => be.Conv2dBackwardInput(p[0], p[1], p[2], n, cin, h, w, cout, k, scale));
             Compare(blockSize, $"conv2d_backward_weight_tf32 {at}", [x, gy], [ws], n * h * w,

@@ -86,7 +86,8 @@ public class TrainingTests
             if (!seen.Add(node)) continue;
             if (node.Op is "LeakyRelu" or "LeakyReluMask")
                 foreach (var v in node.Inputs[0].ToArray()) hash.Add(v > 0);
-            if (node.Op is "BiasLeakyRelu")   // the kink is at x + b = 0, where the output changes sign
+            // The kink is at x + b = 0 (conv(x) + b for a layer), where the output changes sign; slope 1 has none.
+            if (node.Op is "BiasLeakyRelu" or "Conv2dBiasLeakyRelu" && node.Slope != 1f)
                 foreach (var v in node.Output.ToArray()) hash.Add(v > 0);
             foreach (var input in node.Inputs)
                 if (input.GradFn != null) stack.Push(input.GradFn);

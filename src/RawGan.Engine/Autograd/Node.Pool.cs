@@ -7,8 +7,9 @@ namespace RawGan.Engine.Autograd;
 public sealed partial class Node
 {
     private const int MaxPooled = 4096;
-    // By number of inputs (1 or 2: nearly every op), so that a pooled node keeps its input array.
-    [ThreadStatic] private static Stack<Node>? _free1, _free2;
+    // By number of inputs (1 or 2: nearly every op; 3: a convolution layer with its bias), so that a
+    // pooled node keeps its input array.
+    [ThreadStatic] private static Stack<Node>? _free1, _free2, _free3;
     private readonly bool _pooled;
 
     private Node(int inputs)
@@ -41,6 +42,19 @@ public sealed partial class Node
         return node.Begin(op, output, backward);
     }
 
+    /// <summary>A node for a three-input op, from the pool.</summary>
+    internal static Node Record(string op, Tensor a, Tensor b, Tensor c, Tensor output, BackwardRule backward)
+    {
+        var node = (_free3 ??= new()).TryPop(out var n) ? n : new Node(3);
+        node.Inputs[0] = a;
+        node.Inputs[1] = b;
+        node.Inputs[2] = c;
+        node._generations[0] = a.Generation;
+        node._generations[1] = b.Generation;
+        node._generations[2] = c.Generation;
+        return node.Begin(op, output, backward);
+    }
+
     /// <summary>Back to the pool (called when the output is disposed); a node made with the public constructor is left alone.</summary>
     internal void Recycle()
     {
@@ -49,7 +63,7 @@ public sealed partial class Node
         (Op, Output, Backward, Saved) = ("", null!, null!, null);
         With();
         WantedMask = ulong.MaxValue;
-        var free = Inputs.Length == 1 ? (_free1 ??= new()) : (_free2 ??= new());
+        var free = Inputs.Length switch { 1 => _free1 ??= new(), 2 => _free2 ??= new(), _ => _free3 ??= new() };
         if (free.Count < MaxPooled) free.Push(this);
     }
 }

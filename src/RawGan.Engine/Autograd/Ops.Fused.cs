@@ -1,6 +1,7 @@
 namespace RawGan.Engine.Autograd;
 
-// Fused ops. Each runs one kernel forward and one kernel backward, and keeps beside it a
+// Fused ops. Each runs one kernel forward and one kernel backward (a convolution layer: one
+// forward, its bias backward and the convolution's two adjoints), and keeps beside it a
 // reference written with the primitive ops. The reference serves twice: tests compare the fused
 // kernels against it, and when a backward pass is itself being recorded (createGraph, i.e. a
 // second derivative is coming), the fused op's gradient is taken through the reference instead,
@@ -73,6 +74,59 @@ public static partial class Ops
         d[0] = c;
         return new Shape(d);
     }
+
+    // ------------------------------------------------------------------ a convolution layer
+
+    /// <summary>
+    /// leaky_relu(conv(x, scale * w) + b, slope), x [N, Cin, H, W], w [Cout, Cin, k, k], b [Cout]: a
+    /// convolution layer whose bias and activation are folded into the convolution's output pass
+    /// (conv2d_forward with its epilogue), one kernel forward where <see cref="Conv2d"/> then
+    /// <see cref="BiasLeakyRelu"/> take two. Slope 1 is the convolution and its bias alone.
+    /// Backward: the mask and the bias gradient in one pass over the output (bias_leaky_relu_backward,
+    /// the mask read from y as in <see cref="BiasLeakyRelu"/>), then the convolution's two adjoints of
+    /// that masked gradient. When the backward is itself recorded, the same steps run as
+    /// differentiable ops (the masked multiply, its sum over all but the channels, ConvInputGrad and
+    /// ConvWeightGrad), as in <see cref="Conv2dBiasLeakyReluReference"/>.
+    /// </summary>
+    public static Tensor Conv2dBiasLeakyRelu(Tensor x, Tensor w, float scale, Tensor b, float slope = 0.2f)
+    {
+        var backend = SameBackend("Conv2dBiasLeakyRelu", x, w);
+        SameBackend("Conv2dBiasLeakyRelu", x, b);
+        var (n, cin, h, wd, cout, k) = ConvSizes("Conv2dBiasLeakyRelu", x.Shape, w.Shape);
+        if (b.Shape != new Shape(cout)) throw new ArgumentException($"Conv2dBiasLeakyRelu: bias {b.Describe()} is not one value per output channel of weight {w.Describe()}");
+        if (!(slope > 0)) throw new ArgumentException($"Conv2dBiasLeakyRelu: the slope must be positive (the backward reads the mask from the output), got {slope}");
+        var y = Tensor.Empty(backend, new Shape(n, cout, h, wd));
+        backend.Conv2dForward(x.Buffer, w.Buffer, y.Buffer, n, cin, h, wd, cout, k, scale, b.Buffer, slope);
+        if (Recording(x, w, b))
+        {
+            y.GradFn = Node.Record("Conv2dBiasLeakyRelu", x, w, b, y, static (node, g, gi) =>
+            {
+                var (x, w, b, y) = (node.Inputs[0], node.Inputs[1], node.Inputs[2], node.Output);
+                Tensor gz;   // the gradient before the activation and the bias: masked by the sign of y
+                if (Tape.IsRecording)
+                {
+                    // Differentiable again: the masked multiply, and its sum over all but the channels.
+                    gz = LeakyReluMask(y, g, node.Slope);
+                    if (node.Wants(2)) gi[2] = BiasLeakyReluReferenceSum(gz, b.Shape);
+                }
+                else
+                {
+                    var (n, c, plane) = ChannelLayout("Conv2dBiasLeakyRelu", y);
+                    gz = Tensor.Empty(y.Backend, y.Shape);
+                    var gb = Tensor.Empty(y.Backend, b.Shape);
+                    y.Backend.BiasLeakyReluBackward(y.Buffer, g.Buffer, gz.Buffer, gb.Buffer, n, c, plane, node.Slope);
+                    if (node.Wants(2)) gi[2] = gb;
+                }
+                if (node.Wants(0)) gi[0] = ConvInputGrad(gz, w, x.Shape, node.Scale);
+                if (node.Wants(1)) gi[1] = ConvWeightGrad(x, gz, w.Shape, node.Scale);
+            }).With(scale: scale, slope: slope);
+        }
+        return y;
+    }
+
+    /// <summary>The layer from primitive ops: leaky_relu(conv(x) + b) as a convolution, a broadcast add and leaky ReLU.</summary>
+    public static Tensor Conv2dBiasLeakyReluReference(Tensor x, Tensor w, float scale, Tensor b, float slope = 0.2f) =>
+        BiasLeakyReluReference(Conv2d(x, w, scale), b, slope);
 
     // ------------------------------------------------------------------ pixel norm
 

@@ -14,6 +14,7 @@ public static partial class Ops
 
     private static bool Recording(Tensor a) => Tape.IsRecording && a.RequiresGrad;
     private static bool Recording(Tensor a, Tensor b) => Tape.IsRecording && (a.RequiresGrad || b.RequiresGrad);
+    private static bool Recording(Tensor a, Tensor b, Tensor c) => Tape.IsRecording && (a.RequiresGrad || b.RequiresGrad || c.RequiresGrad);
 
     private static IBackend SameBackend(string op, Tensor a, Tensor b)
     {

@@ -138,8 +138,11 @@ public interface IBackend : IDisposable
     // Stride 1, zero 'same' padding (k / 2), odd k. x [N, Cin, H, W], w [Cout, Cin, k, k],
     // y [N, Cout, H, W]. The equalized-learning-rate multiplier (gain / sqrt(Cin k k)) is applied
     // to w inside the kernel, never as a separate pass.
-    /// <summary>conv2d_forward: y = conv(x, scale * w).</summary>
-    void Conv2dForward(DeviceBuffer x, DeviceBuffer w, DeviceBuffer y, int n, int cin, int h, int wd, int cout, int k, float scale);
+    /// <summary>conv2d_forward: y = conv(x, scale * w). With a <paramref name="bias"/> [cout] (not
+    /// null), a layer's epilogue folded into the output pass: y = z if z &gt; 0 else slope z,
+    /// z = conv(x, scale * w) + bias[o] (slope &gt; 0; 1: the bias alone), as bias_leaky_relu would give.</summary>
+    void Conv2dForward(DeviceBuffer x, DeviceBuffer w, DeviceBuffer y, int n, int cin, int h, int wd, int cout, int k, float scale,
+        DeviceBuffer bias = default, float slope = 1f);
     /// <summary>conv2d_backward_input: gx = conv_transpose(gy, scale * w).</summary>
     void Conv2dBackwardInput(DeviceBuffer gy, DeviceBuffer w, DeviceBuffer gx, int n, int cin, int h, int wd, int cout, int k, float scale);
     /// <summary>conv2d_backward_weight: gw = scale * sum over n, pixels of gy (x) x-patch.</summary>

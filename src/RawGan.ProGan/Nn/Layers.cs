@@ -31,11 +31,12 @@ public sealed class EqualizedConv2d : Module
     /// <summary>The runtime multiplier gain / sqrt(in k k), applied inside the convolution kernel.</summary>
     public float Scale { get; }
 
-    public Tensor Forward(Tensor x) =>
-        Ops.Add(Ops.Conv2d(x, Weight, Scale), Ops.Reshape(Bias, new Shape(Bias.Shape[0], 1, 1)));
+    /// <summary>conv(x) + b, the bias added by the convolution's output pass (slope 1 of <see cref="Ops.Conv2dBiasLeakyRelu"/>).</summary>
+    public Tensor Forward(Tensor x) => Ops.Conv2dBiasLeakyRelu(x, Weight, Scale, Bias, 1f);
 
-    /// <summary>leaky_relu(conv(x) + b): the bias and the activation in one pass each way (<see cref="Ops.BiasLeakyRelu"/>).</summary>
-    public Tensor ForwardLeaky(Tensor x, float slope) => Ops.BiasLeakyRelu(Ops.Conv2d(x, Weight, Scale), Bias, slope);
+    /// <summary>leaky_relu(conv(x) + b): the bias and the activation folded into the convolution's output
+    /// pass, and one pass backward for the mask and the bias gradient (<see cref="Ops.Conv2dBiasLeakyRelu"/>).</summary>
+    public Tensor ForwardLeaky(Tensor x, float slope) => Ops.Conv2dBiasLeakyRelu(x, Weight, Scale, Bias, slope);
 }
 
 /// <summary>A dense layer with an equalized-LR weight [out, in] (PyTorch's layout) and a bias [out].</summary>

@@ -136,11 +136,12 @@ internal readonly unsafe struct BatchedMapsC(float* y, int channels, int plane) 
 
 internal static unsafe class ConvGemm
 {
-    public static void Forward(float* x, float* w, float* y, int n, int cin, int h, int wd, int cout, int k, float scale)
+    /// <summary>y = scale conv(x, w), then the epilogue of each output channel (C's rows), in the GEMM's store.</summary>
+    public static void Forward(float* x, float* w, float* y, int n, int cin, int h, int wd, int cout, int k, float scale, Epilogue epilogue = default)
     {
         int plane = h * wd;
         Sgemm.Multiply(cout, n * plane, cin * k * k, scale,
-            new DenseA(w, cin * k * k, false), new Im2ColB(x, cin, h, wd, k), 0f, new BatchedMapsC(y, cout, plane));
+            new DenseA(w, cin * k * k, false), new Im2ColB(x, cin, h, wd, k), 0f, new BatchedMapsC(y, cout, plane), epilogue);
     }
 
     /// <summary>w'[ci, co, dy, dx] = w[co, ci, k - 1 - dy, k - 1 - dx]: the kernel whose forward

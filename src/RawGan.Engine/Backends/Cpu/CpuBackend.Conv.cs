@@ -11,6 +11,9 @@ public sealed unsafe partial class CpuBackend
     //   gcol   = scale * W^T . gy[s];  gx[s] = col2im(gcol)       (input gradient, a transposed conv)
     //   gW    += scale * gy[s] . col^T                            (weight gradient)
     // A 1x1 convolution needs no col: x[s] itself is [cin, h w].
+    // A forward convolution with a bias ends a layer (bias + leaky ReLU, Epilogue.cs): every method
+    // applies it where it writes its output, or (im2col) to each sample's output right after its
+    // GEMM, while that sample's maps are still in cache.
 
     private static void CheckConv(int n, int cin, int h, int w, int cout, int k)
     {
@@ -134,20 +137,22 @@ public sealed unsafe partial class CpuBackend
         _ => Math.Min(h, w) >= WinogradF4MinSide ? ConvMethod.WinogradF4 : ConvMethod.WinogradF2,
     };
 
-    public void Conv2dForward(DeviceBuffer x, DeviceBuffer w, DeviceBuffer y, int n, int cin, int h, int wd, int cout, int k, float scale)
+    public void Conv2dForward(DeviceBuffer x, DeviceBuffer w, DeviceBuffer y, int n, int cin, int h, int wd, int cout, int k, float scale,
+        DeviceBuffer bias = default, float slope = 1f)
     {
         CheckConv(n, cin, h, wd, cout, k);
+        var epilogue = bias.IsNull ? Epilogue.None : new Epilogue(P(bias), slope);
         var method = Choose(ConvProduct.Forward, k, h, wd, cin, cout);
         switch (method)
         {
             case ConvMethod.WinogradChannels:
-                ChannelForward(P(x), P(w), P(y), n, cin, h, wd, cout, scale, transposed: false);
+                ChannelForward(P(x), P(w), P(y), n, cin, h, wd, cout, scale, transposed: false, epilogue);
                 return;
             case ConvMethod.WinogradF2 or ConvMethod.WinogradF4:
-                WinogradForward(P(x), P(w), P(y), n, cin, h, wd, cout, scale, method == ConvMethod.WinogradF4);
+                WinogradForward(P(x), P(w), P(y), n, cin, h, wd, cout, scale, method == ConvMethod.WinogradF4, epilogue);
                 return;
             case ConvMethod.ImplicitGemm:
-                ConvGemm.Forward(P(x), P(w), P(y), n, cin, h, wd, cout, k, scale);
+                ConvGemm.Forward(P(x), P(w), P(y), n, cin, h, wd, cout, k, scale, epilogue);
                 return;
         }
         int plane = h * wd, ckk = cin * k * k;
@@ -157,8 +162,10 @@ public sealed unsafe partial class CpuBackend
             for (int s = 0; s < n; s++)
             {
                 var xs = Offset(x, (long)s * cin * plane);
+                var ys = Offset(y, (long)s * cout * plane);
                 if (k != 1) Im2Col(P(xs), P(col), cin, h, wd, k);
-                Gemm(false, false, cout, plane, ckk, scale, w, k == 1 ? xs : col, 0f, Offset(y, (long)s * cout * plane));
+                Gemm(false, false, cout, plane, ckk, scale, w, k == 1 ? xs : col, 0f, ys);
+                if (!bias.IsNull) BiasLeakyRelu(ys, bias, ys, 1, cout, plane, slope);
             }
         }
         finally { Free(col); }
@@ -296,20 +303,21 @@ public sealed unsafe partial class CpuBackend
         }
     }
 
-    private void ChannelForward(float* x, float* w, float* y, int n, int inC, int h, int wd, int outC, float scale, bool transposed)
+    private void ChannelForward(float* x, float* w, float* y, int n, int inC, int h, int wd, int outC, float scale, bool transposed,
+        Epilogue epilogue = default)
     {
         var scratch = Allocate(Winograd.ChannelForwardScratchLength(n, inC, h, wd, outC));
-        try { Winograd.ChannelForward(x, w, y, P(scratch), n, inC, h, wd, outC, scale, transposed); }
+        try { Winograd.ChannelForward(x, w, y, P(scratch), n, inC, h, wd, outC, scale, transposed, epilogue); }
         finally { Free(scratch); }
     }
 
-    private void WinogradForward(float* x, float* w, float* y, int n, int cin, int h, int wd, int cout, float scale, bool f4)
+    private void WinogradForward(float* x, float* w, float* y, int n, int cin, int h, int wd, int cout, float scale, bool f4, Epilogue epilogue = default)
     {
         var packed = Allocate(f4 ? Winograd.PackedFilterLengthF4(cin, cout) : Winograd.PackedFilterLength(cin, cout));
         try
         {
-            if (f4) Winograd.ForwardF4(x, w, P(packed), y, n, cin, h, wd, cout, scale);
-            else Winograd.Forward(x, w, P(packed), y, n, cin, h, wd, cout, scale);
+            if (f4) Winograd.ForwardF4(x, w, P(packed), y, n, cin, h, wd, cout, scale, epilogue);
+            else Winograd.Forward(x, w, P(packed), y, n, cin, h, wd, cout, scale, epilogue);
         }
         finally { Free(packed); }
     }

@@ -31,7 +31,9 @@ namespace RawGan.Engine.Backends.Cpu;
 // convolution never materializes its im2col matrix. Likewise the writer decides where element
 // (i, j) of C lives (a plain row-major matrix, or [sample, channel, pixel] for a convolution).
 // The two cores split the columns of C (or its rows, when C is tall and narrow); each packs
-// what it needs, so one GEMM is one parallel region.
+// what it needs, so one GEMM is one parallel region. An epilogue (Epilogue.cs: a bias per row of
+// C and leaky ReLU, a convolution layer's) is applied by the store of the last K panel, to a
+// tile that is still in L1.
 // ---------------------------------------------------------------------------------------------
 
 /// <summary>Reads op(A): element (i, k) for rows [i0, i0 + MR) of the MR-tall strip.</summary>
@@ -86,8 +88,9 @@ internal static unsafe class Sgemm
         }
     }
 
-    /// <summary>C = alpha op(A) op(B) + beta C for the given readers and layout.</summary>
-    public static void Multiply<TA, TB, TC>(int m, int n, int k, float alpha, TA a, TB b, float beta, TC c)
+    /// <summary>C = alpha op(A) op(B) + beta C for the given readers and layout, then the
+    /// <paramref name="epilogue"/> of each row of C (none by default).</summary>
+    public static void Multiply<TA, TB, TC>(int m, int n, int k, float alpha, TA a, TB b, float beta, TC c, Epilogue epilogue = default)
         where TA : struct, IPackA where TB : struct, IPackB where TC : struct, ICLayout
     {
         if (m <= 0 || n <= 0) return;
@@ -99,14 +102,15 @@ internal static unsafe class Sgemm
         threads = Math.Min(threads, units);
         if (threads <= 1)
         {
-            Run(0, m, 0, n, k, alpha, a, b, beta, c);
+            Run(0, m, 0, n, k, alpha, a, b, beta, c, epilogue);
             return;
         }
-        CpuParallel.For(threads, 1, new Shares<TA, TB, TC>(m, n, k, alpha, a, b, beta, c, splitColumns, units, threads));
+        CpuParallel.For(threads, 1, new Shares<TA, TB, TC>(m, n, k, alpha, a, b, beta, c, epilogue, splitColumns, units, threads));
     }
 
     /// <summary>Core t of <paramref name="threads"/> runs its share of the column strips (or row strips).</summary>
-    private readonly struct Shares<TA, TB, TC>(int m, int n, int k, float alpha, TA a, TB b, float beta, TC c, bool splitColumns, int units, int threads) : IRangeBody
+    private readonly struct Shares<TA, TB, TC>(int m, int n, int k, float alpha, TA a, TB b, float beta, TC c, Epilogue epilogue, bool splitColumns, int units,
+        int threads) : IRangeBody
         where TA : struct, IPackA where TB : struct, IPackB where TC : struct, ICLayout
     {
         public void Run(long t0, long t1)
@@ -114,22 +118,22 @@ internal static unsafe class Sgemm
             for (long t = t0; t < t1; t++)
             {
                 int u0 = (int)(units * t / threads), u1 = (int)(units * (t + 1) / threads);
-                if (splitColumns) Sgemm.Run(0, m, u0 * NR, Math.Min(n, u1 * NR), k, alpha, a, b, beta, c);
-                else Sgemm.Run(u0 * MR, Math.Min(m, u1 * MR), 0, n, k, alpha, a, b, beta, c);
+                if (splitColumns) Sgemm.Run(0, m, u0 * NR, Math.Min(n, u1 * NR), k, alpha, a, b, beta, c, epilogue);
+                else Sgemm.Run(u0 * MR, Math.Min(m, u1 * MR), 0, n, k, alpha, a, b, beta, c, epilogue);
             }
         }
     }
 
     /// <summary>One core's share: rows [i0, i1) and columns [j0, j1) of C, in column panels of at
     /// most NC (a packed B panel of KC x NC floats, 4 MiB, lives in L3; each core has its own).</summary>
-    private static void Run<TA, TB, TC>(int i0, int i1, int j0, int j1, int k, float alpha, TA a, TB b, float beta, TC c)
+    private static void Run<TA, TB, TC>(int i0, int i1, int j0, int j1, int k, float alpha, TA a, TB b, float beta, TC c, Epilogue epilogue)
         where TA : struct, IPackA where TB : struct, IPackB where TC : struct, ICLayout
     {
         for (int jc = j0; jc < j1; jc += NC)
-            RunPanel(i0, i1, jc, Math.Min(j1, jc + NC), k, alpha, a, b, beta, c);
+            RunPanel(i0, i1, jc, Math.Min(j1, jc + NC), k, alpha, a, b, beta, c, epilogue);
     }
 
-    private static void RunPanel<TA, TB, TC>(int i0, int i1, int j0, int j1, int k, float alpha, TA a, TB b, float beta, TC c)
+    private static void RunPanel<TA, TB, TC>(int i0, int i1, int j0, int j1, int k, float alpha, TA a, TB b, float beta, TC c, Epilogue epilogue)
         where TA : struct, IPackA where TB : struct, IPackB where TC : struct, ICLayout
     {
         int nc = j1 - j0;
@@ -143,6 +147,7 @@ internal static unsafe class Sgemm
                 {
                     float* p = c.Base + c.Row(i) + c.Column(j);
                     *p = beta == 0 ? 0 : beta * *p;
+                    if (epilogue.Active) *p = epilogue.Apply(*p, i);
                 }
             return;
         }
@@ -150,6 +155,7 @@ internal static unsafe class Sgemm
         {
             int kc = Math.Min(KC, k - pc);
             float betaHere = pc == 0 ? beta : 1f;
+            var epilogueHere = pc + kc == k ? epilogue : Epilogue.None;   // once C is complete
             for (int jr = 0; jr < nc; jr += NR)
                 b.Pack(packB + (long)jr * kc, pc, kc, j0 + jr, j1);
             for (int ic = i0; ic < i1; ic += MC)
@@ -164,7 +170,7 @@ internal static unsafe class Sgemm
                     {
                         int mr = Math.Min(MR, mc - ir);
                         Kernel(kc, packA + ir * kc, packB + (long)jr * kc, tile);
-                        Store(tile, mr, nr, ic + ir, j0 + jr, alpha, betaHere, c);
+                        Store(tile, mr, nr, ic + ir, j0 + jr, alpha, betaHere, c, epilogueHere);
                     }
                 }
             }
@@ -216,8 +222,9 @@ internal static unsafe class Sgemm
         Avx512F.StoreAligned(tile + 320, c50); Avx512F.StoreAligned(tile + 336, c51); Avx512F.StoreAligned(tile + 352, c52); Avx512F.StoreAligned(tile + 368, c53);
     }
 
-    /// <summary>C[i0 + r, j0 + col] = alpha tile[r, col] + beta C[...] for the valid part of the tile.</summary>
-    private static void Store<TC>(float* tile, int mr, int nr, int i0, int j0, float alpha, float beta, TC c) where TC : struct, ICLayout
+    /// <summary>C[i0 + r, j0 + col] = alpha tile[r, col] + beta C[...] for the valid part of the tile, then the
+    /// epilogue of row i0 + r.</summary>
+    private static void Store<TC>(float* tile, int mr, int nr, int i0, int j0, float alpha, float beta, TC c, Epilogue epilogue) where TC : struct, ICLayout
     {
         float* baseC = c.Base;
         if (nr == NR && c.Contiguous(j0, NR))
@@ -229,10 +236,12 @@ internal static unsafe class Sgemm
             {
                 float* dst = baseC + c.Row(i0 + r) + col;
                 float* src = tile + r * NR;
+                var bias = epilogue.Active ? epilogue.Broadcast(i0 + r) : default;
                 for (int v = 0; v < NR; v += 16)
                 {
                     var acc = Vector512.Load(src + v) * va;
                     if (beta != 0) acc = Avx512F.FusedMultiplyAdd(vb, Vector512.Load(dst + v), acc);
+                    if (epilogue.Active) acc = epilogue.Apply(acc, bias);
                     acc.Store(dst + v);
                 }
             }
@@ -248,7 +257,8 @@ internal static unsafe class Sgemm
             {
                 if (columns[col] < 0) continue;
                 float* dst = row + columns[col];
-                *dst = beta == 0 ? alpha * src[col] : alpha * src[col] + beta * *dst;
+                float v = beta == 0 ? alpha * src[col] : alpha * src[col] + beta * *dst;
+                *dst = epilogue.Active ? epilogue.Apply(v, i0 + r) : v;
             }
         }
     }

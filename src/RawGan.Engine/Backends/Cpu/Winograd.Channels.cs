@@ -21,7 +21,8 @@ namespace RawGan.Engine.Backends.Cpu;
 //                         64 output channels as its 4 vectors of columns; K = cin exactly, so an odd
 //                         channel count (129 in the critic's head) costs nothing extra here
 //   y                     A^T M A of each tile, 16 output channels per vector, transposed back to
-//                         [s][co][py][px] 16 pixels at a time, with an optional bias and leaky ReLU
+//                         [s][co][py][px] 16 pixels at a time, with a layer's bias and leaky ReLU when
+//                         asked (Epilogue.cs), before the transpose
 //
 // Two schedules. With many tiles (16x16 maps and up at batch 16) the tiles are cut into blocks of
 // at most ChannelStrips x 6; each core runs whole blocks (input transform, 36 products, output
@@ -69,19 +70,18 @@ internal static unsafe partial class Winograd
     }
 
     /// <summary>
-    /// y = act(scale conv3x3(x, w) + bias) by F(4x4, 3x3) with channels in the lanes. w is
-    /// [outC, inC, 3, 3], or with <paramref name="transposed"/> [inC, outC, 3, 3] read flipped (the
-    /// input gradient: x is then gy). <paramref name="bias"/> may be null; <paramref name="leaky"/>
-    /// applies leaky ReLU with <paramref name="slope"/> after the bias.
+    /// y = scale conv3x3(x, w) by F(4x4, 3x3) with channels in the lanes, then the
+    /// <paramref name="epilogue"/> (a bias and leaky ReLU, or none). w is [outC, inC, 3, 3], or with
+    /// <paramref name="transposed"/> [inC, outC, 3, 3] read flipped (the input gradient: x is then gy).
     /// </summary>
     public static void ChannelForward(float* x, float* w, float* y, float* scratch, int n, int inC, int h, int wd, int outC, float scale,
-        bool transposed, float* bias = null, bool leaky = false, float slope = 0f)
+        bool transposed, Epilogue epilogue = default)
     {
         int tilesY = (h + 3) / 4, tilesX = (wd + 3) / 4, oV = Lanes16(outC), iV = Lanes16(inC);
         int hp = 4 * tilesY + 2, wp = 4 * tilesX + 2;
         if ((long)n * tilesY * tilesX <= ChannelRowsMaxTiles)
         {
-            ForwardByRows(x, w, y, scratch, n, inC, h, wd, outC, scale, transposed, bias, leaky, slope);
+            ForwardByRows(x, w, y, scratch, n, inC, h, wd, outC, scale, transposed, epilogue);
             return;
         }
         float* u = Align64(scratch);
@@ -98,7 +98,7 @@ internal static unsafe partial class Winograd
         if (blocks < threads) blocks = Math.Min(threads, strips);
         else blocks = (blocks + threads - 1) / threads * threads;
         int blockStrips = (int)((strips + blocks - 1) / blocks);
-        CpuParallel.For(blocks, 1, new ChannelForwardBlocks(xt, u, y, bias, inC, h, wd, outC, tilesY, tilesX, tiles, strips, blocks, blockStrips, leaky, slope));
+        CpuParallel.For(blocks, 1, new ChannelForwardBlocks(xt, u, y, epilogue, inC, h, wd, outC, tilesY, tilesX, tiles, strips, blocks, blockStrips));
     }
 
     // ------------------------------------------------------------------ by filter rows (few tiles)
@@ -114,7 +114,7 @@ internal static unsafe partial class Winograd
 
     /// <summary>The forward products when the tiles are few (<see cref="ChannelRowsMaxTiles"/>).</summary>
     private static void ForwardByRows(float* x, float* w, float* y, float* scratch, int n, int inC, int h, int wd, int outC, float scale,
-        bool transposed, float* bias, bool leaky, float slope)
+        bool transposed, Epilogue epilogue)
     {
         int tilesY = (h + 3) / 4, tilesX = (wd + 3) / 4, oV = Lanes16(outC), iV = Lanes16(inC);
         int tiles = n * tilesY * tilesX, padded = RoundUp(tiles, MR);
@@ -127,7 +127,7 @@ internal static unsafe partial class Winograd
         long filterItems = (long)inC * (oV / 16);
         CpuParallel.For(2 * Math.Max(filterItems, n), 1, new RowsPrepare(x, w, wt, v, n, inC, h, wd, outC, transposed, padded, filterItems));
         CpuParallel.For(6, 1, new RowsProducts(wt, v, m, inC, outC, padded, scale));
-        CpuParallel.For(n, 1, new RowsOutputs(m, y, bias, outC, h, wd, padded, leaky, slope));
+        CpuParallel.For(n, 1, new RowsOutputs(m, y, epilogue, outC, h, wd, padded));
     }
 
     /// <summary>Even items transpose a filter group (one input channel, 16 output channels: wt[ci][tap][o]);
@@ -202,14 +202,14 @@ internal static unsafe partial class Winograd
     }
 
     /// <summary>Samples [s0, s1): every tile's Y = A^T M A with the epilogue, into y.</summary>
-    private readonly struct RowsOutputs(float* m, float* y, float* bias, int outC, int h, int wd, int padded, bool leaky, float slope) : IRangeBody
+    private readonly struct RowsOutputs(float* m, float* y, Epilogue epilogue, int outC, int h, int wd, int padded) : IRangeBody
     {
         public void Run(long s0, long s1)
         {
             int oV = Lanes16(outC), tilesY = (h + 3) / 4, tilesX = (wd + 3) / 4;
             for (long s = s0; s < s1; s++)
                 for (int r = 0; r < tilesY * tilesX; r++)
-                    OutputTile(m + (s * tilesY * tilesX + r) * oV, (long)padded * oV, y, bias, (int)s, 4 * (r / tilesX), 4 * (r % tilesX), outC, h, wd, leaky, slope);
+                    OutputTile(m + (s * tilesY * tilesX + r) * oV, (long)padded * oV, y, epilogue, (int)s, 4 * (r / tilesX), 4 * (r % tilesX), outC, h, wd);
         }
     }
 
@@ -499,8 +499,8 @@ internal static unsafe partial class Winograd
     }
 
     /// <summary>Blocks [b0, b1) of the forward products: input transform, 36 products, output transform.</summary>
-    private readonly struct ChannelForwardBlocks(float* xt, float* u, float* y, float* bias, int inC, int h, int wd, int outC,
-        int tilesY, int tilesX, long tiles, long strips, long blocks, int blockStrips, bool leaky, float slope) : IRangeBody
+    private readonly struct ChannelForwardBlocks(float* xt, float* u, float* y, Epilogue epilogue, int inC, int h, int wd, int outC,
+        int tilesY, int tilesX, long tiles, long strips, long blocks, int blockStrips) : IRangeBody
     {
         public void Run(long b0, long b1)
         {
@@ -535,7 +535,7 @@ internal static unsafe partial class Winograd
                 {
                     long t = t0 + j;
                     int s = (int)(t / (tilesY * tilesX)), r = (int)(t % (tilesY * tilesX));
-                    OutputTile(m + (long)j * oV, (long)rows * oV, y, bias, s, 4 * (r / tilesX), 4 * (r % tilesX), outC, h, wd, leaky, slope);
+                    OutputTile(m + (long)j * oV, (long)rows * oV, y, epilogue, s, 4 * (r / tilesX), 4 * (r % tilesX), outC, h, wd);
                 }
             }
         }
@@ -569,14 +569,13 @@ internal static unsafe partial class Winograd
     /// <summary>Y = A^T M A of one tile for every 16 output channels (m[xi xiStride + co]), with the epilogue,
     /// transposed to [co][pixel] and stored where inside the image.</summary>
     [SkipLocalsInit]
-    private static void OutputTile(float* m, long xiStride, float* y, float* bias, int s, int oy, int ox, int outC, int h, int wd, bool leaky, float slope)
+    private static void OutputTile(float* m, long xiStride, float* y, Epilogue epilogue, int s, int oy, int ox, int outC, int h, int wd)
     {
         var srows = stackalloc Vector512<float>[24];   // A^T M: 4 rows of 6
         var pixels = stackalloc Vector512<float>[16];
         var channels = stackalloc Vector512<float>[16];
         int rowsInside = Math.Min(4, h - oy), colsInside = Math.Min(4, wd - ox);
         long plane = (long)h * wd;
-        var vslope = Vector512.Create(slope);
         for (int o0 = 0; o0 < outC; o0 += 16)
         {
             float* src = m + o0;
@@ -587,15 +586,17 @@ internal static unsafe partial class Winograd
                     Vector512.Load(col + 18 * xiStride), Vector512.Load(col + 24 * xiStride), Vector512.Load(col + 30 * xiStride),
                     out srows[c], out srows[6 + c], out srows[12 + c], out srows[18 + c]);
             }
-            var b = bias != null ? Avx512F.MaskLoad(bias + o0, Vector512.LessThan(Vector512<int>.Indices, Vector512.Create(outC - o0)).AsSingle(), Vector512<float>.Zero) : Vector512<float>.Zero;
             for (int r = 0; r < 4; r++)
             {
                 Vector512<float>* sr = srows + 6 * r;
-                ATransform(sr[0], sr[1], sr[2], sr[3], sr[4], sr[5], out var y0, out var y1, out var y2, out var y3);
-                pixels[4 * r] = y0 + b; pixels[4 * r + 1] = y1 + b; pixels[4 * r + 2] = y2 + b; pixels[4 * r + 3] = y3 + b;
+                ATransform(sr[0], sr[1], sr[2], sr[3], sr[4], sr[5], out pixels[4 * r], out pixels[4 * r + 1], out pixels[4 * r + 2], out pixels[4 * r + 3]);
             }
-            if (leaky)
-                for (int p = 0; p < 16; p++) pixels[p] = Vector512.Max(pixels[p], pixels[p] * vslope);
+            if (epilogue.Active)
+            {
+                // 16 output channels per vector: each lane its own bias.
+                var b = epilogue.Lanes(o0, outC);
+                for (int p = 0; p < 16; p++) pixels[p] = epilogue.Apply(pixels[p], b);
+            }
             Simd.Transpose16(pixels, channels);
             int no = Math.Min(16, outC - o0);
             float* dst = y + ((long)s * outC + o0) * plane + (long)oy * wd + ox;

@@ -34,7 +34,8 @@ namespace RawGan.Engine.Backends.Cpu;
 //   1. transforms the input patches into V, written directly as 16 packed-B panels [cin x 64];
 //   2. runs the micro-kernel on (U[xi], V[xi]) for every strip of MR output channels, with K = cin
 //      (no K blocking: a panel is at most cin x 64 floats);
-//   3. transforms M back (16 values -> a 2x2 output tile), 16 tiles at a time in AVX-512 lanes.
+//   3. transforms M back (16 values -> a 2x2 output tile), 16 tiles at a time in AVX-512 lanes,
+//      adding a layer's bias and leaky ReLU there when asked (Epilogue.cs) before the store.
 // Nothing of size batch x tiles is ever materialized, so a block's V and M stay in the core's L2.
 //
 // The input gradient is the forward convolution of gy with the flipped, transposed kernel. The
@@ -103,18 +104,20 @@ internal static unsafe partial class Winograd
 
     // ----------------------------------------------------------------------------- forward
 
-    /// <summary>y = scale conv3x3(x, w) (w: [cout, cin, 3, 3]); <paramref name="packed"/> is scratch of <see cref="PackedFilterLength"/>.</summary>
-    public static void Forward(float* x, float* w, float* packed, float* y, int n, int cin, int h, int wd, int cout, float scale)
+    /// <summary>y = scale conv3x3(x, w) (w: [cout, cin, 3, 3]), then the epilogue; <paramref name="packed"/> is scratch of
+    /// <see cref="PackedFilterLength"/>.</summary>
+    public static void Forward(float* x, float* w, float* packed, float* y, int n, int cin, int h, int wd, int cout, float scale, Epilogue epilogue = default)
     {
         TransformFilters(w, packed, cin, cout, scale);
         int tilesY = (h + 1) / 2, tilesX = (wd + 1) / 2, coutPad = RoundUp(cout, MR);
         long tiles = (long)n * tilesY * tilesX;
         long blocks = (tiles + TB - 1) / TB;
-        CpuParallel.For(blocks, 1, new ForwardLoop(x, packed, y, cin, h, wd, cout, tilesY, tilesX, tiles, f4: false));
+        CpuParallel.For(blocks, 1, new ForwardLoop(x, packed, y, cin, h, wd, cout, tilesY, tilesX, tiles, f4: false, epilogue));
     }
 
     /// <summary>Forward blocks [b0, b1): transform the inputs, 16 (or 36) x (cout / MR) micro-kernel calls, transform back.</summary>
-    private readonly struct ForwardLoop(float* x, float* packed, float* y, int cin, int h, int wd, int cout, int tilesY, int tilesX, long tiles, bool f4) : IRangeBody
+    private readonly struct ForwardLoop(float* x, float* packed, float* y, int cin, int h, int wd, int cout, int tilesY, int tilesX, long tiles, bool f4,
+        Epilogue epilogue) : IRangeBody
     {
         public void Run(long b0, long b1)
         {
@@ -131,8 +134,8 @@ internal static unsafe partial class Winograd
                 for (int xi = 0; xi < planes; xi++)
                     for (int co = 0; co < coutPad; co += MR)
                         Sgemm.Kernel(cin, packed + ((long)xi * coutPad + co) * cin, v + (long)xi * cin * TB, m + ((long)xi * coutPad + co) * TB);
-                if (f4) TransformOutputRowsF4(m, y, ref block, cout, coutPad, h, wd, tilesX);
-                else TransformOutputRows(m, y, ref block, cout, coutPad, h, wd, tilesX);
+                if (f4) TransformOutputRowsF4(m, y, ref block, cout, coutPad, h, wd, tilesX, epilogue);
+                else TransformOutputRows(m, y, ref block, cout, coutPad, h, wd, tilesX, epilogue);
             }
         }
     }
@@ -275,7 +278,7 @@ internal static unsafe partial class Winograd
 
     /// <summary>Y = A^T M A for every (co, tile) of the block, a run of tiles per vector; the two
     /// output columns of each tile are interleaved into image rows and stored where inside the image.</summary>
-    private static void TransformOutputRows(float* m, float* y, ref TileBlock block, int cout, int coutPad, int h, int wd, int tilesX)
+    private static void TransformOutputRows(float* m, float* y, ref TileBlock block, int cout, int coutPad, int h, int wd, int tilesX, Epilogue epilogue)
     {
         long plane = (long)h * wd, xiStride = (long)coutPad * TB;
         for (int j = 0; j < block.Count;)
@@ -297,9 +300,15 @@ internal static unsafe partial class Winograd
                 Vector512<float> s02 = Vector512.Load(src + 2 * xiStride) + m1c2 + m2c2, s12 = m1c2 - m2c2 - Vector512.Load(src + 14 * xiStride);
                 Vector512<float> s03 = Vector512.Load(src + 3 * xiStride) + m1c3 + m2c3, s13 = m1c3 - m2c3 - Vector512.Load(src + 15 * xiStride);
                 // Columns: Y[a, 0] = s_a0 + s_a1 + s_a2, Y[a, 1] = s_a1 - s_a2 - s_a3; interleaved they are image row oy + a.
+                Vector512<float> y00 = s00 + s01 + s02, y01 = s01 - s02 - s03, y10 = s10 + s11 + s12, y11 = s11 - s12 - s13;
+                if (epilogue.Active)
+                {
+                    var b = epilogue.Broadcast(co);
+                    (y00, y01, y10, y11) = (epilogue.Apply(y00, b), epilogue.Apply(y01, b), epilogue.Apply(y10, b), epilogue.Apply(y11, b));
+                }
                 float* dst = y + (block.Sample[j] * (long)cout + co) * plane + (long)oy * wd + ox;
-                StoreInterleaved(dst, s00 + s01 + s02, s01 - s02 - s03, maskLow, maskHigh);
-                if (down) StoreInterleaved(dst + wd, s10 + s11 + s12, s11 - s12 - s13, maskLow, maskHigh);
+                StoreInterleaved(dst, y00, y01, maskLow, maskHigh);
+                if (down) StoreInterleaved(dst + wd, y10, y11, maskLow, maskHigh);
             }
             j += run;
         }
@@ -332,13 +341,14 @@ internal static unsafe partial class Winograd
     /// <summary>Floats of the transformed, packed filters that <see cref="ForwardF4"/> needs.</summary>
     public static long PackedFilterLengthF4(int cin, int cout) => 36L * RoundUp(cout, MR) * cin;
 
-    /// <summary>y = scale conv3x3(x, w) by F(4x4, 3x3); <paramref name="packed"/> holds <see cref="PackedFilterLengthF4"/> floats.</summary>
-    public static void ForwardF4(float* x, float* w, float* packed, float* y, int n, int cin, int h, int wd, int cout, float scale)
+    /// <summary>y = scale conv3x3(x, w) by F(4x4, 3x3), then the epilogue; <paramref name="packed"/> holds
+    /// <see cref="PackedFilterLengthF4"/> floats.</summary>
+    public static void ForwardF4(float* x, float* w, float* packed, float* y, int n, int cin, int h, int wd, int cout, float scale, Epilogue epilogue = default)
     {
         CpuParallel.For(RoundUp(cout, MR), MR, new FilterLoopF4(w, packed, cin, cout, scale));
         int tilesY = (h + 3) / 4, tilesX = (wd + 3) / 4;
         long tiles = (long)n * tilesY * tilesX;
-        CpuParallel.For((tiles + TB - 1) / TB, 1, new ForwardLoop(x, packed, y, cin, h, wd, cout, tilesY, tilesX, tiles, f4: true));
+        CpuParallel.For((tiles + TB - 1) / TB, 1, new ForwardLoop(x, packed, y, cin, h, wd, cout, tilesY, tilesX, tiles, f4: true, epilogue));
     }
 
     private readonly struct FilterLoopF4(float* w, float* packed, int cin, int cout, float scale) : IRangeBody
@@ -503,7 +513,7 @@ internal static unsafe partial class Winograd
     }
 
     /// <summary>Y = A^T M A (4x4 per tile) for the block; each output row of a run is 64 consecutive pixels.</summary>
-    private static void TransformOutputRowsF4(float* m, float* y, ref TileBlock block, int cout, int coutPad, int h, int wd, int tilesX)
+    private static void TransformOutputRowsF4(float* m, float* y, ref TileBlock block, int cout, int coutPad, int h, int wd, int tilesX, Epilogue epilogue)
     {
         long plane = (long)h * wd, xiStride = (long)coutPad * TB;
         float* sBuffer = stackalloc float[24 * 16 + 16];
@@ -527,11 +537,14 @@ internal static unsafe partial class Winograd
                     s0.Store(srows + 16 * c); s1.Store(srows + 96 + 16 * c); s2.Store(srows + 192 + 16 * c); s3.Store(srows + 288 + 16 * c);
                 }
                 float* dst = y + (block.Sample[j] * (long)cout + co) * plane + (long)oy * wd + ox;
+                var bias = epilogue.Active ? epilogue.Broadcast(co) : default;
                 for (int r = 0; r < rowsInside; r++)
                 {
                     float* s = srows + 96 * r;
                     ATransform(Vector512.Load(s), Vector512.Load(s + 16), Vector512.Load(s + 32), Vector512.Load(s + 48), Vector512.Load(s + 64), Vector512.Load(s + 80),
                         out var y0, out var y1, out var y2, out var y3);
+                    if (epilogue.Active)
+                        (y0, y1, y2, y3) = (epilogue.Apply(y0, bias), epilogue.Apply(y1, bias), epilogue.Apply(y2, bias), epilogue.Apply(y3, bias));
                     // Interleave the four columns of the tiles: pixel 4 t + k of the row is y_k[t].
                     var p01 = Avx512F.PermuteVar16x32x2(y0, InterleaveLow, y1).AsDouble();
                     var q01 = Avx512F.PermuteVar16x32x2(y0, InterleaveHigh, y1).AsDouble();

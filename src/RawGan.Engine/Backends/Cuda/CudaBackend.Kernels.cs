@@ -228,10 +228,13 @@ public sealed unsafe partial class CudaBackend : IBackend
     private static KernelArgs ConvArgs(DeviceBuffer first, DeviceBuffer second, DeviceBuffer output, int n, int cin, int h, int wd, int cout, int k, float scale) =>
         new KernelArgs().Ptr(first).Ptr(second).Ptr(output).Int(n).Int(cin).Int(h).Int(wd).Int(cout).Int(k).Float(scale);
 
-    public void Conv2dForward(DeviceBuffer x, DeviceBuffer w, DeviceBuffer y, int n, int cin, int h, int wd, int cout, int k, float scale)
+    public void Conv2dForward(DeviceBuffer x, DeviceBuffer w, DeviceBuffer y, int n, int cin, int h, int wd, int cout, int k, float scale,
+        DeviceBuffer bias = default, float slope = 1f)
     {
         CheckConv(n, cin, h, wd, cout, k);
-        LaunchProduct("conv2d_forward", "conv2d_forward_tf32", cout, (long)n * h * wd, ConvArgs(x, w, y, n, cin, h, wd, cout, k, scale));
+        // The epilogue's bias travels as a pointer, null for none (the kernel tests it).
+        LaunchProduct("conv2d_forward", "conv2d_forward_tf32", cout, (long)n * h * wd,
+            ConvArgs(x, w, y, n, cin, h, wd, cout, k, scale).Ptr(bias).Float(slope));
     }
 
     public void Conv2dBackwardInput(DeviceBuffer gy, DeviceBuffer w, DeviceBuffer gx, int n, int cin, int h, int wd, int cout, int k, float scale)

@@ -203,6 +203,10 @@ public static class BackendCheck
             Action<IBackend, DeviceBuffer[]> input = (b, p) => b.Conv2dBackwardInput(p[0], p[1], p[2], n, cin, h, w, cout, k, scale);
             Action<IBackend, DeviceBuffer[]> weight = (b, p) => b.Conv2dBackwardWeight(p[0], p[1], p[2], n, cin, h, w, cout, k, scale);
             yield return new("conv2d_forward", size, [Normal(xs, 16), Normal(ws, 17)], [ys], forward, Product, cin * k * k, forward);
+            // With the epilogue (bias, leaky ReLU); for TF32 the magnitude adds |b| (the bias alone on absolute values).
+            yield return new("conv2d_forward", $"{size}, bias and leaky ReLU", [Normal(xs, 16), Normal(ws, 17), Normal(cout, 19)], [ys],
+                (b, p) => b.Conv2dForward(p[0], p[1], p[3], n, cin, h, w, cout, k, scale, p[2], 0.2f), Product, cin * k * k,
+                (b, p) => b.Conv2dForward(p[0], p[1], p[3], n, cin, h, w, cout, k, scale, p[2], 1f));
             yield return new("conv2d_backward_input", size, [Normal(ys, 18), Normal(ws, 17)], [xs], input, Product, cout * k * k, input);
             yield return new("conv2d_backward_weight", size, [Normal(xs, 16), Normal(ys, 18)], [ws], weight, Product, (long)n * h * w, weight);
         }

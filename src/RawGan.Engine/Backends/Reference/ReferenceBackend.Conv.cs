@@ -8,7 +8,9 @@ namespace RawGan.Engine.Backends.Reference;
 //   backward weight: gw[o, c, a, b] = scale sum_{s, i, j} gy[s, o, i, j] x[s, c, i + a - p, j + b - p]
 // where a pixel outside the image reads 0. The backward input is the same sum as the forward's
 // (each gy pixel went to each x pixel through tap (a, b)), so it is a convolution with the
-// kernel flipped and its channel axes swapped.
+// kernel flipped and its channel axes swapped. A forward convolution with a bias b [Cout] ends
+// with a layer's epilogue, defined as bias_leaky_relu of the finished output:
+//   z = y[s, o, i, j] + b[o],  y[s, o, i, j] = z if z > 0 else slope z
 public sealed unsafe partial class ReferenceBackend
 {
     private static void CheckConv(int n, int cin, int h, int w, int cout, int k)
@@ -24,10 +26,11 @@ public sealed unsafe partial class ReferenceBackend
     /// <summary>w[o, c, a, b] of a [Cout, Cin, k, k] kernel.</summary>
     private static double Tap(float* w, int cin, int k, long o, long c, long a, long b) => w[((o * cin + c) * k + a) * k + b];
 
-    public void Conv2dForward(DeviceBuffer x, DeviceBuffer w, DeviceBuffer y, int n, int cin, int h, int wd, int cout, int k, float scale)
+    public void Conv2dForward(DeviceBuffer x, DeviceBuffer w, DeviceBuffer y, int n, int cin, int h, int wd, int cout, int k, float scale,
+        DeviceBuffer bias = default, float slope = 1f)
     {
         CheckConv(n, cin, h, wd, cout, k);
-        float* px = P(x), pw = P(w), py = P(y);
+        float* px = P(x), pw = P(w), py = P(y), pb = bias.IsNull ? null : P(bias);
         int p = k / 2;
         for (long s = 0; s < n; s++)
             for (long o = 0; o < cout; o++)
@@ -39,7 +42,13 @@ public sealed unsafe partial class ReferenceBackend
                             for (long a = 0; a < k; a++)
                                 for (long b = 0; b < k; b++)
                                     sum += Tap(pw, cin, k, o, c, a, b) * Pixel(px, cin, h, wd, s, c, i + a - p, j + b - p);
-                        py[((s * cout + o) * h + i) * wd + j] = (float)(scale * sum);
+                        float v = (float)(scale * sum);
+                        if (pb != null)
+                        {
+                            float z = v + pb[o];
+                            v = z > 0 ? z : slope * z;
+                        }
+                        py[((s * cout + o) * h + i) * wd + j] = v;
                     }
     }
 
