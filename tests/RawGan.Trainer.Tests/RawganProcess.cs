@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Runtime.InteropServices;
+using System.Text;
 
 namespace RawGan.Trainer.Tests;
 
@@ -19,22 +20,44 @@ internal sealed partial class RawganProcess : IDisposable
 
     /// <param name="ranks">Above 1: started as `mpirun -np ranks` (Open MPI, on this machine).</param>
     public RawganProcess(string dll, string cacheDirectory, IEnumerable<string> args, IReadOnlyDictionary<string, string>? environment = null, int ranks = 1)
+        : this(dll, cacheDirectory, args.Select(Encoding.UTF8.GetBytes).ToArray(), environment, ranks)
+    {
+    }
+
+    /// <summary>
+    /// Started with arguments given as bytes, which need not be valid UTF-8 (.NET's process API
+    /// takes strings, so such arguments go through /bin/sh: <c>exec dotnet rawgan.dll "$(printf '\351')"</c>,
+    /// every byte written in octal; the process that runs is still dotnet itself).
+    /// </summary>
+    public RawganProcess(string dll, string cacheDirectory, byte[][] args, IReadOnlyDictionary<string, string>? environment = null, int ranks = 1)
     {
         string dotnet = Environment.GetEnvironmentVariable("DOTNET_HOST_PATH") ?? "dotnet";
-        var start = new ProcessStartInfo(ranks > 1 ? "mpirun" : dotnet)
+        bool bytes = args.Any(a => !System.Text.Unicode.Utf8.IsValid(a));
+        var launcher = new List<string>();
+        if (ranks > 1) launcher.AddRange(["mpirun", "--allow-run-as-root", "--oversubscribe", "-np", ranks.ToString()]);
+        launcher.AddRange([dotnet, dll]);
+        var start = new ProcessStartInfo(bytes ? "/bin/sh" : launcher[0])
         {
             RedirectStandardOutput = true,
             RedirectStandardError = true,
             UseShellExecute = false,
         };
-        if (ranks > 1)
-            foreach (var a in new[] { "--allow-run-as-root", "--oversubscribe", "-np", ranks.ToString(), dotnet }) start.ArgumentList.Add(a);
-        start.ArgumentList.Add(dll);
-        foreach (var a in args) start.ArgumentList.Add(a);
+        if (bytes)
+        {
+            static string Quoted(string text) => "'" + text.Replace("'", "'\\''") + "'";
+            static string Printed(byte[] argument) => "\"$(printf '" + string.Concat(argument.Select(b => $"\\{Convert.ToString(b, 8).PadLeft(3, '0')}")) + "')\"";
+            start.ArgumentList.Add("-c");
+            start.ArgumentList.Add("exec " + string.Join(' ', launcher.Select(Quoted).Concat(args.Select(Printed))));
+        }
+        else
+        {
+            foreach (var a in launcher.Skip(1)) start.ArgumentList.Add(a);
+            foreach (var a in args) start.ArgumentList.Add(Encoding.UTF8.GetString(a));
+        }
         start.Environment["RAWGAN_CACHE_DIR"] = cacheDirectory;
         start.Environment.Remove("TERM");   // plain log lines, as in CI
         foreach (var (name, value) in environment ?? new Dictionary<string, string>()) start.Environment[name] = value;
-        Arguments = string.Join(' ', args);
+        Arguments = string.Join(' ', args.Select(a => RawGan.ProGan.IO.NativePath.Show(a)));
         _process = new Process { StartInfo = start };
         _process.OutputDataReceived += (_, e) => Receive(_stdout, e.Data, stdout: true);
         _process.ErrorDataReceived += (_, e) => Receive(_stderr, e.Data, stdout: false);
