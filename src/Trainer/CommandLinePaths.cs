@@ -21,31 +21,33 @@ internal static partial class CommandLinePaths
 {
     private static byte[][]? _arguments;
 
-    /// <summary>Whether an argument's bytes are not valid UTF-8 (then messages are rewritten, see <see cref="Install"/>).</summary>
+    /// <summary>Whether an argument's bytes are not valid UTF-8 (then messages are rewritten, see <see cref="Install"/>, as they are in a working folder whose path is not).</summary>
     public static bool AnyNotUtf8 { get; private set; }
 
     /// <summary>
     /// Reads back the bytes of <paramref name="args"/> when one of them holds U+FFFD (on Linux),
-    /// and then writes standard output and error through <see cref="NativePath.ShowPaths"/>, so
-    /// that a path reached through <c>/proc/self/fd</c> is shown as the path it is.
+    /// and when one is not UTF-8 (or the working folder's path is not, see <see cref="BytesOf"/>)
+    /// writes standard output and error through <see cref="NativePath.ShowPaths"/>, so that a path
+    /// reached through <c>/proc/self/fd</c> is shown as the path it is.
     /// </summary>
     public static void Install(string[] args)
     {
-        if (!OperatingSystem.IsLinux() || !args.Any(a => a.Contains('\uFFFD'))) return;
+        if (!OperatingSystem.IsLinux()) return;
         // `dotnet run` decodes the arguments itself and starts the program with them re-encoded,
         // U+FFFD and all: then the bytes are in its own command line, the parent's.
         int pid = Environment.ProcessId;
-        for (int level = 0; level < 3 && pid > 1; level++, pid = ParentOf(pid))
+        for (int level = 0; level < 3 && pid > 1 && args.Any(a => a.Contains('\uFFFD')); level++, pid = ParentOf(pid))
         {
             if (ArgumentsOf(pid, args) is not { } found) continue;
             _arguments ??= found;
             if (!found.Any(a => !Utf8.IsValid(a))) continue;
             _arguments = found;
             AnyNotUtf8 = true;
-            Console.SetOut(TextWriter.Synchronized(new ShowingWriter(Console.Out)));
-            Console.SetError(TextWriter.Synchronized(new ShowingWriter(Console.Error)));
-            return;
+            break;
         }
+        if (!AnyNotUtf8 && !BadWorkingFolder.Value) return;
+        Console.SetOut(TextWriter.Synchronized(new ShowingWriter(Console.Out)));
+        Console.SetError(TextWriter.Synchronized(new ShowingWriter(Console.Error)));
     }
 
     /// <summary>The last <paramref name="args"/>.Length arguments of process <paramref name="pid"/>
@@ -106,10 +108,24 @@ internal static partial class CommandLinePaths
     /// </summary>
     private static byte[]? BytesOf(string option, string value)
     {
-        if (!value.Contains('\uFFFD')) return null;
+        var bytes = TypedBytes(option, value);
+        // .NET resolves a relative path against Environment.CurrentDirectory, which has U+FFFD in
+        // place of the working folder's bytes that are not UTF-8: it would name another folder
+        // (which .NET would then make). Such a path goes by its bytes, made absolute by getcwd(3)'s.
+        if (bytes == null && !Path.IsPathRooted(value) && BadWorkingFolder.Value) return Encoding.UTF8.GetBytes(value);
+        return bytes;
+    }
+
+    private static readonly Lazy<bool> BadWorkingFolder = new(() =>
+        OperatingSystem.IsLinux() && Environment.CurrentDirectory.Contains('\uFFFD') && !NativePath.WorkingFolder().IsUtf8);
+
+    private static byte[]? TypedBytes(string option, string value)
+    {
+        // Elsewhere the system's arguments are text (Windows), or not read back: as given.
+        if (!value.Contains('\uFFFD') || !OperatingSystem.IsLinux()) return null;
         if (_arguments == null)
             throw new UserError($"{option}: '{value}' is not valid UTF-8 (U+FFFD stands for bytes that are not), and its bytes could not be read back " +
-                                $"from {(OperatingSystem.IsLinux() ? "/proc/self/cmdline" : "the command line on this system")}; rename it (or make a symbolic link to it) in UTF-8");
+                                "from /proc/self/cmdline; rename it (or make a symbolic link to it) in UTF-8");
         var found = new List<byte[]>();
         foreach (var argument in _arguments)
         {
@@ -169,7 +185,7 @@ internal static partial class CommandLinePaths
     /// </summary>
     public static string DataSpec(string option, string value)
     {
-        if (BytesOf(option, value) is not { } bytes) return value;
+        if (value is "shapes" or "fashion-mnist" || BytesOf(option, value) is not { } bytes) return value;
         foreach (var prefix in new[] { "fashion-mnist:", "mnist:" })
             if (bytes.AsSpan().StartsWith(Encoding.ASCII.GetBytes(prefix)))
                 return prefix + NativePath.FromBytes(bytes.AsSpan(prefix.Length)).Full().Persisted;

@@ -44,11 +44,13 @@ public sealed class ByteArgumentTests(RawganFixture cli) : IDisposable
 
     private static byte[][] Args(params object[] args) => args.Select(a => a as byte[] ?? Encoding.UTF8.GetBytes((string)a)).ToArray();
 
-    private RawganResult Run(params object[] args)
+    private RawganResult Run(params object[] args) => RunIn(null, args);
+
+    private RawganResult RunIn(byte[]? workingFolder, params object[] args)
     {
-        using var p = new RawganProcess(cli.Dll, cli.CacheDirectory, Args(args));
+        using var p = new RawganProcess(cli.Dll, cli.CacheDirectory, Args(args), workingFolder: workingFolder);
         int code = p.WaitForExit(RawganFixture.Timeout);
-        return new RawganResult(p.Arguments, code, p.Stdout, p.Stderr);
+        return new RawganResult(p.Arguments, code, p.Stdout, p.Stderr, p.Seconds);
     }
 
     /// <summary>A folder made by its bytes, with <paramref name="count"/> 12x10 PNGs written into it through the path .NET can use.</summary>
@@ -108,6 +110,34 @@ public sealed class ByteArgumentTests(RawganFixture cli) : IDisposable
         var evaluated = Run("evaluate", "--checkpoint", run, "--images", "16", "--ms-ssim-pairs", "0", "--device", "cpu");
         Assert.True(evaluated.ExitCode == 0, evaluated.ToString());
         Assert.Contains($"real images of {shownRoot}/caf\\xE9", evaluated.Stdout);
+    }
+
+    /// <summary>
+    /// .NET resolves a relative path against Environment.CurrentDirectory, whose bytes that are
+    /// not UTF-8 it has replaced: `train` in such a folder wrote its run into a new folder of
+    /// another name, <c>w\uFFFD/runs</c>. Relative paths (the default --out runs included) go by bytes there.
+    /// </summary>
+    [Fact]
+    public void RelativePathsInAWorkingFolderWhosePathIsNotUtf8AreFoundThere()
+    {
+        if (!OperatingSystem.IsLinux()) return;
+        byte[] root = Root("byte-working-folder");
+        byte[] working = Under(root, Name("w", 0xE9));
+        Assert.True(NativePath.FromBytes(working).TryCreateFolder());
+        ImageFolder(Under(working, "images"), 8);
+        string shownRoot = Encoding.UTF8.GetString(root);
+
+        var trained = RunIn(working, [.. Tiny, "--data", "images", "--max-steps", "2"]);
+        Assert.True(trained.ExitCode == 0, trained.ToString());
+        Assert.Contains($"data: {shownRoot}/w\\xE9/images, 8 images", trained.Stdout);
+        string shownRun = RawganFixture.RunFolderOf(trained.Stdout);
+        Assert.StartsWith($"{shownRoot}/w\\xE9/runs/", shownRun);
+        Assert.Equal(FileKind.Directory, FileStatus.Of(NativePath.FromBytes(Under(working, "runs", Path.GetFileName(shownRun)))).Kind);
+        var generated = RunIn(working, "generate", "--checkpoint", $"runs/{Path.GetFileName(shownRun)}", "--count", "2", "--device", "cpu");
+        Assert.True(generated.ExitCode == 0, generated.ToString());
+        Assert.Contains($"to {shownRun}/generated/grid-seed0.png", generated.Stdout);
+        // Nothing was made beside it under the name .NET has for it.
+        Assert.Equal(["w\\xE9"], NativePath.FromBytes(root).List().Select(e => e.Key));
     }
 
     [Fact]

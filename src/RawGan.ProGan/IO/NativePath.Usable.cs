@@ -52,12 +52,16 @@ public sealed partial class NativePath
     /// </summary>
     public NativePath Full()
     {
-        if (IsUtf8) return Of(Path.TrimEndingDirectorySeparator(Path.GetFullPath(Encoding.UTF8.GetString(Bytes))));
         var bytes = Bytes;
+        bool relative = bytes.IsEmpty || bytes[0] != (byte)'/';
+        // A relative path in a working folder whose own path is not UTF-8 is made absolute by bytes
+        // too: .NET's Environment.CurrentDirectory has U+FFFD in place of them.
+        if (IsUtf8 && (!relative || WorkingFolder().IsUtf8))
+            return Of(Path.TrimEndingDirectorySeparator(Path.GetFullPath(Encoding.UTF8.GetString(bytes))));
         var parts = new List<byte[]>();
-        if (bytes.IsEmpty || bytes[0] != (byte)'/')
+        if (relative)
         {
-            ReadOnlySpan<byte> working = Encoding.UTF8.GetBytes(Environment.CurrentDirectory);
+            var working = WorkingFolder().Bytes;
             foreach (var part in working.Split((byte)'/')) Push(parts, working[part]);
         }
         foreach (var part in bytes.Split((byte)'/')) Push(parts, bytes[part]);
@@ -76,6 +80,21 @@ public sealed partial class NativePath
             }
             parts.Add(part.ToArray());
         }
+    }
+
+    /// <summary>The working folder, by its bytes (getcwd(3)); where paths are strings, .NET's.</summary>
+    public static unsafe NativePath WorkingFolder()
+    {
+        if (!UsesBytes || !Environment.CurrentDirectory.Contains('\uFFFD')) return Of(Environment.CurrentDirectory);
+        for (int size = 4096; size <= 1 << 20; size *= 4)
+        {
+            var buffer = new byte[size];
+            fixed (byte* b = buffer)
+                if (Linux.GetWorkingFolder(b, (nuint)size) != null)
+                    return FromBytes(buffer.AsSpan(0, buffer.AsSpan().IndexOf((byte)0)));
+            if (Marshal.GetLastPInvokeError() != Linux.Erange) break;
+        }
+        return Of(Environment.CurrentDirectory);
     }
 
     /// <summary>The folder this path is in (of a full path; the root is its own).</summary>
@@ -167,13 +186,14 @@ public sealed partial class NativePath
     /// </summary>
     public string? Usable(bool createFolders = false)
     {
-        if (IsUtf8)
+        bool relative = Bytes.IsEmpty || Bytes[0] != (byte)'/';
+        var full = IsUtf8 && !relative ? this : Full();
+        if (full.IsUtf8)
         {
-            string text = Encoding.UTF8.GetString(Bytes);
+            string text = IsUtf8 ? Encoding.UTF8.GetString(Bytes) : full.Shown;
             if (createFolders) Directory.CreateDirectory(text);
             return text;
         }
-        var full = Full();
         if (createFolders) full.CreateFolders();
         var bytes = full.Bytes;
         // The deepest name that is not valid UTF-8 ends where the next '/' (or the path) does.
@@ -291,7 +311,10 @@ public sealed partial class NativePath
     {
         // O_PATH | O_CLOEXEC (generic Linux values): the descriptor names the file, reads nothing.
         private const int PathFlags = 0x200000 | 0x80000;
-        public const int Eexist = 17;
+        public const int Eexist = 17, Erange = 34;
+
+        [LibraryImport("libc", EntryPoint = "getcwd", SetLastError = true)]
+        public static partial byte* GetWorkingFolder(byte* buffer, nuint size);
 
         public static int OpenPath(byte* path) => Open(path, PathFlags, 0);
 
