@@ -370,7 +370,7 @@ public static partial class TrainCommand
         else if (data is "shapes" or "fashion-mnist" || !Directory.Exists(data)) return;
         else folder = NativePath.Of(Path.GetFullPath(data)).Full();
         if (FileStatus.Of(folder).Kind != FileKind.Directory) return;
-        static byte[] Slashed(NativePath p) => p.Bytes.EndsWith("/"u8) ? p.Bytes.ToArray() : [.. p.Bytes, (byte)'/'];
+        static byte[] Slashed(NativePath p) => p.Bytes.EndsWith([(byte)Path.DirectorySeparatorChar]) ? p.Bytes.ToArray() : [.. p.Bytes, (byte)Path.DirectorySeparatorChar];
         if (Slashed(outRoot.Full()).AsSpan().StartsWith(Slashed(folder)))
             throw new UserError($"--out {(outRoot.IsUtf8 ? typed : outRoot.Shown)} is inside --data {folder.Shown}: the run's sample grids would become training images of the next run; choose an --out outside the data folder");
     }

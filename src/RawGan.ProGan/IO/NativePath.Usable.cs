@@ -102,6 +102,7 @@ public sealed partial class NativePath
     {
         get
         {
+            if (!UsesBytes) return Of(Path.GetDirectoryName(Path.TrimEndingDirectorySeparator(Shown)) ?? Shown);
             var bytes = Bytes;
             while (bytes.Length > 1 && bytes[^1] == (byte)'/') bytes = bytes[..^1];
             int slash = bytes.LastIndexOf((byte)'/');
@@ -119,6 +120,7 @@ public sealed partial class NativePath
     {
         get
         {
+            if (!UsesBytes) return Encoding.UTF8.GetBytes(Path.GetFileName(Path.TrimEndingDirectorySeparator(Shown)));
             var bytes = Bytes;
             while (bytes.Length > 1 && bytes[^1] == (byte)'/') bytes = bytes[..^1];
             return bytes[(bytes.LastIndexOf((byte)'/') + 1)..];
