@@ -125,13 +125,14 @@ public static class GenerateCommand
     {
         TrainCommand.UseThreads(parse);
         using var backend = new OwnedBackend(Devices.Open(parse.GetValue(TrainCommand.Device)!, Console.WriteLine));
-        var (g, state, folder) = Checkpoint.LoadGenerator(parse.GetValue(Checkpoint.Path)!, backend.Backend);
+        var (g, state, folder) = Checkpoint.LoadGenerator(CommandLinePaths.Existing("--checkpoint", parse.GetValue(Checkpoint.Path)!), backend.Backend);
         using var _g = g;
         var cfg = g.Config;
         float[] z;
         int count;
-        if (parse.GetValue(Latents) is string latentFile)
+        if (parse.GetValue(Latents) is string typedLatents)
         {
+            string latentFile = CommandLinePaths.Existing("--latents", typedLatents);
             var npy = Npy.Load(latentFile);
             if (npy.Shape.Length != 2 || npy.Shape[1] != cfg.LatentSize)
                 throw new UserError($"{latentFile}: latents must have shape [N, {cfg.LatentSize}], got [{string.Join(", ", npy.Shape)}]");
@@ -158,11 +159,11 @@ public static class GenerateCommand
                 g.Forward(zt, cfg.MaxLevel).ToArray().CopyTo(images, (long)start * per);
             }
         }
-        string runDir = System.IO.Path.GetDirectoryName(System.IO.Path.GetDirectoryName(folder))!;
+        string runDir = TrainCommand.RunOf(folder);
         string defaultDir = System.IO.Path.Combine(runDir, "generated");
         if (parse.GetValue(Single))
         {
-            string dir = parse.GetValue(Out) ?? defaultDir;
+            string dir = parse.GetValue(Out) is string typed ? CommandLinePaths.Folder("--out", typed) : defaultDir;
             Directory.CreateDirectory(dir);
             for (int i = 0; i < count; i++)
                 Png.Save(System.IO.Path.Combine(dir, $"image-{i:D5}.png"), ImageOps.FromFloatChw(images.AsSpan(i * per, per), cfg.Channels, cfg.Resolution, cfg.Resolution));
@@ -170,15 +171,16 @@ public static class GenerateCommand
         }
         else
         {
-            string file = parse.GetValue(Out) ?? System.IO.Path.Combine(defaultDir, $"grid-seed{parse.GetValue(Seed)}.png");
+            string file = parse.GetValue(Out) is string typed ? CommandLinePaths.NewFile("--out", typed) : System.IO.Path.Combine(defaultDir, $"grid-seed{parse.GetValue(Seed)}.png");
             // A grid is a PNG: a name without the extension gets it, rather than a file no viewer opens.
             if (!file.EndsWith(".png", StringComparison.OrdinalIgnoreCase)) file += ".png";
             Directory.CreateDirectory(System.IO.Path.GetDirectoryName(System.IO.Path.GetFullPath(file))!);
             Png.Save(file, ImageOps.Grid(images, count, cfg.Channels, cfg.Resolution));
             Console.WriteLine($"wrote a grid of {count} images to {file}");
         }
-        if (parse.GetValue(Raw) is string raw)
+        if (parse.GetValue(Raw) is string typedRaw)
         {
+            string raw = CommandLinePaths.NewFile("--raw", typedRaw);
             Npy.Save(raw, images, [count, cfg.Channels, cfg.Resolution, cfg.Resolution]);
             Console.WriteLine($"wrote the raw output [{count}, {cfg.Channels}, {cfg.Resolution}, {cfg.Resolution}] to {raw}");
         }
@@ -210,7 +212,7 @@ public static class InterpolateCommand
         int steps = parse.GetValue(Steps), scale = parse.GetValue(Scale);
         if (steps < 1 || scale < 1 || scale > 16) throw new UserError("--steps must be at least 1 and --scale from 1 to 16");
         using var backend = new OwnedBackend(Devices.Open(parse.GetValue(TrainCommand.Device)!, Console.WriteLine));
-        var (g, _, folder) = Checkpoint.LoadGenerator(parse.GetValue(Checkpoint.Path)!, backend.Backend);
+        var (g, _, folder) = Checkpoint.LoadGenerator(CommandLinePaths.Existing("--checkpoint", parse.GetValue(Checkpoint.Path)!), backend.Backend);
         using var _g = g;
         var cfg = g.Config;
         var keys = seeds.Select(s => Checkpoint.Latents(1, cfg.LatentSize, new Rng(s), null)).ToArray();
@@ -219,7 +221,7 @@ public static class InterpolateCommand
             for (int s = 0; s < steps; s++)
                 latents.Add(Slerp(keys[k], keys[(k + 1) % keys.Length], (float)s / steps));
         CheckFrameFits(cfg, scale);
-        string dir = parse.GetValue(Out) ?? System.IO.Path.Combine(System.IO.Path.GetDirectoryName(System.IO.Path.GetDirectoryName(folder))!, "interpolation");
+        string dir = parse.GetValue(Out) is string typed ? CommandLinePaths.Folder("--out", typed) : System.IO.Path.Combine(TrainCommand.RunOf(folder), "interpolation");
         Directory.CreateDirectory(dir);
         int written = 0;
         // One frame at a time: generated, written as a PNG, then encoded into the GIF and dropped.
@@ -302,10 +304,11 @@ public static class EvaluateCommand
     private static int Run(ParseResult parse)
     {
         using var backend = new OwnedBackend(Devices.Open(parse.GetValue(TrainCommand.Device)!, Console.WriteLine));
-        var (g, state, folder) = Checkpoint.LoadGenerator(parse.GetValue(Checkpoint.Path)!, backend.Backend);
+        var (g, state, folder) = Checkpoint.LoadGenerator(CommandLinePaths.Existing("--checkpoint", parse.GetValue(Checkpoint.Path)!), backend.Backend);
         using var _g = g;
         var cfg = g.Config;
-        using var data = TrainingData.Open(parse.GetValue(Data) ?? state.Options.Data, cfg.Resolution, Console.WriteLine, state.Options.ShapesCount);
+        string spec = parse.GetValue(Data) is string typed ? CommandLinePaths.DataSpec("--data", typed) : state.Options.Data;
+        using var data = TrainingData.Open(spec, cfg.Resolution, Console.WriteLine, state.Options.ShapesCount);
         if (data.Channels != cfg.Channels) throw new UserError($"the data has {data.Channels} channel(s), the generator makes {cfg.Channels}");
         int images = parse.GetValue(Images);
         if (images < 16) throw new UserError($"--images must be at least 16, got {images}");

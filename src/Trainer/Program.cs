@@ -21,6 +21,8 @@ public static partial class Program
     public static int Main(string[] args)
     {
         _args = args;
+        // Paths typed as bytes that are not valid UTF-8: read back, and shown with those bytes escaped.
+        CommandLinePaths.Install(args);
         // Exceptions on other threads would end the process with a runtime dump: one line and a log instead.
         AppDomain.CurrentDomain.UnhandledException += (_, e) =>
         {
@@ -57,8 +59,8 @@ public static partial class Program
             try
             {
                 string path = Path.Combine(folder, $"rawgan-internal-error-{DateTime.Now:yyyyMMdd-HHmmss}-{Environment.ProcessId}.log");
-                File.WriteAllText(path, $"rawgan {string.Join(' ', _args)}\n{DateTimeOffset.Now:O}, {System.Runtime.InteropServices.RuntimeInformation.OSDescription}, " +
-                                        $".NET {Environment.Version}, {Environment.ProcessorCount} cores\n\n{e}\n");
+                File.WriteAllText(path, NativePath.ShowPaths($"rawgan {string.Join(' ', _args)}\n{DateTimeOffset.Now:O}, {System.Runtime.InteropServices.RuntimeInformation.OSDescription}, " +
+                                                             $".NET {Environment.Version}, {Environment.ProcessorCount} cores\n\n{e}\n"));
                 log = path;
                 break;
             }

@@ -98,7 +98,8 @@ public static partial class TrainCommand
         UseThreads(parse);
         long? maxSteps = parse.GetValue(MaxSteps);
         if (maxSteps < 0) throw new UserError($"--max-steps must not be negative, got {maxSteps}");
-        string? resume = parse.GetValue(Resume);
+        // A path whose bytes are not valid UTF-8 goes on through /proc/self/fd (CommandLinePaths).
+        string? resume = parse.GetValue(Resume) is string typed ? CommandLinePaths.Existing("--resume", typed) : null;
         string? checkpoint = null, runDirectory = null, branchOf = null;
         ExclusiveLock? runLock = null;
         // Data parallel under mpirun: every rank runs this command; rank 0 speaks, holds the run
@@ -162,11 +163,16 @@ public static partial class TrainCommand
             }
             else if (lead && runDirectory == null)
             {
-                RefuseOutInsideData(parse.GetValue(Out)!, options.Data);
+                RefuseOutInsideData(parse.GetValue(Out)!, CommandLinePaths.Native("--out", parse.GetValue(Out)!), options.Data);
                 (runDirectory, runLock) = NewRunDirectory(parse.GetValue(Out)!, options);
             }
             // Rank 0 names the run folder; the others take its name.
-            if (collective.Size > 1) runDirectory = BroadcastText(collective, runDirectory);
+            // As its bytes: a /proc/self/fd name (CommandLinePaths) means another folder in another process.
+            if (collective.Size > 1)
+            {
+                string shared = BroadcastText(collective, runDirectory == null ? null : NativePath.Of(runDirectory).Persisted);
+                if (!lead) runDirectory = NativePath.TryParsePersisted(shared, out var bytes) ? bytes.Usable() : shared;
+            }
             if (runDirectory == null) throw new InvalidOperationException("no run folder was made");
             if (!lead) return Follow(collective, options, backend.Backend, data, runDirectory, checkpoint, maxSteps);
             Program.RunFolder = runDirectory;
@@ -231,7 +237,12 @@ public static partial class TrainCommand
     }
 
     /// <summary>The run folder a checkpoint folder belongs to (runs/NAME/checkpoints/kimg-...).</summary>
-    internal static string RunOf(string checkpoint) => Path.GetDirectoryName(Path.GetDirectoryName(Path.GetFullPath(checkpoint)))!;
+    internal static string RunOf(string checkpoint)
+    {
+        // By bytes when the path was reached through /proc/self/fd (CommandLinePaths): its parents are not /proc's.
+        var full = NativePath.Of(Path.GetFullPath(checkpoint));
+        return full.IsUtf8 ? Path.GetDirectoryName(Path.GetDirectoryName(Path.GetFullPath(checkpoint)))! : full.Parent.Parent.Usable()!;
+    }
 
     /// <summary>
     /// Refuses a configuration that cannot fit in memory before anything is allocated, saying what
@@ -267,7 +278,9 @@ public static partial class TrainCommand
     /// named after it and the checkpoint, with its config and the metrics up to the checkpoint.</summary>
     private static (string, ExclusiveLock) Branch(string source, string checkpoint)
     {
-        var (directory, taken) = RunLock.CreateUnique(Path.GetDirectoryName(source)!, $"{Path.GetFileName(source)}-from-{Path.GetFileName(checkpoint)}");
+        // By bytes: the run folder's name (and so the branch's) need not be valid UTF-8.
+        var run = NativePath.Of(source);
+        var (directory, taken) = RunLock.CreateUnique(run.Parent, [.. run.NameBytes, .. System.Text.Encoding.UTF8.GetBytes($"-from-{Path.GetFileName(checkpoint)}")]);
         try
         {
             string config = Path.Combine(source, "config.json");
@@ -362,12 +375,17 @@ public static partial class TrainCommand
     }
 
     /// <summary>A run folder under the data folder would feed its own sample grids to the next run.</summary>
-    private static void RefuseOutInsideData(string outRoot, string data)
+    private static void RefuseOutInsideData(string typed, NativePath outRoot, string data)
     {
-        if (!Directory.Exists(data) || data is "shapes" or "fashion-mnist") return;
-        string Full(string p) => Path.TrimEndingDirectorySeparator(Path.GetFullPath(p)) + Path.DirectorySeparatorChar;
-        if (Full(outRoot).StartsWith(Full(data), StringComparison.Ordinal))
-            throw new UserError($"--out {outRoot} is inside --data {data}: the run's sample grids would become training images of the next run; choose an --out outside the data folder");
+        // Compared by bytes: either path may hold bytes that are not valid UTF-8 (CommandLinePaths).
+        NativePath folder;
+        if (NativePath.TryParsePersisted(data, out var bytes)) folder = bytes.Full();
+        else if (data is "shapes" or "fashion-mnist" || !Directory.Exists(data)) return;
+        else folder = NativePath.Of(Path.GetFullPath(data)).Full();
+        if (FileStatus.Of(folder).Kind != FileKind.Directory) return;
+        static byte[] Slashed(NativePath p) => p.Bytes.EndsWith([(byte)Path.DirectorySeparatorChar]) ? p.Bytes.ToArray() : [.. p.Bytes, (byte)Path.DirectorySeparatorChar];
+        if (Slashed(outRoot.Full()).AsSpan().StartsWith(Slashed(folder)))
+            throw new UserError($"--out {(outRoot.IsUtf8 ? typed : outRoot.Shown)} is inside --data {folder.Shown}: the run's sample grids would become training images of the next run; choose an --out outside the data folder");
     }
 
     /// <summary>A new run records its data's fingerprint; a resumed one refuses data that changed,
@@ -412,6 +430,7 @@ public static partial class TrainCommand
         string name = $"{DateTime.Now:yyyyMMdd-HHmmss}-{Sanitize(Path.GetFileName(options.Data.TrimEnd('/', '\\')))}-{options.Model.Resolution}";
         try
         {
+            outRoot = CommandLinePaths.Folder("--out", outRoot);
             return RunLock.CreateUnique(outRoot, name);
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
@@ -438,7 +457,7 @@ public static partial class TrainCommand
         return new TrainOptions
         {
             Model = model,
-            Data = DataSpec(parse.GetValue(Data)!),
+            Data = DataSpec(CommandLinePaths.DataSpec("--data", parse.GetValue(Data)!)),
             ShapesCount = shapes,
             ImagesPerPhase = images,
             ImagesPerPhaseByResolution = imagesByResolution,
@@ -474,7 +493,7 @@ public static partial class TrainCommand
         if (parse.GetValue(FmapBase) is int fb) model = model with { FmapBase = fb };
         if (parse.GetValue(FmapMax) is int fm) model = model with { FmapMax = fm };
         o = o with { Model = model };
-        if (Given(Data)) o = o with { Data = DataSpec(parse.GetValue(Data)!) };
+        if (Given(Data)) o = o with { Data = DataSpec(CommandLinePaths.DataSpec("--data", parse.GetValue(Data)!)) };
         if (Given(ShapesCount)) o = o with { ShapesCount = parse.GetValue(ShapesCount) };
         if (Given(KimgPerPhase))
         {

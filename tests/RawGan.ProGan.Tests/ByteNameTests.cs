@@ -144,6 +144,79 @@ public partial class ByteNameTests
         }
     }
 
+    [Fact]
+    public void APathThatIsNotUtf8IsReachedThroughProcSelfFdAndKeptAsItsBytes()
+    {
+        if (!OperatingSystem.IsLinux()) return;
+        using var directory = new TempDirectory();
+        byte[] root = Encoding.UTF8.GetBytes(directory.Path);
+        try
+        {
+            // A folder named by bytes, and a path below it that does not exist yet.
+            var cafe = NativePath.FromBytes([.. root, .. "/caf"u8, 0xE9]);
+            Assert.True(cafe.TryCreateFolder());
+            Assert.False(cafe.TryCreateFolder());   // taken
+            var sub = cafe.Join("sub"u8);
+            Assert.False(sub.IsUtf8);
+            Assert.Equal($@"{directory.Path}/caf\xE9/sub", sub.Shown);
+            string usable = sub.Usable()!;
+            Assert.Matches("^/proc/self/fd/[0-9]+/sub$", usable);
+            Assert.Equal(usable, sub.Usable());   // one descriptor per folder
+
+            // .NET's own file APIs work through it; the name maps back to the real bytes.
+            Directory.CreateDirectory(usable);
+            File.WriteAllText(Path.Combine(usable, "a.txt"), "through /proc");
+            Assert.Equal(FileKind.Regular, FileStatus.Of(sub.Join("a.txt"u8)).Kind);
+            Assert.True(NativePath.Of(Path.Combine(usable, "a.txt")).Bytes.SequenceEqual([.. sub.Bytes, .. "/a.txt"u8]));
+            Assert.Equal($@"wrote {directory.Path}/caf\xE9/sub/a.txt.", NativePath.ShowPaths($"wrote {usable}/a.txt."));
+            Assert.Equal("/proc/self/fd/999999/x", NativePath.ShowPaths("/proc/self/fd/999999/x"));   // not one of RawGan's
+
+            // Missing: null, unless asked to make it (with the folders above).
+            var deep = NativePath.FromBytes([.. root, .. "/n"u8, 0xE8, .. "/m"u8, 0xE7]);
+            Assert.Null(deep.Usable());
+            Assert.True(Directory.Exists(deep.Usable(createFolders: true)));
+            Assert.Equal(FileKind.Directory, FileStatus.Of(deep).Kind);
+
+            // A full path by bytes, as Path.GetFullPath makes one from a string.
+            byte[] full = [.. Encoding.UTF8.GetBytes(Environment.CurrentDirectory), .. "/x/"u8, 0xE9];
+            Assert.True(NativePath.FromBytes([.. "x/./y/../"u8, 0xE9, (byte)'/']).Full().Bytes.SequenceEqual(full));
+            Assert.True(NativePath.FromBytes([.. root, .. "/caf"u8, 0xE9, .. "/sub"u8]).Parent.Bytes.SequenceEqual(cafe.Bytes));
+            Assert.True(sub.NameBytes.SequenceEqual("sub"u8));
+
+            // Saved as text and read back byte for byte; a UTF-8 path is saved as itself.
+            foreach (byte[] bytes in new byte[][] { sub.Bytes.ToArray(), [(byte)'/', (byte)'a', (byte)'\\', 0xE9, (byte)'\\', (byte)'x'], "/plain/café"u8.ToArray() })
+            {
+                var path = NativePath.FromBytes(bytes);
+                if (path.IsUtf8)
+                {
+                    Assert.Equal(Encoding.UTF8.GetString(bytes), path.Persisted);
+                    Assert.False(NativePath.TryParsePersisted(path.Persisted, out _));
+                    continue;
+                }
+                Assert.StartsWith(NativePath.PersistedPrefix, path.Persisted);
+                Assert.True(NativePath.TryParsePersisted(path.Persisted, out var back));
+                Assert.True(back.Bytes.SequenceEqual(bytes), path.Persisted);
+            }
+
+            // A branch of a run folder whose name is not UTF-8: made by bytes, under a free name.
+            var (first, firstLock) = Training.RunLock.CreateUnique(cafe, [.. "run"u8, 0xFF]);
+            var (second, secondLock) = Training.RunLock.CreateUnique(cafe, [.. "run"u8, 0xFF]);
+            using (firstLock)
+            using (secondLock)
+            {
+                Assert.Equal($@"{directory.Path}/caf\xE9/run\xFF", NativePath.ShowPaths(first));
+                Assert.Equal($@"{directory.Path}/caf\xE9/run\xFF-2", NativePath.ShowPaths(second));
+                Assert.True(File.Exists(Path.Combine(second, Training.RunLock.FileName)));
+            }
+        }
+        finally
+        {
+            // .NET's recursive delete cannot name what is in there.
+            using var rm = System.Diagnostics.Process.Start("rm", ["-rf", directory.Path]);
+            rm.WaitForExit();
+        }
+    }
+
     /// <summary>
     /// Entries made under a folder by byte paths, removed again on dispose (.NET's own recursive
     /// delete cannot name them).

@@ -56,7 +56,7 @@ public sealed class RawganFixture : IDisposable
     {
         using var p = new RawganProcess(Dll, CacheDirectory, args, ranks: ranks);
         int code = p.WaitForExit(Timeout);
-        return new RawganResult($"mpirun -np {ranks} {p.Arguments}", code, p.Stdout, p.Stderr);
+        return new RawganResult($"mpirun -np {ranks} {p.Arguments}", code, p.Stdout, p.Stderr, p.Seconds);
     }
 
     /// <summary>Starts rawgan with extra environment variables (and, when given, its own cache folder).</summary>
@@ -67,7 +67,7 @@ public sealed class RawganFixture : IDisposable
     {
         using var p = StartWith(environment, args);
         int code = p.WaitForExit(Timeout);
-        return new RawganResult(p.Arguments, code, p.Stdout, p.Stderr);
+        return new RawganResult(p.Arguments, code, p.Stdout, p.Stderr, p.Seconds);
     }
 
     internal RawganResult Run(params string[] args) => Run(Timeout, args);
@@ -76,7 +76,7 @@ public sealed class RawganFixture : IDisposable
     {
         using var p = Start(args);
         int code = p.WaitForExit(timeout);
-        return new RawganResult(p.Arguments, code, p.Stdout, p.Stderr);
+        return new RawganResult(p.Arguments, code, p.Stdout, p.Stderr, p.Seconds);
     }
 
     /// <summary>The network every CLI training test uses: a few thousand weights, 8x8, so a whole run

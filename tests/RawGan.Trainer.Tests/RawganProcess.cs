@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Runtime.InteropServices;
+using System.Text;
 
 namespace RawGan.Trainer.Tests;
 
@@ -13,37 +14,75 @@ internal sealed partial class RawganProcess : IDisposable
     public const int SIGHUP = 1, SIGINT = 2, SIGQUIT = 3, SIGKILL = 9, SIGUSR1 = 10, SIGTERM = 15;
 
     private readonly Process _process;
+    private readonly Stopwatch _clock = new();
     private readonly object _gate = new();
     private readonly List<string> _stdout = new(), _stderr = new();
     private bool _stdoutClosed, _stderrClosed;
 
     /// <param name="ranks">Above 1: started as `mpirun -np ranks` (Open MPI, on this machine).</param>
     public RawganProcess(string dll, string cacheDirectory, IEnumerable<string> args, IReadOnlyDictionary<string, string>? environment = null, int ranks = 1)
+        : this(dll, cacheDirectory, args.Select(Encoding.UTF8.GetBytes).ToArray(), environment, ranks)
+    {
+    }
+
+    /// <summary>
+    /// Started with arguments given as bytes, which need not be valid UTF-8 (.NET's process API
+    /// takes strings, so such arguments go through /bin/sh: <c>exec dotnet rawgan.dll "$(printf '\351')"</c>,
+    /// every byte written in octal; the process that runs is still dotnet itself).
+    /// </summary>
+    /// <param name="workingFolder">Where the process starts (by bytes: its path need not be UTF-8 either); null for this process's.</param>
+    public RawganProcess(string dll, string cacheDirectory, byte[][] args, IReadOnlyDictionary<string, string>? environment = null, int ranks = 1, byte[]? workingFolder = null)
     {
         string dotnet = Environment.GetEnvironmentVariable("DOTNET_HOST_PATH") ?? "dotnet";
-        var start = new ProcessStartInfo(ranks > 1 ? "mpirun" : dotnet)
+        bool bytes = workingFolder != null || args.Any(a => !System.Text.Unicode.Utf8.IsValid(a));
+        var launcher = new List<string>();
+        if (ranks > 1)
+        {
+            // A session folder of the job's own, under the test run's folder, instead of the one
+            // /tmp/ompi.HOST.UID that every mpirun of the user shares: jobs started and ending
+            // together there race on making and removing it (open-mpi/ompi#8510), and other
+            // engineers' and CI's jobs on the machine are no part of this test.
+            string session = Path.Combine(Path.GetDirectoryName(Path.GetFullPath(cacheDirectory))!, "mpi-" + Guid.NewGuid().ToString("N")[..12]);
+            Directory.CreateDirectory(session);
+            // --stdin none: no rank reads it, and mpirun then never touches the test host's.
+            launcher.AddRange(["mpirun", "--allow-run-as-root", "--oversubscribe", "--mca", "orte_tmpdir_base", session, "--stdin", "none", "-np", ranks.ToString()]);
+        }
+        launcher.AddRange([dotnet, dll]);
+        var start = new ProcessStartInfo(bytes ? "/bin/sh" : launcher[0])
         {
             RedirectStandardOutput = true,
             RedirectStandardError = true,
             UseShellExecute = false,
         };
-        if (ranks > 1)
-            foreach (var a in new[] { "--allow-run-as-root", "--oversubscribe", "-np", ranks.ToString(), dotnet }) start.ArgumentList.Add(a);
-        start.ArgumentList.Add(dll);
-        foreach (var a in args) start.ArgumentList.Add(a);
+        if (bytes)
+        {
+            static string Quoted(string text) => "'" + text.Replace("'", "'\\''") + "'";
+            static string Printed(byte[] argument) => "\"$(printf '" + string.Concat(argument.Select(b => $"\\{Convert.ToString(b, 8).PadLeft(3, '0')}")) + "')\"";
+            start.ArgumentList.Add("-c");
+            start.ArgumentList.Add((workingFolder != null ? $"cd {Printed(workingFolder)} && " : "") + "exec " + string.Join(' ', launcher.Select(Quoted).Concat(args.Select(Printed))));
+        }
+        else
+        {
+            foreach (var a in launcher.Skip(1)) start.ArgumentList.Add(a);
+            foreach (var a in args) start.ArgumentList.Add(Encoding.UTF8.GetString(a));
+        }
         start.Environment["RAWGAN_CACHE_DIR"] = cacheDirectory;
         start.Environment.Remove("TERM");   // plain log lines, as in CI
         foreach (var (name, value) in environment ?? new Dictionary<string, string>()) start.Environment[name] = value;
-        Arguments = string.Join(' ', args);
+        Arguments = string.Join(' ', args.Select(a => RawGan.ProGan.IO.NativePath.Show(a)));
         _process = new Process { StartInfo = start };
         _process.OutputDataReceived += (_, e) => Receive(_stdout, e.Data, stdout: true);
         _process.ErrorDataReceived += (_, e) => Receive(_stderr, e.Data, stdout: false);
         _process.Start();
+        _clock.Start();
         _process.BeginOutputReadLine();
         _process.BeginErrorReadLine();
     }
 
     public string Arguments { get; }
+
+    /// <summary>Seconds from the start to the end (or until now).</summary>
+    public double Seconds => _clock.Elapsed.TotalSeconds;
     public int Id => _process.Id;
     public bool HasExited => _process.HasExited;
 
@@ -113,6 +152,7 @@ internal sealed partial class RawganProcess : IDisposable
             throw new TimeoutException($"rawgan {Arguments} did not end within {timeout.TotalSeconds:F0} s.\nstdout:\n{Stdout}\nstderr:\n{Stderr}");
         }
         _process.WaitForExit();   // drains the redirected output
+        _clock.Stop();
         lock (_gate)
         {
             var until = DateTime.UtcNow.AddSeconds(10);
@@ -139,7 +179,9 @@ internal sealed partial class RawganProcess : IDisposable
 }
 
 /// <summary>What a finished invocation printed and returned.</summary>
-internal sealed record RawganResult(string Arguments, int ExitCode, string Stdout, string Stderr)
+internal sealed record RawganResult(string Arguments, int ExitCode, string Stdout, string Stderr, double Seconds = double.NaN)
 {
-    public override string ToString() => $"rawgan {Arguments} -> exit {ExitCode}\n--- stdout:\n{Stdout}\n--- stderr:\n{Stderr}";
+    public override string ToString() =>
+        $"rawgan {Arguments} -> exit {ExitCode}{(double.IsNaN(Seconds) ? "" : $" after {Seconds:F1} s")}\n" +
+        $"--- stdout:{(Stdout.Length == 0 ? " (nothing)" : "\n" + Stdout)}\n--- stderr:{(Stderr.Length == 0 ? " (nothing)" : "\n" + Stderr)}";
 }

@@ -1,4 +1,5 @@
 using RawGan.Engine;
+using RawGan.ProGan.IO;
 
 namespace RawGan.ProGan.Data;
 
@@ -61,9 +62,12 @@ public static class TrainingData
         if (spec == "fashion-mnist" || spec.StartsWith("fashion-mnist:") || spec.StartsWith("mnist:"))
         {
             string? dir = spec.Contains(':') ? spec[(spec.IndexOf(':') + 1)..] : null;
+            if (dir != null && NativePath.TryParsePersisted(dir, out var native))
+                dir = native.Usable() ?? throw new ArgumentException($"--data: the folder {native.Shown} does not exist");
             var files = FashionMnist.Locate(dir) ?? throw new ArgumentException(FashionMnist.InstallHint);
             var info = new FileInfo(files.TrainImages);
-            var hash = DatasetCache.HashSources(["idx", "v1", info.FullName, info.Length.ToString(), info.LastWriteTimeUtc.Ticks.ToString(), resolution.ToString()]);
+            // The file by its real path (bytes that are not UTF-8 included), never by the /proc/self/fd name it is reached through.
+            var hash = DatasetCache.HashSources(["idx", "v1", NativePath.Of(info.FullName).Persisted, info.Length.ToString(), info.LastWriteTimeUtc.Ticks.ToString(), resolution.ToString()]);
             string path = Path.Combine(CacheFolder, $"{(spec.StartsWith("mnist") ? "mnist" : "fashion-mnist")}-{resolution}-{Convert.ToHexString(hash)[..12]}.rgcache");
             var cache = DatasetCache.OpenOrBuild(path, 1, resolution, hash, () =>
             {
@@ -73,12 +77,22 @@ public static class TrainingData
             }, out _);
             return new CachedImages(spec.StartsWith("mnist") ? "mnist" : "fashion-mnist", cache);
         }
-        if (!Directory.Exists(spec))
-            throw new ArgumentException($"--data: '{spec}' is neither a folder nor one of: shapes, fashion-mnist, fashion-mnist:DIR, mnist:DIR");
-        string folderPath = Path.Combine(CacheFolder, $"folder-{Convert.ToHexString(System.Security.Cryptography.SHA256.HashData(System.Text.Encoding.UTF8.GetBytes(Path.GetFullPath(spec))))[..12]}-{resolution}.rgcache");
-        var (folderCache, report) = ImageFolder.PrepareCache(spec, resolution, folderPath);
+        // A folder whose path is not valid UTF-8 comes as its bytes (NativePath.Persisted) and is
+        // reached through /proc/self/fd; its cache is named after its real path's bytes.
+        string folder = spec;
+        NativePath full;
+        if (NativePath.TryParsePersisted(spec, out var bytes))
+        {
+            full = bytes.Full();
+            folder = full.Usable() ?? "";
+        }
+        else full = NativePath.Of(Path.GetFullPath(spec));
+        if (folder.Length == 0 || !Directory.Exists(folder))
+            throw new ArgumentException($"--data: '{(folder.Length == 0 ? full.Shown : spec)}' is neither a folder nor one of: shapes, fashion-mnist, fashion-mnist:DIR, mnist:DIR");
+        string folderPath = Path.Combine(CacheFolder, $"folder-{Convert.ToHexString(System.Security.Cryptography.SHA256.HashData(full.Bytes))[..12]}-{resolution}.rgcache");
+        var (folderCache, report) = ImageFolder.PrepareCache(folder, resolution, folderPath);
         if (report.Skipped > 0 || report.Duplicates > 0 || report.FoldersSeenTwice > 0) notice(report.ToString());
-        return new CachedImages(Path.GetFullPath(spec), folderCache);
+        return new CachedImages(full.IsUtf8 ? Path.GetFullPath(spec) : full.Shown, folderCache);
     }
 
     private static IEnumerable<byte[]> Announce(Action<string> notice, string message, IEnumerable<byte[]> images)

@@ -40,10 +40,12 @@ public sealed partial class NativePath
     /// <summary>Whether paths are handed to the C library as bytes here (64-bit Linux).</summary>
     internal static bool UsesBytes { get; } = OperatingSystem.IsLinux() && Environment.Is64BitProcess;
 
-    /// <summary>The path that <paramref name="path"/> names (on Linux, its UTF-8 bytes, as .NET would pass them).</summary>
+    /// <summary>The path that <paramref name="path"/> names (on Linux, its UTF-8 bytes, as .NET would pass them;
+    /// for a <c>/proc/self/fd/N</c> name that <see cref="Usable"/> made, the bytes it stands for).</summary>
     public static NativePath Of(string path)
     {
         if (!UsesBytes) return new NativePath(path, null);
+        if (FromAlias(path) is { } alias) return alias;
         var bytes = new byte[Encoding.UTF8.GetByteCount(path) + 1];
         Encoding.UTF8.GetBytes(path, bytes);
         return new NativePath(path, bytes);
@@ -147,7 +149,7 @@ public sealed partial class NativePath
     {
         // O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC (the generic Linux values, shared by x64 and arm64).
         private const int OpenFlags = 0 | 0x800 | 0x100 | 0x80000;
-        private const int Enoent = 2, Eacces = 13, Enotdir = 20;
+        public const int Enoent = 2, Eacces = 13, Enotdir = 20;
         // struct dirent on 64-bit Linux (glibc and musl): d_ino (8), d_off (8), d_reclen (2), d_type (1), d_name.
         private const int NameOffset = 19;
 
@@ -190,7 +192,7 @@ public sealed partial class NativePath
             return new SafeFileHandle(fd, ownsHandle: true);
         }
 
-        private static Exception Failure(NativePath path, int errno, string what) => errno switch
+        public static Exception Failure(NativePath path, int errno, string what) => errno switch
         {
             Enoent or Enotdir => new FileNotFoundException($"{path.Shown}: no such file", path.Shown),
             Eacces => new UnauthorizedAccessException($"{path.Shown}: {what}: permission denied"),

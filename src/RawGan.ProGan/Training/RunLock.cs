@@ -50,4 +50,27 @@ public static class RunLock
         }
         throw new IOException($"cannot find a free name for the run folder {Path.Combine(parent, name)}");
     }
+
+    /// <summary>
+    /// <see cref="CreateUnique(string, string)"/> for a folder named by bytes, which need not be
+    /// valid UTF-8 (a run resumed from an older checkpoint branches beside its run folder, under
+    /// that folder's name): each candidate is made by mkdir(2), which fails when the name is taken,
+    /// so a folder this makes is this process's alone. Returns the folder as a path .NET can use
+    /// (<see cref="NativePath.Usable"/>).
+    /// </summary>
+    public static (string Directory, ExclusiveLock Lock) CreateUnique(NativePath parent, ReadOnlySpan<byte> name)
+    {
+        if (parent.IsUtf8 && System.Text.Unicode.Utf8.IsValid(name))
+            return CreateUnique(parent.Shown, System.Text.Encoding.UTF8.GetString(name));
+        parent.CreateFolders();
+        for (int i = 1; i < 100_000; i++)
+        {
+            var candidate = parent.Join(i == 1 ? name : [.. name, .. System.Text.Encoding.ASCII.GetBytes($"-{i}")]);
+            if (!candidate.TryCreateFolder()) continue;
+            string directory = candidate.Usable()!;
+            var taken = ExclusiveLock.TryAcquire(Path.Combine(directory, FileName), out _);
+            if (taken != null) return (directory, taken);
+        }
+        throw new IOException($"cannot find a free name for the run folder {parent.Join(name).Shown}");
+    }
 }
