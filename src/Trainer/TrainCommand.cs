@@ -77,7 +77,7 @@ public static partial class TrainCommand
         var root = new RootCommand { Create() };
         // Chosen by measurement (docs/default-run.md): more images at the cheap low resolutions, a
         // higher learning rate and more steps at 32x32 (batch 8) for a short run, an EMA that averages.
-        return root.Parse(["train", "--preset", "tiny", "--kimg-per-phase", "4:15,8:15,16:8,6", "--lr", "0.003", "--ema-kimg", "1", "--batch", "32:8,16",
+        return root.Parse(["train", "--preset", "tiny", "--kimg-per-phase", "4:15,8:15,16:8,10", "--lr", "0.003", "--ema-kimg", "1", "--batch", "32:8,16",
                            "--tick-kimg", "2", "--swd-images", "1024", "--shapes-count", "10000"]).Invoke();
     }
 
