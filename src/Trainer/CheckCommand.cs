@@ -112,6 +112,10 @@ public static class CheckCommand
             return PenaltyGradient(fp32.Backend) + "; in fp32, since finite differences cannot resolve TF32's rounding";
         });
         failures += Step("training: 6 steps, losses finite, weights change, checkpoint round trip", () => ShortTraining(backend));
+        if (backend.SupportsGraphs)
+            failures += Step("training with CUDA graphs: 6 steps captured and replayed equal 6 launched from the host, bit for bit", () => GraphTraining(backend));
+        else
+            Console.WriteLine($"skip  training with CUDA graphs: the {backend.Name} backend runs every step from the host, there is nothing to capture");
 
         Console.WriteLine();
         Console.WriteLine(failures == 0 ? $"check passed on {backend.Name}" : $"check FAILED on {backend.Name}: {failures} failure(s)");
@@ -227,22 +231,58 @@ public static class CheckCommand
 
     // ------------------------------------------------------------------ a short training run
 
+    /// <summary>The short run's settings: 8 steps of 8 images per phase, a tiny model at 4x4.</summary>
+    private static TrainOptions ShortRun() => new()
+    {
+        Model = ProGanConfig.Tiny(8) with { LatentSize = 32, FmapBase = 64, FmapMax = 32 },
+        ShapesCount = 64,
+        ImagesPerPhase = 64,
+        DefaultBatch = 8,
+        Seed = 5,
+        TickImages = 1000,
+        CheckpointTicks = 1000,
+        SwdImages = 0,
+    };
+
+    private static string TempRunFolder() => Path.Combine(Path.GetTempPath(), $"rawgan-check-{Environment.ProcessId}-{Guid.NewGuid():N}"[..40]);
+
+    /// <summary>The same 6 steps twice from the same seed: every kernel launched from the host, then
+    /// the first step eager, the second captured as a CUDA graph and the rest replayed. The kernels
+    /// are deterministic (integer atomics only), so the weights must agree bit for bit.</summary>
+    private static string GraphTraining(IBackend backend)
+    {
+        var options = ShortRun();
+        using var data = TrainingData.Open("shapes", 8, _ => { }, options.ShapesCount);
+        var runs = new List<(float[][] weights, long replays, long captures, string? failure)>();
+        foreach (bool graphs in new[] { false, true })
+        {
+            string dir = TempRunFolder();
+            try
+            {
+                using var trainer = new ProGan.Training.Trainer(options, backend, data, dir, new QuietObserver()) { UseGraphs = graphs };
+                if (trainer.Run(maxSteps: 6) == ProGan.Training.StopReason.NonFinite) throw new CheckFailed("the losses or gradients were not finite");
+                runs.Add((Weights(trainer), trainer.Steps.Replays, trainer.Steps.Captures, trainer.Steps.GraphFailure));
+            }
+            finally
+            {
+                try { Directory.Delete(dir, recursive: true); } catch (IOException) { } catch (UnauthorizedAccessException) { }
+            }
+        }
+        var (eager, replayed) = (runs[0], runs[1]);
+        if (replayed.failure != null) throw new CheckFailed($"the step could not be captured: {replayed.failure}");
+        if (replayed.captures != 1 || replayed.replays != 5) throw new CheckFailed($"expected 1 capture and 5 replays, got {replayed.captures} and {replayed.replays}");
+        for (int i = 0; i < eager.weights.Length; i++)
+            if (!eager.weights[i].AsSpan().SequenceEqual(replayed.weights[i]))
+                throw new CheckFailed($"tensor {i} differs between replayed and host-launched steps");
+        return $"1 capture, 5 replays, {eager.weights.Length} tensors equal";
+    }
+
     private static string ShortTraining(IBackend backend)
     {
-        string dir = Path.Combine(Path.GetTempPath(), $"rawgan-check-{Environment.ProcessId}-{Guid.NewGuid():N}"[..40]);
+        string dir = TempRunFolder();
         try
         {
-            var options = new TrainOptions
-            {
-                Model = ProGanConfig.Tiny(8) with { LatentSize = 32, FmapBase = 64, FmapMax = 32 },
-                ShapesCount = 64,
-                ImagesPerPhase = 64,
-                DefaultBatch = 8,
-                Seed = 5,
-                TickImages = 1000,
-                CheckpointTicks = 1000,
-                SwdImages = 0,
-            };
+            var options = ShortRun();
             using var data = TrainingData.Open("shapes", 8, _ => { }, options.ShapesCount);
             float[][] before, after;
             ProGan.Training.StopReason reason;
