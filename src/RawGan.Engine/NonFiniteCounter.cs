@@ -30,7 +30,7 @@ public sealed class NonFiniteCounter : IDisposable
     {
         if (!ReferenceEquals(t.Backend, _backend))
             throw new ArgumentException($"NonFiniteCounter: {t.Describe()} is on {t.Backend.Name}, the counter on {_backend.Name}");
-        _backend.CountNonFinite(t.Buffer, t.Length, _count);
+        Add(t.Buffer, t.Length);
     }
 
     /// <summary>Adds the first <paramref name="n"/> values of a buffer of this counter's backend.</summary>

@@ -8,6 +8,12 @@ public readonly record struct DeviceBuffer(nint Address, long Length)
 {
     public static readonly DeviceBuffer Null = new(0, 0);
     public bool IsNull => Address == 0;
+
+    /// <summary>Floats [offset, offset + length) of this buffer, as a buffer of their own (no copy).</summary>
+    public DeviceBuffer Slice(long offset, long length) =>
+        offset >= 0 && length >= 0 && offset + length <= Length
+            ? new(Address + (nint)(offset * sizeof(float)), length)
+            : throw new ArgumentOutOfRangeException(nameof(offset), $"floats {offset} to {offset + length} of a buffer of {Length}");
 }
 
 /// <summary>

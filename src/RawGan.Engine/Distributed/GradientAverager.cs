@@ -58,7 +58,7 @@ public sealed class GradientAverager : IDisposable
         _hostExtras.CopyTo(extras);
     }
 
-    private DeviceBuffer Slice(long offset, long length) => new(_bucket.Address + (nint)(offset * sizeof(float)), length);
+    private DeviceBuffer Slice(long offset, long length) => _bucket.Slice(offset, length);
 
     public void Dispose() => _backend.Free(_bucket);
 }

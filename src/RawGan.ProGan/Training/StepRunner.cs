@@ -111,7 +111,7 @@ public sealed class StepRunner : IDisposable
         {
             _graph = _backend.CaptureGraph(() => Body(inputs, level, fadeIn, emaBeta));
         }
-        catch (Exception e) when (e is not OutOfMemoryException && _backend.SupportsGraphs)
+        catch (Exception e) when (e is not OutOfMemoryException)
         {
             GraphFailure = e.Message;
             UsesGraphs = false;

@@ -183,47 +183,47 @@ public static class WganGp
         var backend = m.G.Backend;
         var stats = m.Statistics;
         var (lossD, gradsD, real, fake, penalty) = CriticLoss(m.G, m.D, reals, latents, t, level, fade, m.CriticGradients);
-        backend.Copy(lossD.Buffer, Slot(stats, 0, 1), 1);
-        backend.Copy(real.Buffer, Slot(stats, 1, 1), 1);
-        backend.Copy(fake.Buffer, Slot(stats, 2, 1), 1);
-        backend.Copy(penalty.Buffer, Slot(stats, 3, 1), 1);
+        backend.Copy(lossD.Buffer, stats.Slice(0, 1), 1);
+        backend.Copy(real.Buffer, stats.Slice(1, 1), 1);
+        backend.Copy(fake.Buffer, stats.Slice(2, 1), 1);
+        backend.Copy(penalty.Buffer, stats.Slice(3, 1), 1);
         // Across ranks: each rank's loss is the mean over its share of the batch, so the mean of
         // the ranks' gradients is the gradient of the whole batch's loss. The averaged values are
         // the same on every rank, so every rank makes the same decision below.
         if (m.CriticAverager is { } criticAverager)
         {
             Span<float> critic = stackalloc float[GanModels.CriticStatistics];
-            backend.Download(Slot(stats, 0, GanModels.CriticStatistics), critic);
+            backend.Download(stats.Slice(0, GanModels.CriticStatistics), critic);
             criticAverager.Average(gradsD, critic);
-            backend.Upload(critic, Slot(stats, 0, GanModels.CriticStatistics));
+            backend.Upload(critic, stats.Slice(0, GanModels.CriticStatistics));
         }
         var nonFinite = m.NonFinite;
         nonFinite.Reset();
-        nonFinite.Add(Slot(stats, 0, 1), 1);
+        nonFinite.Add(stats.Slice(0, 1), 1);
         nonFinite.Add(gradsD);
-        nonFinite.CopyTo(Slot(stats, 5, 2));
+        nonFinite.CopyTo(stats.Slice(5, 2));
         m.AdamD.Update(gradsD, skipIfNonFinite: nonFinite);
 
         // The generator's step runs whatever the critic's count says (no host decision); its
         // updates are skipped on the device when either count is not zero.
         var (lossG, gradsG) = GeneratorLoss(m.G, m.D, latents2, level, fade, m.GeneratorGradients);
-        backend.Copy(lossG.Buffer, Slot(stats, 4, 1), 1);
+        backend.Copy(lossG.Buffer, stats.Slice(4, 1), 1);
         if (m.GeneratorAverager is { } generatorAverager)
         {
             Span<float> generator = stackalloc float[1];
-            backend.Download(Slot(stats, 4, 1), generator);
+            backend.Download(stats.Slice(4, 1), generator);
             generatorAverager.Average(gradsG, generator);
-            backend.Upload(generator, Slot(stats, 4, 1));
+            backend.Upload(generator, stats.Slice(4, 1));
         }
-        nonFinite.Add(Slot(stats, 4, 1), 1);
+        nonFinite.Add(stats.Slice(4, 1), 1);
         nonFinite.Add(gradsG);
-        nonFinite.CopyTo(Slot(stats, 7, 2));
+        nonFinite.CopyTo(stats.Slice(7, 2));
         m.AdamG.Update(gradsG, skipIfNonFinite: nonFinite);
         Ema.Update(m.GEma.Parameters(), m.G.Parameters(), emaBeta, skipIfNonFinite: nonFinite);
 
         m.StateNonFinite.Reset();
         m.StateNonFinite.Add(m.TrainedTensors);
-        m.StateNonFinite.CopyTo(Slot(stats, 9, 2));
+        m.StateNonFinite.CopyTo(stats.Slice(9, 2));
     }
 
     /// <summary>The statistics of the last step queued: waits for it and reads 44 bytes.</summary>
@@ -238,8 +238,6 @@ public static class WganGp
 
     private static long Count(ReadOnlySpan<float> s, int at) =>
         System.Runtime.InteropServices.MemoryMarshal.Read<long>(System.Runtime.InteropServices.MemoryMarshal.AsBytes(s.Slice(at, 2)));
-
-    private static DeviceBuffer Slot(DeviceBuffer b, int offset, int length) => new(b.Address + offset * sizeof(float), length);
 
     /// <summary>True if every value of every tensor is finite: one reduction kernel per tensor
     /// into <paramref name="counter"/>, and one read.</summary>
