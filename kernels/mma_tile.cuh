@@ -84,6 +84,7 @@
 #include "common.cuh"
 #include "mma.cuh"
 #include "async_copy.cuh"
+#include "operands.cuh"
 
 #define MMA_MI 2          // m16 fragments along M in a warp's 32 x 32 sub-tile
 #define MMA_NI 4          // n8 fragments along N
@@ -137,23 +138,10 @@ __device__ __forceinline__ mma_slice mma_make_slice(float* s, int L, bool k_fast
     return r;
 }
 
-// A row-major matrix read at p[i + j * stride], i the index adjacent in memory: (i, j) = (k, l)
-// when KF (k fastest), else (l, k). The four sgemm cases are each one of these (gemm_tf32.cu),
-// and so is the forward convolution's weight matrix.
-template <bool KF>
-struct matrix_operand
-{
-    static constexpr bool k_fastest = KF;
-    const float* p;
-    long long stride;
-};
-
 // Copies one stage of an operand into its slice: (l, kk) = the operand at (l0 + l, k0 + kk) for
 // l < L, kk < MMA_BK, and 0 where l0 + l >= limit (M or N), k0 + kk >= kEnd, or the operand says
-// so. The generic loader takes operands with the fixed/address split described above:
-//   fixed_t fixed(int i)                         the part that depends on one index
-//   const float* address(fixed_t f, int j)       the element's address, or null for a 0
-// where (i, j) = (k, l) when k_fastest, else (l, k).
+// so. The generic loader takes the operands of operands.cuh, with their fixed/address split; a
+// matrix_operand has its own loader below, which copies 16 bytes at a time.
 template <typename Operand>
 struct mma_loader
 {

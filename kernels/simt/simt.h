@@ -10,7 +10,8 @@
 //               have their own); __restrict__ is already a GNU keyword.
 //   builtins    threadIdx, blockIdx, blockDim, gridDim (per OS thread, rewritten by the runtime
 //               before each fiber runs), warpSize, __syncthreads, atomics (real atomics: blocks
-//               run on different OS threads), bit casts, and the math functions kernels call.
+//               run on different OS threads), bit casts, the math functions kernels call, and
+//               the float4 vector type.
 //   warps       __shfl_sync, __shfl_up_sync, __shfl_down_sync, __shfl_xor_sync (with width),
 //               __ballot_sync, __any_sync, __all_sync, __syncwarp: a rendezvous of the warp's
 //               fibers (lanes are 32 consecutive linear thread ids). Stricter than a GPU: every
@@ -80,6 +81,11 @@
 
 // ------------------------------------------------------------------ built-in variables
 struct uint3 { unsigned int x, y, z; };
+// CUDA's vector type of four floats, 16-byte aligned: on a GPU one float4 load is one 128-bit
+// access (wide_tile.cuh reads its shared tiles this way) and a misaligned one faults. Here g++
+// may use aligned vector moves for it, which fault the same way, but need not: an alignment
+// error can pass here that a GPU reports.
+struct __attribute__((aligned(16))) float4 { float x, y, z, w; };
 struct dim3
 {
     unsigned int x, y, z;

@@ -136,6 +136,45 @@ public class MachineCodeTests(ITestOutputHelper output)
         }
     }
 
+    /// <summary>
+    /// The version-3 kernels (gemm_wide.cu, conv_wide.cu), the fp32 path of every architecture
+    /// RawGan targets: their PTX reads the shared tiles 16 bytes at a time (ld.shared.v4.f32), as
+    /// wide_tile.cuh says; their machine code spills nothing at 128 registers or fewer; their
+    /// block is 256 threads with 16.5 KiB of shared memory; and two such blocks fit one
+    /// multiprocessor, so one block's barrier never leaves a multiprocessor idle.
+    /// </summary>
+    [NvrtcTheory]
+    [MemberData(nameof(Architectures))]
+    public void WideKernelsReadSharedMemorySixteenBytesAtATimeWithoutSpillsAtTwoBlocksPerMultiprocessor(int sm)
+    {
+        if (!NvrtcCompiler.SupportedArchitectures().Contains(sm))
+        {
+            // CUDA 13 dropped Volta (sm_70); every other target must be there.
+            Assert.True(sm < 75 && NvrtcCompiler.Version().major >= 13, $"NVRTC {NvrtcCompiler.Version()} cannot target sm_{sm}");
+            return;
+        }
+        var sources = KernelLibrary.Sources.Where(s => s.Name.EndsWith("_wide.cu")).ToArray();
+        Assert.Equal(["conv_wide.cu", "gemm_wide.cu"], sources.Select(s => s.Name).Order());
+        foreach (var source in sources)
+        {
+            var kernels = EmulatedDriver.KernelNames(source.Text).ToArray();
+            Assert.All(kernels, k => Assert.Contains(k, CudaBackend.WideKernels));
+            string ptx = System.Text.Encoding.ASCII.GetString(NvrtcCompiler.Compile(source, KernelLibrary.Headers, $"compute_{sm}").Image);
+            foreach (string kernel in kernels) Assert.Contains("ld.shared.v4.f32", PtxEntry(ptx, kernel));
+            var checks = MachineCodeReport.Check(source, KernelLibrary.Headers, sm, cached: false);
+            foreach (var line in MachineCodeReport.Format(checks)) output.WriteLine(line);
+            foreach (var c in checks)
+            {
+                Assert.True(c.Problems.Count == 0, $"{c.Resources.Kernel} on sm_{sm}: {string.Join("; ", c.Problems)}");
+                Assert.Equal(0, c.Resources.SpillStoreBytes + c.Resources.SpillLoadBytes);
+                Assert.InRange(c.Resources.Registers, 64, 128);   // 64 accumulators live in registers
+                Assert.Equal(256, c.MaxThreads);
+                Assert.Equal(16896, c.SharedBytesAtMaxThreads);
+                Assert.True(c.Occupancy!.Blocks >= 2, $"{c.Resources.Kernel} on sm_{sm}: {c.Occupancy}");
+            }
+        }
+    }
+
     /// <summary>The text of one <c>.entry</c> of a PTX module, up to the next.</summary>
     private static string PtxEntry(string ptx, string kernel)
     {

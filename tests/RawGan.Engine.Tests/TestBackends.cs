@@ -78,6 +78,20 @@ public static class TestBackends
             yield return NativeTf32Backends.GetOrAdd(blockSize, b => new Lazy<CudaBackend>(() => Make(new NativeDriver(0), b))).Value;
     }
 
+    private static readonly ConcurrentDictionary<SimtOrder, Lazy<CudaBackend>> EmulatedWideBackends = new();
+    private static readonly Lazy<CudaBackend> NativeWideBackend = new(() => new CudaBackend(new NativeDriver(0), 256, Precision.Fp32) { Fp32Tiling = ProductTiling.Version3 });
+
+    /// <summary>The CUDA backends the version-3 kernel tests run on, every product forced to
+    /// version 3 (kernels/wide_tile.cuh) whatever its shape: the emulator with a block's threads
+    /// run in <paramref name="order"/>, and the GPU when it is in <see cref="Names"/>.</summary>
+    public static IEnumerable<CudaBackend> Wide(SimtOrder order = SimtOrder.Default)
+    {
+        if (Names.Contains("cuda-emulated"))
+            yield return EmulatedWideBackends.GetOrAdd(order, o => new Lazy<CudaBackend>(() =>
+                new CudaBackend(new EmulatedDriver { Order = o, OrderSeed = 7 }, 256, Precision.Fp32) { Fp32Tiling = ProductTiling.Version3 })).Value;
+        if (Names.Contains("cuda") && order == SimtOrder.Default) yield return NativeWideBackend.Value;
+    }
+
     /// <summary>The CUDA backends the kernel comparisons run at <paramref name="blockSize"/>: the
     /// emulator, and the GPU when it is in <see cref="Names"/>.</summary>
     public static IEnumerable<CudaBackend> Cuda(int blockSize)

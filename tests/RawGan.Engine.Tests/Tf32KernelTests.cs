@@ -38,34 +38,27 @@ public class Tf32KernelTests
 
     private static double Bound(int k) => ProductError + (k + 2) * SumError;
 
-    // ------------------------------------------------------------------ harness
+    // ------------------------------------------------------------------ against the reference
 
-    /// <summary>
-    /// Runs <paramref name="kernel"/> on the reference (with the inputs, and with their absolute
-    /// values for the magnitudes) and on every TF32 backend at <paramref name="blockSize"/>, and
-    /// checks the last buffer (the output) element by element against
-    /// <c>Bound(k) * magnitude + extra</c>.
-    /// </summary>
-    private static void Compare(int blockSize, string what, float[][] inputs, long[] outputs, int k, Action<IBackend, DeviceBuffer[]> kernel,
-        Action<IBackend, DeviceBuffer[]>? magnitudeKernel = null, Func<int, double>? extra = null)
-    {
-        var expected = Run(ReferenceBackend.Shared, inputs, outputs, kernel);
-        var magnitude = Run(ReferenceBackend.Shared, inputs.Select(Abs).ToArray(), outputs, magnitudeKernel ?? kernel);
-        int last = expected.Length - 1;
-        foreach (var backend in TestBackends.Tf32(blockSize))
-        {
-            Assert.Equal(Precision.Tf32, backend.Precision);
-            var actual = Run(backend, inputs, outputs, kernel);
-            for (int i = 0; i < expected[last].Length; i++)
+    /// <summary>The shared comparison (<see cref="ProductKernelCheck.Compare"/>) on every TF32
+    /// backend at <paramref name="blockSize"/>, with TF32's bound.</summary>
+    private static ProductKernelCheck.Checker Tf32Check(int blockSize) =>
+        (what, inputs, outputs, k, kernel, magnitudeKernel, extra) =>
+            ProductKernelCheck.Compare(TestBackends.Tf32(blockSize).Select(b =>
             {
-                double e = expected[last][i], a = actual[last][i];
-                double bound = Bound(k) * magnitude[last][i] + (extra?.Invoke(i) ?? 0) + 1e-30;
-                Assert.True(Math.Abs(e - a) <= bound,
-                    $"{what} on {backend.Name} (tf32), block {blockSize}: element {i} of {expected[last].Length}: expected {e:G9}, got {a:G9} " +
-                    $"(error {Math.Abs(e - a):G3}, bound {bound:G3} = {Bound(k):G3} x sum |a b| {magnitude[last][i]:G4})");
-            }
-        }
-    }
+                Assert.Equal(Precision.Tf32, b.Precision);
+                return b;
+            }), $"tf32, block {blockSize}", Bound, what, inputs, outputs, k, kernel, magnitudeKernel, extra);
+
+    [Theory]
+    [MemberData(nameof(BlockSizes))]
+    public void SgemmTf32MatchesTheReferenceWithinTf32sBound(int blockSize) =>
+        ProductKernelCheck.Gemms("sgemm_tf32", SumError, Tf32Check(blockSize));
+
+    [Theory]
+    [MemberData(nameof(BlockSizes))]
+    public void ConvolutionTf32KernelsMatchTheReferenceWithinTf32sBound(int blockSize) =>
+        ProductKernelCheck.Convolutions("_tf32", Tf32Check(blockSize));
 
     private static float[] Abs(float[] v) => v.Select(MathF.Abs).ToArray();
 
@@ -73,77 +66,6 @@ public class Tf32KernelTests
         ReferenceBackendHarness.Run(backend, inputs, outputs, kernel);
 
     private static float[] Normal(long n, int seed, float scale = 1f) => ReferenceBackendHarness.Normal(n, seed, scale);
-
-    // ------------------------------------------------------------------ sgemm_tf32
-
-    [Theory]
-    [MemberData(nameof(BlockSizes))]
-    public void SgemmTf32MatchesTheReferenceWithinTf32sBound(int blockSize)
-    {
-        // (150, 270, 100): more than one 128 x 128 tile along M and N, K over the three stages.
-        foreach (var (m, n, k) in new[] { (1, 1, 1), (3, 5, 7), (17, 33, 9), (64, 70, 130), (5, 600, 3), (130, 7, 257), (150, 270, 100), (4, 4, 0) })
-            foreach (bool ta in new[] { false, true })
-                foreach (bool tb in new[] { false, true })
-                {
-                    var a = Normal((long)m * k, m + k);
-                    var b = Normal((long)k * n, n + 1);
-                    var c = Normal((long)m * n, 99);
-                    string at = $"sgemm_tf32 {m}x{n}x{k} ta={ta} tb={tb}";
-                    // beta = 0: C is written without being read (it starts as NaN).
-                    Compare(blockSize, $"{at} beta=0", [a, b], [(long)m * n], k,
-                        (be, p) => be.Gemm(ta, tb, m, n, k, 0.75f, p[0], p[1], 0f, p[2]));
-                    // beta != 0: C is read and scaled; the magnitude run leaves beta C out.
-                    Compare(blockSize, $"{at} beta=0.5", [a, b, c], [], k,
-                        (be, p) => be.Gemm(ta, tb, m, n, k, -1.5f, p[0], p[1], 0.5f, p[2]),
-                        (be, p) => be.Gemm(ta, tb, m, n, k, 1.5f, p[0], p[1], 0f, p[2]),
-                        i => 2 * SumError * Math.Abs(0.5 * c[i]));
-                }
-    }
-
-    // ------------------------------------------------------------------ conv_tf32.cu
-
-    private static readonly (int n, int cin, int h, int w, int cout, int k)[] ConvCases =
-    [
-        (1, 1, 1, 1, 1, 1),       // a single pixel
-        (1, 1, 4, 4, 1, 3),       // batch 1, one channel
-        (2, 3, 5, 7, 4, 3),       // three channels (RGB), a non-square image
-        (1, 3, 8, 8, 5, 1),       // fromRGB / toRGB: 1x1
-        (3, 4, 6, 5, 2, 5),       // k = 5
-        (2, 8, 4, 4, 16, 3),      // ProGAN's 4x4 stage in miniature
-        (1, 2, 3, 3, 3, 7),       // a kernel larger than the image
-        (2, 3, 32, 32, 4, 3),     // few weight tiles, many pixels: the weight gradient splits its sum
-        (4, 1, 32, 32, 3, 1),     // toRGB-like, split four ways on a small machine
-        (2, 20, 9, 11, 150, 3),   // more than a 128 x 128 tile: forward (150 x 198), weight gradient (150 x 180)
-        (3, 136, 7, 9, 12, 3),    // and the input gradient (136 x 189)
-    ];
-
-    [Theory]
-    [MemberData(nameof(BlockSizes))]
-    public void ConvolutionTf32KernelsMatchTheReferenceWithinTf32sBound(int blockSize)
-    {
-        foreach (var (n, cin, h, w, cout, k) in ConvCases)
-        {
-            long xs = (long)n * cin * h * w, ws = (long)cout * cin * k * k, ys = (long)n * cout * h * w;
-            float scale = (float)(Math.Sqrt(2) / Math.Sqrt(cin * k * k));
-            var x = Normal(xs, 21);
-            var wt = Normal(ws, 22);
-            var gy = Normal(ys, 23);
-            string at = $"n={n} cin={cin} {h}x{w} cout={cout} k={k}";
-            Compare(blockSize, $"conv2d_forward_tf32 {at}", [x, wt], [ys], cin * k * k,
-                (be, p) => be.Conv2dForward(p[0], p[1], p[2], n, cin, h, w, cout, k, scale));
-            // With the epilogue: z = y + b, then leaky ReLU (1-Lipschitz, so z's error bounds y's). The
-            // magnitude is |scale| sum |a b| + |b| (the bias alone on absolute values), which also
-            // covers the rounding of the bias addition.
-            var bias = Normal(cout, 24);
-            Compare(blockSize, $"conv2d_forward_tf32 {at} with bias and leaky ReLU", [x, wt, bias], [ys], cin * k * k,
-                (be, p) => be.Conv2dForward(p[0], p[1], p[3], n, cin, h, w, cout, k, scale, p[2], 0.2f),
-                (be, p) => be.Conv2dForward(p[0], p[1], p[3], n, cin, h, w, cout, k, scale, p[2], 1f));
-            Compare(blockSize, $"conv2d_backward_input_tf32 {at}", [gy, wt], [xs], cout * k * k,
-                (be, p) => be.Conv2dBackwardInput(p[0], p[1], p[2], n, cin, h, w, cout, k, scale));
-            Compare(blockSize, $"conv2d_backward_weight_tf32 {at}", [x, gy], [ws], n * h * w,
-                (be, p) => be.Conv2dBackwardWeight(p[0], p[1], p[2], n, cin, h, w, cout, k, scale));
-        }
-    }
 
     // ------------------------------------------------------------------ TF32 is really TF32
 
@@ -254,30 +176,34 @@ public class Tf32KernelTests
     public void ChoosingTheVersionAllocatesNoManagedMemory()
     {
         // A steady training step allocates nothing on the managed heap (docs/DESIGN.md): choosing
-        // the kernel by precision must not build its name per call.
-        var gpu = TestBackends.Tf32(256).First();
-        var (n, cin, h, w, cout, k) = (2, 3, 48, 48, 4, 3);   // 4608 pixels: the weight gradient splits its sum
-        var x = gpu.Allocate(n * cin * h * w);
-        var wt = gpu.Allocate(cout * cin * k * k);
-        var y = gpu.Allocate(n * cout * h * w);
-        var c = gpu.Allocate(64 * 64);
-        try
+        // the kernel by precision and tiling must not build its name per call. On the tf32
+        // backend, the one forced to version 3, and the default one (version 1 or 3 by shape).
+        foreach (var gpu in new[] { TestBackends.Tf32(256).First(), TestBackends.Wide().First(), TestBackends.Emulated() })
         {
-            void Step()
+            var (n, cin, h, w, cout, k) = (2, 3, 48, 48, 4, 3);   // 4608 pixels: the weight gradient splits its sum
+            var x = gpu.Allocate(n * cin * h * w);
+            var wt = gpu.Allocate(cout * cin * k * k);
+            var y = gpu.Allocate(n * cout * h * w);
+            var c = gpu.Allocate(256 * 256);
+            try
             {
-                gpu.Conv2dForward(x, wt, y, n, cin, h, w, cout, k, 1f);
-                gpu.Conv2dBackwardInput(y, wt, x, n, cin, h, w, cout, k, 1f);
-                gpu.Conv2dBackwardWeight(x, y, wt, n, cin, h, w, cout, k, 1f);   // partial sums in a buffer from the cache
-                gpu.Gemm(false, true, 64, 64, 16, 1f, x, y, 0f, c);
+                void Step()
+                {
+                    gpu.Conv2dForward(x, wt, y, n, cin, h, w, cout, k, 1f);
+                    gpu.Conv2dBackwardInput(y, wt, x, n, cin, h, w, cout, k, 1f);
+                    gpu.Conv2dBackwardWeight(x, y, wt, n, cin, h, w, cout, k, 1f);   // partial sums in a buffer from the cache
+                    gpu.Gemm(false, true, 64, 64, 16, 1f, x, y, 0f, c);
+                    gpu.Gemm(false, false, 256, 256, 16, 1f, x, y, 0f, c);   // four 128 x 128 tiles: version 3 by shape on a small machine
+                }
+                for (int i = 0; i < 3; i++) Step();
+                long before = GC.GetAllocatedBytesForCurrentThread();
+                Step();
+                Assert.True(GC.GetAllocatedBytesForCurrentThread() - before == 0, $"{gpu.Description}: a step allocated managed memory");
             }
-            for (int i = 0; i < 3; i++) Step();
-            long before = GC.GetAllocatedBytesForCurrentThread();
-            Step();
-            Assert.Equal(0, GC.GetAllocatedBytesForCurrentThread() - before);
-        }
-        finally
-        {
-            foreach (var b in new[] { x, wt, y, c }) gpu.Free(b);
+            finally
+            {
+                foreach (var b in new[] { x, wt, y, c }) gpu.Free(b);
+            }
         }
     }
 

@@ -118,21 +118,72 @@ public sealed unsafe partial class CudaBackend : IBackend
         Launch(kernel, new Dim3((uint)gridX, (uint)gridY, (uint)splits), block, MmaSharedBytes(block), args);
     }
 
+    /// <summary>The fp32 kernels of version 3 (kernels/wide_tile.cuh): blocks of 256 threads, 128 x 128
+    /// tiles, 8 x 8 outputs per thread, <see cref="WideSharedBytes"/> of dynamic shared memory.</summary>
+    public static readonly IReadOnlySet<string> WideKernels =
+        new HashSet<string> { "sgemm_wide", "conv2d_forward_wide", "conv2d_backward_input_wide", "conv2d_backward_weight_wide" };
+
+    // Must match WIDE_THREADS, WIDE_TILE, WIDE_BK, WIDE_PITCH and wide_tile_shared_bytes in kernels/wide_tile.cuh.
+    private const int WideThreads = 256, WideTile = 128, WideDepth = 8, WidePitch = 132;
+
+    /// <summary>Dynamic shared memory of a version-3 block (wide_tile_shared_bytes): two buffers of
+    /// a stage of A and of B, 8 rows of 132 floats each: 16.5 KiB.</summary>
+    public static uint WideSharedBytes => (uint)(sizeof(float) * 2 * 2 * WideDepth * WidePitch);
+
+    private static (long x, long y) WideGrid(long rows, long columns) =>
+        ((columns + WideTile - 1) / WideTile, (rows + WideTile - 1) / WideTile);
+
+    /// <summary>Launches a version-3 kernel whose output is a rows x columns matrix, with
+    /// <paramref name="splits"/> blocks per tile along the grid's z (the weight gradient only).</summary>
+    private void LaunchWide(string kernel, long rows, long columns, KernelArgs args, int splits = 1)
+    {
+        if (rows <= 0 || columns <= 0) return;
+        var (gridX, gridY) = WideGrid(rows, columns);
+        if (gridX > int.MaxValue || gridY > 65535)
+            throw new ArgumentException($"{kernel}: a {rows} x {columns} output needs a grid of {gridX} x {gridY} tiles; CUDA allows {int.MaxValue} x 65535");
+        Launch(kernel, new Dim3((uint)gridX, (uint)gridY, (uint)splits), new Dim3(WideThreads), WideSharedBytes, args);
+    }
+
     /// <summary>The dynamic shared memory <paramref name="kernel"/> launches with at a block of
     /// <paramref name="threads"/> threads, at its largest output (what the machine-code report checks).</summary>
     public static uint DynamicSharedBytes(string kernel, int threads) =>
         TiledKernels.Contains(kernel) ? TileSharedBytes(TileBlock(threads))
         : MmaKernels.Contains(kernel) ? MmaSharedBytes(MmaBlock(threads, long.MaxValue, long.MaxValue))
+        : WideKernels.Contains(kernel) ? WideSharedBytes
         : 0;
 
-    /// <summary>A matrix product or convolution at this backend's precision: version 1
-    /// (<paramref name="fp32"/>, gemm_tile.cuh) or the version-2 tensor-core kernel
-    /// (<paramref name="tf32"/>, mma_tile.cuh), which takes the same arguments. (Two literal names
-    /// rather than a suffix appended per call: a steady step allocates nothing.)</summary>
-    private void LaunchProduct(string fp32, string tf32, long rows, long columns, KernelArgs args, int splits = 1)
+    /// <summary>The tiling of a rows x columns product (see <see cref="ProductTiling"/>):
+    /// version 2 at tf32; at fp32, what <see cref="Fp32Tiling"/> asks, and by default version 3
+    /// where its 128 x 128 tiles fit the output (64 rows and columns or more) and, unless the
+    /// reduction can be split over more blocks (<paramref name="splittable"/>: the weight
+    /// gradient), make at least one tile per multiprocessor; version 1's 64 x 64 tiles elsewhere
+    /// (a thin or small product: toRGB, the 4x4 layers), where they keep more of the GPU busy.</summary>
+    public ProductTiling TilingFor(long rows, long columns, bool splittable = false) =>
+        ChooseTiling(Precision, Fp32Tiling, _driver.Device.Multiprocessors, rows, columns, splittable);
+
+    /// <summary><see cref="TilingFor"/> for a device of <paramref name="multiprocessors"/>.</summary>
+    public static ProductTiling ChooseTiling(Precision precision, ProductTiling fp32Tiling, int multiprocessors, long rows, long columns, bool splittable)
     {
-        if (Precision == Precision.Tf32) LaunchMma(tf32, rows, columns, args, splits);
-        else LaunchTiled(fp32, rows, columns, args, splits);
+        if (precision == Precision.Tf32) return ProductTiling.Version2;
+        if (fp32Tiling != ProductTiling.Auto) return fp32Tiling;
+        if (rows < WideTile / 2 || columns < WideTile / 2) return ProductTiling.Version1;
+        var (gridX, gridY) = WideGrid(rows, columns);
+        return splittable || gridX * gridY >= Math.Max(1, multiprocessors) ? ProductTiling.Version3 : ProductTiling.Version1;
+    }
+
+    /// <summary>A matrix product or convolution at this backend's precision and tiling
+    /// (<see cref="TilingFor"/>): version 1 (<paramref name="v1"/>, gemm_tile.cuh), version 3
+    /// (<paramref name="v3"/>, wide_tile.cuh) or the version-2 tensor-core kernel
+    /// (<paramref name="tf32"/>, mma_tile.cuh), which all take the same arguments. (Literal names
+    /// rather than a suffix appended per call: a steady step allocates nothing.)</summary>
+    private void LaunchProduct(ProductTiling tiling, string v1, string v3, string tf32, long rows, long columns, KernelArgs args, int splits = 1)
+    {
+        switch (tiling)
+        {
+            case ProductTiling.Version2: LaunchMma(tf32, rows, columns, args, splits); break;
+            case ProductTiling.Version3: LaunchWide(v3, rows, columns, args, splits); break;
+            default: LaunchTiled(v1, rows, columns, args, splits); break;
+        }
     }
 
     // ------------------------------------------------------------------ elementwise.cu
@@ -212,7 +263,7 @@ public sealed unsafe partial class CudaBackend : IBackend
     public void Gemm(bool transA, bool transB, int m, int n, int k, float alpha, DeviceBuffer a, DeviceBuffer b, float beta, DeviceBuffer c)
     {
         if (m < 0 || n < 0 || k < 0) throw new ArgumentException($"Gemm: negative size m={m} n={n} k={k}");
-        LaunchProduct("sgemm", "sgemm_tf32", m, n, new KernelArgs().Int(transA ? 1 : 0).Int(transB ? 1 : 0).Int(m).Int(n).Int(k).Float(alpha).Ptr(a).Ptr(b).Float(beta).Ptr(c));
+        LaunchProduct(TilingFor(m, n), "sgemm", "sgemm_wide", "sgemm_tf32", m, n, new KernelArgs().Int(transA ? 1 : 0).Int(transB ? 1 : 0).Int(m).Int(n).Int(k).Float(alpha).Ptr(a).Ptr(b).Float(beta).Ptr(c));
     }
 
     // ------------------------------------------------------------------ conv.cu
@@ -233,14 +284,17 @@ public sealed unsafe partial class CudaBackend : IBackend
     {
         CheckConv(n, cin, h, wd, cout, k);
         // The epilogue's bias travels as a pointer, null for none (the kernel tests it).
-        LaunchProduct("conv2d_forward", "conv2d_forward_tf32", cout, (long)n * h * wd,
+        long columns = (long)n * h * wd;
+        LaunchProduct(TilingFor(cout, columns), "conv2d_forward", "conv2d_forward_wide", "conv2d_forward_tf32", cout, columns,
             ConvArgs(x, w, y, n, cin, h, wd, cout, k, scale).Ptr(bias).Float(slope));
     }
 
     public void Conv2dBackwardInput(DeviceBuffer gy, DeviceBuffer w, DeviceBuffer gx, int n, int cin, int h, int wd, int cout, int k, float scale)
     {
         CheckConv(n, cin, h, wd, cout, k);
-        LaunchProduct("conv2d_backward_input", "conv2d_backward_input_tf32", cin, (long)n * h * wd, ConvArgs(gy, w, gx, n, cin, h, wd, cout, k, scale));
+        long columns = (long)n * h * wd;
+        LaunchProduct(TilingFor(cin, columns), "conv2d_backward_input", "conv2d_backward_input_wide", "conv2d_backward_input_tf32", cin, columns,
+            ConvArgs(gy, w, gx, n, cin, h, wd, cout, k, scale));
     }
 
     /// <summary>The fewest pixels (terms of the reduction) one slice of a split weight gradient sums.</summary>
@@ -252,22 +306,25 @@ public sealed unsafe partial class CudaBackend : IBackend
         long columns = (long)cin * k * k, pixels = (long)n * h * wd;
         // Split K (see conv.cu) when the gradient has too few tiles to keep two blocks on every
         // multiprocessor and the batch has enough pixels to share out.
-        string kernel = Precision == Precision.Tf32 ? "conv2d_backward_weight_tf32" : "conv2d_backward_weight";
-        var (gridX, gridY) = Precision == Precision.Tf32
-            ? MmaGrid(MmaBlock(ThreadsPerBlock(kernel), cout, columns), cout, columns)
-            : TileGrid(TileBlock(ThreadsPerBlock(kernel)), cout, columns);
+        var tiling = TilingFor(cout, columns, splittable: true);
+        var (gridX, gridY) = tiling switch
+        {
+            ProductTiling.Version2 => MmaGrid(MmaBlock(ThreadsPerBlock("conv2d_backward_weight_tf32"), cout, columns), cout, columns),
+            ProductTiling.Version3 => WideGrid(cout, columns),
+            _ => TileGrid(TileBlock(ThreadsPerBlock("conv2d_backward_weight")), cout, columns),
+        };
         long tiles = gridX * gridY, wanted = 2L * Math.Max(1, _driver.Device.Multiprocessors);
         int splits = tiles >= wanted ? 1 : (int)Math.Clamp(Math.Min((wanted + tiles - 1) / tiles, pixels / MinPixelsPerSplit), 1, 64);
         if (splits == 1)
         {
-            LaunchProduct("conv2d_backward_weight", "conv2d_backward_weight_tf32", cout, columns, ConvArgs(x, gy, gw, n, cin, h, wd, cout, k, scale));
+            LaunchProduct(tiling, "conv2d_backward_weight", "conv2d_backward_weight_wide", "conv2d_backward_weight_tf32", cout, columns, ConvArgs(x, gy, gw, n, cin, h, wd, cout, k, scale));
             return;
         }
         long size = cout * columns;
         var partial = Allocate(splits * size);
         try
         {
-            LaunchProduct("conv2d_backward_weight", "conv2d_backward_weight_tf32", cout, columns, ConvArgs(x, gy, partial, n, cin, h, wd, cout, k, scale), splits);
+            LaunchProduct(tiling, "conv2d_backward_weight", "conv2d_backward_weight_wide", "conv2d_backward_weight_tf32", cout, columns, ConvArgs(x, gy, partial, n, cin, h, wd, cout, k, scale), splits);
             SumTo(partial, new Dims4(1, 1, splits, (int)size), gw, new Dims4(1, 1, 1, (int)size));
         }
         finally

@@ -38,9 +38,22 @@ public sealed unsafe partial class CudaBackend
     public string Name => _driver.Name;
     public string Description => $"{_driver.Name}: {_driver.Device}; {(Precision == Precision.Tf32 ? "tf32" : "fp32")} matrix products and convolutions";
 
-    /// <summary>How <c>Gemm</c> and the three convolutions compute: fp32 (kernels/gemm.cu,
-    /// conv.cu, version 1) or tf32 tensor cores (gemm_tf32.cu, conv_tf32.cu, version 2).</summary>
+    /// <summary>How <c>Gemm</c> and the three convolutions compute: fp32 (kernels/gemm.cu and
+    /// conv.cu, version 1; gemm_wide.cu and conv_wide.cu, version 3) or tf32 tensor cores
+    /// (gemm_tf32.cu, conv_tf32.cu, version 2).</summary>
     public Precision Precision { get; }
+
+    /// <summary>Which fp32 kernels the products use: <see cref="ProductTiling.Auto"/> (version 3
+    /// where its tiles fit, version 1 elsewhere: <see cref="TilingFor"/>), or always one version
+    /// (the kernel lab and the tests compare them). Ignored at tf32.</summary>
+    public ProductTiling Fp32Tiling
+    {
+        get => _fp32Tiling;
+        init => _fp32Tiling = value == ProductTiling.Version2
+            ? throw new ArgumentException("version 2 is the tf32 tiling: ask for Precision.Tf32 instead", nameof(Fp32Tiling))
+            : value;
+    }
+    private readonly ProductTiling _fp32Tiling = ProductTiling.Auto;
 
     /// <summary>Whether a device has TF32 tensor cores (mma.sync .tf32 and cp.async: sm_80 and newer).</summary>
     public static bool SupportsTf32(DeviceInfo device) => device.ComputeMajor >= 8;
@@ -229,6 +242,13 @@ public sealed unsafe partial class CudaBackend
         int limit = _driver.MaxThreadsPerBlock(function);
         if (limit < LaunchLimits.WarpSize)
             throw new CudaException("cuFuncGetAttribute", 701, "CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES", $"kernel {kernel} cannot launch even one warp ({limit} threads at most)");
+        if (WideKernels.Contains(kernel))
+        {
+            // Version 3's block is 256 threads, always (its loaders and tiles are sized for it).
+            if (limit < WideThreads)
+                throw new CudaException("cuFuncGetAttribute", 701, "CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES", $"kernel {kernel} needs blocks of {WideThreads} threads; this device allows {limit}");
+            return (function, WideThreads);
+        }
         int threads = MmaKernels.Contains(kernel) ? TensorCoreThreads : BlockSize;
         while (threads > limit) threads /= 2;
         return (function, threads);
@@ -255,10 +275,26 @@ public sealed unsafe partial class CudaBackend
     //       LaunchElementwise("fill", n, new KernelArgs().Ptr(y).Long(n).Float(value));
 }
 
+/// <summary>The kernel versions of a matrix product or convolution (kernels/*.cu, each documented
+/// in its header).</summary>
+public enum ProductTiling
+{
+    /// <summary>Chosen per product by <see cref="CudaBackend.TilingFor"/>.</summary>
+    Auto,
+    /// <summary>fp32, 4 x 4 outputs per thread of a 64 x 64 tile (gemm_tile.cuh: gemm.cu, conv.cu).</summary>
+    Version1,
+    /// <summary>tf32 tensor cores, a cp.async pipeline (mma_tile.cuh: gemm_tf32.cu, conv_tf32.cu).</summary>
+    Version2,
+    /// <summary>fp32, 8 x 8 outputs per thread of a 128 x 128 tile, global loads overlapped with
+    /// the arithmetic (wide_tile.cuh: gemm_wide.cu, conv_wide.cu).</summary>
+    Version3,
+}
+
 /// <summary>How a CUDA backend computes matrix products and convolutions.</summary>
 public enum Precision
 {
-    /// <summary>fp32 multiplies and sums: kernels/gemm.cu and conv.cu (version 1).</summary>
+    /// <summary>fp32 multiplies and sums: kernels/gemm.cu and conv.cu (version 1), gemm_wide.cu and
+    /// conv_wide.cu (version 3).</summary>
     Fp32,
     /// <summary>Inputs rounded to tf32 (10 mantissa bits) on tensor cores, fp32 sums:
     /// kernels/gemm_tf32.cu and conv_tf32.cu (version 2). Compute capability 8.0 and newer.</summary>

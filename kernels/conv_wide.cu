@@ -1,0 +1,107 @@
+// conv_wide.cu: version 3 of conv.cu: the same three products of a 2-D convolution with stride 1
+// and zero "same" padding (k odd, p = k / 2), x [N, Cin, H, W], w [Cout, Cin, k, k],
+// y [N, Cout, H, W], with the same fp32 sums (each output's products added in the order of K):
+//
+//   conv2d_forward_wide         y[s, o, i, j]  = scale sum_{c, a, b} w[o, c, a, b] x[s, c, i + a - p, j + b - p]
+//   conv2d_backward_input_wide  gx[s, c, i, j] = scale sum_{o, a, b} w[o, c, a, b] gy[s, o, i - a + p, j - b + p]
+//   conv2d_backward_weight_wide gw[o, c, a, b] = scale sum_{s, i, j} gy[s, o, i, j] x[s, c, i + a - p, j + b - p]
+//
+// `scale` is the equalized learning rate, applied to the finished sum as in conv.cu, and the
+// forward pass ends its layer in the output store as conv.cu's does: with a bias b (not null),
+// z = y + b[o] and y = z if z > 0 else slope z.
+//
+// Each is conv.cu's implicit GEMM with the same operands, as conv_tf32.cu has them (operands.cuh:
+// addresses, divisions by multiply-highs), computed by wide_tile.cuh: blocks of 256 threads,
+// 128 x 128 tiles of C, 8 x 8 outputs per thread, the next stage's loads in flight during the
+// arithmetic:
+//
+//   kernel                       C rows      C columns    K            A[row, k]    B[k, col]
+//   conv2d_forward_wide          o < Cout    (s, i, j)    (c, a, b)    w            x, shifted
+//   conv2d_backward_input_wide   c < Cin     (s, i, j)    (o, a, b)    w, flipped   gy, shifted
+//   conv2d_backward_weight_wide  o < Cout    (c, a, b)    (s, i, j)    gy           x, shifted
+//
+// Launch: block 256, grid (ceil(columns / 128), ceil(rows / 128), splits), wide_tile_shared_bytes()
+// of dynamic shared memory. The weight gradient may split its reduction over gridDim.z as
+// conv.cu's does.
+#include "common.cuh"
+#include "wide_tile.cuh"
+#include "operands.cuh"
+
+extern "C" __global__ void __launch_bounds__(WIDE_THREADS, WIDE_MIN_BLOCKS) conv2d_forward_wide(
+    const float* __restrict__ x, const float* __restrict__ w, float* __restrict__ y,
+    int n, int cin, int h, int wd, int cout, int k, float scale, const float* __restrict__ b, float slope)
+{
+    const int K = cin * k * k, columns = n * h * wd;
+    // A[o, q] = w[q + o K]: w is already the [Cout, Cin k k] matrix.
+    const matrix_operand<true> A = {w, K};
+    const window_gather<false> B(x, cin, h, wd, k, +1);
+    float acc[WIDE_T][WIDE_T];
+    wide_tile_range(cout, columns, 0, K, A, B, acc);
+
+    const fast_divmod byPlane(h * wd);
+    for (int j = 0; j < WIDE_T; j++)
+    {
+        const int col = wide_col(j);
+        if (col >= columns) continue;
+        const int s = byPlane.div(col), pix = col - s * byPlane.d;
+        for (int i = 0; i < WIDE_T; i++)
+        {
+            const int o = wide_row(i);
+            if (o < cout) y[((long long)s * cout + o) * byPlane.d + pix] = layer_epilogue(scale * acc[i][j], b, o, slope);
+        }
+    }
+}
+
+extern "C" __global__ void __launch_bounds__(WIDE_THREADS, WIDE_MIN_BLOCKS) conv2d_backward_input_wide(
+    const float* __restrict__ gy, const float* __restrict__ w, float* __restrict__ gx,
+    int n, int cin, int h, int wd, int cout, int k, float scale)
+{
+    const int K = cout * k * k, columns = n * h * wd;
+    const weights_by_input_channel A(w, cin, k);
+    const window_gather<false> B(gy, cout, h, wd, k, -1);
+    float acc[WIDE_T][WIDE_T];
+    wide_tile_range(cin, columns, 0, K, A, B, acc);
+
+    const fast_divmod byPlane(h * wd);
+    for (int j = 0; j < WIDE_T; j++)
+    {
+        const int col = wide_col(j);
+        if (col >= columns) continue;
+        const int s = byPlane.div(col), pix = col - s * byPlane.d;
+        for (int i = 0; i < WIDE_T; i++)
+        {
+            const int c = wide_row(i);
+            if (c < cin) gx[((long long)s * cin + c) * byPlane.d + pix] = scale * acc[i][j];
+        }
+    }
+}
+
+// Split K, as conv.cu's conv2d_backward_weight: block z sums its own contiguous slice of the
+// pixels (whole stages of WIDE_BK) and writes its partial gradient to gw + z Cout Cin k k; the
+// host adds the gridDim.z slices with sum_to, in a fixed order. With gridDim.z = 1 this kernel
+// writes the gradient itself.
+extern "C" __global__ void __launch_bounds__(WIDE_THREADS, WIDE_MIN_BLOCKS) conv2d_backward_weight_wide(
+    const float* __restrict__ x, const float* __restrict__ gy, float* __restrict__ gw,
+    int n, int cin, int h, int wd, int cout, int k, float scale)
+{
+    const int columns = cin * k * k, K = n * h * wd;
+    const int slice = ((K + (int)gridDim.z - 1) / (int)gridDim.z + WIDE_BK - 1) / WIDE_BK * WIDE_BK;
+    const int kBegin = (int)blockIdx.z * slice;
+    const int kEnd = kBegin + slice < K ? kBegin + slice : K;
+    const output_by_pixel A(gy, cout, h * wd);
+    const window_gather<true> B(x, cin, h, wd, k, +1);
+    float acc[WIDE_T][WIDE_T];
+    wide_tile_range(cout, columns, kBegin, kEnd, A, B, acc);
+
+    float* out = gw + (long long)blockIdx.z * cout * columns;
+    for (int i = 0; i < WIDE_T; i++)
+    {
+        const int o = wide_row(i);
+        if (o >= cout) continue;
+        for (int j = 0; j < WIDE_T; j++)
+        {
+            const int q = wide_col(j);
+            if (q < columns) out[(long long)o * columns + q] = scale * acc[i][j];
+        }
+    }
+}
