@@ -185,7 +185,7 @@ step bench-"${small[1]}"-"${small[3]}"-profile "$l_profile" "$rawgan" bench --de
 step bench-"${big[1]}"-"${big[3]}"             90 "$rawgan" bench --device "$device" "${big[@]}"
 step bench-8-graphs        30 "$rawgan" bench --device "$device" "${launch[@]}"
 step bench-8-graphs-off    30 "$rawgan" bench --device "$device" "${launch[@]}" --graphs off
-# The same small step with the version 1 (fp32 SIMT) kernels, beside the default (TF32 on compute 8.0+).
+# The same small step with the fp32 SIMT kernels (versions 1 and 3, by shape), beside the default (TF32 on compute 8.0+).
 step bench-"${small[1]}"-"${small[3]}"-fp32    "$l_bench" "$rawgan" bench --device "$device" "${small[@]}" --precision fp32
 if [[ -f $lab ]]; then
   step lab-check-smoke  20 "$lab" --check --smoke

@@ -10,7 +10,8 @@ namespace RawGan.Benchmarks.Gpu;
 /// packing, the batched layout the cuBLAS call assumes) still runs: on RawGan's CUDA emulator,
 /// with the engine's sgemm kernel standing in for cuBLAS (same row-major product, one sample at a
 /// time instead of strided-batched). Checked against the naive loops, with CudaBackend's
-/// conv2d_forward (version 1) and conv2d_forward_tf32 (version 2, TF32's tolerance) beside it.
+/// conv2d_forward (version 1), conv2d_forward_wide (version 3) and conv2d_forward_tf32 (version 2,
+/// TF32's tolerance) beside it: the three kernels the lab's GPU classes time.
 /// </summary>
 public static class EmulatedGpuCheck
 {
@@ -41,9 +42,14 @@ public static class EmulatedGpuCheck
                 for (int s = 0; s < c.N; s++)
                     gpu.Gemm(false, false, c.Cout, plane, ckk, c.Scale, dw, Offset(col, (long)s * ckk * plane), 0f, Offset(dy, (long)s * c.Cout * plane));
                 Verify.Close($"im2col + GEMM on the emulator {c}", expected, GpuDevice.Download(gpu, dy, c.OutputLength));
-                gpu.Fill(dy, c.OutputLength, float.NaN);
-                gpu.Conv2dForward(dx, dw, dy, c.N, c.Cin, c.H, c.W, c.Cout, c.K, c.Scale);
-                Verify.Close($"conv2d_forward on the emulator {c}", expected, GpuDevice.Download(gpu, dy, c.OutputLength));
+                foreach (var tiling in new[] { ProductTiling.Version1, ProductTiling.Version3 })
+                {
+                    gpu.Fp32Tiling = tiling;
+                    gpu.Fill(dy, c.OutputLength, float.NaN);
+                    gpu.Conv2dForward(dx, dw, dy, c.N, c.Cin, c.H, c.W, c.Cout, c.K, c.Scale);
+                    Verify.Close($"conv2d_forward ({tiling}) on the emulator {c}", expected, GpuDevice.Download(gpu, dy, c.OutputLength));
+                }
+                gpu.Fp32Tiling = ProductTiling.Version1;   // the im2col comparison's GEMM above
                 gpu.Fill(dy, c.OutputLength, float.NaN);
                 tf32.Conv2dForward(dx, dw, dy, c.N, c.Cin, c.H, c.W, c.Cout, c.K, c.Scale);
                 Verify.Close($"conv2d_forward_tf32 on the emulator {c}", expected, GpuDevice.Download(gpu, dy, c.OutputLength), Verify.Tf32Tolerance);

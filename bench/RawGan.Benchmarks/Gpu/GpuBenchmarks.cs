@@ -11,7 +11,9 @@ namespace RawGan.Benchmarks.Gpu;
 // is asynchronous, so each benchmark ends by waiting for the device. Outputs are checked against
 // the naive CPU loops first, as on the CPU.
 
-/// <summary>RawGan's sgemm kernel (kernels/gemm.cu, shared-memory tiles, version 1) against cuBLAS sgemm.</summary>
+/// <summary>RawGan's fp32 sgemm kernels (kernels/gemm.cu, version 1: 64 x 64 tiles, 4 x 4 outputs
+/// per thread; gemm_wide.cu, version 3: 128 x 128 tiles, 8 x 8 per thread, loads overlapped)
+/// against cuBLAS sgemm.</summary>
 public class GpuGemmBenchmarks
 {
     [ParamsSource(nameof(Cases))]
@@ -41,6 +43,9 @@ public class GpuGemmBenchmarks
         RawGanSgemm();
         Verify.Close($"sgemm (GPU) {Case}", expected, GpuDevice.Download(_gpu, _c, expected.Length));
         _gpu.Fill(_c, expected.Length, float.NaN);
+        RawGanSgemmWide();
+        Verify.Close($"sgemm_wide (GPU) {Case}", expected, GpuDevice.Download(_gpu, _c, expected.Length));
+        _gpu.Fill(_c, expected.Length, float.NaN);
         CublasSgemm();
         Verify.Close($"cublasSgemm {Case}", expected, GpuDevice.Download(_gpu, _c, expected.Length));
     }
@@ -59,16 +64,25 @@ public class GpuGemmBenchmarks
         _gpu.Synchronize();
     }
 
-    [Benchmark(Description = "RawGan sgemm kernel")]
+    [Benchmark(Description = "RawGan sgemm kernel (version 1)")]
     public void RawGanSgemm()
     {
+        _gpu.Fp32Tiling = ProductTiling.Version1;
+        _gpu.Gemm(false, false, Case.M, Case.N, Case.K, 1f, _a, _b, 0f, _c);
+        _gpu.Synchronize();
+    }
+
+    [Benchmark(Description = "RawGan sgemm_wide kernel (version 3)")]
+    public void RawGanSgemmWide()
+    {
+        _gpu.Fp32Tiling = ProductTiling.Version3;
         _gpu.Gemm(false, false, Case.M, Case.N, Case.K, 1f, _a, _b, 0f, _c);
         _gpu.Synchronize();
     }
 }
 
-/// <summary>RawGan's implicit-GEMM convolution (kernels/conv.cu) against im2col + cuBLAS (one
-/// im2col launch for the batch, one strided-batched sgemm).</summary>
+/// <summary>RawGan's fp32 implicit-GEMM convolutions (kernels/conv.cu, version 1; conv_wide.cu,
+/// version 3) against im2col + cuBLAS (one im2col launch for the batch, one strided-batched sgemm).</summary>
 public class GpuConvBenchmarks
 {
     [ParamsSource(nameof(Cases))]
@@ -98,6 +112,9 @@ public class GpuConvBenchmarks
         RawGanConv();
         Verify.Close($"conv2d_forward (GPU) {Case}", expected, GpuDevice.Download(_gpu, _y, expected.Length));
         _gpu.Fill(_y, expected.Length, float.NaN);
+        RawGanConvWide();
+        Verify.Close($"conv2d_forward_wide (GPU) {Case}", expected, GpuDevice.Download(_gpu, _y, expected.Length));
+        _gpu.Fill(_y, expected.Length, float.NaN);
         Im2ColCublas();
         Verify.Close($"im2col + cuBLAS {Case}", expected, GpuDevice.Download(_gpu, _y, expected.Length));
     }
@@ -118,9 +135,18 @@ public class GpuConvBenchmarks
         _gpu.Synchronize();
     }
 
-    [Benchmark(Description = "RawGan conv2d_forward")]
+    [Benchmark(Description = "RawGan conv2d_forward (version 1)")]
     public void RawGanConv()
     {
+        _gpu.Fp32Tiling = ProductTiling.Version1;
+        _gpu.Conv2dForward(_x, _w, _y, Case.N, Case.Cin, Case.H, Case.W, Case.Cout, Case.K, Case.Scale);
+        _gpu.Synchronize();
+    }
+
+    [Benchmark(Description = "RawGan conv2d_forward_wide (version 3)")]
+    public void RawGanConvWide()
+    {
+        _gpu.Fp32Tiling = ProductTiling.Version3;
         _gpu.Conv2dForward(_x, _w, _y, Case.N, Case.Cin, Case.H, Case.W, Case.Cout, Case.K, Case.Scale);
         _gpu.Synchronize();
     }

@@ -45,15 +45,16 @@ public sealed unsafe partial class CudaBackend
 
     /// <summary>Which fp32 kernels the products use: <see cref="ProductTiling.Auto"/> (version 3
     /// where its tiles fit, version 1 elsewhere: <see cref="TilingFor"/>), or always one version
-    /// (the kernel lab and the tests compare them). Ignored at tf32.</summary>
+    /// (the kernel lab and the tests compare them). Ignored at tf32. Set it between steps, not
+    /// while a step is being captured as a graph (a graph keeps the kernels it was captured with).</summary>
     public ProductTiling Fp32Tiling
     {
         get => _fp32Tiling;
-        init => _fp32Tiling = value == ProductTiling.Version2
+        set => _fp32Tiling = value == ProductTiling.Version2
             ? throw new ArgumentException("version 2 is the tf32 tiling: ask for Precision.Tf32 instead", nameof(Fp32Tiling))
             : value;
     }
-    private readonly ProductTiling _fp32Tiling = ProductTiling.Auto;
+    private ProductTiling _fp32Tiling = ProductTiling.Auto;
 
     /// <summary>Whether a device has TF32 tensor cores (mma.sync .tf32 and cp.async: sm_80 and newer).</summary>
     public static bool SupportsTf32(DeviceInfo device) => device.ComputeMajor >= 8;
