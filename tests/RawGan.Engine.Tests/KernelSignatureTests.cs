@@ -11,8 +11,9 @@ namespace RawGan.Engine.Tests;
 /// IBackend method of the same name (mechanically: PixelNormForward is pixel_norm_forward, or
 /// through the alias table below), the arguments CudaBackend packs for it (their C types, in
 /// order, seen on every launch), and the constants the host shares with the .cu files. A later
-/// version of a kernel (docs/DESIGN.md, decision 9) carries a suffix, <c>_tf32</c> or <c>_v2</c>,
-/// <c>_v3</c>, ...: it belongs to the method of its base name and takes exactly its parameters.
+/// version of a kernel (docs/DESIGN.md, decision 9) carries a suffix, <c>_tf32</c>, <c>_wide</c>
+/// or <c>_v2</c>, <c>_v3</c>, ...: it belongs to the method of its base name and takes exactly its
+/// parameters.
 /// </summary>
 public partial class KernelSignatureTests
 {
@@ -70,7 +71,7 @@ public partial class KernelSignatureTests
 
     private static string SnakeCase(string name) => Regex.Replace(name, @"(?<=[a-z0-9])([A-Z])", "_$1").ToLowerInvariant();
 
-    [GeneratedRegex(@"^(?<base>\w+?)_(?:tf32|v\d+)$")]
+    [GeneratedRegex(@"^(?<base>\w+?)_(?:tf32|wide|v\d+)$")]
     private static partial Regex VersionSuffix();
 
     /// <summary>The version-1 kernel a later version belongs to (conv2d_forward_tf32 and
@@ -81,6 +82,7 @@ public partial class KernelSignatureTests
     public void VersionSuffixesNameTheirBaseKernel()
     {
         Assert.Equal("conv2d_forward", BaseKernel("conv2d_forward_tf32"));
+        Assert.Equal("conv2d_backward_input", BaseKernel("conv2d_backward_input_wide"));
         Assert.Equal("sgemm", BaseKernel("sgemm_v2"));
         Assert.Equal("sgemm", BaseKernel("sgemm_v12"));
         Assert.Equal("pixelnorm_forward", BaseKernel("pixelnorm_forward"));
@@ -93,6 +95,7 @@ public partial class KernelSignatureTests
         var signatures = Signatures();
         var versions = signatures.Keys.Where(k => BaseKernel(k) != k).ToList();
         Assert.Contains("conv2d_backward_weight_tf32", versions);
+        Assert.Contains("sgemm_wide", versions);
         foreach (var kernel in versions)
         {
             string root = BaseKernel(kernel);
@@ -137,12 +140,12 @@ public partial class KernelSignatureTests
             if (!packed.SequenceEqual(declared))
                 mismatches.Add($"{kernel}: the .cu declares ({string.Join(", ", declared)}), CudaBackend packs ({string.Join(", ", packed)})");
         }
-        // Every kernel method, at a few sizes (the self-check's cases), at both precisions (so
-        // both versions of the products launch): only the launches matter here; the recording
-        // driver runs nothing.
-        foreach (var precision in Enum.GetValues<Precision>())
+        // Every kernel method, at a few sizes (the self-check's cases), at both precisions and
+        // both fp32 tilings (so every version of the products launches): only the launches
+        // matter here; the recording driver runs nothing.
+        foreach (var (precision, tiling) in new[] { (Precision.Fp32, ProductTiling.Version1), (Precision.Fp32, ProductTiling.Version3), (Precision.Tf32, ProductTiling.Auto) })
         {
-            using var backend = new CudaBackend(new RecordingDriver(), precision: precision);
+            using var backend = new CudaBackend(new RecordingDriver(), precision: precision) { Fp32Tiling = tiling };
             backend.LaunchObserver = Observe;
             BackendCheck.Run(backend);
         }
@@ -171,6 +174,13 @@ public partial class KernelSignatureTests
         Assert.Equal(8 * defines["MMA_NI"], Host("MmaWarpTile"));        // four n8 fragments
         Assert.Equal(defines["MMA_MAX_THREADS"], 32 * Host("MmaMaxWarps") * Host("MmaMaxWarps"));
         Assert.Equal(LaunchLimits.MaxThreadsPerBlock, defines["MAX_BLOCK"]);
+        Assert.Equal(defines["WIDE_THREADS"], Host("WideThreads"));
+        Assert.Equal(defines["WIDE_TILE"], Host("WideTile"));
+        Assert.Equal(defines["WIDE_BK"], Host("WideDepth"));
+        Assert.Equal(defines["WIDE_PITCH"], Host("WidePitch"));
+        Assert.Equal(defines["WIDE_TILE"] + 4, defines["WIDE_PITCH"]);
+        Assert.Equal(defines["WIDE_TILE"] * defines["WIDE_BK"], defines["WIDE_LOADS"] * defines["WIDE_THREADS"]);
+        Assert.Equal(defines["WIDE_TILE"], 16 * defines["WIDE_T"]);   // 16 x 16 threads of WIDE_T x WIDE_T outputs
     }
 
     /// <summary>A driver that launches nothing: allocations are distinct fake addresses.</summary>
