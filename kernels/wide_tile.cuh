@@ -62,9 +62,9 @@
 //
 // Registers and occupancy. 64 accumulators, 16 operands, 8 values in flight and the loaders'
 // state: ptxas is asked for two blocks per multiprocessor (__launch_bounds__(256, 2): at most
-// 128 registers a thread), 512 threads of the 1,536 to 2,048 a multiprocessor holds. Fewer
-// threads than version 1's, each doing four times the work per shared read: the classic trade
-// of a SIMT GEMM (occupancy of 25-33% is where such kernels run best).
+// 128 registers a thread; it takes 121 to 128, no spills), 512 threads of the 1,024 to 2,048 a
+// multiprocessor holds. The usual trade of a SIMT matrix product: fewer threads, each with more
+// independent multiply-adds in flight, instead of many threads that wait on shared memory.
 //
 // When version 3 is used. A 128 x 128 tile wastes most of its work on a thin product (toRGB's 3
 // rows) and leaves a large GPU idle when the product has few tiles (a 4x4 layer: 512 x 256 is 8
