@@ -27,6 +27,26 @@
 #include "wide_tile.cuh"
 #include "operands.cuh"
 
+// Stores this thread's outputs of a product whose rows are channels and whose columns are the
+// pixels (s, i, j) of the batch into t [N, channels, H, W]: t[s, row, i, j] = scale acc, then,
+// with a bias b (not null), the layer's epilogue (operands.cuh, layer_epilogue).
+__device__ __forceinline__ void wide_store_image(float* __restrict__ t, int channels, int columns, int plane, float scale,
+                                                 const float acc[WIDE_T][WIDE_T], const float* __restrict__ b, float slope)
+{
+    const fast_divmod byPlane(plane);
+    for (int j = 0; j < WIDE_T; j++)
+    {
+        const int col = wide_col(j);
+        if (col >= columns) continue;
+        const int s = byPlane.div(col), pix = col - s * plane;
+        for (int i = 0; i < WIDE_T; i++)
+        {
+            const int row = wide_row(i);
+            if (row < channels) t[((long long)s * channels + row) * plane + pix] = layer_epilogue(scale * acc[i][j], b, row, slope);
+        }
+    }
+}
+
 extern "C" __global__ void __launch_bounds__(WIDE_THREADS, WIDE_MIN_BLOCKS) conv2d_forward_wide(
     const float* __restrict__ x, const float* __restrict__ w, float* __restrict__ y,
     int n, int cin, int h, int wd, int cout, int k, float scale, const float* __restrict__ b, float slope)
@@ -37,19 +57,7 @@ extern "C" __global__ void __launch_bounds__(WIDE_THREADS, WIDE_MIN_BLOCKS) conv
     const window_gather<false> B(x, cin, h, wd, k, +1);
     float acc[WIDE_T][WIDE_T];
     wide_tile_range(cout, columns, 0, K, A, B, acc);
-
-    const fast_divmod byPlane(h * wd);
-    for (int j = 0; j < WIDE_T; j++)
-    {
-        const int col = wide_col(j);
-        if (col >= columns) continue;
-        const int s = byPlane.div(col), pix = col - s * byPlane.d;
-        for (int i = 0; i < WIDE_T; i++)
-        {
-            const int o = wide_row(i);
-            if (o < cout) y[((long long)s * cout + o) * byPlane.d + pix] = layer_epilogue(scale * acc[i][j], b, o, slope);
-        }
-    }
+    wide_store_image(y, cout, columns, h * wd, scale, acc, b, slope);
 }
 
 extern "C" __global__ void __launch_bounds__(WIDE_THREADS, WIDE_MIN_BLOCKS) conv2d_backward_input_wide(
@@ -61,19 +69,7 @@ extern "C" __global__ void __launch_bounds__(WIDE_THREADS, WIDE_MIN_BLOCKS) conv
     const window_gather<false> B(gy, cout, h, wd, k, -1);
     float acc[WIDE_T][WIDE_T];
     wide_tile_range(cin, columns, 0, K, A, B, acc);
-
-    const fast_divmod byPlane(h * wd);
-    for (int j = 0; j < WIDE_T; j++)
-    {
-        const int col = wide_col(j);
-        if (col >= columns) continue;
-        const int s = byPlane.div(col), pix = col - s * byPlane.d;
-        for (int i = 0; i < WIDE_T; i++)
-        {
-            const int c = wide_row(i);
-            if (c < cin) gx[((long long)s * cin + c) * byPlane.d + pix] = scale * acc[i][j];
-        }
-    }
+    wide_store_image(gx, cin, columns, h * wd, scale, acc, nullptr, 1.0f);
 }
 
 // Split K, as conv.cu's conv2d_backward_weight: block z sums its own contiguous slice of the

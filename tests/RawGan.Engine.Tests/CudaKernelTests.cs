@@ -285,25 +285,13 @@ public class CudaKernelTests
 
     // ------------------------------------------------------------------ conv.cu
 
-    private static readonly (int n, int cin, int h, int w, int cout, int k)[] ConvCases =
-    [
-        (1, 1, 1, 1, 1, 1),      // a single pixel
-        (1, 1, 4, 4, 1, 3),      // batch 1, one channel
-        (2, 3, 5, 7, 4, 3),      // three channels (RGB), a non-square image
-        (1, 3, 8, 8, 5, 1),      // fromRGB / toRGB: 1x1
-        (3, 4, 6, 5, 2, 5),      // k = 5
-        (2, 8, 4, 4, 16, 3),     // ProGAN's 4x4 stage in miniature
-        (4, 16, 16, 16, 8, 3),
-        (1, 2, 3, 3, 3, 7),      // a kernel larger than the image
-        (2, 3, 32, 32, 4, 3),    // few weight tiles, many pixels: the weight gradient splits its sum
-        (4, 1, 32, 32, 3, 1),    // toRGB-like, split four ways on a small machine
-    ];
+    // The cases every version of the convolutions is compared on: ProductKernelCheck.ConvCases.
 
     [Theory]
     [MemberData(nameof(BlockSizes))]
     public void ConvolutionKernelsMatchTheReference(int blockSize)
     {
-        foreach (var (n, cin, h, w, cout, k) in ConvCases)
+        foreach (var (n, cin, h, w, cout, k) in ProductKernelCheck.ConvCases)
         {
             long xs = (long)n * cin * h * w, ws = (long)cout * cin * k * k, ys = (long)n * cout * h * w;
             float scale = (float)(Math.Sqrt(2) / Math.Sqrt(cin * k * k));

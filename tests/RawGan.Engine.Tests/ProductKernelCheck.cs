@@ -79,6 +79,7 @@ internal static class ProductKernelCheck
         (1, 3, 8, 8, 5, 1),       // fromRGB / toRGB: 1x1
         (3, 4, 6, 5, 2, 5),       // k = 5
         (2, 8, 4, 4, 16, 3),      // ProGAN's 4x4 stage in miniature
+        (4, 16, 16, 16, 8, 3),
         (1, 2, 3, 3, 3, 7),       // a kernel larger than the image
         (2, 3, 32, 32, 4, 3),     // few weight tiles, many pixels: the weight gradient splits its sum
         (4, 1, 32, 32, 3, 1),     // toRGB-like, split four ways on a small machine
