@@ -62,7 +62,8 @@ public static class BenchCommand
         float[] latentsHost = new float[batch * cfg.LatentSize], mixHost = new float[batch];
         Console.WriteLine($"bench: {backend.Description}; threads {CpuParallel.Threads}; {cfg.Resolution}x{cfg.Resolution}, batch {batch}, latent {cfg.LatentSize}, fmap-base {cfg.FmapBase}, fmap-max {cfg.FmapMax}; G {models.G.ParameterCount:N0}, D {models.D.ParameterCount:N0} parameters");
 
-        void Iteration()
+        // What the host does for a step: random numbers and uploads of the step's inputs.
+        void Prepare()
         {
             var inputs = steps.Inputs(batch, cfg.Channels, cfg.Resolution, cfg.LatentSize);
             inputs.Reals.CopyFrom(realsHost);
@@ -72,8 +73,17 @@ public static class BenchCommand
             inputs.Mix.CopyFrom(mixHost);
             rng.FillNormal(latentsHost);
             inputs.Latents2.CopyFrom(latentsHost);
-            var stats = steps.Run(level, fadeIn: false, 0.999f);
+        }
+
+        static void CheckFinite(StepStats stats)
+        {
             if (!stats.Finite) throw new UserError("the benchmark step produced non-finite values");
+        }
+
+        void Iteration()
+        {
+            Prepare();
+            CheckFinite(steps.Run(level, fadeIn: false, 0.999f));
         }
 
         for (int i = 0; i < warmup; i++) Iteration();
@@ -117,6 +127,23 @@ public static class BenchCommand
             Console.WriteLine("convolutions by shape, per iteration:");
             foreach (var (kernel, calls, ms) in profiler.Report(byShape: true).Where(r => r.Kernel.StartsWith("Conv2d", StringComparison.Ordinal)))
                 Console.WriteLine($"  {kernel,-48} {ms / iterations,9:F2} ms {100 * ms / total,6:F1}%  {calls / (double)iterations,7:F0} calls");
+        }
+        if (steps.Graph != null && steps.LastRanAsGraph)
+        {
+            // As `train` runs them: the next step prepared and launched before this one is read.
+            long start = Stopwatch.GetTimestamp();
+            Prepare();
+            steps.Launch(level, fadeIn: false, 0.999f);
+            for (int i = 1; i < iterations; i++)
+            {
+                Prepare();
+                steps.Launch(level, fadeIn: false, 0.999f);
+                CheckFinite(steps.Finish());
+            }
+            CheckFinite(steps.Finish());
+            double perStep = Stopwatch.GetElapsedTime(start).TotalMilliseconds / iterations;
+            Console.WriteLine(FormattableString.Invariant(
+                $"back to back, the host one step ahead (as train runs them): {perStep:F1} ms per step, {batch * 1000 / perStep:F2} images/s over {iterations} steps"));
         }
         times.Sort();
         double median = times.Count % 2 == 1 ? times[times.Count / 2] : (times[times.Count / 2 - 1] + times[times.Count / 2]) / 2;

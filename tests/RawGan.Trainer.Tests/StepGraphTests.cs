@@ -34,13 +34,14 @@ public sealed class StepGraphTests : IDisposable
         SwdImages = 0,
     };
 
-    private (float[][] weights, TrainerState state, StepRunner steps) Train(bool graphs, string name, Action<CudaBackend, ProGanTrainer>? afterRun = null)
+    private (float[][] weights, TrainerState state, StepRunner steps) Train(bool graphs, string name, Action<CudaBackend, ProGanTrainer>? afterRun = null,
+        Func<long, bool>? poisoned = null, TrainOptions? options = null)
     {
         using var backend = new CudaBackend(new EmulatedDriver());
-        // A NaN in the reals of step 4 (a replay of the first phase) and step 14 (a replay in the fade-in).
-        var data = new PoisonedShapes(32, 8, call => call is 3 or 13);
+        // By default a NaN in the reals of step 4 (a replay of the first phase) and step 14 (a replay in the fade-in).
+        var data = new PoisonedShapes(32, 8, poisoned ?? (call => call is 3 or 13));
         Directory.CreateDirectory(Path.Combine(_dir, name));
-        using var trainer = new ProGanTrainer(Options(), backend, data, Path.Combine(_dir, name), new RecordingObserver()) { UseGraphs = graphs };
+        using var trainer = new ProGanTrainer(options ?? Options(), backend, data, Path.Combine(_dir, name), new RecordingObserver()) { UseGraphs = graphs };
         Assert.Equal(StopReason.Finished, trainer.Run());
         var weights = trainer.Generator.Parameters().Concat(trainer.Discriminator.Parameters()).Concat(trainer.GeneratorEma.Parameters())
             .Select(p => p.ToArray()).ToArray();
@@ -74,6 +75,10 @@ public sealed class StepGraphTests : IDisposable
         Assert.Equal(3, replayedSteps.Captures);
         Assert.Equal(21 + 3, replayedSteps.Replays);
 
+        // Where no tick or phase end follows a step, the next one was launched before its
+        // statistics were read: two per four-step tick (TickImages 32, batch 8), in all three phases.
+        Assert.Equal(0, eagerSteps.LaunchedAhead);
+        Assert.Equal(3 * 2 * 3, replayedSteps.LaunchedAhead);
         Assert.Equal(2, eagerState.SkippedSteps);
         Assert.Equal(2, replayedState.SkippedSteps);
         // Adam's step counts were advanced on the device, skipped steps left out.
@@ -83,6 +88,36 @@ public sealed class StepGraphTests : IDisposable
         Assert.Equal(eager.Length, replayed.Length);
         for (int i = 0; i < eager.Length; i++)
             Assert.True(eager[i].AsSpan().SequenceEqual(replayed[i]), $"tensor {i} differs between replayed and eager steps");
+    }
+
+    /// <summary>
+    /// Two non-finite steps in a row (MaxNonFiniteInARow 2) roll the run back to its last
+    /// checkpoint. With graphs, the step after the second bad one was already launched when its
+    /// statistics came in: it is waited for and dropped, and the run goes on from the checkpoint
+    /// exactly as the eager run does (same weights, bit for bit, same counts).
+    /// </summary>
+    [Fact]
+    public void ARollbackDropsTheStepLaunchedAheadAndTrainsOnLikeTheEagerRun()
+    {
+        var options = Options() with { MaxNonFiniteInARow = 2 };
+        // The 10th and 11th batches drawn (steps 2 and 3 of the fade-in) hold a NaN, once: after
+        // the rollback nothing is poisoned (the graph run draws one batch more, the dropped step's).
+        static Func<long, bool> TwoBad()
+        {
+            int left = 2;
+            return call => call >= 9 && left-- > 0;
+        }
+        var (eager, eagerState, _) = Train(graphs: false, "eager-rollback", poisoned: TwoBad(), options: options);
+        var (replayed, replayedState, replayedSteps) = Train(graphs: true, "graphs-rollback", poisoned: TwoBad(), options: options);
+        Assert.Equal(1, eagerState.Rollbacks);
+        Assert.Equal(1, replayedState.Rollbacks);
+        Assert.Equal(eagerState.Steps, replayedState.Steps);
+        Assert.Equal(eagerState.SkippedSteps, replayedState.SkippedSteps);
+        Assert.Equal(eagerState.GeneratorAdamStep, replayedState.GeneratorAdamStep);
+        Assert.True(replayedSteps.LaunchedAhead > 0);
+        Assert.Equal(0, replayedSteps.InFlight);
+        for (int i = 0; i < eager.Length; i++)
+            Assert.True(eager[i].AsSpan().SequenceEqual(replayed[i]), $"tensor {i} differs between the graph run and the eager run after the rollback");
     }
 
     [Fact]

@@ -45,6 +45,53 @@ public interface IStepGraph : IDisposable
 }
 
 /// <summary>
+/// A read of up to <see cref="Capacity"/> floats from the device that does not wait for it:
+/// <see cref="Begin"/> queues the copy behind everything queued so far and returns at once;
+/// <see cref="Wait"/> blocks until it has landed and hands the values over. Made once and reused
+/// (a steady training step allocates nothing): the step's statistics are read this way, one step
+/// late, so that the host prepares and queues the next step while the device runs this one.
+/// </summary>
+public interface IAsyncRead : IDisposable
+{
+    long Capacity { get; }
+    /// <summary>Whether a read was begun and not yet waited for.</summary>
+    bool Pending { get; }
+    /// <summary>Queues the copy of <paramref name="source"/> (at most <see cref="Capacity"/> floats).</summary>
+    void Begin(DeviceBuffer source);
+    /// <summary>Waits for the copy begun last and writes its first destination.Length values.</summary>
+    void Wait(Span<float> destination);
+}
+
+/// <summary>An <see cref="IAsyncRead"/> for a backend whose calls complete before they return (the
+/// CPU backends): <see cref="Begin"/> downloads at once.</summary>
+public sealed class ImmediateRead(IBackend backend, long capacity) : IAsyncRead
+{
+    private readonly float[] _values = new float[capacity];
+    private long _length;
+
+    public long Capacity => _values.Length;
+    public bool Pending { get; private set; }
+
+    public void Begin(DeviceBuffer source)
+    {
+        if (source.Length > _values.Length) throw new ArgumentException($"an asynchronous read of {_values.Length} floats cannot hold {source.Length}");
+        backend.Download(source, _values.AsSpan(0, (int)source.Length));
+        _length = source.Length;
+        Pending = true;
+    }
+
+    public void Wait(Span<float> destination)
+    {
+        if (!Pending) throw new InvalidOperationException("Wait without a Begin");
+        if (destination.Length > _length) throw new ArgumentException($"the read holds {_length} floats, {destination.Length} were asked for");
+        _values.AsSpan(0, destination.Length).CopyTo(destination);
+        Pending = false;
+    }
+
+    public void Dispose() { }
+}
+
+/// <summary>
 /// One method per kernel. Each has a twin in kernels/*.cu with the same argument order and the
 /// snake_case name given in its summary; CpuBackend is the reference implementation in C#.
 /// Backends know nothing of autograd: the tape (RawGan.Engine.Autograd) calls them.
@@ -70,6 +117,9 @@ public interface IBackend : IDisposable
     void Copy(DeviceBuffer source, DeviceBuffer destination, long length);
     /// <summary>Wait for every queued kernel to finish.</summary>
     void Synchronize();
+    /// <summary>A reusable read of up to <paramref name="capacity"/> floats that does not wait
+    /// (<see cref="IAsyncRead"/>); backends whose calls complete at once read immediately.</summary>
+    IAsyncRead CreateAsyncRead(long capacity) => new ImmediateRead(this, capacity);
     MemoryStats Memory { get; }
     /// <summary>Return cached blocks to the system.</summary>
     void ReleaseCachedMemory();

@@ -75,7 +75,61 @@ public sealed class StepRunner : IDisposable
     /// <summary>One step on the current <see cref="Inputs"/>; waits for it and returns what it measured.</summary>
     public StepStats Run(int level, bool fadeIn, float emaBeta)
     {
-        var inputs = _inputs ?? throw new InvalidOperationException("StepRunner.Run: no inputs yet (call Inputs first)");
+        if (InFlight > 0) throw new InvalidOperationException($"StepRunner.Run: {InFlight} step(s) still in flight (Finish them first)");
+        Launch(level, fadeIn, emaBeta);
+        return Finish();
+    }
+
+    /// <summary>Steps queued by <see cref="Launch"/> whose statistics <see cref="Finish"/> has not
+    /// returned yet (0, 1 or 2).</summary>
+    public int InFlight { get; private set; }
+
+    /// <summary>Steps launched while another was still in flight (the trainer's look-ahead).</summary>
+    public long LaunchedAhead { get; private set; }
+
+    /// <summary>
+    /// Queues one step on the current <see cref="Inputs"/> and begins reading its statistics, then
+    /// returns without waiting for the device. A second step may be launched before the first is
+    /// finished (upload its inputs first: the uploads, like everything else, run in stream order,
+    /// after the first step has read its own); <see cref="Finish"/> returns the statistics in launch
+    /// order. So the host prepares step t + 1 while the device runs step t, and reads step t's
+    /// statistics only when step t + 1 is already queued: the device never waits for the host
+    /// between steps.
+    /// </summary>
+    public void Launch(int level, bool fadeIn, float emaBeta)
+    {
+        if (InFlight == _reads.Length) throw new InvalidOperationException($"StepRunner.Launch: {InFlight} steps in flight already (Finish one first)");
+        if (InFlight > 0) LaunchedAhead++;
+        Enqueue(level, fadeIn, emaBeta);
+        var read = _reads[(_oldest + InFlight) % _reads.Length] ??= _backend.CreateAsyncRead(GanModels.StatisticsLength);
+        read.Begin(_models.Statistics);
+        InFlight++;
+    }
+
+    /// <summary>Waits for the oldest step in flight and returns its statistics.</summary>
+    public StepStats Finish()
+    {
+        if (InFlight == 0) throw new InvalidOperationException("StepRunner.Finish: no step in flight");
+        Span<float> values = stackalloc float[GanModels.StatisticsLength];
+        _reads[_oldest]!.Wait(values);
+        _oldest = (_oldest + 1) % _reads.Length;
+        InFlight--;
+        return WganGp.StepStatsOf(values);
+    }
+
+    /// <summary>Waits for every step in flight and forgets their statistics (before a rollback
+    /// reloads the weights those steps updated).</summary>
+    public void Discard()
+    {
+        while (InFlight > 0) Finish();
+    }
+
+    private readonly IAsyncRead?[] _reads = new IAsyncRead?[2];
+    private int _oldest;
+
+    private void Enqueue(int level, bool fadeIn, float emaBeta)
+    {
+        var inputs = _inputs ?? throw new InvalidOperationException("StepRunner.Launch: no inputs yet (call Inputs first)");
         var key = new Key(inputs, level, fadeIn, emaBeta, _models.AdamG.LearningRate, _models.AdamD.LearningRate);
         LastRanAsGraph = false;
         if (_graph != null && _graphKey == key)
@@ -97,7 +151,6 @@ public sealed class StepRunner : IDisposable
             _warmKey = key;
             EagerSteps++;
         }
-        return WganGp.ReadStepStats(_models);
     }
 
     /// <summary>Captures the step, or, if the driver refuses (a step that still waits for the host
@@ -147,9 +200,15 @@ public sealed class StepRunner : IDisposable
 
     public void Dispose()
     {
+        if (InFlight > 0) Discard();
         Invalidate();
         _inputs?.Dispose();
         _inputs = null;
+        for (int i = 0; i < _reads.Length; i++)
+        {
+            _reads[i]?.Dispose();
+            _reads[i] = null;
+        }
     }
 }
 

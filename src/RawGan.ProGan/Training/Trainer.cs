@@ -207,7 +207,9 @@ public sealed class Trainer : IDisposable
         {
             var phase = Schedule.Phases[State.PhaseIndex];
             if (State.ImagesInPhase == 0) StartPhase(phase);
-            if (AnyRank(stop.IsCancellationRequested || (maxSteps is long m && stepsThisRun >= m)))
+            // A step launched ahead is finished and counted before the run may stop: its update
+            // has been made on the device.
+            if (_ahead == null && AnyRank(stop.IsCancellationRequested || (maxSteps is long m && stepsThisRun >= m)))
             {
                 State.Seconds = secondsAtStart + clock.Elapsed.TotalSeconds;
                 if (Checkpoint() == null)
@@ -220,12 +222,21 @@ public sealed class Trainer : IDisposable
 
             int batch = Options.BatchFor(phase.Resolution);
             float alpha = Schedule.Alpha(phase, State.ImagesInPhase);
-            var stats = Step(phase, batch, alpha);
+            // This step: already launched by the previous iteration, or launched now.
+            ulong[] rngAfterStep = _ahead ?? LaunchStep(phase, batch, alpha);
+            _ahead = null;
+            // Look ahead: when nothing but another step of this phase follows this one (no tick,
+            // no phase end, no stop), queue the next step before reading this one's statistics,
+            // so that the device runs it while the host does the bookkeeping below.
+            if (LaunchAhead && !stop.IsCancellationRequested && !(maxSteps is long limit && stepsThisRun + 1 >= limit)
+                && State.ImagesInPhase + batch < phase.Images && State.TotalImages + batch < State.NextTickImages)
+                _ahead = LaunchStep(phase, batch, Schedule.Alpha(phase, State.ImagesInPhase + batch));
+            var stats = Steps.Finish();
             stepsThisRun++;
             State.Steps++;
             State.ImagesInPhase += batch;
             State.TotalImages += batch;
-            State.Rng = _rng.GetState();
+            State.Rng = rngAfterStep;
 
             // A skipped critic step changed nothing; any update that ran must have left finite values
             // (counted on the device after the updates, read with the step's statistics).
@@ -291,6 +302,12 @@ public sealed class Trainer : IDisposable
     /// <summary>The <see cref="TrainOptions.OnNonFinite"/> policy: a rollback (null: train on) or the reason to stop.</summary>
     private StopReason? ApplyNonFinitePolicy(string why)
     {
+        // A step launched ahead ran on what is now given up: it is waited for and not counted.
+        if (_ahead != null)
+        {
+            Steps.Discard();
+            _ahead = null;
+        }
         string? target = RollbackTarget;
         if (Options.OnNonFinite == NonFinitePolicy.Stop || target == null)
         {
@@ -320,8 +337,19 @@ public sealed class Trainer : IDisposable
         _observer.Notice($"phase {phase.Index + 1}/{Schedule.Phases.Count}: {phase.Describe()}, {phase.Images:N0} images, batch {Options.BatchFor(phase.Resolution)}, lr {lr:G3}");
     }
 
-    /// <summary>One critic step and one generator step; false if any value was not finite.</summary>
-    private StepStats Step(Phase phase, int batch, float alpha)
+    /// <summary>Whether a step may be launched while the previous one is still in flight: where
+    /// steps are CUDA graphs (one rank, an asynchronous device). Elsewhere every step runs and is
+    /// read before the next is prepared, as it always did.</summary>
+    private bool LaunchAhead => Steps.UsesGraphs;
+
+    /// <summary>The step launched ahead by the last iteration, as the generator's state after its
+    /// random draws (what a checkpoint after it keeps), or null.</summary>
+    private ulong[]? _ahead;
+
+    /// <summary>Prepares and queues one critic step and one generator step
+    /// (<see cref="StepRunner.Launch"/>; <see cref="StepRunner.Finish"/> returns what it measured),
+    /// and returns the random generator's state after the step's draws.</summary>
+    private ulong[] LaunchStep(Phase phase, int batch, float alpha)
     {
         int res = phase.Resolution, level = phase.Level, c = Options.Model.Channels;
 
@@ -350,13 +378,14 @@ public sealed class Trainer : IDisposable
         Share(RandomHost(batch * latent, normal: true), share, latent, inputs.Latents2);
         bool fadeIn = phase.FadeIn && alpha < 1f;
         if (fadeIn) inputs.SetAlpha(alpha);
-        var stats = Steps.Run(level, fadeIn, Options.EmaBeta(batch));
+        var rngAfter = _rng.GetState();
+        Steps.Launch(level, fadeIn, Options.EmaBeta(batch));
         if (Steps.GraphFailure is { } why && !_graphFailureSaid)
         {
             _graphFailureSaid = true;
             _observer.Notice($"training on without CUDA graphs (every kernel launched from the host): the step could not be captured: {why}");
         }
-        return stats;
+        return rngAfter;
     }
 
     // ------------------------------------------------------------------ ticks, samples, checkpoints

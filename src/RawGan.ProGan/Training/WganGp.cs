@@ -231,6 +231,13 @@ public static class WganGp
     {
         Span<float> s = stackalloc float[GanModels.StatisticsLength];
         m.G.Backend.Download(m.Statistics, s);
+        return StepStatsOf(s);
+    }
+
+    /// <summary>A step's statistics from the <see cref="GanModels.StatisticsLength"/> floats of
+    /// <see cref="GanModels.Statistics"/>: losses and scores, then three 64-bit counts.</summary>
+    public static StepStats StepStatsOf(ReadOnlySpan<float> s)
+    {
         long critic = Count(s, 5), total = Count(s, 7), state = Count(s, 9);
         bool criticFinite = critic == 0;
         return new StepStats(s[0], criticFinite ? s[4] : float.NaN, s[1], s[2], s[3], criticFinite, total == 0, state == 0);

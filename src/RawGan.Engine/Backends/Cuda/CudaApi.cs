@@ -84,6 +84,12 @@ internal static unsafe partial class CudaApi
     [LibraryImport(Driver, EntryPoint = "cuMemcpyHtoDAsync_v2")] public static partial int cuMemcpyHtoDAsync(ulong destination, void* source, nuint bytes, nint stream);
     [LibraryImport(Driver, EntryPoint = "cuMemcpyDtoHAsync_v2")] public static partial int cuMemcpyDtoHAsync(void* destination, ulong source, nuint bytes, nint stream);
     [LibraryImport(Driver, EntryPoint = "cuMemcpyDtoDAsync_v2")] public static partial int cuMemcpyDtoDAsync(ulong destination, ulong source, nuint bytes, nint stream);
+    [LibraryImport(Driver)] public static partial int cuMemHostAlloc(out void* host, nuint bytes, uint flags);
+    [LibraryImport(Driver)] public static partial int cuMemFreeHost(void* host);
+    [LibraryImport(Driver)] public static partial int cuEventCreate(out nint e, uint flags);
+    [LibraryImport(Driver)] public static partial int cuEventRecord(nint e, nint stream);
+    [LibraryImport(Driver)] public static partial int cuEventSynchronize(nint e);
+    [LibraryImport(Driver, EntryPoint = "cuEventDestroy_v2")] public static partial int cuEventDestroy(nint e);
     [LibraryImport(Driver, EntryPoint = "cuStreamBeginCapture_v2")] public static partial int cuStreamBeginCapture(nint stream, int mode);
     [LibraryImport(Driver)] public static partial int cuStreamEndCapture(nint stream, out nint graph);
     [LibraryImport(Driver)] public static partial int cuGraphInstantiateWithFlags(out nint graphExec, nint graph, ulong flags);
@@ -93,6 +99,8 @@ internal static unsafe partial class CudaApi
     [LibraryImport(Driver)] public static partial int cuGraphDestroy(nint graph);
 
     public const uint CU_STREAM_NON_BLOCKING = 1;
+    /// <summary>cuEventCreate: no timing (the cheapest event; RawGan only waits on them).</summary>
+    public const uint CU_EVENT_DISABLE_TIMING = 2;
     /// <summary>Stream capture modes: a thread that captures may make no call that is unsafe during
     /// capture (allocation, synchronous copies, synchronization) on any thread in GLOBAL mode.</summary>
     public const int CU_STREAM_CAPTURE_MODE_GLOBAL = 0;

@@ -81,6 +81,27 @@ public unsafe interface ICudaDriver : IDisposable
     void LaunchGraph(nint graph) => throw new NotSupportedException($"the {Name} driver '{Device.Name}' cannot capture graphs");
     /// <summary>cuGraphExecDestroy.</summary>
     void DestroyGraph(nint graph) => throw new NotSupportedException($"the {Name} driver '{Device.Name}' cannot capture graphs");
+
+    // Reads that do not wait (CudaBackend.CreateAsyncRead): page-locked host memory, a copy into
+    // it queued in stream order, and an event that says when it has landed. The defaults suit a
+    // driver whose every call completes before it returns (the emulator): ordinary memory, a copy
+    // at once, events that are always reached.
+
+    /// <summary>cuMemHostAlloc: page-locked host memory the device can copy into asynchronously.</summary>
+    void* AllocateHost(long bytes) => System.Runtime.InteropServices.NativeMemory.AlignedAlloc((nuint)Math.Max(bytes, 1), 64);
+    /// <summary>cuMemFreeHost.</summary>
+    void FreeHost(void* host) => System.Runtime.InteropServices.NativeMemory.AlignedFree(host);
+    /// <summary>cuMemcpyDtoHAsync into memory from <see cref="AllocateHost"/>, in stream order,
+    /// without waiting: the bytes are there once an event recorded after it has been reached.</summary>
+    void CopyDeviceToHostAsync(void* destination, ulong source, long bytes) => CopyDeviceToHost(destination, source, bytes);
+    /// <summary>cuEventCreate (without timing).</summary>
+    nint CreateEvent() => 0;
+    /// <summary>cuEventRecord on the stream: reached when everything queued before it is done.</summary>
+    void RecordEvent(nint e) { }
+    /// <summary>cuEventSynchronize: waits until the event is reached.</summary>
+    void WaitEvent(nint e) { }
+    /// <summary>cuEventDestroy.</summary>
+    void DestroyEvent(nint e) { }
 }
 
 /// <summary>What may not happen while a step is being captured, with one message for both drivers.</summary>

@@ -152,6 +152,54 @@ public sealed unsafe class NativeDriver : ICudaDriver
         CudaApi.Check(CudaApi.cuStreamSynchronize(_stream), "cuStreamSynchronize");
     }
 
+    public void* AllocateHost(long bytes)
+    {
+        CaptureRules.Refuse(_capturing, "cuMemHostAlloc", "host memory was page-locked");
+        MakeCurrent();
+        CudaApi.Check(CudaApi.cuMemHostAlloc(out void* host, (nuint)Math.Max(bytes, 1), 0), "cuMemHostAlloc");
+        return host;
+    }
+
+    public void FreeHost(void* host)
+    {
+        MakeCurrent();
+        CudaApi.Check(CudaApi.cuMemFreeHost(host), "cuMemFreeHost");
+    }
+
+    /// <summary>In stream order, without waiting (the destination is page-locked: see AllocateHost).</summary>
+    public void CopyDeviceToHostAsync(void* destination, ulong source, long bytes)
+    {
+        CaptureRules.Refuse(_capturing, "cuMemcpyDtoHAsync_v2", "device memory was read back to the host");
+        MakeCurrent();
+        CudaApi.Check(CudaApi.cuMemcpyDtoHAsync(destination, source, (nuint)bytes, _stream), "cuMemcpyDtoHAsync_v2");
+    }
+
+    public nint CreateEvent()
+    {
+        MakeCurrent();
+        CudaApi.Check(CudaApi.cuEventCreate(out nint e, CudaApi.CU_EVENT_DISABLE_TIMING), "cuEventCreate");
+        return e;
+    }
+
+    public void RecordEvent(nint e)
+    {
+        MakeCurrent();
+        CudaApi.Check(CudaApi.cuEventRecord(e, _stream), "cuEventRecord");
+    }
+
+    public void WaitEvent(nint e)
+    {
+        CaptureRules.Refuse(_capturing, "cuEventSynchronize", "the host waited for the device");
+        MakeCurrent();
+        CudaApi.Check(CudaApi.cuEventSynchronize(e), "cuEventSynchronize");
+    }
+
+    public void DestroyEvent(nint e)
+    {
+        MakeCurrent();
+        CudaApi.Check(CudaApi.cuEventDestroy(e), "cuEventDestroy_v2");
+    }
+
     public void CopyDeviceToDevice(ulong destination, ulong source, long bytes)
     {
         MakeCurrent();
