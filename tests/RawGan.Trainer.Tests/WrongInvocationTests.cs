@@ -271,7 +271,22 @@ public partial class WrongInvocationTests(RawganFixture cli)
         foreach (var sm in new[] { "sm_75", "sm_80", "sm_86", "sm_89", "sm_90" })
             Assert.Matches($@"(?m)^conv\.cu\s+conv2d_forward\s+{sm}\s+\d+\s", r.Stdout);
         Assert.Matches(@"(?m)^gemm\.cu\s+sgemm\s+sm_90\s+\d+\s+\d+\s+0\s+512\s", r.Stdout);
+        Assert.Matches(@"(?m)^conv_wide\.cu\s+conv2d_forward_wide\s+sm_90\s+\d+\s+\d+\s+0\s+256\s", r.Stdout);
         Assert.Contains("every launch fits", r.Stdout);
+    }
+
+    /// <summary>`bench` on the emulated driver: the step is captured and replayed (no kernel
+    /// launched from the host, one copy back), and timed back to back with the host one step
+    /// ahead, as `train` runs it.</summary>
+    [Fact]
+    public void BenchOnTheEmulatorReplaysTheStepAndTimesItBackToBack()
+    {
+        var r = cli.Run(TimeSpan.FromMinutes(5), "bench", "--device", "cuda-emulated", "--preset", "tiny", "--resolution", "4", "--batch", "4", "--warmup", "2", "--iterations", "2");
+        Assert.True(r.ExitCode == 0, r.ToString());
+        Assert.Contains("graph: yes, a CUDA graph of", r.Stdout);
+        Assert.Contains("per iteration: 0 kernel launches from the host, 1 copies back", r.Stdout);
+        Assert.Matches(@"(?m)^back to back, the host one step ahead \(as train runs them\): \d+\.\d ms per step, [\d.]+ images/s over 2 steps$", r.Stdout);
+        Assert.Matches(@"ms_per_iter=\d+\.\d images_per_s=[\d.]+\s*$", r.Stdout);
     }
 
     [Theory]
