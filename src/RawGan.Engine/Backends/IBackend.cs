@@ -56,7 +56,8 @@ public interface IAsyncRead : IDisposable
     long Capacity { get; }
     /// <summary>Whether a read was begun and not yet waited for.</summary>
     bool Pending { get; }
-    /// <summary>Queues the copy of <paramref name="source"/> (at most <see cref="Capacity"/> floats).</summary>
+    /// <summary>Queues the copy of <paramref name="source"/> (at most <see cref="Capacity"/> floats).
+    /// One read at a time: a Begin while <see cref="Pending"/> is an error.</summary>
     void Begin(DeviceBuffer source);
     /// <summary>Waits for the copy begun last and writes its first destination.Length values.</summary>
     void Wait(Span<float> destination);
@@ -74,6 +75,7 @@ public sealed class ImmediateRead(IBackend backend, long capacity) : IAsyncRead
 
     public void Begin(DeviceBuffer source)
     {
+        if (Pending) throw new InvalidOperationException("a read is already in flight: Wait for it first");
         if (source.Length > _values.Length) throw new ArgumentException($"an asynchronous read of {_values.Length} floats cannot hold {source.Length}");
         backend.Download(source, _values.AsSpan(0, (int)source.Length));
         _length = source.Length;

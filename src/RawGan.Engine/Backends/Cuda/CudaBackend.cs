@@ -133,6 +133,7 @@ public sealed unsafe partial class CudaBackend
 
         public void Begin(DeviceBuffer source)
         {
+            if (Pending) throw new InvalidOperationException("a read is already in flight: Wait for it first");
             if (source.Length > Capacity) throw new ArgumentException($"an asynchronous read of {Capacity} floats cannot hold {source.Length}");
             Interlocked.Increment(ref _backend._readbacks);
             _backend._driver.CopyDeviceToHostAsync(_host, (ulong)source.Address, source.Length * sizeof(float));

@@ -91,7 +91,111 @@ public sealed unsafe partial class EmulatedDriver : ICudaDriver
     public void CopyDeviceToHost(void* destination, ulong source, long bytes)
     {
         CaptureRules.Refuse(Capturing, "cuMemcpyDtoHAsync_v2", "device memory was read back to the host");
+        CompleteReads(long.MaxValue);   // it waits for the stream: every copy queued before it has landed
         Buffer.MemoryCopy((void*)source, destination, bytes, bytes);
+    }
+
+    // ------------------------------------------------------------------ reads that do not wait, made late on purpose
+    //
+    // On a GPU, cuMemcpyDtoHAsync returns before the bytes arrive; they are there once an event
+    // recorded after the copy has been reached. The emulator runs every launch before it returns,
+    // so it could copy at once, and a host that read the page-locked memory before waiting for the
+    // event would never see the difference. It does the opposite: the copy takes its bytes now
+    // (in stream order), fills the destination with 0xFF bytes (NaN as floats, -1 as integers),
+    // and writes the real bytes only when an event recorded after it is waited for (or the
+    // stream is synchronized). A missing wait reads NaN here.
+
+    // Page-locked blocks: each has a staging copy of its size, made when it is allocated, so that
+    // a steady step's reads allocate nothing; a block holds at most one read in flight.
+    private readonly Dictionary<nint, byte[]> _hostBlocks = new();
+    private readonly List<(long sequence, nint destination, int bytes)> _pendingReads = new();
+    private readonly Dictionary<nint, long> _events = new();
+    private long _readSequence, _nextEvent = 1;
+
+    public void* AllocateHost(long bytes)
+    {
+        CaptureRules.Refuse(Capturing, "cuMemHostAlloc", "host memory was page-locked");
+        void* p = NativeMemory.AlignedAlloc((nuint)Math.Max(bytes, 1), 64);
+        lock (_lock) _hostBlocks[(nint)p] = new byte[Math.Max(bytes, 1)];
+        return p;
+    }
+
+    public void FreeHost(void* host)
+    {
+        lock (_lock)
+        {
+            if (!_hostBlocks.Remove((nint)host))
+                throw new CudaException("cuMemFreeHost", 1, "CUDA_ERROR_INVALID_VALUE", $"0x{(nint)host:x} is not page-locked memory of this driver");
+            _pendingReads.RemoveAll(r => r.destination == (nint)host);
+        }
+        NativeMemory.AlignedFree(host);
+    }
+
+    public void CopyDeviceToHostAsync(void* destination, ulong source, long bytes)
+    {
+        CaptureRules.Refuse(Capturing, "cuMemcpyDtoHAsync_v2", "device memory was read back to the host");
+        lock (_lock)
+        {
+            if (!_hostBlocks.TryGetValue((nint)destination, out var staging) || bytes > staging.Length)
+                throw new CudaException("cuMemcpyDtoHAsync_v2", 1, "CUDA_ERROR_INVALID_VALUE",
+                    $"an asynchronous read of {bytes} bytes into 0x{(nint)destination:x}, which is not the start of a page-locked block that large (cuMemHostAlloc)");
+            foreach (var r in _pendingReads)
+                if (r.destination == (nint)destination)
+                    throw new CudaException("cuMemcpyDtoHAsync_v2", 1, "CUDA_ERROR_INVALID_VALUE",
+                        $"a second asynchronous read into 0x{(nint)destination:x} before the first was waited for");
+            new ReadOnlySpan<byte>((void*)source, (int)bytes).CopyTo(staging);
+            new Span<byte>(destination, (int)bytes).Fill(0xFF);
+            _pendingReads.Add((++_readSequence, (nint)destination, (int)bytes));
+        }
+    }
+
+    public nint CreateEvent()
+    {
+        lock (_lock)
+        {
+            nint e = (nint)_nextEvent++;
+            _events[e] = 0;
+            return e;
+        }
+    }
+
+    public void RecordEvent(nint e)
+    {
+        lock (_lock)
+        {
+            if (!_events.ContainsKey(e)) throw new CudaException("cuEventRecord", 400, "CUDA_ERROR_INVALID_HANDLE", $"event {e} does not exist");
+            _events[e] = _readSequence;   // reached once every copy queued so far has landed
+        }
+    }
+
+    public void WaitEvent(nint e)
+    {
+        CaptureRules.Refuse(Capturing, "cuEventSynchronize", "the host waited for the device");
+        long upTo;
+        lock (_lock)
+            if (!_events.TryGetValue(e, out upTo)) throw new CudaException("cuEventSynchronize", 400, "CUDA_ERROR_INVALID_HANDLE", $"event {e} does not exist");
+        CompleteReads(upTo);
+    }
+
+    public void DestroyEvent(nint e)
+    {
+        lock (_lock)
+            if (!_events.Remove(e)) throw new CudaException("cuEventDestroy_v2", 400, "CUDA_ERROR_INVALID_HANDLE", $"event {e} does not exist (destroyed twice?)");
+    }
+
+    /// <summary>Lands every asynchronous read queued up to <paramref name="sequence"/>.</summary>
+    private void CompleteReads(long sequence)
+    {
+        lock (_lock)
+        {
+            for (int i = _pendingReads.Count - 1; i >= 0; i--)
+            {
+                var (at, destination, bytes) = _pendingReads[i];
+                if (at > sequence) continue;
+                _hostBlocks[destination].AsSpan(0, bytes).CopyTo(new Span<byte>((void*)destination, bytes));
+                _pendingReads.RemoveAt(i);
+            }
+        }
     }
 
     public void CopyDeviceToDevice(ulong destination, ulong source, long bytes)
@@ -218,7 +322,11 @@ public sealed unsafe partial class EmulatedDriver : ICudaDriver
     }
 
     /// <summary>Launches run to completion before they return: nothing to wait for.</summary>
-    public void Synchronize() => CaptureRules.Refuse(Capturing, "cuStreamSynchronize", "the host waited for the device");
+    public void Synchronize()
+    {
+        CaptureRules.Refuse(Capturing, "cuStreamSynchronize", "the host waited for the device");
+        CompleteReads(long.MaxValue);
+    }
 
     // ------------------------------------------------------------------ stream capture: CUDA graphs, recorded and replayed
 
