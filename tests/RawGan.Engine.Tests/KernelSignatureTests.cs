@@ -38,7 +38,7 @@ public partial class KernelSignatureTests
 
     /// <summary>IBackend's members that are not kernels.</summary>
     private static readonly HashSet<string> NotKernels =
-        ["Allocate", "Free", "Upload", "Download", "Copy", "Synchronize", "ReleaseCachedMemory", "Dispose", "get_Name", "get_Description", "get_Memory", "get_SupportsGraphs", "CaptureGraph"];
+        ["Allocate", "Free", "Upload", "Download", "Copy", "Synchronize", "ReleaseCachedMemory", "Dispose", "get_Name", "get_Description", "get_Memory", "get_SupportsGraphs", "CaptureGraph", "CreateAsyncRead"];
 
     [GeneratedRegex(@"extern\s+""C""\s+__global__\s+void\s+(?:__launch_bounds__\s*\([^)]*\)\s*)?(?<name>\w+)\s*\((?<params>[^)]*)\)")]
     private static partial Regex KernelSignature();

@@ -229,6 +229,49 @@ public class ReferenceBackendTests
         Assert.NotEqual(p, run[0]);
     }
 
+    /// <summary>
+    /// The update kernels count the non-finite values they write (the state check of a training
+    /// step, without a pass of its own): on every backend the count equals count_nonfinite run
+    /// over the new p, m, v (and the new average) afterwards, on inputs where some updates
+    /// overflow (a gradient of 1e30 squares to infinity in v), some read a NaN and some are
+    /// fine; it adds to what the counter held; a skipped update adds nothing.
+    /// </summary>
+    [Theory]
+    [MemberData(nameof(TestBackends.All), MemberType = typeof(TestBackends))]
+    public void TheUpdatesCountTheNonFiniteValuesTheyWrite(string backend)
+    {
+        var be = TestBackends.Get(backend);
+        const int n = 3000;   // more than one block and one CPU chunk
+        var p = ReferenceBackendHarness.Normal(n, 1);
+        var g = ReferenceBackendHarness.Normal(n, 2);
+        var m = ReferenceBackendHarness.Normal(n, 3, 0.1f);
+        var v = ReferenceBackendHarness.Uniform(n, 4, 0, 0.1f);
+        var ema = ReferenceBackendHarness.Normal(n, 5);
+        for (int i = 0; i < n; i += 97) g[i] = 1e30f;            // v overflows; p and m stay finite (p may be 0/inf: counted either way)
+        for (int i = 13; i < n; i += 211) m[i] = float.NaN;      // m, v finite, p NaN
+        for (int i = 7; i < n; i += 389) ema[i] = float.PositiveInfinity;
+        float[] start = ReferenceBackendHarness.SkipCount(5);   // the counter already holds 5
+        var r = ReferenceBackendHarness.Run(be, [p, g, m, v, [ReferenceBackendHarness.StepCount(3)], start, ema, ReferenceBackendHarness.SkipCount(0)], [], (b, q) =>
+        {
+            b.AdamUpdate(q[0], q[1], q[2], q[3], n, 0.1f, 0.9f, 0.99f, 1e-8f, q[4], q[7], q[5]);
+            b.EmaUpdate(q[6], q[0], n, 0.5f, q[7], q[5]);
+        });
+        long Count(float[] values) => values.LongCount(x => !float.IsFinite(x));
+        long expected = 5 + Count(r[0]) + Count(r[2]) + Count(r[3]) + Count(r[6]);
+        Assert.True(expected - 5 >= n / 97 + 2 * (n / 211), $"the inputs should make many values non-finite ({expected - 5})");
+        Assert.Equal(expected, BitConverter.ToInt64(MemoryMarshalBytes(r[5])));
+
+        // Skipped: nothing written, nothing counted.
+        var skipped = ReferenceBackendHarness.Run(be, [p, g, m, v, [ReferenceBackendHarness.StepCount(3)], ReferenceBackendHarness.SkipCount(0), ema, ReferenceBackendHarness.SkipCount(1)], [], (b, q) =>
+        {
+            b.AdamUpdate(q[0], q[1], q[2], q[3], n, 0.1f, 0.9f, 0.99f, 1e-8f, q[4], q[7], q[5]);
+            b.EmaUpdate(q[6], q[0], n, 0.5f, q[7], q[5]);
+        });
+        Assert.Equal(0, BitConverter.ToInt64(MemoryMarshalBytes(skipped[5])));
+    }
+
+    private static byte[] MemoryMarshalBytes(float[] twoFloats) => System.Runtime.InteropServices.MemoryMarshal.AsBytes(twoFloats.AsSpan()).ToArray();
+
     [Fact]
     public void CountNonFiniteCountsNaNAndBothInfinitiesOnly()
     {

@@ -244,10 +244,14 @@ public interface IBackend : IDisposable
     /// <summary>adam_update (TensorFlow's form, as in the official ProGAN): m = b1 m + (1 - b1) g;
     /// v = b2 v + (1 - b2) g^2; p -= lr sqrt(1 - b2^t) / (1 - b1^t) m / (sqrt(v) + eps); t counts from 1
     /// and is read from <paramref name="step"/> on the device. Nothing changes when
-    /// <paramref name="skip"/> is given and not zero: the decision never waits for the host.</summary>
-    void AdamUpdate(DeviceBuffer p, DeviceBuffer g, DeviceBuffer m, DeviceBuffer v, long n, float lr, float beta1, float beta2, float eps, DeviceBuffer step, DeviceBuffer skip);
-    /// <summary>ema_update: ema = p + beta (ema - p), unless <paramref name="skip"/> is given and not zero.</summary>
-    void EmaUpdate(DeviceBuffer ema, DeviceBuffer p, long n, float beta, DeviceBuffer skip);
+    /// <paramref name="skip"/> is given and not zero: the decision never waits for the host. With
+    /// <paramref name="nonFiniteCount"/> (a 64-bit counter as <see cref="CountNonFinite"/>'s), the
+    /// number of NaN or infinite values among the new p, m and v is added to it.</summary>
+    void AdamUpdate(DeviceBuffer p, DeviceBuffer g, DeviceBuffer m, DeviceBuffer v, long n, float lr, float beta1, float beta2, float eps, DeviceBuffer step, DeviceBuffer skip,
+        DeviceBuffer nonFiniteCount = default);
+    /// <summary>ema_update: ema = p + beta (ema - p), unless <paramref name="skip"/> is given and not
+    /// zero; with <paramref name="nonFiniteCount"/>, the non-finite values of the new ema are added to it.</summary>
+    void EmaUpdate(DeviceBuffer ema, DeviceBuffer p, long n, float beta, DeviceBuffer skip, DeviceBuffer nonFiniteCount = default);
     /// <summary>count_nonfinite: count += the number of NaN or infinite values in x, where count
     /// is a 64-bit integer held in the first two floats of <paramref name="count"/> (so many
     /// tensors add to one counter on the device, read back once; see NonFiniteCounter).</summary>

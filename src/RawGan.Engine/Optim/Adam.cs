@@ -57,17 +57,20 @@ public sealed class Adam : IDisposable
 
     /// <summary>Applies one update with <paramref name="gradients"/> (one per parameter, same
     /// order), unless <paramref name="skipIfNonFinite"/> has counted a non-finite value: then the
-    /// parameters, the moments and the step count stay as they are. Decided on the device.</summary>
-    public void Update(IReadOnlyList<Tensor> gradients, NonFiniteCounter? skipIfNonFinite = null)
+    /// parameters, the moments and the step count stay as they are. Decided on the device. With
+    /// <paramref name="countNonFinite"/>, the update kernels add to it how many of the new
+    /// parameters and moments are not finite (nothing when the update is skipped).</summary>
+    public void Update(IReadOnlyList<Tensor> gradients, NonFiniteCounter? skipIfNonFinite = null, NonFiniteCounter? countNonFinite = null)
     {
         if (gradients.Count != _parameters.Count)
             throw new ArgumentException($"Adam: {gradients.Count} gradients for {_parameters.Count} parameters");
         var skip = skipIfNonFinite?.Buffer ?? Backends.DeviceBuffer.Null;
+        var count = countNonFinite?.Buffer ?? Backends.DeviceBuffer.Null;
         _backend.AdamStep(_step, skip);
         for (int i = 0; i < _parameters.Count; i++)
         {
             var p = _parameters[i];
-            p.Backend.AdamUpdate(p.Buffer, gradients[i].Buffer, _m[i].Buffer, _v[i].Buffer, p.Length, LearningRate, Beta1, Beta2, Epsilon, _step, skip);
+            p.Backend.AdamUpdate(p.Buffer, gradients[i].Buffer, _m[i].Buffer, _v[i].Buffer, p.Length, LearningRate, Beta1, Beta2, Epsilon, _step, skip, count);
         }
     }
 

@@ -7,8 +7,10 @@ namespace RawGan.Engine.Optim;
 public static class Ema
 {
     /// <summary>One update of every tensor, unless <paramref name="skipIfNonFinite"/> has counted a
-    /// non-finite value (decided on the device, like <see cref="Adam.Update"/>).</summary>
-    public static void Update(IReadOnlyList<Tensor> average, IReadOnlyList<Tensor> current, float beta, NonFiniteCounter? skipIfNonFinite = null)
+    /// non-finite value (decided on the device, like <see cref="Adam.Update"/>); with
+    /// <paramref name="countNonFinite"/>, the kernels add to it how many new averages are not finite.</summary>
+    public static void Update(IReadOnlyList<Tensor> average, IReadOnlyList<Tensor> current, float beta, NonFiniteCounter? skipIfNonFinite = null,
+        NonFiniteCounter? countNonFinite = null)
     {
         if (average.Count != current.Count)
             throw new ArgumentException($"Ema: {average.Count} averages for {current.Count} tensors");
@@ -16,7 +18,8 @@ public static class Ema
         {
             Tensor a = average[i], p = current[i];
             if (a.Shape != p.Shape) throw new ArgumentException($"Ema: tensor {i} is {a.Shape} in the average and {p.Shape} in the model");
-            p.Backend.EmaUpdate(a.Buffer, p.Buffer, p.Length, beta, skipIfNonFinite?.Buffer ?? Backends.DeviceBuffer.Null);
+            p.Backend.EmaUpdate(a.Buffer, p.Buffer, p.Length, beta, skipIfNonFinite?.Buffer ?? Backends.DeviceBuffer.Null,
+                countNonFinite?.Buffer ?? Backends.DeviceBuffer.Null);
         }
     }
 }

@@ -202,7 +202,12 @@ public static class WganGp
         nonFinite.Add(stats.Slice(0, 1), 1);
         nonFinite.Add(gradsD);
         nonFinite.CopyTo(stats.Slice(5, 2));
-        m.AdamD.Update(gradsD, skipIfNonFinite: nonFinite);
+        // The state after the updates is counted by the update kernels themselves, as they write
+        // it (a skipped update leaves, and counts, nothing: what it would have changed was counted
+        // finite by the step that wrote it).
+        var state = m.StateNonFinite;
+        state.Reset();
+        m.AdamD.Update(gradsD, skipIfNonFinite: nonFinite, countNonFinite: state);
 
         // The generator's step runs whatever the critic's count says (no host decision); its
         // updates are skipped on the device when either count is not zero.
@@ -218,12 +223,9 @@ public static class WganGp
         nonFinite.Add(stats.Slice(4, 1), 1);
         nonFinite.Add(gradsG);
         nonFinite.CopyTo(stats.Slice(7, 2));
-        m.AdamG.Update(gradsG, skipIfNonFinite: nonFinite);
-        Ema.Update(m.GEma.Parameters(), m.G.Parameters(), emaBeta, skipIfNonFinite: nonFinite);
-
-        m.StateNonFinite.Reset();
-        m.StateNonFinite.Add(m.TrainedTensors);
-        m.StateNonFinite.CopyTo(stats.Slice(9, 2));
+        m.AdamG.Update(gradsG, skipIfNonFinite: nonFinite, countNonFinite: state);
+        Ema.Update(m.GEma.Parameters(), m.G.Parameters(), emaBeta, skipIfNonFinite: nonFinite, countNonFinite: state);
+        state.CopyTo(stats.Slice(9, 2));
     }
 
     /// <summary>The statistics of the last step queued: waits for it and reads 44 bytes.</summary>

@@ -278,39 +278,58 @@ public sealed unsafe partial class CpuBackend
         if (!Skipped(skip)) *(int*)P(step) += 1;
     }
 
-    public void AdamUpdate(DeviceBuffer p, DeviceBuffer g, DeviceBuffer m, DeviceBuffer v, long n, float lr, float beta1, float beta2, float eps, DeviceBuffer stepCount, DeviceBuffer skip)
+    public void AdamUpdate(DeviceBuffer p, DeviceBuffer g, DeviceBuffer m, DeviceBuffer v, long n, float lr, float beta1, float beta2, float eps, DeviceBuffer stepCount, DeviceBuffer skip,
+        DeviceBuffer nonFiniteCount = default)
     {
         if (Skipped(skip)) return;
+        if (!nonFiniteCount.IsNull) CheckLength(nonFiniteCount, 2, nameof(AdamUpdate));
         int step = *(int*)P(stepCount);
         // TensorFlow's form (the official ProGAN's optimizer): the bias corrections fold into the
         // step size and eps is added to sqrt(v) unscaled.
         float lrT = (float)(lr * Math.Sqrt(1 - Math.Pow(beta2, step)) / (1 - Math.Pow(beta1, step)));
-        CpuParallel.For(n, ElementGrain, new AdamLoop(P(p), P(g), P(m), P(v), lrT, beta1, beta2, eps));
+        CpuParallel.For(n, ElementGrain, new AdamLoop(P(p), P(g), P(m), P(v), lrT, beta1, beta2, eps, (long*)P(nonFiniteCount)));
     }
 
-    private readonly struct AdamLoop(float* pp, float* pg, float* pm, float* pv, float lrT, float beta1, float beta2, float eps) : IRangeBody
+    // With a counter, each chunk counts the non-finite values it wrote and adds them once.
+    private readonly struct AdamLoop(float* pp, float* pg, float* pm, float* pv, float lrT, float beta1, float beta2, float eps, long* count) : IRangeBody
     {
         public void Run(long s, long e)
         {
+            long local = 0;
             for (long i = s; i < e; i++)
             {
                 float gi = pg[i];
                 float mi = beta1 * pm[i] + (1 - beta1) * gi;
                 float vi = beta2 * pv[i] + (1 - beta2) * gi * gi;
-                pm[i] = mi; pv[i] = vi;
-                pp[i] -= lrT * mi / (MathF.Sqrt(vi) + eps);
+                float pi = pp[i] - lrT * mi / (MathF.Sqrt(vi) + eps);
+                pm[i] = mi; pv[i] = vi; pp[i] = pi;
+                if (count != null) local += NonFinite(pi) + NonFinite(mi) + NonFinite(vi);
             }
+            if (local != 0) Interlocked.Add(ref *count, local);
         }
     }
 
-    public void EmaUpdate(DeviceBuffer ema, DeviceBuffer p, long n, float beta, DeviceBuffer skip)
+    private static int NonFinite(float x) => float.IsFinite(x) ? 0 : 1;
+
+    public void EmaUpdate(DeviceBuffer ema, DeviceBuffer p, long n, float beta, DeviceBuffer skip, DeviceBuffer nonFiniteCount = default)
     {
-        if (!Skipped(skip)) CpuParallel.For(n, ElementGrain, new EmaLoop(P(ema), P(p), beta));
+        if (!nonFiniteCount.IsNull) CheckLength(nonFiniteCount, 2, nameof(EmaUpdate));
+        if (!Skipped(skip)) CpuParallel.For(n, ElementGrain, new EmaLoop(P(ema), P(p), beta, (long*)P(nonFiniteCount)));
     }
 
-    private readonly struct EmaLoop(float* pe, float* pp, float beta) : IRangeBody
+    private readonly struct EmaLoop(float* pe, float* pp, float beta, long* count) : IRangeBody
     {
-        public void Run(long s, long e) { for (long i = s; i < e; i++) pe[i] = pp[i] + beta * (pe[i] - pp[i]); }
+        public void Run(long s, long e)
+        {
+            long local = 0;
+            for (long i = s; i < e; i++)
+            {
+                float v = pp[i] + beta * (pe[i] - pp[i]);
+                pe[i] = v;
+                if (count != null) local += NonFinite(v);
+            }
+            if (local != 0) Interlocked.Add(ref *count, local);
+        }
     }
 
     public void CountNonFinite(DeviceBuffer x, long n, DeviceBuffer count)

@@ -398,11 +398,12 @@ public sealed unsafe partial class CudaBackend : IBackend
         Launch("adam_step", new Dim3(1), new Dim3(LaunchLimits.WarpSize), 0, new KernelArgs().Ptr(step).Ptr(skip));
     }
 
-    public void AdamUpdate(DeviceBuffer p, DeviceBuffer g, DeviceBuffer m, DeviceBuffer v, long n, float lr, float beta1, float beta2, float eps, DeviceBuffer step, DeviceBuffer skip) =>
-        LaunchElementwise("adam_update", n, new KernelArgs().Ptr(p).Ptr(g).Ptr(m).Ptr(v).Long(n).Float(lr).Float(beta1).Float(beta2).Float(eps).Ptr(step).Ptr(skip));
+    public void AdamUpdate(DeviceBuffer p, DeviceBuffer g, DeviceBuffer m, DeviceBuffer v, long n, float lr, float beta1, float beta2, float eps, DeviceBuffer step, DeviceBuffer skip,
+        DeviceBuffer nonFiniteCount = default) =>
+        LaunchElementwise("adam_update", n, new KernelArgs().Ptr(p).Ptr(g).Ptr(m).Ptr(v).Long(n).Float(lr).Float(beta1).Float(beta2).Float(eps).Ptr(step).Ptr(skip).Ptr(nonFiniteCount));
 
-    public void EmaUpdate(DeviceBuffer ema, DeviceBuffer p, long n, float beta, DeviceBuffer skip) =>
-        LaunchElementwise("ema_update", n, new KernelArgs().Ptr(ema).Ptr(p).Long(n).Float(beta).Ptr(skip));
+    public void EmaUpdate(DeviceBuffer ema, DeviceBuffer p, long n, float beta, DeviceBuffer skip, DeviceBuffer nonFiniteCount = default) =>
+        LaunchElementwise("ema_update", n, new KernelArgs().Ptr(ema).Ptr(p).Long(n).Float(beta).Ptr(skip).Ptr(nonFiniteCount));
 
     public void CountNonFinite(DeviceBuffer x, long n, DeviceBuffer count)
     {

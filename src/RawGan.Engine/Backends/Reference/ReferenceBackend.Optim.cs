@@ -21,7 +21,8 @@ public sealed unsafe partial class ReferenceBackend
     /// <summary>Whether a skip count (a 64-bit non-finite count) is given and not zero.</summary>
     private static bool Skipped(DeviceBuffer skip) => !skip.IsNull && *(long*)P(skip) != 0;
 
-    public void AdamUpdate(DeviceBuffer p, DeviceBuffer g, DeviceBuffer m, DeviceBuffer v, long n, float lr, float beta1, float beta2, float eps, DeviceBuffer stepCount, DeviceBuffer skip)
+    public void AdamUpdate(DeviceBuffer p, DeviceBuffer g, DeviceBuffer m, DeviceBuffer v, long n, float lr, float beta1, float beta2, float eps, DeviceBuffer stepCount, DeviceBuffer skip,
+        DeviceBuffer nonFiniteCount = default)
     {
         if (Skipped(skip)) return;
         int step = *(int*)P(stepCount);
@@ -36,13 +37,17 @@ public sealed unsafe partial class ReferenceBackend
             pv[i] = (float)vi;
             pp[i] = (float)(pp[i] - lrT * mi / (Math.Sqrt(vi) + eps));
         }
+        // The counts as a separate pass over what was written: the definition, not a fusion.
+        if (!nonFiniteCount.IsNull)
+            foreach (var written in new[] { p, m, v }) CountNonFinite(written, n, nonFiniteCount);
     }
 
-    public void EmaUpdate(DeviceBuffer ema, DeviceBuffer p, long n, float beta, DeviceBuffer skip)
+    public void EmaUpdate(DeviceBuffer ema, DeviceBuffer p, long n, float beta, DeviceBuffer skip, DeviceBuffer nonFiniteCount = default)
     {
         if (Skipped(skip)) return;
         float* pe = P(ema), pp = P(p);
         for (long i = 0; i < n; i++) pe[i] = (float)(pp[i] + (double)beta * ((double)pe[i] - pp[i]));
+        if (!nonFiniteCount.IsNull) CountNonFinite(ema, n, nonFiniteCount);
     }
 
     public void CountNonFinite(DeviceBuffer x, long n, DeviceBuffer count)
