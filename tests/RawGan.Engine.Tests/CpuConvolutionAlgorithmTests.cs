@@ -117,7 +117,9 @@ public class CpuConvolutionAlgorithmTests
         if (!Backends.Cpu.Sgemm.Supported) return;   // without AVX-512 every product is Im2Col, checked below
         using var be = new CpuBackend();
         var (fwd, gx, gw) = (CpuBackend.ConvProduct.Forward, CpuBackend.ConvProduct.InputGradient, CpuBackend.ConvProduct.WeightGradient);
-        Assert.Equal(CpuBackend.ConvMethod.WinogradChannels, be.Choose(fwd, 3, 32, 32, 128, 128));
+        Assert.Equal(CpuBackend.ConvMethod.WinogradF4, be.Choose(fwd, 3, 32, 32, 128, 128));
+        Assert.Equal(CpuBackend.ConvMethod.WinogradF4, be.Choose(gx, 3, 32, 32, 128, 128));
+        Assert.Equal(CpuBackend.ConvMethod.WinogradChannels, be.Choose(gw, 3, 32, 32, 128, 128));
         Assert.Equal(CpuBackend.ConvMethod.WinogradF4, be.Choose(fwd, 3, 64, 64, 64, 64));
         Assert.Equal(CpuBackend.ConvMethod.WinogradChannels, be.Choose(gx, 3, 16, 16, 128, 128));
         Assert.Equal(CpuBackend.ConvMethod.WinogradChannels, be.Choose(gw, 3, 4, 4, 129, 128));  // the 4x4 head

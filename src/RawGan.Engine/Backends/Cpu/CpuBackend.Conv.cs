@@ -131,7 +131,8 @@ public sealed unsafe partial class CpuBackend
         (ConvolutionAlgorithm.Winograd, _) => ConvMethod.WinogradF2,
         (ConvolutionAlgorithm.Winograd4, _) => ConvMethod.WinogradF4,
         (ConvolutionAlgorithm.WinogradChannels, _) => ConvMethod.WinogradChannels,
-        _ when Math.Max(h, w) <= WinogradChannelsMaxSide => ConvMethod.WinogradChannels,
+        (_, ConvProduct.WeightGradient) when Math.Max(h, w) <= WinogradChannelsMaxSide => ConvMethod.WinogradChannels,
+        _ when Math.Max(h, w) <= WinogradChannelsMaxSideForward => ConvMethod.WinogradChannels,
         (_, ConvProduct.WeightGradient) when h * w < WinogradWeightMinPixels => ConvMethod.ImplicitGemm,
         (_, ConvProduct.WeightGradient) => Math.Min(h, w) >= WinogradF4WeightMinSide ? ConvMethod.WinogradF4 : ConvMethod.WinogradF2,
         _ => Math.Min(h, w) >= WinogradF4MinSide ? ConvMethod.WinogradF4 : ConvMethod.WinogradF2,
@@ -257,6 +258,15 @@ public sealed unsafe partial class CpuBackend
     // gradient runs as dot products over the pixels. (Before the channel-lane version, F(4x4) by rows
     // lost to F(2x2) below 32x32, where a run fills only 4 of a vector's 16 lanes, and on 4x4 maps a
     // weight gradient's row transforms cost more than Winograd saved.)
+    // Forward and input gradients at 32x32 went back to F(4x4) by rows after a second machine: on
+    // an Intel Xeon (Emerald Rapids, 2026-12-02, `--conv --case "32x32 128->128"`, median GFLOP/s)
+    // rows beat channel lanes by 1.65x forward (391 against 236) and 1.39x for the input gradient
+    // (410 against 294), where on the Zen 4 channel lanes led all three products by 1.0-1.3x, the
+    // weight gradient most (366 against 277); the weight gradient keeps channel lanes, which lead
+    // on the Xeon too (345 against 265). 8x8 and 16x16 keep channel lanes for every product on
+    // both machines. On the Zen 4 this may cost the two 32x32 products up to the 1.0-1.3x lead
+    // they had there (not measured since).
+    private const int WinogradChannelsMaxSideForward = 16;
     private const int WinogradChannelsMaxSide = 32, WinogradWeightMinPixels = 64, PointwiseFewChannels = 8, WinogradF4MinSide = 32, WinogradF4WeightMinSide = 64;
 
     /// <summary>gw[co, ci] = scale sum over samples and pixels of gy[s, co, p] x[s, ci, p] when one
