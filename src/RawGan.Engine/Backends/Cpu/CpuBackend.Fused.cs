@@ -1,3 +1,6 @@
+using System.Numerics;
+using System.Runtime.Intrinsics;
+
 namespace RawGan.Engine.Backends.Cpu;
 
 // Resampling, channel copies, and the fused ops: pixel norm, minibatch standard deviation, the
@@ -290,13 +293,35 @@ public sealed unsafe partial class CpuBackend
         CpuParallel.For(n, ElementGrain, new AdamLoop(P(p), P(g), P(m), P(v), lrT, beta1, beta2, eps, (long*)P(nonFiniteCount)));
     }
 
-    // With a counter, each chunk counts the non-finite values it wrote and adds them once.
+    // With a counter, each chunk counts the non-finite values it wrote and adds them once. Sixteen
+    // parameters at a time where AVX-512 is there: the scalar loop spent its time in one square
+    // root and one division per parameter (8% of an 8x8 step). The vector loop does the same
+    // operations in the same order (the JIT fuses no multiply-add on its own), so its results
+    // are the scalar loop's, bit for bit.
     private readonly struct AdamLoop(float* pp, float* pg, float* pm, float* pv, float lrT, float beta1, float beta2, float eps, long* count) : IRangeBody
     {
         public void Run(long s, long e)
         {
             long local = 0;
-            for (long i = s; i < e; i++)
+            long i = s;
+            if (Vector512.IsHardwareAccelerated)
+            {
+                Vector512<float> b1 = Vector512.Create(beta1), c1 = Vector512.Create(1 - beta1);
+                Vector512<float> b2 = Vector512.Create(beta2), c2 = Vector512.Create(1 - beta2);
+                Vector512<float> lr = Vector512.Create(lrT), ep = Vector512.Create(eps);
+                for (; i + 16 <= e; i += 16)
+                {
+                    var gi = Vector512.Load(pg + i);
+                    var mi = b1 * Vector512.Load(pm + i) + c1 * gi;
+                    var vi = b2 * Vector512.Load(pv + i) + c2 * gi * gi;
+                    var pi = Vector512.Load(pp + i) - lr * mi / (Vector512.Sqrt(vi) + ep);
+                    mi.Store(pm + i);
+                    vi.Store(pv + i);
+                    pi.Store(pp + i);
+                    if (count != null) local += NonFiniteLanes(pi) + NonFiniteLanes(mi) + NonFiniteLanes(vi);
+                }
+            }
+            for (; i < e; i++)
             {
                 float gi = pg[i];
                 float mi = beta1 * pm[i] + (1 - beta1) * gi;
@@ -311,6 +336,13 @@ public sealed unsafe partial class CpuBackend
 
     private static int NonFinite(float x) => float.IsFinite(x) ? 0 : 1;
 
+    /// <summary>How many of the 16 lanes are NaN or infinite (exponent bits all ones).</summary>
+    private static int NonFiniteLanes(Vector512<float> v)
+    {
+        var exponent = Vector512.Create(0x7f800000u);
+        return BitOperations.PopCount(Vector512.Equals(v.AsUInt32() & exponent, exponent).ExtractMostSignificantBits());
+    }
+
     public void EmaUpdate(DeviceBuffer ema, DeviceBuffer p, long n, float beta, DeviceBuffer skip, DeviceBuffer nonFiniteCount = default)
     {
         if (!nonFiniteCount.IsNull) CheckLength(nonFiniteCount, 2, nameof(EmaUpdate));
@@ -322,7 +354,19 @@ public sealed unsafe partial class CpuBackend
         public void Run(long s, long e)
         {
             long local = 0;
-            for (long i = s; i < e; i++)
+            long i = s;
+            if (Vector512.IsHardwareAccelerated)
+            {
+                var b = Vector512.Create(beta);
+                for (; i + 16 <= e; i += 16)
+                {
+                    var p = Vector512.Load(pp + i);
+                    var v = p + b * (Vector512.Load(pe + i) - p);
+                    v.Store(pe + i);
+                    if (count != null) local += NonFiniteLanes(v);
+                }
+            }
+            for (; i < e; i++)
             {
                 float v = pp[i] + beta * (pe[i] - pp[i]);
                 pe[i] = v;
