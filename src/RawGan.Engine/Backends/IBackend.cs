@@ -63,21 +63,20 @@ public interface IAsyncRead : IDisposable
     void Wait(Span<float> destination);
 }
 
-/// <summary>An <see cref="IAsyncRead"/> for a backend whose calls complete before they return (the
-/// CPU backends): <see cref="Begin"/> downloads at once.</summary>
-public sealed class ImmediateRead(IBackend backend, long capacity) : IAsyncRead
+/// <summary>The bookkeeping every <see cref="IAsyncRead"/> shares (one read at a time, lengths
+/// within the capacity); a backend supplies how the copy starts and how it is waited for.</summary>
+public abstract class AsyncRead(long capacity) : IAsyncRead
 {
-    private readonly float[] _values = new float[capacity];
     private long _length;
 
-    public long Capacity => _values.Length;
+    public long Capacity { get; } = capacity;
     public bool Pending { get; private set; }
 
     public void Begin(DeviceBuffer source)
     {
         if (Pending) throw new InvalidOperationException("a read is already in flight: Wait for it first");
-        if (source.Length > _values.Length) throw new ArgumentException($"an asynchronous read of {_values.Length} floats cannot hold {source.Length}");
-        backend.Download(source, _values.AsSpan(0, (int)source.Length));
+        if (source.Length > Capacity) throw new ArgumentException($"an asynchronous read of {Capacity} floats cannot hold {source.Length}");
+        Start(source);
         _length = source.Length;
         Pending = true;
     }
@@ -86,11 +85,27 @@ public sealed class ImmediateRead(IBackend backend, long capacity) : IAsyncRead
     {
         if (!Pending) throw new InvalidOperationException("Wait without a Begin");
         if (destination.Length > _length) throw new ArgumentException($"the read holds {_length} floats, {destination.Length} were asked for");
-        _values.AsSpan(0, destination.Length).CopyTo(destination);
+        Land(destination);
         Pending = false;
     }
 
-    public void Dispose() { }
+    /// <summary>Queues the copy of <paramref name="source"/> (checked to fit).</summary>
+    protected abstract void Start(DeviceBuffer source);
+    /// <summary>Waits for it and writes its first destination.Length values.</summary>
+    protected abstract void Land(Span<float> destination);
+
+    public virtual void Dispose() { }
+}
+
+/// <summary>An <see cref="IAsyncRead"/> for a backend whose calls complete before they return (the
+/// CPU backends): <see cref="AsyncRead.Begin"/> downloads at once.</summary>
+public sealed class ImmediateRead(IBackend backend, long capacity) : AsyncRead(capacity)
+{
+    private readonly float[] _values = new float[capacity];
+
+    protected override void Start(DeviceBuffer source) => backend.Download(source, _values.AsSpan(0, (int)source.Length));
+
+    protected override void Land(Span<float> destination) => _values.AsSpan(0, destination.Length).CopyTo(destination);
 }
 
 /// <summary>

@@ -200,7 +200,7 @@ public sealed class StepRunner : IDisposable
 
     public void Dispose()
     {
-        if (InFlight > 0) Discard();
+        Discard();
         Invalidate();
         _inputs?.Dispose();
         _inputs = null;

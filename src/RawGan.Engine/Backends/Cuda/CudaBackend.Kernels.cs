@@ -54,16 +54,22 @@ public sealed unsafe partial class CudaBackend : IBackend
         return ((columns + tileColumns - 1) / tileColumns, (rows + tileRows - 1) / tileRows);
     }
 
+    /// <summary>Launches a product kernel on a grid of tiles (x along the columns, y along the
+    /// rows, z the splits of the reduction), refusing a grid CUDA cannot launch.</summary>
+    private void LaunchTiles(string kernel, long rows, long columns, (long x, long y) grid, int splits, Dim3 block, uint sharedBytes, KernelArgs args)
+    {
+        if (grid.x > int.MaxValue || grid.y > 65535)
+            throw new ArgumentException($"{kernel}: a {rows} x {columns} output needs a grid of {grid.x} x {grid.y} tiles; CUDA allows {int.MaxValue} x 65535");
+        Launch(kernel, new Dim3((uint)grid.x, (uint)grid.y, (uint)splits), block, sharedBytes, args);
+    }
+
     /// <summary>Launches a tiled kernel whose output is a rows x columns matrix, with
     /// <paramref name="splits"/> blocks per tile along the grid's z (conv2d_backward_weight only).</summary>
     private void LaunchTiled(string kernel, long rows, long columns, KernelArgs args, int splits = 1)
     {
         if (rows <= 0 || columns <= 0) return;
         var block = TileBlock(ThreadsPerBlock(kernel));
-        var (gridX, gridY) = TileGrid(block, rows, columns);
-        if (gridX > int.MaxValue || gridY > 65535)
-            throw new ArgumentException($"{kernel}: a {rows} x {columns} output needs a grid of {gridX} x {gridY} tiles; CUDA allows {int.MaxValue} x 65535");
-        Launch(kernel, new Dim3((uint)gridX, (uint)gridY, (uint)splits), block, TileSharedBytes(block), args);
+        LaunchTiles(kernel, rows, columns, TileGrid(block, rows, columns), splits, block, TileSharedBytes(block), args);
     }
 
     /// <summary>The tensor-core kernels of version 2 (kernels/mma_tile.cuh): blocks of (32, WM, WN)
@@ -112,10 +118,7 @@ public sealed unsafe partial class CudaBackend : IBackend
     {
         if (rows <= 0 || columns <= 0) return;
         var block = MmaBlock(ThreadsPerBlock(kernel), rows, columns);
-        var (gridX, gridY) = MmaGrid(block, rows, columns);
-        if (gridX > int.MaxValue || gridY > 65535)
-            throw new ArgumentException($"{kernel}: a {rows} x {columns} output needs a grid of {gridX} x {gridY} tiles; CUDA allows {int.MaxValue} x 65535");
-        Launch(kernel, new Dim3((uint)gridX, (uint)gridY, (uint)splits), block, MmaSharedBytes(block), args);
+        LaunchTiles(kernel, rows, columns, MmaGrid(block, rows, columns), splits, block, MmaSharedBytes(block), args);
     }
 
     /// <summary>The fp32 kernels of version 3 (kernels/wide_tile.cuh): blocks of 256 threads, 128 x 128
@@ -138,10 +141,7 @@ public sealed unsafe partial class CudaBackend : IBackend
     private void LaunchWide(string kernel, long rows, long columns, KernelArgs args, int splits = 1)
     {
         if (rows <= 0 || columns <= 0) return;
-        var (gridX, gridY) = WideGrid(rows, columns);
-        if (gridX > int.MaxValue || gridY > 65535)
-            throw new ArgumentException($"{kernel}: a {rows} x {columns} output needs a grid of {gridX} x {gridY} tiles; CUDA allows {int.MaxValue} x 65535");
-        Launch(kernel, new Dim3((uint)gridX, (uint)gridY, (uint)splits), new Dim3(WideThreads), WideSharedBytes, args);
+        LaunchTiles(kernel, rows, columns, WideGrid(rows, columns), splits, new Dim3(WideThreads), WideSharedBytes, args);
     }
 
     /// <summary>The dynamic shared memory <paramref name="kernel"/> launches with at a block of

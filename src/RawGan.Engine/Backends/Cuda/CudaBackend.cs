@@ -113,45 +113,33 @@ public sealed unsafe partial class CudaBackend
     /// <see cref="IAsyncRead.Wait"/> waits for the event, not for the whole stream.</summary>
     public IAsyncRead CreateAsyncRead(long capacity) => new PinnedRead(this, capacity);
 
-    private sealed class PinnedRead : IAsyncRead
+    private sealed class PinnedRead : AsyncRead
     {
         private readonly CudaBackend _backend;
         private float* _host;
         private nint _event;
-        private long _length;
 
-        public PinnedRead(CudaBackend backend, long capacity)
+        public PinnedRead(CudaBackend backend, long capacity) : base(capacity)
         {
             _backend = backend;
-            Capacity = capacity;
             _host = (float*)backend._driver.AllocateHost(capacity * sizeof(float));
             _event = backend._driver.CreateEvent();
         }
 
-        public long Capacity { get; }
-        public bool Pending { get; private set; }
-
-        public void Begin(DeviceBuffer source)
+        protected override void Start(DeviceBuffer source)
         {
-            if (Pending) throw new InvalidOperationException("a read is already in flight: Wait for it first");
-            if (source.Length > Capacity) throw new ArgumentException($"an asynchronous read of {Capacity} floats cannot hold {source.Length}");
             Interlocked.Increment(ref _backend._readbacks);
             _backend._driver.CopyDeviceToHostAsync(_host, (ulong)source.Address, source.Length * sizeof(float));
             _backend._driver.RecordEvent(_event);
-            _length = source.Length;
-            Pending = true;
         }
 
-        public void Wait(Span<float> destination)
+        protected override void Land(Span<float> destination)
         {
-            if (!Pending) throw new InvalidOperationException("Wait without a Begin");
-            if (destination.Length > _length) throw new ArgumentException($"the read holds {_length} floats, {destination.Length} were asked for");
             _backend._driver.WaitEvent(_event);
             new ReadOnlySpan<float>(_host, destination.Length).CopyTo(destination);
-            Pending = false;
         }
 
-        public void Dispose()
+        public override void Dispose()
         {
             if (_host == null) return;
             _backend._driver.DestroyEvent(_event);
