@@ -8,7 +8,8 @@ using RawGan.Engine.Backends.Cpu;
 namespace RawGan.Benchmarks;
 
 /// <summary>
-/// --gemm: the engine's SGEMMs on square row-major matrices (512, 1024, 2048), in GFLOP/s, and
+/// --gemm: the engine's SGEMMs on square row-major matrices (512, 1024, 2048) and on the dense
+/// layers' shapes of a training step (ProGanSizes.DenseLayerGemms), in GFLOP/s, and
 /// this machine's fp32 FMA peak measured from C#, so that the SGEMM can be stated as a fraction of
 /// the peak and set beside OpenBLAS (bench/sgemm_openblas.c prints the same line format).
 /// Each size: one untimed call, then calls until a second has passed (at least 3); the best call
@@ -31,24 +32,33 @@ public static unsafe class GemmThroughput
                 Console.WriteLine(Invariant($"{name} n={n} threads={threads} gflops={gBest:F1} median_gflops={gMedian:F1} peak_fraction={gBest / peak:F2}"));
             }
         }
+        foreach (var (m, n, k, transA, transB) in ProGanSizes.DenseLayerGemms())
+        {
+            var (best, median) = Measure(m, n, k, transA, transB, portable: false);
+            double flops = 2.0 * m * n * k;
+            Console.WriteLine(Invariant($"rawgan-sgemm shape={m}x{n}x{k} op={(transA ? 'T' : 'N')}{(transB ? 'T' : 'N')} threads={threads} gflops={flops / best / 1e9:F1} median_gflops={flops / median / 1e9:F1} us={best * 1e6:F0} peak_fraction={flops / best / 1e9 / peak:F2}"));
+        }
         return 0;
     }
 
-    private static (double best, double median) Measure(int n, bool portable)
+    private static (double best, double median) Measure(int n, bool portable) => Measure(n, n, n, false, false, portable);
+
+    /// <summary>C[m, n] = op(A) op(B) with k products per entry, A stored [k, m] when transposed (as IBackend.Gemm takes it).</summary>
+    private static (double best, double median) Measure(int m, int n, int k, bool transA, bool transB, bool portable)
     {
         using var buffers = new CpuBuffers();
-        var a = CpuBuffers.Normal((long)n * n, 1);
-        var b = CpuBuffers.Normal((long)n * n, 2);
+        var a = CpuBuffers.Normal((long)m * k, 1);
+        var b = CpuBuffers.Normal((long)k * n, 2);
         var da = buffers.Upload(a);
         var db = buffers.Upload(b);
-        var dc = buffers.Allocate((long)n * n);
+        var dc = buffers.Allocate((long)m * n);
         void Call()
         {
-            if (portable) EngineInternals.GemmPortable(buffers.Backend, false, false, n, n, n, 1f, da, db, 0f, dc);
-            else buffers.Backend.Gemm(false, false, n, n, n, 1f, da, db, 0f, dc);
+            if (portable) EngineInternals.GemmPortable(buffers.Backend, transA, transB, m, n, k, 1f, da, db, 0f, dc);
+            else buffers.Backend.Gemm(transA, transB, m, n, k, 1f, da, db, 0f, dc);
         }
         Call();
-        SpotCheck(n, a, b, CpuBuffers.Pointer(dc));
+        SpotCheck(m, n, k, transA, transB, a, b, CpuBuffers.Pointer(dc));
         var times = new List<double>();
         var total = Stopwatch.StartNew();
         while (times.Count < 3 || total.Elapsed.TotalSeconds < 1)
@@ -62,20 +72,21 @@ public static unsafe class GemmThroughput
     }
 
     /// <summary>A few entries of C against dot products in double: a wrong GEMM is not timed.</summary>
-    private static void SpotCheck(int n, float[] a, float[] b, float* c)
+    private static void SpotCheck(int m, int n, int k, bool transA, bool transB, float[] a, float[] b, float* c)
     {
         var rng = new Random(5);
         for (int t = 0; t < 16; t++)
         {
-            int i = rng.Next(n), j = rng.Next(n);
+            int i = rng.Next(m), j = rng.Next(n);
             double sum = 0, scale = 0;
-            for (int p = 0; p < n; p++)
+            for (int p = 0; p < k; p++)
             {
-                sum += (double)a[(long)i * n + p] * b[(long)p * n + j];
-                scale += Math.Abs((double)a[(long)i * n + p] * b[(long)p * n + j]);
+                double product = (double)a[transA ? (long)p * m + i : (long)i * k + p] * b[transB ? (long)j * k + p : (long)p * n + j];
+                sum += product;
+                scale += Math.Abs(product);
             }
             if (Math.Abs(c[(long)i * n + j] - sum) > 1e-5 * scale)
-                throw new MismatchException($"GEMM n={n}: C[{i}, {j}] = {c[(long)i * n + j]}, expected {sum}");
+                throw new MismatchException($"GEMM {m}x{n}x{k}: C[{i}, {j}] = {c[(long)i * n + j]}, expected {sum}");
         }
     }
 

@@ -15,7 +15,8 @@ using RawGan.Benchmarks.Infrastructure;
 //   --threads N    cores the engine's kernels may use (default: all)
 //   --check        run only the correctness checks (every [GlobalSetup]), no timing; with no
 //                  CUDA device the GPU path's own im2col kernel is checked on the emulator
-//   --gemm         GFLOP/s of the engine's SGEMMs on square matrices 512..2048 and this
+//   --gemm         GFLOP/s of the engine's SGEMMs on square matrices 512..2048, on the step's
+//                  dense-layer shapes (16 rows: the batch), and this
 //                  machine's fp32 FMA peak (the numbers to set beside OpenBLAS)
 //   --conv         GFLOP/s of every CPU convolution algorithm on the step's convolutions
 //   --case TEXT    with --conv: only the cases whose name contains TEXT (e.g. "8x8", "head")

@@ -124,8 +124,8 @@ public static class BenchCommand
             Console.WriteLine($"per kernel, per iteration (total {total / iterations:F1} ms of kernel time):");
             foreach (var (kernel, calls, ms) in rows)
                 Console.WriteLine($"  {kernel,-26} {ms / iterations,9:F2} ms {100 * ms / total,6:F1}%  {calls / (double)iterations,7:F0} calls");
-            Console.WriteLine("convolutions by shape, per iteration:");
-            foreach (var (kernel, calls, ms) in profiler.Report(byShape: true).Where(r => r.Kernel.StartsWith("Conv2d", StringComparison.Ordinal)))
+            Console.WriteLine("convolutions and matrix products by shape, per iteration:");
+            foreach (var (kernel, calls, ms) in profiler.Report(byShape: true).Where(r => r.Kernel.StartsWith("Conv2d", StringComparison.Ordinal) || r.Kernel.StartsWith("Gemm", StringComparison.Ordinal)))
                 Console.WriteLine($"  {kernel,-48} {ms / iterations,9:F2} ms {100 * ms / total,6:F1}%  {calls / (double)iterations,7:F0} calls");
         }
         if (steps.Graph != null && steps.LastRanAsGraph)

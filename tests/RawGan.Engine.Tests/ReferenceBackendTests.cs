@@ -455,7 +455,11 @@ public class ReferenceBackendMatchesCpuTests
     [Fact]
     public void GemmForEveryTransposeAndBeta()
     {
-        foreach (var (m, n, k) in new[] { (1, 1, 1), (3, 5, 7), (17, 33, 9), (64, 70, 130), (5, 600, 3), (130, 7, 257), (4, 4, 0) })
+        // The CPU's few-rows paths (m <= 32, op(A) not transposed): full and partial 64-column strips,
+        // rows and columns that do not fill 4 x 4 blocks, k with and without a tail of 16 lanes (the dot
+        // products of B^T from k = 256 on).
+        (int, int, int)[] fewRows = [(16, 200, 128), (13, 130, 37), (32, 67, 2050), (1, 64, 16), (30, 5, 1), (33, 129, 20), (7, 9, 300), (16, 130, 256)];
+        foreach (var (m, n, k) in new[] { (1, 1, 1), (3, 5, 7), (17, 33, 9), (64, 70, 130), (5, 600, 3), (130, 7, 257), (4, 4, 0) }.Concat(fewRows))
             foreach (bool ta in new[] { false, true })
                 foreach (bool tb in new[] { false, true })
                 {
@@ -477,6 +481,8 @@ public class ReferenceBackendMatchesCpuTests
             (2, 3, 5, 7, 4, 3),      // RGB, a non-square image
             (1, 3, 8, 8, 5, 1),      // fromRGB: 1x1 with few input channels
             (2, 16, 5, 5, 12, 1),    // 1x1 with many channels
+            (3, 8, 12, 12, 3, 1),    // toRGB-like 1x1: few output rows, 64-pixel strips in place and across samples
+            (2, 3, 16, 16, 8, 1),    // fromRGB-like 1x1: its input gradient has 3 rows
             (3, 4, 6, 5, 2, 5),      // k = 5
             (1, 2, 3, 3, 3, 7),      // a kernel larger than the image
             (2, 8, 8, 8, 8, 3),

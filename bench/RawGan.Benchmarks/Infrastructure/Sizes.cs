@@ -166,6 +166,23 @@ public static class ProGanSizes
             yield return new MapCase($"grad x_hat {r}", Batch, 3, r, r);
     }
 
+    /// <summary>The dense layers' products in a training step of the small preset at batch 16 (`bench
+    /// --profile` lists them): G's latent layer and D's head, forward, input and weight gradients.</summary>
+    public static IEnumerable<(int M, int N, int K, bool TransA, bool TransB)> DenseLayerGemms()
+    {
+        if (Smoke)
+        {
+            yield return (13, 70, 9, true, false);
+            yield break;
+        }
+        int features = 128 * 16;
+        yield return (Batch, features, 128, false, false);   // G: latent [16, 128] x W [128, 2048]
+        yield return (Batch, features, 128, false, true);    // D's head, input gradient: gy [16, 128] x W^T
+        yield return (Batch, 128, features, false, true);    // D's head: x [16, 2048] x W^T, W [128, 2048]
+        yield return (128, features, Batch, true, false);    // G's weight gradient: z^T gy
+        yield return (features, 128, Batch, true, false);    // D's head, weight gradient: x^T gy
+    }
+
     /// <summary>Square GEMMs for the GFLOP/s comparison with OpenBLAS (Program's --gemm mode).</summary>
     public static readonly int[] SquareGemmSizes = [512, 1024, 2048];
 }

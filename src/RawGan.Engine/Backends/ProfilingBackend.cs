@@ -16,9 +16,8 @@ public sealed class ProfilingBackend(IBackend inner) : IBackend
     public string Description => Inner.Description;
     public MemoryStats Memory => Inner.Memory;
 
-    /// <summary>Per kernel: calls and total milliseconds, most expensive first.</summary>
     /// <summary>Calls and time per kernel, most time first. With <paramref name="byShape"/>, convolutions
-    /// are listed per shape ("Conv2dForward 3x3 32x32 128->128 N16") instead of per kernel.</summary>
+    /// and matrix products are listed per shape ("Conv2dForward 3x3 32x32 128->128 N16") instead of per kernel.</summary>
     public IReadOnlyList<(string Kernel, long Calls, double Milliseconds)> Report(bool byShape = false) =>
         _stats.GroupBy(p => byShape ? p.Key : p.Key.Split(' ')[0])
             .Select(g => (g.Key, g.Sum(p => p.Value.calls), g.Sum(p => p.Value.ticks) * 1000.0 / Stopwatch.Frequency))
@@ -35,6 +34,9 @@ public sealed class ProfilingBackend(IBackend inner) : IBackend
     }
 
     public void Dispose() => Inner.Dispose();
+
+    /// <summary>Matrix products per shape too: "Gemm 16x2048x128 NT" is C[16 x 2048] = A op(B) with k = 128, B transposed.</summary>
+    private static string GemmName(bool transA, bool transB, int m, int n, int k) => $"Gemm {m}x{n}x{k} {(transA ? 'T' : 'N')}{(transB ? 'T' : 'N')}";
 
     /// <summary>Convolutions are reported per shape: their cost depends on it far more than other kernels'.</summary>
     private static string ConvName(string kernel, int n, int cin, int h, int w, int cout, int k) => $"{kernel} {k}x{k} {h}x{w} {cin}->{cout} N{n}";
@@ -64,7 +66,7 @@ public sealed class ProfilingBackend(IBackend inner) : IBackend
     public void SumTo(DeviceBuffer x, Dims4 xDims, DeviceBuffer y, Dims4 yDims) { long t0 = Stopwatch.GetTimestamp(); Inner.SumTo(x, xDims, y, yDims); Record("SumTo", t0); }
     public void BiasLeakyRelu(DeviceBuffer x, DeviceBuffer b, DeviceBuffer y, int n, int c, int plane, float slope) { long t0 = Stopwatch.GetTimestamp(); Inner.BiasLeakyRelu(x, b, y, n, c, plane, slope); Record("BiasLeakyRelu", t0); }
     public void BiasLeakyReluBackward(DeviceBuffer y, DeviceBuffer gy, DeviceBuffer gx, DeviceBuffer gb, int n, int c, int plane, float slope) { long t0 = Stopwatch.GetTimestamp(); Inner.BiasLeakyReluBackward(y, gy, gx, gb, n, c, plane, slope); Record("BiasLeakyReluBackward", t0); }
-    public void Gemm(bool transA, bool transB, int m, int n, int k, float alpha, DeviceBuffer a, DeviceBuffer b, float beta, DeviceBuffer c) { long t0 = Stopwatch.GetTimestamp(); Inner.Gemm(transA, transB, m, n, k, alpha, a, b, beta, c); Record("Gemm", t0); }
+    public void Gemm(bool transA, bool transB, int m, int n, int k, float alpha, DeviceBuffer a, DeviceBuffer b, float beta, DeviceBuffer c) { long t0 = Stopwatch.GetTimestamp(); Inner.Gemm(transA, transB, m, n, k, alpha, a, b, beta, c); Record(GemmName(transA, transB, m, n, k), t0); }
     public void Conv2dForward(DeviceBuffer x, DeviceBuffer w, DeviceBuffer y, int n, int cin, int h, int wd, int cout, int k, float scale, DeviceBuffer bias = default, float slope = 1f) { long t0 = Stopwatch.GetTimestamp(); Inner.Conv2dForward(x, w, y, n, cin, h, wd, cout, k, scale, bias, slope); Record(ConvName("Conv2dForward", n, cin, h, wd, cout, k), t0); }
     public void Conv2dBackwardInput(DeviceBuffer gy, DeviceBuffer w, DeviceBuffer gx, int n, int cin, int h, int wd, int cout, int k, float scale) { long t0 = Stopwatch.GetTimestamp(); Inner.Conv2dBackwardInput(gy, w, gx, n, cin, h, wd, cout, k, scale); Record(ConvName("Conv2dBackwardInput", n, cin, h, wd, cout, k), t0); }
     public void Conv2dBackwardWeight(DeviceBuffer x, DeviceBuffer gy, DeviceBuffer gw, int n, int cin, int h, int wd, int cout, int k, float scale) { long t0 = Stopwatch.GetTimestamp(); Inner.Conv2dBackwardWeight(x, gy, gw, n, cin, h, wd, cout, k, scale); Record(ConvName("Conv2dBackwardWeight", n, cin, h, wd, cout, k), t0); }

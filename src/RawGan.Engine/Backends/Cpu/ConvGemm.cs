@@ -54,6 +54,14 @@ internal readonly unsafe struct Im2ColB(float* x, int cin, int h, int w, int k) 
             for (int c = cols; c < Sgemm.NR; c++) d[c] = 0f;
         }
     }
+
+    /// <summary>A 1x1 convolution's op(B) is x itself, [cin, pixels] per sample: a strip within one sample is in place.</summary>
+    public float* InPlace(int j0, int n, out long ldb)
+    {
+        int plane = h * w, pix0 = j0 % plane;
+        ldb = plane;
+        return k == 1 && j0 + Sgemm.NR <= n && pix0 + Sgemm.NR <= plane ? x + (long)(j0 / plane) * cin * plane + pix0 : null;
+    }
 }
 
 /// <summary>op(B)[(s, p), (ci, dy, dx)] = x[s, ci, py + dy - pad, px + dx - pad]: im2col transposed, for the weight gradient.</summary>
@@ -88,6 +96,13 @@ internal readonly unsafe struct Im2ColTransposedB(float* x, int cin, int h, int 
                 if (++py == h) { py = 0; s++; }
             }
         }
+    }
+
+    /// <summary>Its rows run over pixels and its columns over taps: never a run in memory.</summary>
+    public float* InPlace(int j0, int n, out long ldb)
+    {
+        ldb = 0;
+        return null;
     }
 }
 

@@ -47,6 +47,10 @@ internal interface IPackA
 internal interface IPackB
 {
     unsafe void Pack(float* dst, int k0, int kc, int j0, int n);
+
+    /// <summary>Where op(B)[0, j0 .. j0 + NR) lies in memory, if those NR columns are one run in every row of
+    /// op(B), row p at the result + p <paramref name="ldb"/>; null otherwise (then the strip is packed).</summary>
+    unsafe float* InPlace(int j0, int n, out long ldb);
 }
 
 /// <summary>Where C's element (i, j) lives: <c>Row(i) + Column(j)</c> floats from the base. A
@@ -62,7 +66,7 @@ internal interface ICLayout
     unsafe void FillColumns(int j0, int count, long* columns);
 }
 
-internal static unsafe class Sgemm
+internal static unsafe partial class Sgemm
 {
     public const int MR = 6, NR = 64, KC = 512, MC = 96, NC = 2048;
 
@@ -94,6 +98,11 @@ internal static unsafe class Sgemm
         where TA : struct, IPackA where TB : struct, IPackB where TC : struct, ICLayout
     {
         if (m <= 0 || n <= 0) return;
+        if (ReadsBInPlace(m, n, k, b))
+        {
+            MultiplyInPlace(m, n, k, alpha, a, b, beta, c, epilogue);
+            return;
+        }
         long flops = 2L * m * n * Math.Max(k, 1);
         int threads = flops < 4_000_000 ? 1 : CpuParallel.Threads;
         // Split the longer side of C so that each core gets a full-width share of micro-tiles.
@@ -177,9 +186,12 @@ internal static unsafe class Sgemm
         }
     }
 
-    /// <summary>The micro-kernel: tile[MR x NR] = sum over p &lt; kc of a[p, :]^T b[p, :] (b and tile 64-byte aligned).</summary>
+    /// <summary>The micro-kernel: tile[MR x NR] = sum over p &lt; kc of a[p, :]^T b[p, :] (a packed B panel; tile 64-byte aligned).</summary>
+    internal static void Kernel(int kc, float* a, float* b, float* tile) => Kernel(kc, a, b, NR, tile);
+
+    /// <summary>The same with row p of B at b + p ldb: a packed panel (ldb = NR) or NR columns of a row-major matrix read in place.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    internal static void Kernel(int kc, float* a, float* b, float* tile)
+    internal static void Kernel(int kc, float* a, float* b, long ldb, float* tile)
     {
         Vector512<float> c00 = default, c01 = default, c02 = default, c03 = default;
         Vector512<float> c10 = default, c11 = default, c12 = default, c13 = default;
@@ -189,10 +201,10 @@ internal static unsafe class Sgemm
         Vector512<float> c50 = default, c51 = default, c52 = default, c53 = default;
         for (int p = 0; p < kc; p++)
         {
-            var b0 = Avx512F.LoadAlignedVector512(b);
-            var b1 = Avx512F.LoadAlignedVector512(b + 16);
-            var b2 = Avx512F.LoadAlignedVector512(b + 32);
-            var b3 = Avx512F.LoadAlignedVector512(b + 48);
+            var b0 = Vector512.Load(b);
+            var b1 = Vector512.Load(b + 16);
+            var b2 = Vector512.Load(b + 32);
+            var b3 = Vector512.Load(b + 48);
             var x = Vector512.Create(a[0]);
             c00 = Avx512F.FusedMultiplyAdd(x, b0, c00); c01 = Avx512F.FusedMultiplyAdd(x, b1, c01);
             c02 = Avx512F.FusedMultiplyAdd(x, b2, c02); c03 = Avx512F.FusedMultiplyAdd(x, b3, c03);
@@ -212,7 +224,7 @@ internal static unsafe class Sgemm
             c50 = Avx512F.FusedMultiplyAdd(x, b0, c50); c51 = Avx512F.FusedMultiplyAdd(x, b1, c51);
             c52 = Avx512F.FusedMultiplyAdd(x, b2, c52); c53 = Avx512F.FusedMultiplyAdd(x, b3, c53);
             a += MR;
-            b += NR;
+            b += ldb;
         }
         Avx512F.StoreAligned(tile + 0, c00); Avx512F.StoreAligned(tile + 16, c01); Avx512F.StoreAligned(tile + 32, c02); Avx512F.StoreAligned(tile + 48, c03);
         Avx512F.StoreAligned(tile + 64, c10); Avx512F.StoreAligned(tile + 80, c11); Avx512F.StoreAligned(tile + 96, c12); Avx512F.StoreAligned(tile + 112, c13);
@@ -224,7 +236,7 @@ internal static unsafe class Sgemm
 
     /// <summary>C[i0 + r, j0 + col] = alpha tile[r, col] + beta C[...] for the valid part of the tile, then the
     /// epilogue of row i0 + r.</summary>
-    private static void Store<TC>(float* tile, int mr, int nr, int i0, int j0, float alpha, float beta, TC c, Epilogue epilogue) where TC : struct, ICLayout
+    internal static void Store<TC>(float* tile, int mr, int nr, int i0, int j0, float alpha, float beta, TC c, Epilogue epilogue) where TC : struct, ICLayout
     {
         float* baseC = c.Base;
         if (nr == NR && c.Contiguous(j0, NR))
@@ -309,6 +321,12 @@ internal readonly unsafe struct DenseB(float* b, int ldb, bool transposed) : IPa
             }
         }
         else PackTransposed(dst, k0, kc, j0, cols);
+    }
+
+    public float* InPlace(int j0, int n, out long stride)
+    {
+        stride = ldb;
+        return !transposed && j0 + Sgemm.NR <= n ? b + j0 : null;
     }
 
     /// <summary>The packed panel of B^T: 16 x 16 blocks of B's rows (contiguous along k) transposed in registers,

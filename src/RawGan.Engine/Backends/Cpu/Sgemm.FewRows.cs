@@ -1,0 +1,182 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+
+namespace RawGan.Engine.Backends.Cpu;
+
+// ---------------------------------------------------------------------------------------------
+// Products with few rows: the dense layers of a training step, whose rows are the batch.
+//
+// G's latent layer is z [16, 128] x W [128, 2048]; D's head is x [16, 2048] x W^T with W
+// [128, 2048]. Here the big operand is the weight matrix, read once, and there is almost nothing
+// to reuse it for: 16 rows of C are three micro-kernel strips. Sgemm.cs would still pack all of
+// W into its B panel first, which writes as many bytes as it reads and then reads them again. In
+// a training step W has left the caches since its last use (the convolutions in between move
+// tens of megabytes), so that packing costs three trips to memory where one suffices: on a
+// 2-core machine with 10 GB/s to memory, `bench --profile` timed these products at 400-700 us
+// inside the step against 50-130 us back to back.
+//
+// So with at most FewRows rows of C:
+//   C = A B    B's strips of NR columns are read where they are (the micro-kernel takes a row
+//              stride); only A (a few KB) is packed, and a last partial strip. Sgemm.Multiply
+//              takes this path by itself for any B whose strips lie in memory (IPackB.InPlace):
+//              a dense B, and the image of a 1x1 convolution, whose toRGB (3 output channels)
+//              and the input gradient of fromRGB are such products.
+//   C = A B^T  each entry is a dot product of a row of A with a row of B, both contiguous: a 4 x 4
+//              block of C is 16 vector accumulators over k, 16 lanes at a time, summed at the end
+//              (for k >= FewRowsDotMinK; shorter rows go to Sgemm.cs).
+// Each entry of C is computed the same way whichever core computes it, so results do not depend
+// on the number of threads.
+// ---------------------------------------------------------------------------------------------
+
+internal static unsafe partial class Sgemm
+{
+    /// <summary>Up to this many rows of C, dense products take the paths below.</summary>
+    public const int FewRows = 32;
+
+    [ThreadStatic] private static float* _fewA, _fewB;
+    [ThreadStatic] private static long _fewACapacity, _fewBCapacity;
+
+    private static float* FewBuffer(ref float* buffer, ref long capacity, long floats)
+    {
+        if (capacity < floats)
+        {
+            if (buffer != null) System.Runtime.InteropServices.NativeMemory.AlignedFree(buffer);
+            buffer = (float*)System.Runtime.InteropServices.NativeMemory.AlignedAlloc((nuint)(floats * sizeof(float)), 64);
+            capacity = floats;
+        }
+        return buffer;
+    }
+
+    /// <summary>With B transposed, from this k on: each dot product ends in a sum across 16 lanes, which
+    /// costs as much as the multiply-adds of a short row (at k = 128 the packed path is faster).</summary>
+    public const int FewRowsDotMinK = 256;
+
+    /// <summary>Whether <see cref="MultiplyFewRows"/> takes C[m, n] = alpha op(A) op(B) + beta C.</summary>
+    public static bool TakesFewRows(int m, int k, bool transA, bool transB) => m <= FewRows && k >= FewRowsDotMinK && !transA && transB;
+
+    /// <summary>At most this k for B read in place: A, packed whole, stays a few hundred KB.</summary>
+    public const int FewRowsMaxK = 4096;
+
+    /// <summary>C = alpha A B^T + beta C for m &lt;= <see cref="FewRows"/> and k &gt;= <see cref="FewRowsDotMinK"/>:
+    /// A [m, k] row-major, B [n, k] row-major, C [m, n] row-major.</summary>
+    public static void MultiplyFewRows(int m, int n, int k, float alpha, float* a, float* b, float beta, float* c)
+    {
+        if (m <= 0 || n <= 0) return;
+        long blocks = (n + 3) / 4;
+        CpuParallel.For(blocks, 2L * m * n * k < 4_000_000 ? blocks : 1, new DotBlocks(m, n, k, alpha, a, b, beta, c));
+    }
+
+    /// <summary>Whether Multiply reads B's strips in place: few rows, and B is a matrix whose NR-column strips lie in memory
+    /// (a dense B, or a 1x1 convolution's image).</summary>
+    private static bool ReadsBInPlace<TB>(int m, int n, int k, TB b) where TB : struct, IPackB =>
+        m <= FewRows && k > 0 && k <= FewRowsMaxK && b.InPlace(0, n, out _) != null;
+
+    /// <summary>C = alpha op(A) B + beta C, then the epilogue, with B's strips read in place (ReadsBInPlace).</summary>
+    private static void MultiplyInPlace<TA, TB, TC>(int m, int n, int k, float alpha, TA a, TB b, float beta, TC c, Epilogue epilogue)
+        where TA : struct, IPackA where TB : struct, IPackB where TC : struct, ICLayout
+    {
+        long strips = (n + NR - 1) / NR;
+        CpuParallel.For(strips, 2L * m * n * k < 4_000_000 ? strips : 1, new InPlaceStrips<TA, TB, TC>(m, n, k, alpha, a, b, beta, c, epilogue));
+    }
+
+    /// <summary>Column strips [s0, s1) of C: A packed whole, each strip of B read in place (or packed where it cannot be).</summary>
+    private readonly struct InPlaceStrips<TA, TB, TC>(int m, int n, int k, float alpha, TA a, TB b, float beta, TC c, Epilogue epilogue) : IRangeBody
+        where TA : struct, IPackA where TB : struct, IPackB where TC : struct, ICLayout
+    {
+        public void Run(long s0, long s1)
+        {
+            int strips = (m + MR - 1) / MR;
+            float* packA = FewBuffer(ref _fewA, ref _fewACapacity, (long)strips * MR * k);
+            for (int r = 0; r < strips; r++) a.Pack(packA + (long)r * MR * k, r * MR, 0, k, m);
+            float* tile = stackalloc float[MR * NR + 16];
+            tile = (float*)(((nint)tile + 63) & ~(nint)63);
+            for (long s = s0; s < s1; s++)
+            {
+                int j0 = (int)s * NR, nr = Math.Min(NR, n - j0);
+                float* strip = b.InPlace(j0, n, out long ldb);
+                if (strip == null)
+                {
+                    // A strip that is not one run per row (the last, partial one; one that crosses samples).
+                    strip = FewBuffer(ref _fewB, ref _fewBCapacity, (long)k * NR);
+                    b.Pack(strip, 0, k, j0, n);
+                    ldb = NR;
+                }
+                for (int r = 0; r < strips; r++)
+                {
+                    Kernel(k, packA + (long)r * MR * k, strip, ldb, tile);
+                    Store(tile, Math.Min(MR, m - r * MR), nr, r * MR, j0, alpha, beta, c, epilogue);
+                }
+            }
+        }
+    }
+
+    /// <summary>Blocks [q0, q1) of four columns of C = alpha A B^T + beta C, B [n, k].</summary>
+    private readonly struct DotBlocks(int m, int n, int k, float alpha, float* a, float* b, float beta, float* c) : IRangeBody
+    {
+        public void Run(long q0, long q1)
+        {
+            float* sums = stackalloc float[16];
+            for (long q = q0; q < q1; q++)
+            {
+                int j0 = (int)q * 4;
+                for (int i0 = 0; i0 < m; i0 += 4)
+                {
+                    // Rows and columns past the matrix repeat its last one; their sums are not stored.
+                    Dot4x4(a, i0, m, b, j0, n, k, sums);
+                    for (int r = 0; r < 4 && i0 + r < m; r++)
+                        for (int t = 0; t < 4 && j0 + t < n; t++)
+                        {
+                            float* dst = c + (long)(i0 + r) * n + j0 + t;
+                            float v = alpha * sums[4 * r + t];
+                            *dst = beta == 0 ? v : v + beta * *dst;
+                        }
+                }
+            }
+        }
+    }
+
+    /// <summary>sums[4 r + t] = dot(A[i0 + r, :], B[j0 + t, :]) over k, rows clamped to m and n.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Dot4x4(float* a, int i0, int m, float* b, int j0, int n, int k, float* sums)
+    {
+        float* a0 = a + (long)Math.Min(i0, m - 1) * k, a1 = a + (long)Math.Min(i0 + 1, m - 1) * k;
+        float* a2 = a + (long)Math.Min(i0 + 2, m - 1) * k, a3 = a + (long)Math.Min(i0 + 3, m - 1) * k;
+        float* b0 = b + (long)Math.Min(j0, n - 1) * k, b1 = b + (long)Math.Min(j0 + 1, n - 1) * k;
+        float* b2 = b + (long)Math.Min(j0 + 2, n - 1) * k, b3 = b + (long)Math.Min(j0 + 3, n - 1) * k;
+        Vector512<float> s00 = default, s01 = default, s02 = default, s03 = default;
+        Vector512<float> s10 = default, s11 = default, s12 = default, s13 = default;
+        Vector512<float> s20 = default, s21 = default, s22 = default, s23 = default;
+        Vector512<float> s30 = default, s31 = default, s32 = default, s33 = default;
+        for (int p = 0; p < k; p += 16)
+        {
+            Vector512<float> x0, x1, x2, x3, y0, y1, y2, y3;
+            if (p + 16 <= k)
+            {
+                x0 = Vector512.Load(a0 + p); x1 = Vector512.Load(a1 + p); x2 = Vector512.Load(a2 + p); x3 = Vector512.Load(a3 + p);
+                y0 = Vector512.Load(b0 + p); y1 = Vector512.Load(b1 + p); y2 = Vector512.Load(b2 + p); y3 = Vector512.Load(b3 + p);
+            }
+            else
+            {
+                var mask = Vector512.LessThan(Vector512<int>.Indices, Vector512.Create(k - p)).AsSingle();
+                var zero = Vector512<float>.Zero;
+                x0 = Avx512F.MaskLoad(a0 + p, mask, zero); x1 = Avx512F.MaskLoad(a1 + p, mask, zero);
+                x2 = Avx512F.MaskLoad(a2 + p, mask, zero); x3 = Avx512F.MaskLoad(a3 + p, mask, zero);
+                y0 = Avx512F.MaskLoad(b0 + p, mask, zero); y1 = Avx512F.MaskLoad(b1 + p, mask, zero);
+                y2 = Avx512F.MaskLoad(b2 + p, mask, zero); y3 = Avx512F.MaskLoad(b3 + p, mask, zero);
+            }
+            s00 = Avx512F.FusedMultiplyAdd(x0, y0, s00); s01 = Avx512F.FusedMultiplyAdd(x0, y1, s01);
+            s02 = Avx512F.FusedMultiplyAdd(x0, y2, s02); s03 = Avx512F.FusedMultiplyAdd(x0, y3, s03);
+            s10 = Avx512F.FusedMultiplyAdd(x1, y0, s10); s11 = Avx512F.FusedMultiplyAdd(x1, y1, s11);
+            s12 = Avx512F.FusedMultiplyAdd(x1, y2, s12); s13 = Avx512F.FusedMultiplyAdd(x1, y3, s13);
+            s20 = Avx512F.FusedMultiplyAdd(x2, y0, s20); s21 = Avx512F.FusedMultiplyAdd(x2, y1, s21);
+            s22 = Avx512F.FusedMultiplyAdd(x2, y2, s22); s23 = Avx512F.FusedMultiplyAdd(x2, y3, s23);
+            s30 = Avx512F.FusedMultiplyAdd(x3, y0, s30); s31 = Avx512F.FusedMultiplyAdd(x3, y1, s31);
+            s32 = Avx512F.FusedMultiplyAdd(x3, y2, s32); s33 = Avx512F.FusedMultiplyAdd(x3, y3, s33);
+        }
+        sums[0] = Vector512.Sum(s00); sums[1] = Vector512.Sum(s01); sums[2] = Vector512.Sum(s02); sums[3] = Vector512.Sum(s03);
+        sums[4] = Vector512.Sum(s10); sums[5] = Vector512.Sum(s11); sums[6] = Vector512.Sum(s12); sums[7] = Vector512.Sum(s13);
+        sums[8] = Vector512.Sum(s20); sums[9] = Vector512.Sum(s21); sums[10] = Vector512.Sum(s22); sums[11] = Vector512.Sum(s23);
+        sums[12] = Vector512.Sum(s30); sums[13] = Vector512.Sum(s31); sums[14] = Vector512.Sum(s32); sums[15] = Vector512.Sum(s33);
+    }
+}
