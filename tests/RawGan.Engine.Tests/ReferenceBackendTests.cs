@@ -457,7 +457,7 @@ public class ReferenceBackendMatchesCpuTests
     {
         // The CPU's few-rows paths (m <= 32, op(A) not transposed): full and partial 64-column strips,
         // rows and columns that do not fill 4 x 4 blocks, k with and without a tail of 16 lanes (the dot
-        // products of B^T from k = 256 on).
+        // products of B^T from k = 128 on).
         (int, int, int)[] fewRows = [(16, 200, 128), (13, 130, 37), (32, 67, 2050), (1, 64, 16), (30, 5, 1), (33, 129, 20), (7, 9, 300), (16, 130, 256)];
         foreach (var (m, n, k) in new[] { (1, 1, 1), (3, 5, 7), (17, 33, 9), (64, 70, 130), (5, 600, 3), (130, 7, 257), (4, 4, 0) }.Concat(fewRows))
             foreach (bool ta in new[] { false, true })
