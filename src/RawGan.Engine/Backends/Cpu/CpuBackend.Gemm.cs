@@ -9,9 +9,9 @@ public sealed unsafe partial class CpuBackend
         if (m < 0 || n < 0 || k < 0) throw new ArgumentException($"Gemm: negative size m={m} n={n} k={k}");
         if (Sgemm.Supported)
         {
-            if (Sgemm.TakesFewRows(m, k, transA, transB))
+            if (Sgemm.TakesDotProducts(m, k, transA, transB))
             {
-                Sgemm.MultiplyFewRows(m, n, k, alpha, P(a), P(b), beta, P(c));
+                Sgemm.MultiplyDotProducts(m, n, k, alpha, P(a), P(b), beta, P(c));
                 return;
             }
             Sgemm.Multiply(m, n, k, alpha, new DenseA(P(a), transA ? m : k, transA), new DenseB(P(b), transB ? k : n, transB), beta, new DenseC(P(c), n));

@@ -54,19 +54,19 @@ internal static unsafe partial class Sgemm
     /// tree, Fold1..Fold4), which would cost as much as a shorter row's multiply-adds.</summary>
     public const int FewRowsDotMinK = 128;
 
-    /// <summary>Whether <see cref="MultiplyFewRows"/> takes C[m, n] = alpha op(A) op(B) + beta C.</summary>
-    public static bool TakesFewRows(int m, int k, bool transA, bool transB) => m <= FewRows && k >= FewRowsDotMinK && !transA && transB;
+    /// <summary>Whether <see cref="MultiplyDotProducts"/> takes C[m, n] = alpha op(A) op(B) + beta C.</summary>
+    public static bool TakesDotProducts(int m, int k, bool transA, bool transB) => m <= FewRows && k >= FewRowsDotMinK && !transA && transB;
 
     /// <summary>At most this k for B read in place: A, packed whole, stays a few hundred KB.</summary>
     public const int FewRowsMaxK = 4096;
 
     /// <summary>C = alpha A B^T + beta C for m &lt;= <see cref="FewRows"/> and k &gt;= <see cref="FewRowsDotMinK"/>:
     /// A [m, k] row-major, B [n, k] row-major, C [m, n] row-major.</summary>
-    public static void MultiplyFewRows(int m, int n, int k, float alpha, float* a, float* b, float beta, float* c)
+    public static void MultiplyDotProducts(int m, int n, int k, float alpha, float* a, float* b, float beta, float* c)
     {
         if (m <= 0 || n <= 0) return;
         long blocks = (n + 3) / 4;
-        CpuParallel.For(blocks, 2L * m * n * k < 4_000_000 ? blocks : 1, new DotBlocks(m, n, k, alpha, a, b, beta, c));
+        CpuParallel.For(blocks, 2L * m * n * k < ParallelMinFlops ? blocks : 1, new DotBlocks(m, n, k, alpha, a, b, beta, c));
     }
 
     /// <summary>Whether Multiply reads B's strips in place: few rows, and B is a matrix whose NR-column strips lie in memory
@@ -79,7 +79,7 @@ internal static unsafe partial class Sgemm
         where TA : struct, IPackA where TB : struct, IPackB where TC : struct, ICLayout
     {
         long strips = (n + NR - 1) / NR;
-        CpuParallel.For(strips, 2L * m * n * k < 4_000_000 ? strips : 1, new InPlaceStrips<TA, TB, TC>(m, n, k, alpha, a, b, beta, c, epilogue));
+        CpuParallel.For(strips, 2L * m * n * k < ParallelMinFlops ? strips : 1, new InPlaceStrips<TA, TB, TC>(m, n, k, alpha, a, b, beta, c, epilogue));
     }
 
     /// <summary>Column strips [s0, s1) of C: A packed whole, each strip of B read in place (or packed where it cannot be).</summary>
@@ -91,8 +91,8 @@ internal static unsafe partial class Sgemm
             int strips = (m + MR - 1) / MR;
             float* packA = FewBuffer(ref _fewA, ref _fewACapacity, (long)strips * MR * k);
             for (int r = 0; r < strips; r++) a.Pack(packA + (long)r * MR * k, r * MR, 0, k, m);
-            float* tile = stackalloc float[MR * NR + 16];
-            tile = (float*)(((nint)tile + 63) & ~(nint)63);
+            EnsureBuffers(NR);
+            float* tile = _tile;
             for (long s = s0; s < s1; s++)
             {
                 int j0 = (int)s * NR, nr = Math.Min(NR, n - j0);

@@ -70,6 +70,9 @@ internal static unsafe partial class Sgemm
 {
     public const int MR = 6, NR = 64, KC = 512, MC = 96, NC = 2048;
 
+    /// <summary>Products of fewer FLOPs than this run on one core: a hand-off would cost more than it saves.</summary>
+    private const long ParallelMinFlops = 4_000_000;
+
     /// <summary>True when the AVX-512 micro-kernel can run; otherwise CpuBackend uses its portable GEMM.</summary>
     public static bool Supported => Vector512.IsHardwareAccelerated && Avx512F.IsSupported;
 
@@ -104,7 +107,7 @@ internal static unsafe partial class Sgemm
             return;
         }
         long flops = 2L * m * n * Math.Max(k, 1);
-        int threads = flops < 4_000_000 ? 1 : CpuParallel.Threads;
+        int threads = flops < ParallelMinFlops ? 1 : CpuParallel.Threads;
         // Split the longer side of C so that each core gets a full-width share of micro-tiles.
         bool splitColumns = (long)n * MR >= (long)m * NR / 4 || m < 2 * MR;
         int units = splitColumns ? (n + NR - 1) / NR : (m + MR - 1) / MR;
