@@ -109,6 +109,14 @@ public static class BenchCommand
         Console.WriteLine($"steady state: {backend.Memory.SystemAllocations - allocationsBefore} new {backend.Name} allocations, "
             + $"{managedAll / (double)iterations:F0} bytes managed per iteration (all threads; {managedThread / (double)iterations:F0} bytes this thread), "
             + $"peak {backend.Memory.PeakBytesInUse / (1024.0 * 1024):F1} MiB in use");
+        if (backend is CpuBackend cpu && cpu.Convolution == CpuBackend.ConvolutionAlgorithm.Auto)
+        {
+            var choices = CpuBackend.ConvolutionChoices;
+            Console.WriteLine(!CpuBackend.ConvolutionTuning ? "3x3 convolutions: the fixed table (RAWGAN_CONV_TUNING=off)"
+                : $"3x3 convolutions, measured on this CPU ({choices.Count} shapes; RAWGAN_CONV_TUNING=off for the fixed table):");
+            foreach (var choice in choices.OrderBy(c => (c.H, c.Product, c.Cin, c.Cout)))
+                Console.WriteLine($"  {choice}");
+        }
         if (cuda != null)
         {
             Console.WriteLine($"per iteration: {(cuda.Launches - launchesBefore) / (double)iterations:F0} kernel launches from the host, " +

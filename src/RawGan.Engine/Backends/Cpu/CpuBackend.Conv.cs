@@ -94,10 +94,11 @@ public sealed unsafe partial class CpuBackend
         /// (Winograd.Channels.cs): full vectors on any map size, for the small maps; other kernel sizes
         /// run the implicit GEMM (AVX-512).</summary>
         WinogradChannels,
-        /// <summary>Per product and size, the one that measured fastest on this project's machine:
-        /// for 3x3 products the channel-lane F(4x4) up to 32x32 maps and F(4x4) by rows above (weight
-        /// gradients by rows from 64x64), dot products for 1x1 weight gradients with few channels, the
-        /// implicit GEMM otherwise (AVX-512).</summary>
+        /// <summary>Per product and size, the fastest: for 3x3 products the Winograd version that
+        /// measured fastest on this CPU for this shape (CpuBackend.Tuning.cs; with
+        /// RAWGAN_CONV_TUNING=off the fixed table: the channel-lane F(4x4) up to 16x16 maps and for
+        /// 32x32 weight gradients, F(4x4) by rows above), dot products for 1x1 weight gradients with
+        /// few channels, the implicit GEMM otherwise (AVX-512).</summary>
         Auto,
     }
 
@@ -120,7 +121,8 @@ public sealed unsafe partial class CpuBackend
     /// The choice of method, in one table: the first row that matches decides. The algorithm
     /// set on <see cref="Convolution"/> forces one method where it applies (Winograd is for 3x3
     /// kernels only); Auto chooses by product and map size from the measurements recorded beside
-    /// the thresholds below.
+    /// the thresholds below, and then, for a 3x3 product, the public methods replace that choice
+    /// with the measured one for the shape (<see cref="Tunes"/>, CpuBackend.Tuning.cs).
     /// </summary>
     internal ConvMethod Choose(ConvProduct product, int k, int h, int w, int cin, int cout) => (_convolution, product) switch
     {
@@ -142,8 +144,15 @@ public sealed unsafe partial class CpuBackend
         DeviceBuffer bias = default, float slope = 1f)
     {
         CheckConv(n, cin, h, wd, cout, k);
-        var epilogue = bias.IsNull ? Epilogue.None : new Epilogue(P(bias), slope);
         var method = Choose(ConvProduct.Forward, k, h, wd, cin, cout);
+        if (Tunes(method) && !Remembered(ConvProduct.Forward, n, cin, h, wd, cout, out method)) method = TuneForward(x, w, y, n, cin, h, wd, cout, scale, bias, slope);
+        Conv2dForward(method, x, w, y, n, cin, h, wd, cout, k, scale, bias, slope);
+    }
+
+    private void Conv2dForward(ConvMethod method, DeviceBuffer x, DeviceBuffer w, DeviceBuffer y, int n, int cin, int h, int wd, int cout, int k,
+        float scale, DeviceBuffer bias, float slope)
+    {
+        var epilogue = bias.IsNull ? Epilogue.None : new Epilogue(P(bias), slope);
         switch (method)
         {
             case ConvMethod.WinogradChannels:
@@ -176,6 +185,12 @@ public sealed unsafe partial class CpuBackend
     {
         CheckConv(n, cin, h, wd, cout, k);
         var method = Choose(ConvProduct.InputGradient, k, h, wd, cin, cout);
+        if (Tunes(method) && !Remembered(ConvProduct.InputGradient, n, cin, h, wd, cout, out method)) method = TuneBackwardInput(gy, w, gx, n, cin, h, wd, cout, scale);
+        Conv2dBackwardInput(method, gy, w, gx, n, cin, h, wd, cout, k, scale);
+    }
+
+    private void Conv2dBackwardInput(ConvMethod method, DeviceBuffer gy, DeviceBuffer w, DeviceBuffer gx, int n, int cin, int h, int wd, int cout, int k, float scale)
+    {
         if (method == ConvMethod.WinogradChannels)
         {
             // The input gradient is the forward convolution of gy with the transposed, flipped kernel, read so.
@@ -213,6 +228,12 @@ public sealed unsafe partial class CpuBackend
     {
         CheckConv(n, cin, h, wd, cout, k);
         var method = Choose(ConvProduct.WeightGradient, k, h, wd, cin, cout);
+        if (Tunes(method) && !Remembered(ConvProduct.WeightGradient, n, cin, h, wd, cout, out method)) method = TuneBackwardWeight(x, gy, gw, n, cin, h, wd, cout, scale);
+        Conv2dBackwardWeight(method, x, gy, gw, n, cin, h, wd, cout, k, scale);
+    }
+
+    private void Conv2dBackwardWeight(ConvMethod method, DeviceBuffer x, DeviceBuffer gy, DeviceBuffer gw, int n, int cin, int h, int wd, int cout, int k, float scale)
+    {
         switch (method)
         {
             case ConvMethod.Pointwise:
