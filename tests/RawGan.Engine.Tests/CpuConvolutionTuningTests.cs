@@ -80,6 +80,7 @@ public class CpuConvolutionTuningTests
             "\u0000\u0001binary",
         ]);
         var tuner = new CpuBackend.ConvolutionTuner(file);
+        Assert.Empty(tuner.Choices);   // known, but not run yet
         Assert.True(tuner.TryGet(new(CpuBackend.ConvProduct.Forward, 16, 128, 32, 32, 128, 2), out var method));
         Assert.Equal(Method.WinogradChannels, method);
         Assert.False(tuner.TryGet(new(CpuBackend.ConvProduct.Forward, 16, 128, 8, 8, 128, 2), out _));

@@ -100,11 +100,13 @@ public sealed unsafe partial class CpuBackend
 
         private readonly Lock _gate = new();
         private readonly Dictionary<TuningKey, (ConvMethod Method, ConvolutionChoice Choice)> _table = [];
+        private readonly HashSet<TuningKey> _used = [];
         private bool _loaded;
 
+        /// <summary>The choices for the shapes this process has run (measured now or read from the file).</summary>
         public IReadOnlyList<ConvolutionChoice> Choices
         {
-            get { lock (_gate) return [.. _table.Values.Select(e => e.Choice)]; }
+            get { lock (_gate) return [.. _table.Where(e => _used.Contains(e.Key)).Select(e => e.Value.Choice)]; }
         }
 
         /// <summary>The file of the choices; by default this CPU's: its model name (from /proc/cpuinfo) and core count.</summary>
@@ -118,6 +120,7 @@ public sealed unsafe partial class CpuBackend
                 Load();
                 bool found = _table.TryGetValue(key, out var known);
                 method = known.Method;
+                if (found) _used.Add(key);
                 return found;
             }
         }
@@ -148,6 +151,7 @@ public sealed unsafe partial class CpuBackend
                 // Another thread may have measured the same shape meanwhile: the first choice stands.
                 if (_table.TryGetValue(key, out var known)) return known.Method;
                 _table[key] = (TunedCandidates[chosen], choice);
+                _used.Add(key);
                 Save();
             }
             return TunedCandidates[chosen];
