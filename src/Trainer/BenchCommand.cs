@@ -174,6 +174,9 @@ public static class InfoCommand
             Console.WriteLine($"RawGan {typeof(Program).Assembly.GetName().Version} on .NET {Environment.Version}, {System.Runtime.InteropServices.RuntimeInformation.OSDescription}");
             foreach (var line in Devices.Describe()) Console.WriteLine(line);
             Console.WriteLine($"kernel cache: {CacheDirectory.Root}");
+            Console.WriteLine(CpuBackend.ConvolutionTuning
+                ? $"CPU 3x3 convolution methods: measured per shape on first use, kept in {CpuBackend.ConvolutionChoicesFile}"
+                : "CPU 3x3 convolution methods: the fixed table (RAWGAN_CONV_TUNING=off)");
             Console.WriteLine("kernels:");
             foreach (var source in KernelLibrary.Sources)
                 Console.WriteLine($"  kernels/{source.Name}: {string.Join(", ", EmulatedDriver.KernelNames(source.Text))}");

@@ -286,7 +286,11 @@ public sealed unsafe partial class CpuBackend
     // weight gradient most (366 against 277); the weight gradient keeps channel lanes, which lead
     // on the Xeon too (345 against 265). 8x8 and 16x16 keep channel lanes for every product on
     // both machines. On the Zen 4 this may cost the two 32x32 products up to the 1.0-1.3x lead
-    // they had there (not measured since).
+    // they had there (not measured since). On a Zen 5 channel lanes led all three 32x32 products
+    // again (882, 933 and 760 GFLOP/s against 797, 789 and 600 for the best by rows): a third
+    // machine, a third answer, which is why Auto now measures the 3x3 products per shape
+    // (CpuBackend.Tuning.cs) and this table decides only with RAWGAN_CONV_TUNING=off, or where a
+    // product's output shares memory with its input.
     private const int WinogradChannelsMaxSideForward = 16;
     private const int WinogradChannelsMaxSide = 32, WinogradWeightMinPixels = 64, PointwiseFewChannels = 8, WinogradF4MinSide = 32, WinogradF4WeightMinSide = 64;
 

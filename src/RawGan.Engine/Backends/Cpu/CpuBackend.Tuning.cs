@@ -31,6 +31,9 @@ public sealed unsafe partial class CpuBackend
     /// <summary>The measured choices this process made or loaded, for reports (bench).</summary>
     public static IReadOnlyList<ConvolutionChoice> ConvolutionChoices => ConvolutionTuner.Shared.Choices;
 
+    /// <summary>The file this CPU's measured choices are kept in.</summary>
+    public static string ConvolutionChoicesFile => ConvolutionTuner.Shared.FilePath;
+
     private static readonly ConvMethod[] TunedCandidates = [ConvMethod.WinogradChannels, ConvMethod.WinogradF4, ConvMethod.WinogradF2];
 
     private bool Tunes(ConvMethod method) =>
