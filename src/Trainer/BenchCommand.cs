@@ -91,6 +91,7 @@ public static class BenchCommand
         long allocationsBefore = backend.Memory.SystemAllocations;
         var cuda = owned.Backend as CudaBackend;
         long launchesBefore = cuda?.Launches ?? 0, readbacksBefore = cuda?.Readbacks ?? 0;
+        var uploadsBefore = cuda?.Uploads ?? default;
         // Managed allocations are counted around the iterations only (not the printing between them):
         // on this thread, and on all threads (the CPU backend's workers included).
         long managedThread = 0, managedAll = 0;
@@ -120,7 +121,9 @@ public static class BenchCommand
         if (cuda != null)
         {
             Console.WriteLine($"per iteration: {(cuda.Launches - launchesBefore) / (double)iterations:F0} kernel launches from the host, " +
-                              $"{(cuda.Readbacks - readbacksBefore) / (double)iterations:F0} copies back to the host (each waits for the device)");
+                              $"{(cuda.Readbacks - readbacksBefore) / (double)iterations:F0} copies back to the host (each waits for the device), " +
+                              $"{(cuda.Uploads.Staged - uploadsBefore.Staged) / (double)iterations:F0} uploads through page-locked staging " +
+                              $"({(cuda.Uploads.Waited - uploadsBefore.Waited) / (double)iterations:F1} waited for a staging region)");
             Console.WriteLine(steps.Graph is { } graph
                 ? $"graph: yes, {graph} replayed per iteration ({steps.Replays} replays, {steps.Captures} capture, {steps.EagerSteps} eager iterations)"
                 : $"graph: no ({(profiler != null ? "--profile times every kernel from the host" : !steps.UsesGraphs ? "--graphs off" : "not captured yet: use --warmup 2 or more")})");

@@ -11,6 +11,7 @@ public sealed unsafe partial class CudaBackend
 {
     private readonly ICudaDriver _driver;
     private readonly CachingAllocator _allocator;
+    private readonly UploadRing _uploads;
     // Tests share one backend across threads; kernel handles (and the block each one launches
     // with) are looked up once and shared.
     private readonly System.Collections.Concurrent.ConcurrentDictionary<string, (nint function, int threads)> _functions = new();
@@ -32,6 +33,7 @@ public sealed unsafe partial class CudaBackend
             throw new ArgumentException($"precision tf32 needs tensor cores with TF32 (compute capability 8.0, Ampere, or newer); {driver.Device.Name} is {driver.Device.ComputeMajor}.{driver.Device.ComputeMinor}: use fp32");
         _driver = driver;
         _allocator = new CachingAllocator(bytes => (nint)driver.Allocate(bytes), p => driver.Free((ulong)p));
+        _uploads = new UploadRing(driver);
         _driver.LoadModule(KernelLibrary.Sources, KernelLibrary.Headers);
     }
 
@@ -99,7 +101,108 @@ public sealed unsafe partial class CudaBackend
     public void Upload(ReadOnlySpan<float> source, DeviceBuffer destination)
     {
         Check(destination, source.Length, nameof(Upload));
-        fixed (float* p = source) _driver.CopyHostToDevice((ulong)destination.Address, p, (long)source.Length * sizeof(float));
+        CaptureRules.Refuse(_driver.Capturing, "cuMemcpyHtoDAsync_v2", "host memory was uploaded");
+        long bytes = (long)source.Length * sizeof(float);
+        fixed (float* p = source)
+        {
+            if (bytes > UploadRing.LargestStaged) _driver.CopyHostToDevice((ulong)destination.Address, p, bytes);
+            else lock (_uploads) _uploads.Upload((ulong)destination.Address, p, bytes);
+        }
+    }
+
+    /// <summary>Uploads staged through page-locked memory so far, and how many of them had to wait
+    /// for the device to finish reading a staging region first (`bench` reports both per iteration).</summary>
+    public (long Staged, long Waited) Uploads
+    {
+        get { lock (_uploads) return (_uploads.Staged, _uploads.Waited); }
+    }
+
+    /// <summary>
+    /// Page-locked staging for uploads. From pageable memory, cuMemcpyHtoDAsync may wait for the
+    /// stream before it copies (the driver stages the bytes itself), so uploading the next step's
+    /// batch while the current step runs could stall the host until the device is idle. Instead
+    /// every upload copies its bytes into the next free region of one page-locked ring and queues
+    /// the device copy from there, with an event after it; the caller's memory is free at once,
+    /// and a region is written again only after its event is reached. With two or more steps'
+    /// uploads in the ring, the host waits only for the copy of the step before last: double
+    /// buffering without a second API. The ring grows (after the device has drained it) to four
+    /// times the largest upload; an upload above <see cref="LargestStaged"/> goes direct.
+    /// </summary>
+    private sealed class UploadRing(ICudaDriver driver) : IDisposable
+    {
+        public const long LargestStaged = 64L << 20;
+        private const long Alignment = 256, SmallestRing = 1L << 20;
+        private byte* _ring;
+        private long _capacity, _head;
+        private readonly Queue<(long Start, long End, nint Event)> _inFlight = new();
+        private readonly Stack<nint> _spareEvents = new();
+
+        public long Staged { get; private set; }
+        public long Waited { get; private set; }
+
+        public void Upload(ulong destination, void* source, long bytes)
+        {
+            long need = (bytes + Alignment - 1) / Alignment * Alignment;
+            if (need * 4 > _capacity) Grow(Math.Max(SmallestRing, need * 4));
+            if (_head + need > _capacity) _head = 0;
+            // Copies complete in stream order: waiting for the newest in-flight region that
+            // overlaps [head, head + need) frees it and every older one.
+            int newest = -1, index = 0;
+            foreach (var r in _inFlight)
+            {
+                if (r.Start < _head + need && _head < r.End) newest = index;
+                index++;
+            }
+            if (newest >= 0)
+            {
+                Waited++;
+                for (int i = 0; i <= newest; i++)
+                {
+                    var r = _inFlight.Dequeue();
+                    if (i == newest) driver.WaitEvent(r.Event);
+                    _spareEvents.Push(r.Event);
+                }
+            }
+            byte* staging = _ring + _head;
+            Buffer.MemoryCopy(source, staging, bytes, bytes);
+            driver.CopyHostToDeviceAsync(destination, staging, bytes);
+            nint e = _spareEvents.Count > 0 ? _spareEvents.Pop() : driver.CreateEvent();
+            driver.RecordEvent(e);
+            _inFlight.Enqueue((_head, _head + need, e));
+            _head += need;
+            Staged++;
+        }
+
+        /// <summary>A larger ring, once every copy from the old one has been waited for.</summary>
+        private void Grow(long capacity)
+        {
+            Drain();
+            if (_ring != null) driver.FreeHost(_ring);
+            _ring = null;
+            _ring = (byte*)driver.AllocateHost(capacity);
+            _capacity = capacity;
+            _head = 0;
+        }
+
+        private void Drain()
+        {
+            while (_inFlight.Count > 0)
+            {
+                var r = _inFlight.Dequeue();
+                if (_inFlight.Count == 0) driver.WaitEvent(r.Event);
+                _spareEvents.Push(r.Event);
+            }
+        }
+
+        public void Dispose()
+        {
+            if (_ring == null && _spareEvents.Count == 0 && _inFlight.Count == 0) return;
+            Drain();
+            while (_spareEvents.Count > 0) driver.DestroyEvent(_spareEvents.Pop());
+            if (_ring != null) driver.FreeHost(_ring);
+            _ring = null;
+            _capacity = 0;
+        }
     }
 
     public void Download(DeviceBuffer source, Span<float> destination)
@@ -246,6 +349,7 @@ public sealed unsafe partial class CudaBackend
     {
         if (_disposed) return;
         _disposed = true;
+        lock (_uploads) _uploads.Dispose();
         _allocator.ReleaseAll();
         _driver.Dispose();
     }

@@ -124,9 +124,10 @@ public sealed unsafe partial class EmulatedDriver : ICudaDriver
     {
         lock (_lock)
         {
-            if (!_hostBlocks.Remove((nint)host))
+            if (!_hostBlocks.Remove((nint)host, out var staging))
                 throw new CudaException("cuMemFreeHost", 1, "CUDA_ERROR_INVALID_VALUE", $"0x{(nint)host:x} is not page-locked memory of this driver");
             _pendingReads.RemoveAll(r => r.destination == (nint)host);
+            _pendingWrites.RemoveAll(w => w.source >= (nint)host && w.source < (nint)host + staging.Length);
         }
         NativeMemory.AlignedFree(host);
     }
@@ -147,6 +148,65 @@ public sealed unsafe partial class EmulatedDriver : ICudaDriver
             new Span<byte>(destination, (int)bytes).Fill(0xFF);
             _pendingReads.Add((++_readSequence, (nint)destination, (int)bytes));
         }
+    }
+
+    // Uploads that do not wait: cuMemcpyHtoDAsync from page-locked memory returns at once, and the
+    // GPU reads the source when the stream reaches the copy, which may be long after (behind a
+    // whole step). A host that writes those bytes again before an event recorded after the copy
+    // has been reached races with the device. The emulator copies at once (everything queued
+    // before has run) but keeps a snapshot of the source, and when the host waits for an event
+    // past the copy (or synchronizes), or queues another upload from the same bytes, it compares:
+    // bytes changed in between fail with the address, so a missing wait is caught here.
+    private readonly List<(long sequence, nint source, byte[] snapshot)> _pendingWrites = new();
+
+    public void CopyHostToDeviceAsync(ulong destination, void* source, long bytes)
+    {
+        CaptureRules.Refuse(Capturing, "cuMemcpyHtoDAsync_v2", "host memory was uploaded");
+        lock (_lock)
+        {
+            if (!InsidePageLocked((nint)source, bytes))
+                throw new CudaException("cuMemcpyHtoDAsync_v2", 1, "CUDA_ERROR_INVALID_VALUE",
+                    $"an asynchronous upload of {bytes} bytes from 0x{(nint)source:x}, which is not inside a page-locked block (cuMemHostAlloc)");
+            for (int i = _pendingWrites.Count - 1; i >= 0; i--)
+            {
+                var (_, at, snapshot) = _pendingWrites[i];
+                if (at < (nint)source + (nint)bytes && (nint)source < at + snapshot.Length)
+                {
+                    CheckUnchanged(at, snapshot);
+                    _pendingWrites.RemoveAt(i);
+                }
+            }
+            _pendingWrites.Add((++_readSequence, (nint)source, new ReadOnlySpan<byte>(source, (int)bytes).ToArray()));
+            Buffer.MemoryCopy(source, (void*)destination, bytes, bytes);
+        }
+    }
+
+    private bool InsidePageLocked(nint start, long bytes)
+    {
+        foreach (var (block, staging) in _hostBlocks)
+            if (start >= block && start + bytes <= block + staging.Length) return true;
+        return false;
+    }
+
+    private static void CheckUnchanged(nint source, byte[] snapshot)
+    {
+        if (!new ReadOnlySpan<byte>((void*)source, snapshot.Length).SequenceEqual(snapshot))
+            throw new CudaException("cuMemcpyHtoDAsync_v2", 1, "CUDA_ERROR_INVALID_VALUE",
+                $"the host wrote the page-locked bytes at 0x{source:x} ({snapshot.Length} bytes) while an upload from them could still be reading: " +
+                "wait for an event recorded after the copy before writing them again");
+    }
+
+    /// <summary>Checks and forgets the uploads queued up to <paramref name="sequence"/> (the host has waited past them).</summary>
+    private void CompleteWrites(long sequence)
+    {
+        lock (_lock)
+            for (int i = _pendingWrites.Count - 1; i >= 0; i--)
+            {
+                var (at, source, snapshot) = _pendingWrites[i];
+                if (at > sequence) continue;
+                _pendingWrites.RemoveAt(i);
+                CheckUnchanged(source, snapshot);
+            }
     }
 
     public nint CreateEvent()
@@ -183,9 +243,11 @@ public sealed unsafe partial class EmulatedDriver : ICudaDriver
             if (!_events.Remove(e)) throw new CudaException("cuEventDestroy_v2", 400, "CUDA_ERROR_INVALID_HANDLE", $"event {e} does not exist (destroyed twice?)");
     }
 
-    /// <summary>Lands every asynchronous read queued up to <paramref name="sequence"/>.</summary>
+    /// <summary>Lands every asynchronous read queued up to <paramref name="sequence"/>, and checks
+    /// the uploads queued up to it.</summary>
     private void CompleteReads(long sequence)
     {
+        CompleteWrites(sequence);
         lock (_lock)
         {
             for (int i = _pendingReads.Count - 1; i >= 0; i--)

@@ -94,6 +94,10 @@ public unsafe interface ICudaDriver : IDisposable
     /// <summary>cuMemcpyDtoHAsync into memory from <see cref="AllocateHost"/>, in stream order,
     /// without waiting: the bytes are there once an event recorded after it has been reached.</summary>
     void CopyDeviceToHostAsync(void* destination, ulong source, long bytes) => CopyDeviceToHost(destination, source, bytes);
+    /// <summary>cuMemcpyHtoDAsync from memory inside a block from <see cref="AllocateHost"/>, in stream
+    /// order, without waiting: the host may write those bytes again only once an event recorded
+    /// after the copy has been reached (CudaBackend's upload ring).</summary>
+    void CopyHostToDeviceAsync(ulong destination, void* source, long bytes) => CopyHostToDevice(destination, source, bytes);
     /// <summary>cuEventCreate (without timing).</summary>
     nint CreateEvent() => 0;
     /// <summary>cuEventRecord on the stream: reached when everything queued before it is done.</summary>

@@ -166,6 +166,15 @@ public sealed unsafe class NativeDriver : ICudaDriver
         CudaApi.Check(CudaApi.cuMemFreeHost(host), "cuMemFreeHost");
     }
 
+    /// <summary>In stream order, without waiting (the source is page-locked: see AllocateHost; the
+    /// caller keeps it unchanged until an event recorded after the copy is reached).</summary>
+    public void CopyHostToDeviceAsync(ulong destination, void* source, long bytes)
+    {
+        CaptureRules.Refuse(_capturing, "cuMemcpyHtoDAsync_v2", "host memory was uploaded");
+        MakeCurrent();
+        CudaApi.Check(CudaApi.cuMemcpyHtoDAsync(destination, source, (nuint)bytes, _stream), "cuMemcpyHtoDAsync_v2");
+    }
+
     /// <summary>In stream order, without waiting (the destination is page-locked: see AllocateHost).</summary>
     public void CopyDeviceToHostAsync(void* destination, ulong source, long bytes)
     {
