@@ -92,6 +92,18 @@ public class CpuConvolutionTuningTests
     }
 
     [Fact]
+    public void AFileThatCannotBeWrittenCostsOnlyTheMemory()
+    {
+        using var dir = new TempDirectory();
+        string blocker = System.IO.Path.Combine(dir.Path, "a-file");
+        File.WriteAllText(blocker, "");
+        // The choices' folder would have to be made inside a file: neither reading nor writing can succeed.
+        var tuner = new CpuBackend.ConvolutionTuner(System.IO.Path.Combine(blocker, "cpu-convolutions", "cpu.tsv"));
+        Assert.Equal(Method.WinogradChannels, tuner.Choose(Key, m => Spin(m == Method.WinogradChannels ? 0.5 : 8)));
+        Assert.Equal(Method.WinogradChannels, tuner.Choose(Key, m => throw new InvalidOperationException("remembered in memory")));
+    }
+
+    [Fact]
     public void AProductMeasuredWhileItRunsEqualsItsChosenMethodBitForBit()
     {
         if (!Sgemm.Supported) return;   // without AVX-512 there is one method (Im2Col) and nothing to measure

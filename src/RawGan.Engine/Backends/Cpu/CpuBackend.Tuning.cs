@@ -113,7 +113,7 @@ public sealed unsafe partial class CpuBackend
         }
 
         /// <summary>The file of the choices; by default this CPU's: its model name (from /proc/cpuinfo) and core count.</summary>
-        internal string FilePath => file ??= Path.Combine(CacheDirectory.For("cpu-convolutions"), $"{CpuSignature()}.tsv");
+        internal string FilePath => file ??= Path.Combine(CacheDirectory.Root, "cpu-convolutions", $"{CpuSignature()}.tsv");
 
         /// <summary>The remembered method for <paramref name="key"/>, if there is one (no allocation: every call asks).</summary>
         public bool TryGet(TuningKey key, out ConvMethod method)
@@ -232,7 +232,11 @@ public sealed unsafe partial class CpuBackend
             var sb = new StringBuilder("# RawGan: the measured 3x3 convolution method per product and size on this CPU (RAWGAN_CONV_TUNING=off ignores it)\n");
             foreach (var (k, (_, c)) in merged.OrderBy(e => (e.Key.Product, e.Key.H, e.Key.Cin, e.Key.Cout, e.Key.N, e.Key.Threads)))
                 sb.Append(CultureInfo.InvariantCulture, $"{c.Product}\t{k.N}\t{k.Cin}\t{k.H}\t{k.W}\t{k.Cout}\t{k.Threads}\t{c.Method}\n");
-            try { CacheDirectory.WriteAtomically(FilePath, Encoding.UTF8.GetBytes(sb.ToString())); }
+            try
+            {
+                Directory.CreateDirectory(Path.GetDirectoryName(FilePath)!);
+                CacheDirectory.WriteAtomically(FilePath, Encoding.UTF8.GetBytes(sb.ToString()));
+            }
             catch (IOException) { }
             catch (UnauthorizedAccessException) { }
         }

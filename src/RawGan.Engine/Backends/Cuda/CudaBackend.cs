@@ -103,6 +103,7 @@ public sealed unsafe partial class CudaBackend
         Check(destination, source.Length, nameof(Upload));
         CaptureRules.Refuse(_driver.Capturing, "cuMemcpyHtoDAsync_v2", "host memory was uploaded");
         long bytes = (long)source.Length * sizeof(float);
+        if (bytes == 0) return;
         fixed (float* p = source)
         {
             if (bytes > UploadRing.LargestStaged) _driver.CopyHostToDevice((ulong)destination.Address, p, bytes);
