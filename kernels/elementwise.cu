@@ -6,6 +6,8 @@
 //   square              y[i] = x[i]^2
 //   sqrt_forward        y[i] = sqrt(x[i])
 //   rsqrt_forward       y[i] = 1 / sqrt(x[i])
+//   softplus_forward    y[i] = log(1 + e^x[i])                   (the logistic GAN loss)
+//   sigmoid_forward     y[i] = 1 / (1 + e^-x[i])                 (softplus's derivative)
 //   leaky_relu_forward  y[i] = x[i] if x[i] > 0 else slope x[i]   (slope 0.2 in ProGAN, section A.1)
 //   leaky_relu_backward gx[i] = gy[i] if x[i] > 0 else slope gy[i]
 //   lerp_scalar         y[i] = a[i] + t (b[i] - a[i])             (the fade-in of section 3, one t)
@@ -63,6 +65,27 @@ extern "C" __global__ void sqrt_forward(const float* x, float* y, long long n)
 extern "C" __global__ void rsqrt_forward(const float* x, float* y, long long n)
 {
     for (long long i = grid_start(); i < n; i += grid_stride()) y[i] = 1.0f / sqrtf(x[i]);
+}
+
+// log(1 + e^x) as max(x, 0) + log1p(e^-|x|): e^x would overflow for x > 88, and 1 + e^x loses
+// every digit of e^x below 1e-8; the split form is exact to a few ulp everywhere.
+extern "C" __global__ void softplus_forward(const float* x, float* y, long long n)
+{
+    for (long long i = grid_start(); i < n; i += grid_stride())
+    {
+        float v = x[i];
+        y[i] = fmaxf(v, 0.0f) + log1pf(expf(-fabsf(v)));
+    }
+}
+
+// 1 / (1 + e^-x) for x >= 0, e^x / (1 + e^x) below: e^-x stays at most 1, nothing overflows.
+extern "C" __global__ void sigmoid_forward(const float* x, float* y, long long n)
+{
+    for (long long i = grid_start(); i < n; i += grid_stride())
+    {
+        float v = x[i], e = expf(-fabsf(v));
+        y[i] = v >= 0.0f ? 1.0f / (1.0f + e) : e / (1.0f + e);
+    }
 }
 
 extern "C" __global__ void leaky_relu_forward(const float* x, float* y, long long n, float slope)

@@ -44,7 +44,7 @@ public sealed class ConsoleObserver : ITrainingObserver
         string alpha = r.Phase.FadeIn ? $" alpha {r.Alpha:F3}" : "";
         string kimg = $"{r.TotalImages / 1000.0:F1}/{r.TotalScheduleImages / 1000.0:F0} kimg";
         string speed = $"{r.ImagesPerSecond:F1} img/s, {r.SecondsPerKimg:F1} s/kimg";
-        string losses = $"loss D {r.CriticLoss:F3} G {r.GeneratorLoss:F3} (real {r.RealScore:F3}, fake {r.FakeScore:F3}, gp {r.Penalty:F4})";
+        string losses = $"loss D {r.CriticLoss:F3} G {r.GeneratorLoss:F3} (real {r.RealScore:F3}, fake {r.FakeScore:F3}, {(r.Logistic ? "r1" : "gp")} {r.Penalty:F4})";
         string time = $"elapsed {Format(r.Elapsed)}, ETA {Format(r.Remaining)}";
         string skipped = r.SkippedSteps > 0 ? $", {r.SkippedSteps} skipped steps" : "";
         if (!_live)

@@ -50,6 +50,8 @@ public static partial class TrainCommand
     private static readonly Option<string> Out = new("--out", "-o") { Description = "folder in which a new run folder is made", DefaultValueFactory = _ => "runs" };
     private static readonly Option<string?> Resume = new("--resume") { Description = "continue a run: its folder, or one of its checkpoint folders" };
     private static readonly Option<bool> Mirror = new("--mirror") { Description = "mirror augment: flip reals left-right with probability 0.5" };
+    private static readonly Option<string> Loss = new("--loss") { Description = "wgan-gp (the paper's WGAN-GP with its drift term) or logistic (non-saturating logistic loss with an R1 penalty on the reals)", DefaultValueFactory = _ => "wgan-gp" };
+    private static readonly Option<float> R1Gamma = new("--r1-gamma") { Description = "the R1 penalty's weight gamma with --loss logistic (gamma / 2 times the squared gradient norm on the reals)", DefaultValueFactory = _ => 1f };
     internal static readonly Option<int?> Threads = new("--threads") { Description = "CPU threads for kernels (default: all cores)" };
     private static readonly Option<double> TickKimg = new("--tick-kimg") { Description = "thousands of images between progress lines, metrics and sample grids", DefaultValueFactory = _ => 2 };
     private static readonly Option<int> CheckpointTicks = new("--checkpoint-ticks") { Description = "ticks between checkpoints (also at every phase end and on Ctrl+C)", DefaultValueFactory = _ => 5 };
@@ -64,7 +66,7 @@ public static partial class TrainCommand
     public static Command Create()
     {
         var command = new Command("train", "Train a ProGAN: stable 4x4, then a fade-in and a stable phase per resolution, with checkpoints, sample grids and report.html in the run folder.");
-        foreach (var o in new Option[] { Data, Resolution, Preset, LatentSize, FmapBase, FmapMax, Device, Precision, Graphs, KimgPerPhase, Batch, LearningRate, Seed, Out, Resume, Mirror, Threads, TickKimg, CheckpointTicks, Keep, OnNan, SwdImages, ShapesCount, EmaKimg, DataChanged, MaxSteps })
+        foreach (var o in new Option[] { Data, Resolution, Preset, LatentSize, FmapBase, FmapMax, Device, Precision, Graphs, KimgPerPhase, Batch, LearningRate, Seed, Out, Resume, Mirror, Loss, R1Gamma, Threads, TickKimg, CheckpointTicks, Keep, OnNan, SwdImages, ShapesCount, EmaKimg, DataChanged, MaxSteps })
             command.Add(o);
         command.SetAction(parse => Program.Guard(() => Run(parse)));
         return command;
@@ -466,6 +468,8 @@ public static partial class TrainCommand
             LearningRateByResolution = rates,
             LearningRate = defaultRate,
             Mirror = parse.GetValue(Mirror),
+            Loss = ParseLoss(parse.GetValue(Loss)!),
+            R1Gamma = parse.GetValue(R1Gamma),
             Seed = parse.GetValue(Seed),
             TickImages = Math.Max(1, (long)Math.Round(parse.GetValue(TickKimg) * 1000)),
             CheckpointTicks = parse.GetValue(CheckpointTicks),
@@ -511,6 +515,8 @@ public static partial class TrainCommand
             o = o with { LearningRateByResolution = r, LearningRate = d };
         }
         if (Given(Mirror)) o = o with { Mirror = parse.GetValue(Mirror) };
+        if (Given(Loss)) o = o with { Loss = ParseLoss(parse.GetValue(Loss)!) };
+        if (Given(R1Gamma)) o = o with { R1Gamma = parse.GetValue(R1Gamma) };
         if (Given(EmaKimg)) o = o with { EmaHalfLifeImages = parse.GetValue(EmaKimg) * 1000 };
         if (Given(Seed)) o = o with { Seed = parse.GetValue(Seed) };
         if (Given(TickKimg)) o = o with { TickImages = Math.Max(1, (long)Math.Round(parse.GetValue(TickKimg) * 1000)) };
@@ -520,6 +526,13 @@ public static partial class TrainCommand
         if (Given(SwdImages)) o = o with { SwdImages = parse.GetValue(SwdImages) };
         return o;
     }
+
+    private static GanLoss ParseLoss(string text) => text.Trim().ToLowerInvariant() switch
+    {
+        "wgan-gp" or "wgangp" => GanLoss.WganGp,
+        "logistic" => GanLoss.Logistic,
+        _ => throw new UserError($"--loss must be wgan-gp or logistic, got '{text}'"),
+    };
 
     /// <summary>--kimg-per-phase in images: per resolution (null when none is listed) and the default.</summary>
     private static (Dictionary<int, long>? byResolution, long fallback) ParseImagesPerPhase(string text)

@@ -86,6 +86,8 @@ public class CudaKernelTests
             Compare(blockSize, $"square {at}", [x], [n], (be, p) => be.Square(p[0], p[1], n), Exact);
             Compare(blockSize, $"sqrt_forward {at}", [pos], [n], (be, p) => be.Sqrt(p[0], p[1], n), Exact);
             Compare(blockSize, $"rsqrt_forward {at}", [pos], [n], (be, p) => be.Rsqrt(p[0], p[1], n), Elementwise);   // two roundings (1 / sqrt) against the reference's one
+            Compare(blockSize, $"softplus_forward {at}", [x], [n], (be, p) => be.Softplus(p[0], p[1], n), Elementwise);   // expf and log1pf in float, the reference in double
+            Compare(blockSize, $"sigmoid_forward {at}", [x], [n], (be, p) => be.Sigmoid(p[0], p[1], n), Elementwise);
             Compare(blockSize, $"leaky_relu_forward {at}", [x], [n], (be, p) => be.LeakyReluForward(p[0], p[1], n, 0.2f), Exact);
             Compare(blockSize, $"leaky_relu_backward {at}", [x, g], [n], (be, p) => be.LeakyReluBackward(p[0], p[1], p[2], n, 0.2f), Exact);
             Compare(blockSize, $"lerp_scalar {at}", [x, b], [n], (be, p) => be.LerpScalar(p[0], p[1], p[2], n, 0.3f), Elementwise);

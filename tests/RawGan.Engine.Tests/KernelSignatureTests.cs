@@ -23,6 +23,8 @@ public partial class KernelSignatureTests
         ["Gemm"] = "sgemm",
         ["Sqrt"] = "sqrt_forward",
         ["Rsqrt"] = "rsqrt_forward",
+        ["Softplus"] = "softplus_forward",
+        ["Sigmoid"] = "sigmoid_forward",
         ["Add"] = "add_broadcast",
         ["Sub"] = "sub_broadcast",
         ["Mul"] = "mul_broadcast",

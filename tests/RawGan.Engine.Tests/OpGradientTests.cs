@@ -42,6 +42,9 @@ public class OpGradientTests
         new("Square", x => Ops.Square(x[0]), [S(2, 1, 3, 5)], [N]),
         new("Sqrt", x => Ops.Sqrt(x[0]), [S(2, 7)], [Pos]),
         new("Rsqrt", x => Ops.Rsqrt(x[0]), [S(3, 3)], [Pos]),
+        new("Softplus", x => Ops.Softplus(x[0]), [S(2, 5)], [N]),
+        new("Softplus of a critic's scores (the logistic loss)", x => Ops.Mean(Ops.Softplus(Ops.Scale(x[0], -3f))), [S(7)], [N]),
+        new("Sigmoid", x => Ops.Sigmoid(x[0]), [S(3, 4)], [N]),
         new("LeakyRelu", x => Ops.LeakyRelu(x[0], 0.2f), [S(2, 3, 5, 3)], [Kinked]),
         new("LeakyReluMask (in g)", x => Ops.LeakyReluMask(x[1], x[0], 0.2f), [S(2, 3, 3), S(2, 3, 3)], [N, Kinked], SecondOrder: false),
         // the fused bias and activation: x + b stays 0.06 or more from the kink (|x| >= 0.1, |b| <= 0.04)

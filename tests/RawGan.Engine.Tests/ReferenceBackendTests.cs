@@ -127,6 +127,9 @@ public class ReferenceBackendTests
         Near([2f, 2f, 10], On([[-2, 0, 3], [10, 10, 10]], [3], (be, p) => be.LeakyReluBackward(p[0], p[1], p[2], 3, 0.2f), 2), 1e-7, "leaky relu backward");
         Near([0.5f, 4f], On([[0.25f, 16]], [2], (be, p) => be.Sqrt(p[0], p[1], 2), 1), 0, "sqrt");
         Near([2f, 0.25f], On([[0.25f, 16]], [2], (be, p) => be.Rsqrt(p[0], p[1], 2), 1), 0, "rsqrt");
+        // log 2 at 0; x + log(1 + e^-x) far out on both sides (neither e^100 nor 1 + e^-100 is a float's business).
+        Near([0.6931472f, 100f, 0f, 1.3132617f, 0.3132617f], On([[0, 100, -100, 1, -1]], [5], (be, p) => be.Softplus(p[0], p[1], 5), 1), 1e-7, "softplus");
+        Near([0.5f, 1f, 0f, 0.7310586f, 0.2689414f], On([[0, 100, -100, 1, -1]], [5], (be, p) => be.Sigmoid(p[0], p[1], 5), 1), 1e-7, "sigmoid");
         // Two samples of two values; t = [0, 0.25].
         Near([1, 2, 5, 7], On([[1, 2, 4, 6], [9, 9, 8, 10], [0, 0.25f]], [4], (be, p) => be.LerpPerSample(p[0], p[1], p[2], p[3], 2, 2), 3), 0, "lerp per sample");
         // [[1, 2], [3, 4]] upsampled with gain 2, then pooled back with gain 0.5.
@@ -385,6 +388,8 @@ public class ReferenceBackendMatchesCpuTests
             Compare($"square {at}", [x], [n], (be, p) => be.Square(p[0], p[1], n), Elementwise);
             Compare($"sqrt {at}", [pos], [n], (be, p) => be.Sqrt(p[0], p[1], n), Elementwise);
             Compare($"rsqrt {at}", [pos], [n], (be, p) => be.Rsqrt(p[0], p[1], n), Elementwise);
+            Compare($"softplus {at}", [x], [n], (be, p) => be.Softplus(p[0], p[1], n), Elementwise);
+            Compare($"sigmoid {at}", [x], [n], (be, p) => be.Sigmoid(p[0], p[1], n), Elementwise);
             Compare($"leaky_relu_forward {at}", [x], [n], (be, p) => be.LeakyReluForward(p[0], p[1], n, 0.2f), Elementwise);
             Compare($"leaky_relu_backward {at}", [x, g], [n], (be, p) => be.LeakyReluBackward(p[0], p[1], p[2], n, 0.2f), Elementwise);
             Compare($"lerp_scalar {at}", [x, b], [n], (be, p) => be.LerpScalar(p[0], p[1], p[2], n, 0.3f), Elementwise);

@@ -121,6 +121,19 @@ public sealed class StepGraphTests : IDisposable
     }
 
     [Fact]
+    public void WithTheLogisticLossReplayedStepsTrainBitForBitLikeEagerOnes()
+    {
+        // The other objective's kernels (softplus, sigmoid in its backward, R1's double backward) in a captured step.
+        var options = Options() with { Loss = GanLoss.Logistic, R1Gamma = 1f };
+        var (eager, _, _) = Train(graphs: false, "logistic-eager", poisoned: _ => false, options: options);
+        var (replayed, _, steps) = Train(graphs: true, "logistic-graphs", poisoned: _ => false, options: options);
+        Assert.True(steps.Replays > 0, "no step was replayed");
+        Assert.Equal(eager.Length, replayed.Length);
+        for (int i = 0; i < eager.Length; i++)
+            Assert.True(eager[i].AsSpan().SequenceEqual(replayed[i]), $"tensor {i} differs between replayed and eager logistic steps");
+    }
+
+    [Fact]
     public void AStepThatCannotBeCapturedRunsEagerlyAndSaysWhy()
     {
         using var backend = new CudaBackend(new EmulatedDriver());

@@ -226,6 +226,27 @@ public static partial class Ops
         return y;
     }
 
+    /// <summary>softplus(x) = log(1 + e^x): the logistic GAN loss is softplus(D(fake)) + softplus(-D(real)).</summary>
+    public static Tensor Softplus(Tensor x)
+    {
+        var y = Tensor.Empty(x.Backend, x.Shape);
+        x.Backend.Softplus(x.Buffer, y.Buffer, x.Length);
+        // d softplus(x) / dx = sigmoid(x), itself differentiable (a loss's second order, if asked).
+        if (Recording(x)) y.GradFn = Node.Record("Softplus", x, y, static (n, g, gi) => gi[0] = Mul(g, Sigmoid(n.Inputs[0])));
+        return y;
+    }
+
+    /// <summary>sigmoid(x) = 1 / (1 + e^-x).</summary>
+    public static Tensor Sigmoid(Tensor x)
+    {
+        var y = Tensor.Empty(x.Backend, x.Shape);
+        x.Backend.Sigmoid(x.Buffer, y.Buffer, x.Length);
+        // d sigmoid / dx = y (1 - y)
+        if (Recording(x)) y.GradFn = Node.Record("Sigmoid", x, y,
+            static (n, g, gi) => gi[0] = Mul(g, Mul(n.Output, AddScalar(Scale(n.Output, -1f), 1f))));
+        return y;
+    }
+
     /// <summary>Leaky ReLU: x if x &gt; 0, else slope * x (ProGAN uses slope 0.2).</summary>
     public static Tensor LeakyRelu(Tensor x, float slope = 0.2f)
     {

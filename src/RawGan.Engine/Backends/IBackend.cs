@@ -166,6 +166,10 @@ public interface IBackend : IDisposable
     void Sqrt(DeviceBuffer x, DeviceBuffer y, long n);
     /// <summary>rsqrt_forward: y[i] = 1 / sqrt(x[i]).</summary>
     void Rsqrt(DeviceBuffer x, DeviceBuffer y, long n);
+    /// <summary>softplus_forward: y[i] = log(1 + e^x[i]).</summary>
+    void Softplus(DeviceBuffer x, DeviceBuffer y, long n);
+    /// <summary>sigmoid_forward: y[i] = 1 / (1 + e^-x[i]).</summary>
+    void Sigmoid(DeviceBuffer x, DeviceBuffer y, long n);
     /// <summary>leaky_relu_forward: y = x if x &gt; 0 else slope * x.</summary>
     void LeakyReluForward(DeviceBuffer x, DeviceBuffer y, long n, float slope);
     /// <summary>leaky_relu_backward: gx = gy if x &gt; 0 else slope * gy (a masked multiply).</summary>

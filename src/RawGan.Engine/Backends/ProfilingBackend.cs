@@ -54,6 +54,8 @@ public sealed class ProfilingBackend(IBackend inner) : IBackend
     public void Square(DeviceBuffer x, DeviceBuffer y, long n) { long t0 = Stopwatch.GetTimestamp(); Inner.Square(x, y, n); Record("Square", t0); }
     public void Sqrt(DeviceBuffer x, DeviceBuffer y, long n) { long t0 = Stopwatch.GetTimestamp(); Inner.Sqrt(x, y, n); Record("Sqrt", t0); }
     public void Rsqrt(DeviceBuffer x, DeviceBuffer y, long n) { long t0 = Stopwatch.GetTimestamp(); Inner.Rsqrt(x, y, n); Record("Rsqrt", t0); }
+    public void Softplus(DeviceBuffer x, DeviceBuffer y, long n) { long t0 = Stopwatch.GetTimestamp(); Inner.Softplus(x, y, n); Record("Softplus", t0); }
+    public void Sigmoid(DeviceBuffer x, DeviceBuffer y, long n) { long t0 = Stopwatch.GetTimestamp(); Inner.Sigmoid(x, y, n); Record("Sigmoid", t0); }
     public void LeakyReluForward(DeviceBuffer x, DeviceBuffer y, long n, float slope) { long t0 = Stopwatch.GetTimestamp(); Inner.LeakyReluForward(x, y, n, slope); Record("LeakyReluForward", t0); }
     public void LeakyReluBackward(DeviceBuffer x, DeviceBuffer gy, DeviceBuffer gx, long n, float slope) { long t0 = Stopwatch.GetTimestamp(); Inner.LeakyReluBackward(x, gy, gx, n, slope); Record("LeakyReluBackward", t0); }
     public void LerpScalar(DeviceBuffer a, DeviceBuffer b, DeviceBuffer y, long n, float t) { long t0 = Stopwatch.GetTimestamp(); Inner.LerpScalar(a, b, y, n, t); Record("LerpScalar", t0); }

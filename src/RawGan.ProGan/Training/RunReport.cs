@@ -62,7 +62,7 @@ public sealed class RunReport(string runDirectory, TrainOptions options, string 
         Row(html, "data", data);
         Row(html, "device", device);
         Row(html, "model", $"{options.Model.Resolution}x{options.Model.Resolution}, {options.Model.Channels} channel(s), latent {options.Model.LatentSize}, fmap-base {options.Model.FmapBase}, fmap-max {options.Model.FmapMax}; G {trainer.Generator.ParameterCount:N0} and D {trainer.Discriminator.ParameterCount:N0} parameters");
-        Row(html, "schedule", $"{trainer.Schedule.Describe()}; batch {options.DefaultBatch}{(options.BatchByResolution.Count > 0 ? " (" + string.Join(", ", options.BatchByResolution.OrderBy(p => p.Key).Select(p => $"{p.Key}px: {p.Value}")) + ")" : "")}; lr {options.LearningRate}");
+        Row(html, "schedule", $"{trainer.Schedule.Describe()}; batch {options.DefaultBatch}{(options.BatchByResolution.Count > 0 ? " (" + string.Join(", ", options.BatchByResolution.OrderBy(p => p.Key).Select(p => $"{p.Key}px: {p.Value}")) + ")" : "")}; lr {options.LearningRate}; loss {(options.Loss == GanLoss.Logistic ? $"logistic, R1 gamma {options.R1Gamma}" : "WGAN-GP")}");
         Row(html, "progress", $"{s.TotalImages:N0} images ({s.TotalImages / 1000.0:F1} kimg), phase {Math.Min(s.PhaseIndex + 1, trainer.Schedule.Phases.Count)} of {trainer.Schedule.Phases.Count}, {s.Steps:N0} steps, {s.SkippedSteps} skipped (non-finite), {s.Rollbacks} rollbacks");
         Row(html, "time", $"{TimeSpan.FromSeconds(s.Seconds):hh\\:mm\\:ss}");
         if (s.InitialSwd is double init) Row(html, "SWD, untrained generator", $"{init:F1} (x1e3, mean over levels)");
@@ -76,7 +76,9 @@ public sealed class RunReport(string runDirectory, TrainOptions options, string 
             .Append("at that phase's resolution: lower is closer. The points at different resolutions measure different things; the trend within one resolution, and the last point, are what to read.</p>");
         var swd = ReadMetrics(Path.Combine(runDirectory, "swd.jsonl"));
         html.Append(Chart(swd, [("swd", "#b9770e")], phases, dots: true));
-        html.Append("<h2>Losses</h2><p>Critic (D) and generator (G) loss per tick. A negative critic loss is normal: it estimates minus the Wasserstein distance.</p>");
+        html.Append(options.Loss == GanLoss.Logistic
+            ? "<h2>Losses</h2><p>Critic (D) and generator (G) loss per tick: the logistic loss (log 2 = 0.69 per term when the critic cannot tell reals from fakes) with the R1 penalty.</p>"
+            : "<h2>Losses</h2><p>Critic (D) and generator (G) loss per tick. A negative critic loss is normal: it estimates minus the Wasserstein distance.</p>");
         html.Append(Chart(metrics, [("loss_d", "#c0392b"), ("loss_g", "#2471a3")], phases));
         html.Append("<h2>Critic scores and gradient penalty</h2>");
         html.Append(Chart(metrics, [("score_real", "#1e8449"), ("score_fake", "#a04000"), ("gradient_penalty", "#7d3c98")], phases));

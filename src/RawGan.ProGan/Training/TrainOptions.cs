@@ -45,6 +45,12 @@ public sealed record TrainOptions
     /// <summary>beta of Gs = G + beta (Gs - G) for a step of <paramref name="batch"/> images.</summary>
     public float EmaBeta(int batch) => (float)Math.Pow(0.5, batch / Math.Max(EffectiveEmaHalfLife, 1e-9));
     public bool Mirror { get; init; }
+    /// <summary>The loss the steps minimize (WGAN-GP, the paper's, unless asked).</summary>
+    public GanLoss Loss { get; init; } = GanLoss.WganGp;
+    /// <summary>With <see cref="GanLoss.Logistic"/>: the R1 penalty's gamma (gamma / 2 ||grad D(real)||^2).</summary>
+    public float R1Gamma { get; init; } = 1f;
+
+    [System.Text.Json.Serialization.JsonIgnore] public GanObjective Objective => new(Loss, R1Gamma);
     public ulong Seed { get; init; } = 1;
     /// <summary>Progress, metrics and a sample grid every this many real images.</summary>
     public long TickImages { get; init; } = 4_000;
@@ -84,6 +90,7 @@ public sealed record TrainOptions
         if (!(LearningRate > 0 && float.IsFinite(LearningRate)) || LearningRateByResolution.Values.Any(v => !(v > 0 && float.IsFinite(v))))
             throw new ArgumentException("learning rates must be positive finite numbers");
         if (ShapesCount < 1) throw new ArgumentException($"the shapes data set needs at least one image, got {ShapesCount}");
+        if (!(R1Gamma >= 0 && float.IsFinite(R1Gamma))) throw new ArgumentException($"the R1 gamma must be a finite number of at least 0, got {R1Gamma}");
         if (EmaHalfLifeImages < 0) throw new ArgumentException($"the EMA half-life must not be negative, got {EmaHalfLifeImages}");
         if (TickImages < 1) throw new ArgumentException($"tick must be at least one image, got {TickImages}");
         if (CheckpointTicks < 1 || KeepCheckpoints < 1) throw new ArgumentException("checkpoint interval and count must be at least 1");
@@ -170,6 +177,8 @@ public sealed record TrainOptions
         Check("learning rate", LearningRate, other.LearningRate);
         Check("learning rate per resolution", Format(LearningRateByResolution), Format(other.LearningRateByResolution));
         Check("mirror", Mirror, other.Mirror);
+        Check("loss", Loss, other.Loss);
+        if (Loss == GanLoss.Logistic) Check("R1 gamma", R1Gamma, other.R1Gamma);
         Check("EMA half-life", EmaHalfLifeImages, other.EmaHalfLifeImages);
         Check("seed", Seed, other.Seed);
         return diffs;

@@ -16,7 +16,7 @@ namespace RawGan.ProGan.Training;
 public sealed record TickReport(
     long Tick, Phase Phase, int PhaseCount, float Alpha, long TotalImages, long TotalScheduleImages, int Batch,
     double ImagesPerSecond, double SecondsPerKimg, TimeSpan Elapsed, TimeSpan Remaining,
-    double CriticLoss, double GeneratorLoss, double RealScore, double FakeScore, double Penalty, long SkippedSteps);
+    double CriticLoss, double GeneratorLoss, double RealScore, double FakeScore, double Penalty, long SkippedSteps, bool Logistic = false);
 
 /// <summary>Receives progress (a live display or plain log lines) and notices.</summary>
 public interface ITrainingObserver
@@ -113,6 +113,7 @@ public sealed class Trainer : IDisposable
         // Initialization draws from the run's generator in a fixed order: G, D, then training.
         _rng = new Rng(options.Seed);
         _models = GanModels.Create(backend, options.Model, _rng, options.LearningRate, _collective);
+        _models.Objective = options.Objective;
         (_g, _d, _gEma, _adamG, _adamD) = (_models.G, _models.D, _models.GEma, _models.AdamG, _models.AdamD);
         State = new TrainerState { NextTickImages = options.TickImages };
 
@@ -419,7 +420,7 @@ public sealed class Trainer : IDisposable
         var remaining = TimeSpan.FromSeconds(_remaining.Seconds(Schedule, phase, State.ImagesInPhase));
         var report = new TickReport(State.Ticks, phase, Schedule.Phases.Count, alpha, State.TotalImages, Schedule.TotalImages, batch,
             ips, ips > 0 ? 1000 / ips : 0, TimeSpan.FromSeconds(secondsAtStart + runSeconds), remaining,
-            tick.Mean(tick.Critic), tick.Mean(tick.Generator), tick.Mean(tick.Real), tick.Mean(tick.Fake), tick.Mean(tick.Penalty), State.SkippedSteps);
+            tick.Mean(tick.Critic), tick.Mean(tick.Generator), tick.Mean(tick.Real), tick.Mean(tick.Fake), tick.Mean(tick.Penalty), State.SkippedSteps, Options.Loss == GanLoss.Logistic);
         _observer.Tick(report);
         AppendMetrics(report);
     }

@@ -17,8 +17,27 @@ public readonly record struct StepStats(float CriticLoss, float GeneratorLoss, f
 }
 
 /// <summary>The networks and optimizers one training step updates.</summary>
+/// <summary>The two losses a step can train with (<see cref="WganGp"/>).</summary>
+public enum GanLoss
+{
+    /// <summary>WGAN-GP with ProGAN's drift term (the paper's and the default).</summary>
+    WganGp,
+    /// <summary>The non-saturating logistic loss with an R1 penalty on the reals (the official
+    /// code's G_logistic_nonsaturating and D_logistic_simplegp).</summary>
+    Logistic,
+}
+
+/// <summary>The loss and, for <see cref="GanLoss.Logistic"/>, the R1 penalty's weight gamma.</summary>
+public readonly record struct GanObjective(GanLoss Loss, float R1Gamma)
+{
+    public static GanObjective Default => new(GanLoss.WganGp, 10f);
+}
+
 public sealed record GanModels(Generator G, Discriminator D, Generator GEma, Adam AdamG, Adam AdamD) : IDisposable
 {
+    /// <summary>What the steps minimize (WGAN-GP unless the trainer says otherwise).</summary>
+    public GanObjective Objective { get; set; } = GanObjective.Default;
+
     /// <summary>Fresh networks: G then D drawn from <paramref name="rng"/> (in that order, so a
     /// seed always gives the same weights), the moving average a copy of G, Adam for each.</summary>
     public static GanModels Create(RawGan.Engine.Backends.IBackend backend, ProGanConfig config, Rng rng, float learningRate = 0.001f, ICollective? collective = null)
@@ -106,10 +125,11 @@ public static class WganGp
         Generator g, Discriminator d, Tensor reals, Tensor latents, Tensor t, int level, float alpha, Tensor[]? gradients = null) =>
         CriticLoss(g, d, reals, latents, t, level, Fade.At(alpha), gradients);
 
-    /// <summary>The same, with the fade as <see cref="Fade"/>.</summary>
+    /// <summary>The same, with the fade as <see cref="Fade"/>, for <paramref name="objective"/> (WGAN-GP when not given).</summary>
     public static (Tensor loss, Tensor[] gradients, Tensor realScore, Tensor fakeScore, Tensor penalty) CriticLoss(
-        Generator g, Discriminator d, Tensor reals, Tensor latents, Tensor t, int level, Fade fade, Tensor[]? gradients = null)
+        Generator g, Discriminator d, Tensor reals, Tensor latents, Tensor t, int level, Fade fade, Tensor[]? gradients = null, GanObjective? objective = null)
     {
+        if (objective is { Loss: GanLoss.Logistic } logistic) return LogisticCriticLoss(g, d, reals, latents, level, fade, logistic.R1Gamma, gradients);
         Tensor fakes;
         using (Tape.NoGrad()) fakes = g.Forward(latents, level, fade);
         var real = d.Forward(reals, level, fade);                   // [N, 1]
@@ -132,12 +152,46 @@ public static class WganGp
         return (loss, gradients, Ops.Mean(Ops.Detach(realFlat)), Ops.Mean(Ops.Detach(fakeFlat)), Ops.Mean(Ops.Detach(penalty)));
     }
 
-    /// <summary>The generator's loss -mean D(G(z)) and its gradients with respect to G's parameters
-    /// (written into <paramref name="gradients"/> if given).</summary>
-    public static (Tensor loss, Tensor[] gradients) GeneratorLoss(Generator g, Discriminator d, Tensor latents, int level, Fade fade, Tensor[]? gradients = null)
+    /// <summary>
+    /// The logistic critic loss with R1 (Mescheder et al. 2018): per sample
+    ///   softplus(D(fake)) + softplus(-D(real)) + gamma / 2 ||grad_x D(x)||^2 at x = real,
+    /// averaged over the batch. It is the cross-entropy of a classifier that calls reals real
+    /// (softplus(-s) = -log sigmoid(s)), with its gradient on the data kept small instead of
+    /// WGAN-GP's norm of 1 between the data and the fakes; no drift term is needed, since the
+    /// loss itself bounds the scores. The penalty reported is the mean squared norm, before gamma / 2.
+    /// </summary>
+    public static (Tensor loss, Tensor[] gradients, Tensor realScore, Tensor fakeScore, Tensor penalty) LogisticCriticLoss(
+        Generator g, Discriminator d, Tensor reals, Tensor latents, int level, Fade fade, float r1Gamma, Tensor[]? gradients = null)
+    {
+        Tensor fakes;
+        using (Tape.NoGrad()) fakes = g.Forward(latents, level, fade);
+        var x = Ops.Detach(reals);
+        x.RequiresGrad = true;
+        var real = d.Forward(x, level, fade);                       // [N, 1]
+        var fake = d.Forward(fakes, level, fade);
+        // create_graph: R1's gradient with respect to D's weights goes through this gradient.
+        var gradient = Tape.Grad(Ops.Sum(real), x, createGraph: true);
+        var penalty = Ops.Sum(Ops.Square(gradient), [1, 2, 3]);     // [N]: ||grad||^2, no square root to differentiate at 0
+        int n = reals.Shape[0];
+        var realFlat = Ops.Reshape(real, new Shape(n));
+        var fakeFlat = Ops.Reshape(fake, new Shape(n));
+        var perSample = Ops.Add(
+            Ops.Add(Ops.Softplus(fakeFlat), Ops.Softplus(Ops.Scale(realFlat, -1f))),
+            Ops.Scale(penalty, r1Gamma / 2));
+        var loss = Ops.Mean(perSample);
+        gradients ??= new Tensor[d.Parameters().Count];
+        Tape.GradInto([loss], d.ParameterSpan(), gradients);
+        return (loss, gradients, Ops.Mean(Ops.Detach(realFlat)), Ops.Mean(Ops.Detach(fakeFlat)), Ops.Mean(Ops.Detach(penalty)));
+    }
+
+    /// <summary>The generator's loss and its gradients with respect to G's parameters (written into
+    /// <paramref name="gradients"/> if given): -mean D(G(z)) for WGAN-GP, the non-saturating
+    /// mean softplus(-D(G(z))) for the logistic loss.</summary>
+    public static (Tensor loss, Tensor[] gradients) GeneratorLoss(Generator g, Discriminator d, Tensor latents, int level, Fade fade, Tensor[]? gradients = null,
+        GanObjective? objective = null)
     {
         var fake = d.Forward(g.Forward(latents, level, fade), level, fade);
-        var loss = Ops.Scale(Ops.Mean(fake), -1f);
+        var loss = objective is { Loss: GanLoss.Logistic } ? Ops.Mean(Ops.Softplus(Ops.Scale(fake, -1f))) : Ops.Scale(Ops.Mean(fake), -1f);
         gradients ??= new Tensor[g.Parameters().Count];
         Tape.GradInto([loss], g.ParameterSpan(), gradients);
         return (loss, gradients);
@@ -182,7 +236,7 @@ public static class WganGp
     {
         var backend = m.G.Backend;
         var stats = m.Statistics;
-        var (lossD, gradsD, real, fake, penalty) = CriticLoss(m.G, m.D, reals, latents, t, level, fade, m.CriticGradients);
+        var (lossD, gradsD, real, fake, penalty) = CriticLoss(m.G, m.D, reals, latents, t, level, fade, m.CriticGradients, m.Objective);
         backend.Copy(lossD.Buffer, stats.Slice(0, 1), 1);
         backend.Copy(real.Buffer, stats.Slice(1, 1), 1);
         backend.Copy(fake.Buffer, stats.Slice(2, 1), 1);
@@ -211,7 +265,7 @@ public static class WganGp
 
         // The generator's step runs whatever the critic's count says (no host decision); its
         // updates are skipped on the device when either count is not zero.
-        var (lossG, gradsG) = GeneratorLoss(m.G, m.D, latents2, level, fade, m.GeneratorGradients);
+        var (lossG, gradsG) = GeneratorLoss(m.G, m.D, latents2, level, fade, m.GeneratorGradients, m.Objective);
         backend.Copy(lossG.Buffer, stats.Slice(4, 1), 1);
         if (m.GeneratorAverager is { } generatorAverager)
         {

@@ -121,6 +121,28 @@ public sealed unsafe partial class CpuBackend : IBackend
         public void Run(long s, long e) { for (long i = s; i < e; i++) y[i] = 1f / MathF.Sqrt(x[i]); }
     }
 
+    public void Softplus(DeviceBuffer x, DeviceBuffer y, long n) => CpuParallel.For(n, ElementGrain, new SoftplusLoop(P(x), P(y)));
+
+    /// <summary>max(x, 0) + log1p(e^-|x|), in double (one or two calls per step: the losses).</summary>
+    private readonly struct SoftplusLoop(float* x, float* y) : IRangeBody
+    {
+        public void Run(long s, long e)
+        {
+            for (long i = s; i < e; i++)
+            {
+                double v = x[i];
+                y[i] = (float)(Math.Max(v, 0) + Math.Log(1 + Math.Exp(-Math.Abs(v))));
+            }
+        }
+    }
+
+    public void Sigmoid(DeviceBuffer x, DeviceBuffer y, long n) => CpuParallel.For(n, ElementGrain, new SigmoidLoop(P(x), P(y)));
+
+    private readonly struct SigmoidLoop(float* x, float* y) : IRangeBody
+    {
+        public void Run(long s, long e) { for (long i = s; i < e; i++) y[i] = (float)(1 / (1 + Math.Exp(-(double)x[i]))); }
+    }
+
     public void LeakyReluForward(DeviceBuffer x, DeviceBuffer y, long n, float slope) =>
         CpuParallel.For(n, ElementGrain, new LeakyReluForwardLoop(P(x), P(y), slope));
 

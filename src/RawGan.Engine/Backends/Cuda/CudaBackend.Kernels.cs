@@ -206,6 +206,12 @@ public sealed unsafe partial class CudaBackend : IBackend
     public void Rsqrt(DeviceBuffer x, DeviceBuffer y, long n) =>
         LaunchElementwise("rsqrt_forward", n, new KernelArgs().Ptr(x).Ptr(y).Long(n));
 
+    public void Softplus(DeviceBuffer x, DeviceBuffer y, long n) =>
+        LaunchElementwise("softplus_forward", n, new KernelArgs().Ptr(x).Ptr(y).Long(n));
+
+    public void Sigmoid(DeviceBuffer x, DeviceBuffer y, long n) =>
+        LaunchElementwise("sigmoid_forward", n, new KernelArgs().Ptr(x).Ptr(y).Long(n));
+
     public void LeakyReluForward(DeviceBuffer x, DeviceBuffer y, long n, float slope) =>
         LaunchElementwise("leaky_relu_forward", n, new KernelArgs().Ptr(x).Ptr(y).Long(n).Float(slope));
 

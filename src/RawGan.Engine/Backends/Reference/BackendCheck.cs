@@ -141,6 +141,9 @@ public static class BackendCheck
             yield return new("square", size, [x], [n], (b, p) => b.Square(p[0], p[1], n), Elementwise);
             yield return new("sqrt_forward", size, [positive], [n], (b, p) => b.Sqrt(p[0], p[1], n), Elementwise);
             yield return new("rsqrt_forward", size, [positive], [n], (b, p) => b.Rsqrt(p[0], p[1], n), Elementwise);
+            var wide = Normal(n, 6, 30f);   // past |x| = 88, where e^x overflows a float
+            yield return new("softplus_forward", size, [wide], [n], (b, p) => b.Softplus(p[0], p[1], n), Elementwise);
+            yield return new("sigmoid_forward", size, [wide], [n], (b, p) => b.Sigmoid(p[0], p[1], n), Elementwise);
             yield return new("leaky_relu_forward", size, [x], [n], (b, p) => b.LeakyReluForward(p[0], p[1], n, 0.2f), 0);
             yield return new("leaky_relu_backward", size, [x, y], [n], (b, p) => b.LeakyReluBackward(p[0], p[1], p[2], n, 0.2f), 0);
             yield return new("lerp_scalar", size, [x, y], [n], (b, p) => b.LerpScalar(p[0], p[1], p[2], n, 0.3f), Elementwise);

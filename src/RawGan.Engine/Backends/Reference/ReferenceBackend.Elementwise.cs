@@ -42,6 +42,24 @@ public sealed unsafe partial class ReferenceBackend
         for (long i = 0; i < n; i++) py[i] = (float)(1.0 / Math.Sqrt(px[i]));
     }
 
+    /// <summary>y = log(1 + e^x), as defined, in double (exp(-|x|) keeps it finite for any x).</summary>
+    public void Softplus(DeviceBuffer x, DeviceBuffer y, long n)
+    {
+        float* px = P(x), py = P(y);
+        for (long i = 0; i < n; i++)
+        {
+            double v = px[i];
+            py[i] = (float)(v > 0 ? v + Math.Log(1 + Math.Exp(-v)) : Math.Log(1 + Math.Exp(v)));
+        }
+    }
+
+    /// <summary>y = 1 / (1 + e^-x), in double.</summary>
+    public void Sigmoid(DeviceBuffer x, DeviceBuffer y, long n)
+    {
+        float* px = P(x), py = P(y);
+        for (long i = 0; i < n; i++) py[i] = (float)(1 / (1 + Math.Exp(-(double)px[i])));
+    }
+
     /// <summary>y = x if x &gt; 0 else slope x (x = 0 takes the slope branch, giving 0).</summary>
     public void LeakyReluForward(DeviceBuffer x, DeviceBuffer y, long n, float slope)
     {
