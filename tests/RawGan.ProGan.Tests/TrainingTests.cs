@@ -205,8 +205,16 @@ public class TrainingTests
         var data = new InMemoryShapes(1024, 8);
         var options = new TrainOptions
         {
-            Model = ProGanConfig.Tiny(8), ImagesPerPhase = 4000, DefaultBatch = 16, Seed = 5, TickImages = 1000, CheckpointTicks = 1000, SwdImages = 0,
-            Loss = GanLoss.Logistic, R1Gamma = 1f, LearningRate = 0.002f,
+            Model = ProGanConfig.Tiny(8),
+            ImagesPerPhase = 4000,
+            DefaultBatch = 16,
+            Seed = 5,
+            TickImages = 1000,
+            CheckpointTicks = 1000,
+            SwdImages = 0,
+            Loss = GanLoss.Logistic,
+            R1Gamma = 1f,
+            LearningRate = 0.002f,
         };
         using var trainer = new Trainer(options, Cpu, data, dir.Path, new SilentObserver());
         var before = Evaluation.Swd(trainer.GeneratorEma, data, 512, 9).Mean;
