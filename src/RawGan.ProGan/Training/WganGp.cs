@@ -30,7 +30,7 @@ public enum GanLoss
 /// <summary>The loss and, for <see cref="GanLoss.Logistic"/>, the R1 penalty's weight gamma.</summary>
 public readonly record struct GanObjective(GanLoss Loss, float R1Gamma)
 {
-    public static GanObjective Default => new(GanLoss.WganGp, 10f);
+    public static GanObjective Default => new(GanLoss.WganGp, 1f);
 }
 
 public sealed record GanModels(Generator G, Discriminator D, Generator GEma, Adam AdamG, Adam AdamD) : IDisposable
