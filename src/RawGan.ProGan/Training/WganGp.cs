@@ -16,7 +16,6 @@ public readonly record struct StepStats(float CriticLoss, float GeneratorLoss, f
     public bool Finite => CriticFinite && GeneratorFinite;
 }
 
-/// <summary>The networks and optimizers one training step updates.</summary>
 /// <summary>The two losses a step can train with (<see cref="WganGp"/>).</summary>
 public enum GanLoss
 {
@@ -33,6 +32,7 @@ public readonly record struct GanObjective(GanLoss Loss, float R1Gamma)
     public static GanObjective Default => new(GanLoss.WganGp, 1f);
 }
 
+/// <summary>The networks and optimizers one training step updates.</summary>
 public sealed record GanModels(Generator G, Discriminator D, Generator GEma, Adam AdamG, Adam AdamD) : IDisposable
 {
     /// <summary>What the steps minimize (WGAN-GP unless the trainer says otherwise).</summary>
@@ -113,7 +113,9 @@ public sealed record GanModels(Generator G, Discriminator D, Generator GEma, Ada
 ///   generator: -D(G(z))
 /// each term per sample, then averaged over the batch; xhat = real + t (fake - real), t ~ U[0, 1)
 /// per sample. The gradient norm is per sample over all C*H*W values. A negative critic loss is
-/// normal: it estimates minus the Wasserstein distance.
+/// normal: it estimates minus the Wasserstein distance. The other objective a run can choose
+/// (`--loss logistic`) is beside it: <see cref="LogisticCriticLoss"/> and the non-saturating
+/// generator loss in <see cref="GeneratorLoss"/>.
 /// </summary>
 public static class WganGp
 {
