@@ -49,7 +49,7 @@ public class CpuConvolutionTuningTests
         Assert.Equal(Method.WinogradF4, chosen);
         // Every candidate ran: once to warm up and at least once timed.
         Assert.Equal(new[] { Method.WinogradChannels, Method.WinogradF4, Method.WinogradF2 }.Order(), calls.Keys.Order());
-        Assert.All(calls.Values, c => Assert.InRange(c, 2, 4));
+        Assert.All(calls.Values, c => Assert.Equal(4, c));   // a clear winner: the warm-up and three timed rounds
         var choice = Assert.Single(tuner.Choices);
         Assert.Equal("winograd-f4-rows", choice.Method);
         Assert.Equal(3, choice.Measured.Count);
@@ -62,6 +62,24 @@ public class CpuConvolutionTuningTests
         Assert.Equal(Method.WinogradF4, again.Choose(Key, NoTrials));
         Assert.Empty(Assert.Single(again.Choices).Measured);
         Assert.Contains("input-gradient\t5\t24\t12\t10\t40\t2\twinograd-f4-rows", File.ReadAllText(file));
+    }
+
+    [Fact]
+    public void ACloseRaceRunsMoreRoundsAndANearTieIsStillDecided()
+    {
+        using var dir = new TempDirectory();
+        var tuner = new CpuBackend.ConvolutionTuner(System.IO.Path.Combine(dir.Path, "cpu.tsv"));
+        var calls = new Dictionary<Method, int>();
+        // Two candidates 2% apart: every round up to the most is run, and one of the two is taken.
+        var chosen = tuner.Choose(Key, m =>
+        {
+            calls[m] = calls.GetValueOrDefault(m) + 1;
+            Spin(m switch { Method.WinogradChannels => 3.0, Method.WinogradF4 => 3.06, _ => 9 });
+        });
+        Assert.Contains(chosen, new[] { Method.WinogradChannels, Method.WinogradF4 });
+        Assert.All(calls.Values, c => Assert.Equal(9, c));   // the warm-up and eight timed rounds
+        Assert.Equal(0.1, CpuBackend.ConvolutionTuner.Margin([2.0, 2.2, 5.0]), 12);
+        Assert.Equal(0.5, CpuBackend.ConvolutionTuner.Margin([3.0, 9.0, 2.0]), 12);
     }
 
     [Fact]

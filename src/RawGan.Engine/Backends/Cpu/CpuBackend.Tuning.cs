@@ -13,8 +13,8 @@ namespace RawGan.Engine.Backends.Cpu;
 // lanes led F(4x4) by rows on a Zen 4 and a Zen 5 and lost to it by 1.4-1.65x on an Intel Xeon
 // (bench/README.md). A fixed table (Choose) can be right for one machine only, so Auto measures,
 // as cuDNN's benchmark mode and FFTW's planner do: the first time a product of a new shape runs,
-// each candidate runs once to warm up and then up to three times more in alternation, and the
-// fastest call decides. The choice is kept for the process and written to the cache directory
+// each candidate runs once to warm up and then three to eight times more in alternation (more
+// while the two fastest are within 5%), and the fastest call decides. The choice is kept for the process and written to the cache directory
 // (cpu-convolutions/<this CPU>.tsv), so later runs on this machine start with it and compute
 // the same rounding as the run before (a resumed run reproduces bit for bit). Set
 // RAWGAN_CONV_TUNING=off for the fixed table alone. Candidates write the real output buffer
@@ -135,10 +135,15 @@ public sealed unsafe partial class CpuBackend
             if (TryGet(key, out var remembered)) return remembered;
             var best = new double[TunedCandidates.Length];
             Array.Fill(best, double.MaxValue);
-            // Round 0 warms up (first touch of scratch, packing buffers) untimed; then up to three timed
-            // rounds, fewer where a shape is so large that the trials would pass two seconds.
+            // Round 0 warms up (first touch of scratch, packing buffers) untimed. Then timed rounds:
+            // three, and more (up to eight) while the two fastest are within 5% of each other, since
+            // a choice is kept for good and one slow call (another process, the host taking the
+            // core) can flip a close race; fewer where the trials would pass two seconds.
             long began = Stopwatch.GetTimestamp();
-            for (int round = 0; round < 4 && (round < 2 || Stopwatch.GetElapsedTime(began).TotalSeconds < 2); round++)
+            for (int round = 0; round <= MaxTimedRounds; round++)
+            {
+                if (round >= 2 && Stopwatch.GetElapsedTime(began).TotalSeconds >= TuningSeconds) break;
+                if (round > MinTimedRounds && Margin(best) > CloseRace) break;
                 for (int c = 0; c < TunedCandidates.Length; c++)
                 {
                     long start = Stopwatch.GetTimestamp();
@@ -146,6 +151,7 @@ public sealed unsafe partial class CpuBackend
                     double ms = Stopwatch.GetElapsedTime(start).TotalMilliseconds;
                     if (round > 0) best[c] = Math.Min(best[c], ms);
                 }
+            }
             int chosen = Array.IndexOf(best, best.Min());
             var choice = new ConvolutionChoice(ProductName(key.Product), key.N, key.Cin, key.H, key.W, key.Cout, key.Threads,
                 MethodName(TunedCandidates[chosen]), [.. TunedCandidates.Select((m, i) => (MethodName(m), best[i]))]);
@@ -158,6 +164,19 @@ public sealed unsafe partial class CpuBackend
                 Save();
             }
             return TunedCandidates[chosen];
+        }
+
+        private const int MinTimedRounds = 3, MaxTimedRounds = 8;
+        private const double CloseRace = 0.05, TuningSeconds = 2;
+
+        /// <summary>How much slower the second fastest candidate is than the fastest (0.1: 10%).</summary>
+        internal static double Margin(ReadOnlySpan<double> best)
+        {
+            double first = double.MaxValue, second = double.MaxValue;
+            foreach (double t in best)
+                if (t < first) (first, second) = (t, first);
+                else if (t < second) second = t;
+            return second / first - 1;
         }
 
         private static string ProductName(ConvProduct p) => p switch
