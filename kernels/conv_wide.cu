@@ -34,15 +34,39 @@ __device__ __forceinline__ void wide_store_image(float* __restrict__ t, int chan
                                                  const float acc[WIDE_T][WIDE_T], const float* __restrict__ b, float slope)
 {
     const fast_divmod byPlane(plane);
-    for (int j = 0; j < WIDE_T; j++)
+#pragma unroll
+    for (int g = 0; g < WIDE_T; g += 4)
     {
-        const int col = wide_col(j);
+        // A group of four consecutive columns (pixels) inside one sample's map: one 128-bit
+        // store per row where aligned (wide_store4), else each pixel on its own.
+        const int col = wide_col(g);
         if (col >= columns) continue;
         const int s = byPlane.div(col), pix = col - s * plane;
-        for (int i = 0; i < WIDE_T; i++)
+        if (pix + 3 < plane)
         {
-            const int row = wide_row(i);
-            if (row < channels) t[((long long)s * channels + row) * plane + pix] = layer_epilogue(scale * acc[i][j], b, row, slope);
+#pragma unroll
+            for (int i = 0; i < WIDE_T; i++)
+            {
+                const int row = wide_row(i);
+                if (row >= channels) continue;
+                wide_store4(t + ((long long)s * channels + row) * plane + pix, columns - col,
+                            layer_epilogue(scale * acc[i][g], b, row, slope), layer_epilogue(scale * acc[i][g + 1], b, row, slope),
+                            layer_epilogue(scale * acc[i][g + 2], b, row, slope), layer_epilogue(scale * acc[i][g + 3], b, row, slope));
+            }
+            continue;
+        }
+#pragma unroll
+        for (int j = g; j < g + 4; j++)
+        {
+            const int cj = wide_col(j);
+            if (cj >= columns) continue;
+            const int sj = byPlane.div(cj), pj = cj - sj * plane;
+#pragma unroll
+            for (int i = 0; i < WIDE_T; i++)
+            {
+                const int row = wide_row(i);
+                if (row < channels) t[((long long)sj * channels + row) * plane + pj] = layer_epilogue(scale * acc[i][j], b, row, slope);
+            }
         }
     }
 }
@@ -90,14 +114,17 @@ extern "C" __global__ void __launch_bounds__(WIDE_THREADS, WIDE_MIN_BLOCKS) conv
     wide_tile_range(cout, columns, kBegin, kEnd, A, B, acc);
 
     float* out = gw + (long long)blockIdx.z * cout * columns;
+#pragma unroll
     for (int i = 0; i < WIDE_T; i++)
     {
         const int o = wide_row(i);
         if (o >= cout) continue;
-        for (int j = 0; j < WIDE_T; j++)
+#pragma unroll
+        for (int g = 0; g < WIDE_T; g += 4)
         {
-            const int q = wide_col(j);
-            if (q < columns) out[(long long)o * columns + q] = scale * acc[i][j];
+            const int q = wide_col(g);
+            if (q < columns)
+                wide_store4(out + (long long)o * columns + q, columns - q, scale * acc[i][g], scale * acc[i][g + 1], scale * acc[i][g + 2], scale * acc[i][g + 3]);
         }
     }
 }

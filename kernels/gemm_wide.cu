@@ -29,16 +29,23 @@ extern "C" __global__ void __launch_bounds__(WIDE_THREADS, WIDE_MIN_BLOCKS) sgem
     else if (!transB) wide_tile_range(m, n, 0, k, matrix_operand<false>{a, m}, matrix_operand<false>{b, n}, acc);
     else wide_tile_range(m, n, 0, k, matrix_operand<false>{a, m}, matrix_operand<true>{b, k}, acc);
 
+#pragma unroll
     for (int i = 0; i < WIDE_T; i++)
     {
         const int row = wide_row(i);
         if (row >= m) continue;
-        for (int j = 0; j < WIDE_T; j++)
+#pragma unroll
+        for (int g = 0; g < WIDE_T; g += 4)
         {
-            const int col = wide_col(j);
-            if (col >= n) continue;
-            const long long idx = (long long)row * n + col;
-            c[idx] = beta == 0.0f ? alpha * acc[i][j] : alpha * acc[i][j] + beta * c[idx];
+            // Four consecutive columns: col .. col + 3, of which `valid` are inside C.
+            const int col = wide_col(g), valid = n - col;
+            if (valid <= 0) continue;
+            float* p = c + (long long)row * n + col;
+            float v[4];
+#pragma unroll
+            for (int q = 0; q < 4; q++)
+                v[q] = beta == 0.0f || q >= valid ? alpha * acc[i][g + q] : alpha * acc[i][g + q] + beta * p[q];
+            wide_store4(p, valid, v[0], v[1], v[2], v[3]);
         }
     }
 }

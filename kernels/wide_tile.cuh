@@ -98,6 +98,32 @@ __device__ __forceinline__ int wide_col(int j)
     return (int)blockIdx.x * WIDE_TILE + 64 * (j >> 2) + 4 * (int)(threadIdx.x % 16) + (j & 3);
 }
 
+// Stores the four consecutive outputs v0..v3 of one group of this thread's columns at p[0..3],
+// of which the first `valid` lie inside the output: one 128-bit store (st.global.v4.f32) when all
+// four do and p is 16-byte aligned, which is the common case (an even map's rows, a matrix whose
+// width is a multiple of 4), else one store per valid value. A warp's 16 column groups then
+// write 16 x 16 contiguous bytes per row with a quarter of the store instructions.
+__device__ __forceinline__ void wide_store4(float* p, int valid, float v0, float v1, float v2, float v3)
+{
+    if (valid >= 4 && ((unsigned long long)p & 15) == 0)
+    {
+#if defined(SIMT_EMULATOR)
+        float4 q;
+        q.x = v0; q.y = v1; q.z = v2; q.w = v3;
+        *reinterpret_cast<float4*>(p) = q;
+#else
+        // Written out: left to itself the compiler splits this store into four where it cannot
+        // see the alignment that the test above establishes.
+        asm volatile("st.global.v4.f32 [%0], {%1, %2, %3, %4};" ::"l"(__cvta_generic_to_global(p)), "f"(v0), "f"(v1), "f"(v2), "f"(v3) : "memory");
+#endif
+        return;
+    }
+    if (valid > 0) p[0] = v0;
+    if (valid > 1) p[1] = v1;
+    if (valid > 2) p[2] = v2;
+    if (valid > 3) p[3] = v3;
+}
+
 // One operand's loads: fetch() reads a stage from global memory into r, store() writes r to a
 // shared slice. l0 is the tile's first row (of A) or column (of B), limit M or N.
 template <typename Operand>

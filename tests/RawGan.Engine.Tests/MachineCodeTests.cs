@@ -138,8 +138,8 @@ public class MachineCodeTests(ITestOutputHelper output)
 
     /// <summary>
     /// The version-3 kernels (gemm_wide.cu, conv_wide.cu), the fp32 path of every architecture
-    /// RawGan targets: their PTX reads the shared tiles 16 bytes at a time (ld.shared.v4.f32), as
-    /// wide_tile.cuh says; their machine code spills nothing at 128 registers or fewer; their
+    /// RawGan targets: their PTX reads the shared tiles 16 bytes at a time (ld.shared.v4.f32) and
+    /// writes its outputs so (st.global.v4.f32), as wide_tile.cuh says; their machine code spills nothing at 128 registers or fewer; their
     /// block is 256 threads with 16.5 KiB of shared memory; and two such blocks fit one
     /// multiprocessor, so one block's barrier never leaves a multiprocessor idle.
     /// </summary>
@@ -160,7 +160,13 @@ public class MachineCodeTests(ITestOutputHelper output)
             var kernels = EmulatedDriver.KernelNames(source.Text).ToArray();
             Assert.All(kernels, k => Assert.Contains(k, CudaBackend.WideKernels));
             string ptx = System.Text.Encoding.ASCII.GetString(NvrtcCompiler.Compile(source, KernelLibrary.Headers, $"compute_{sm}").Image);
-            foreach (string kernel in kernels) Assert.Contains("ld.shared.v4.f32", PtxEntry(ptx, kernel));
+            foreach (string kernel in kernels)
+            {
+                Assert.Contains("ld.shared.v4.f32", PtxEntry(ptx, kernel));
+                string entry = PtxEntry(ptx, kernel);
+                var stores = System.Text.RegularExpressions.Regex.Matches(entry, @"\bst\.[a-z0-9.]+").Select(m => m.Value).Distinct();
+                Assert.True(entry.Contains("st.global.v4.f32"), $"{kernel}: its outputs are not written four at a time (wide_store4); its stores: {string.Join(", ", stores)}");
+            }
             var checks = MachineCodeReport.Check(source, KernelLibrary.Headers, sm, cached: false);
             foreach (var line in MachineCodeReport.Format(checks)) output.WriteLine(line);
             foreach (var c in checks)
