@@ -32,7 +32,7 @@ public static class BenchCommand
     public static Command Create()
     {
         var c = new Command("bench", "Time one ProGAN training iteration (D step with gradient penalty, G step, EMA). Last line: ms_per_iter=<median> images_per_s=<value>.");
-        foreach (var o in new Option[] { Preset, Resolution, Batch, LatentSize, FmapBase, FmapMax, Channels, Warmup, Iterations, Profile, TrainCommand.Threads, TrainCommand.Device, TrainCommand.Precision, TrainCommand.Graphs }) c.Add(o);
+        foreach (var o in new Option[] { Preset, Resolution, Batch, LatentSize, FmapBase, FmapMax, Channels, Warmup, Iterations, Profile, TrainCommand.Threads, TrainCommand.Device, TrainCommand.Precision, TrainCommand.Graphs, TrainCommand.Loss, TrainCommand.R1Gamma }) c.Add(o);
         c.SetAction(parse => Program.Guard(() => Run(parse)));
         return c;
     }
@@ -53,6 +53,9 @@ public static class BenchCommand
         IBackend backend = (IBackend?)profiler ?? owned.Backend;
         var rng = new Rng(1);
         using var models = GanModels.Create(backend, cfg, rng);
+        float gamma = parse.GetValue(TrainCommand.R1Gamma);
+        if (!(gamma >= 0 && float.IsFinite(gamma))) throw new UserError($"--r1-gamma must be a finite number of at least 0, got {gamma}");
+        models.Objective = new GanObjective(TrainCommand.ParseLoss(parse.GetValue(TrainCommand.Loss)!), gamma);
         // Under --profile every kernel is timed from the host: nothing to capture.
         using var steps = new StepRunner(models, useGraphs: TrainCommand.UseGraphs(parse) && profiler == null);
         int level = cfg.MaxLevel;

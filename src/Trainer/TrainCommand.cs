@@ -50,8 +50,8 @@ public static partial class TrainCommand
     private static readonly Option<string> Out = new("--out", "-o") { Description = "folder in which a new run folder is made", DefaultValueFactory = _ => "runs" };
     private static readonly Option<string?> Resume = new("--resume") { Description = "continue a run: its folder, or one of its checkpoint folders" };
     private static readonly Option<bool> Mirror = new("--mirror") { Description = "mirror augment: flip reals left-right with probability 0.5" };
-    private static readonly Option<string> Loss = new("--loss") { Description = "wgan-gp (the paper's WGAN-GP with its drift term) or logistic (non-saturating logistic loss with an R1 penalty on the reals)", DefaultValueFactory = _ => "wgan-gp" };
-    private static readonly Option<float> R1Gamma = new("--r1-gamma") { Description = "the R1 penalty's weight gamma with --loss logistic (gamma / 2 times the squared gradient norm on the reals)", DefaultValueFactory = _ => 1f };
+    internal static readonly Option<string> Loss = new("--loss") { Description = "wgan-gp (the paper's WGAN-GP with its drift term) or logistic (non-saturating logistic loss with an R1 penalty on the reals)", DefaultValueFactory = _ => "wgan-gp" };
+    internal static readonly Option<float> R1Gamma = new("--r1-gamma") { Description = "the R1 penalty's weight gamma with --loss logistic (gamma / 2 times the squared gradient norm on the reals)", DefaultValueFactory = _ => 1f };
     internal static readonly Option<int?> Threads = new("--threads") { Description = "CPU threads for kernels (default: all cores)" };
     private static readonly Option<double> TickKimg = new("--tick-kimg") { Description = "thousands of images between progress lines, metrics and sample grids", DefaultValueFactory = _ => 2 };
     private static readonly Option<int> CheckpointTicks = new("--checkpoint-ticks") { Description = "ticks between checkpoints (also at every phase end and on Ctrl+C)", DefaultValueFactory = _ => 5 };
@@ -527,7 +527,7 @@ public static partial class TrainCommand
         return o;
     }
 
-    private static GanLoss ParseLoss(string text) => text.Trim().ToLowerInvariant() switch
+    internal static GanLoss ParseLoss(string text) => text.Trim().ToLowerInvariant() switch
     {
         "wgan-gp" or "wgangp" => GanLoss.WganGp,
         "logistic" => GanLoss.Logistic,

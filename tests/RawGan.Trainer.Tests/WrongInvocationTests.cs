@@ -239,7 +239,7 @@ public partial class WrongInvocationTests(RawganFixture cli)
         { "generate", "--checkpoint --count --seed --out --single --truncation --latents --raw --device" },
         { "interpolate", "--checkpoint --seeds --steps --scale --out --device" },
         { "evaluate", "--checkpoint --data --images --ms-ssim-pairs --seed --device" },
-        { "bench", "--preset --resolution --batch --threads --device --warmup --iterations --profile" },
+        { "bench", "--preset --resolution --batch --threads --device --warmup --iterations --profile --loss --r1-gamma" },
         { "info", "--kernels" },
         { "check", "--device" },
     };
