@@ -198,11 +198,15 @@ public class TrainingTests
         Assert.Equal(fakes.Average(f => Softplus(-f)), lossG.Item(), 1e-6);
     }
 
-    [Fact]
-    public void SeveralHundredLogisticStepsUpTo8x8BringTheGeneratorCloserToTheData()
+    [Theory]
+    [MemberData(nameof(Losses))]
+    public void SeveralHundredStepsUpTo8x8BringTheGeneratorCloserToTheData(GanLoss loss)
     {
+        // The tiny preset through 4x4 stable, 8x8 fade-in and 8x8 stable, 4000 images each
+        // (750 steps of 16), judged by the sliced Wasserstein distance to the data (section 5).
         using var dir = new TempDirectory();
         var data = new InMemoryShapes(1024, 8);
+        // Each objective at its usual rate: the paper's 0.001 for WGAN-GP, 0.002 for the logistic loss with R1 (gamma 1).
         var options = new TrainOptions
         {
             Model = ProGanConfig.Tiny(8),
@@ -212,25 +216,10 @@ public class TrainingTests
             TickImages = 1000,
             CheckpointTicks = 1000,
             SwdImages = 0,
-            Loss = GanLoss.Logistic,
+            Loss = loss,
             R1Gamma = 1f,
-            LearningRate = 0.002f,
+            LearningRate = loss == GanLoss.Logistic ? 0.002f : 0.001f,
         };
-        using var trainer = new Trainer(options, Cpu, data, dir.Path, new SilentObserver());
-        var before = Evaluation.Swd(trainer.GeneratorEma, data, 512, 9).Mean;
-        Assert.Equal(StopReason.Finished, trainer.Run());
-        var after = Evaluation.Swd(trainer.GeneratorEma, data, 512, 9).Mean;
-        Assert.True(after < 0.7 * before, $"SWD before {before:F1}, after {after:F1}");
-    }
-
-    [Fact]
-    public void SeveralHundredStepsUpTo8x8BringTheGeneratorCloserToTheData()
-    {
-        // The tiny preset through 4x4 stable, 8x8 fade-in and 8x8 stable, 4000 images each
-        // (750 steps of 16), judged by the sliced Wasserstein distance to the data (section 5).
-        using var dir = new TempDirectory();
-        var data = new InMemoryShapes(1024, 8);
-        var options = new TrainOptions { Model = ProGanConfig.Tiny(8), ImagesPerPhase = 4000, DefaultBatch = 16, Seed = 5, TickImages = 1000, CheckpointTicks = 1000, SwdImages = 0 };
         using var trainer = new Trainer(options, Cpu, data, dir.Path, new SilentObserver());
         var before = Evaluation.Swd(trainer.GeneratorEma, data, 512, 9).Mean;
         Assert.Equal(StopReason.Finished, trainer.Run());
