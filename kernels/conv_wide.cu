@@ -124,7 +124,8 @@ extern "C" __global__ void __launch_bounds__(WIDE_THREADS, WIDE_MIN_BLOCKS) conv
         {
             const int q = wide_col(g);
             if (q < columns)
-                wide_store4(out + (long long)o * columns + q, columns - q, scale * acc[i][g], scale * acc[i][g + 1], scale * acc[i][g + 2], scale * acc[i][g + 3]);
+                wide_store4(out + (long long)o * columns + q, columns - q,
+                            scale * acc[i][g], scale * acc[i][g + 1], scale * acc[i][g + 2], scale * acc[i][g + 3]);
         }
     }
 }
