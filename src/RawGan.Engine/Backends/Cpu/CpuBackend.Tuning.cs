@@ -102,14 +102,21 @@ public sealed unsafe partial class CpuBackend
         public static ConvolutionTuner Shared { get; } = new();
 
         private readonly Lock _gate = new();
-        private readonly Dictionary<TuningKey, (ConvMethod Method, ConvolutionChoice Choice)> _table = [];
-        private readonly HashSet<TuningKey> _used = [];
+        /// <summary>A choice and whether this process has run its shape (what <see cref="Choices"/> lists).</summary>
+        private sealed class Entry(ConvMethod method, ConvolutionChoice choice)
+        {
+            public ConvMethod Method { get; } = method;
+            public ConvolutionChoice Choice { get; } = choice;
+            public bool Used { get; set; }
+        }
+
+        private readonly Dictionary<TuningKey, Entry> _table = [];
         private bool _loaded;
 
         /// <summary>The choices for the shapes this process has run (measured now or read from the file).</summary>
         public IReadOnlyList<ConvolutionChoice> Choices
         {
-            get { lock (_gate) return [.. _table.Where(e => _used.Contains(e.Key)).Select(e => e.Value.Choice)]; }
+            get { lock (_gate) return [.. _table.Values.Where(e => e.Used).Select(e => e.Choice)]; }
         }
 
         /// <summary>The file of the choices; by default this CPU's: its model name (from /proc/cpuinfo) and core count.</summary>
@@ -121,10 +128,14 @@ public sealed unsafe partial class CpuBackend
             lock (_gate)
             {
                 Load();
-                bool found = _table.TryGetValue(key, out var known);
+                if (!_table.TryGetValue(key, out var known))
+                {
+                    method = default;
+                    return false;
+                }
+                known.Used = true;
                 method = known.Method;
-                if (found) _used.Add(key);
-                return found;
+                return true;
             }
         }
 
@@ -159,8 +170,7 @@ public sealed unsafe partial class CpuBackend
             {
                 // Another thread may have measured the same shape meanwhile: the first choice stands.
                 if (_table.TryGetValue(key, out var known)) return known.Method;
-                _table[key] = (TunedCandidates[chosen], choice);
-                _used.Add(key);
+                _table[key] = new Entry(TunedCandidates[chosen], choice) { Used = true };
                 Save();
             }
             return TunedCandidates[chosen];
@@ -186,27 +196,18 @@ public sealed unsafe partial class CpuBackend
             _ => "weight-gradient",
         };
 
-        private static bool TryParse(string name, out ConvMethod method)
-        {
-            foreach (var m in TunedCandidates)
-                if (MethodName(m) == name)
-                {
-                    method = m;
-                    return true;
-                }
-            method = default;
-            return false;
-        }
+        private static readonly ConvProduct[] Products = [ConvProduct.Forward, ConvProduct.InputGradient, ConvProduct.WeightGradient];
 
-        private static bool TryParseProduct(string name, out ConvProduct product)
+        /// <summary>The one of <paramref name="values"/> whose name is <paramref name="text"/>.</summary>
+        private static bool TryNamed<T>(T[] values, Func<T, string> name, string text, out T value)
         {
-            foreach (var p in new[] { ConvProduct.Forward, ConvProduct.InputGradient, ConvProduct.WeightGradient })
-                if (ProductName(p) == name)
+            foreach (var v in values)
+                if (name(v) == text)
                 {
-                    product = p;
+                    value = v;
                     return true;
                 }
-            product = default;
+            value = default!;
             return false;
         }
 
@@ -221,9 +222,9 @@ public sealed unsafe partial class CpuBackend
             foreach (var (key, choice) in ReadFile()) _table.TryAdd(key, choice);
         }
 
-        private List<(TuningKey, (ConvMethod, ConvolutionChoice))> ReadFile()
+        private List<(TuningKey, Entry)> ReadFile()
         {
-            var entries = new List<(TuningKey, (ConvMethod, ConvolutionChoice))>();
+            var entries = new List<(TuningKey, Entry)>();
             string[] lines;
             try { lines = File.Exists(FilePath) ? File.ReadAllLines(FilePath) : []; }
             catch (IOException) { return entries; }
@@ -231,13 +232,13 @@ public sealed unsafe partial class CpuBackend
             foreach (var line in lines)
             {
                 var f = line.Split('\t');
-                if (f.Length != 8 || !TryParseProduct(f[0], out var product) || !TryParse(f[7], out var method)) continue;
+                if (f.Length != 8 || !TryNamed(Products, ProductName, f[0], out var product) || !TryNamed(TunedCandidates, MethodName, f[7], out var method)) continue;
                 var sizes = new int[6];
                 bool ok = true;
                 for (int i = 0; i < 6 && ok; i++) ok = int.TryParse(f[1 + i], NumberStyles.None, CultureInfo.InvariantCulture, out sizes[i]) && sizes[i] > 0;
                 if (!ok) continue;
                 var key = new TuningKey(product, sizes[0], sizes[1], sizes[2], sizes[3], sizes[4], sizes[5]);
-                entries.Add((key, (method, new ConvolutionChoice(f[0], sizes[0], sizes[1], sizes[2], sizes[3], sizes[4], sizes[5], f[7], []))));
+                entries.Add((key, new Entry(method, new ConvolutionChoice(f[0], sizes[0], sizes[1], sizes[2], sizes[3], sizes[4], sizes[5], f[7], []))));
             }
             return entries;
         }
@@ -245,12 +246,12 @@ public sealed unsafe partial class CpuBackend
         /// <summary>Merges the table into the file (another process may have added lines since it was read).</summary>
         private void Save()
         {
-            var merged = new Dictionary<TuningKey, (ConvMethod, ConvolutionChoice Choice)>();
+            var merged = new Dictionary<TuningKey, Entry>();
             foreach (var (key, choice) in ReadFile()) merged.TryAdd(key, choice);
             foreach (var (key, choice) in _table) merged.TryAdd(key, choice);
             var sb = new StringBuilder("# RawGan: the measured 3x3 convolution method per product and size on this CPU (RAWGAN_CONV_TUNING=off ignores it)\n");
-            foreach (var (k, (_, c)) in merged.OrderBy(e => (e.Key.Product, e.Key.H, e.Key.Cin, e.Key.Cout, e.Key.N, e.Key.Threads)))
-                sb.Append(CultureInfo.InvariantCulture, $"{c.Product}\t{k.N}\t{k.Cin}\t{k.H}\t{k.W}\t{k.Cout}\t{k.Threads}\t{c.Method}\n");
+            foreach (var (k, entry) in merged.OrderBy(e => (e.Key.Product, e.Key.H, e.Key.Cin, e.Key.Cout, e.Key.N, e.Key.Threads)))
+                sb.Append(CultureInfo.InvariantCulture, $"{entry.Choice.Product}\t{k.N}\t{k.Cin}\t{k.H}\t{k.W}\t{k.Cout}\t{k.Threads}\t{entry.Choice.Method}\n");
             try
             {
                 Directory.CreateDirectory(Path.GetDirectoryName(FilePath)!);
