@@ -112,6 +112,61 @@ extern "C" __global__ void __launch_bounds__(GEMM_MAX_THREADS, 1) conv2d_forward
     }
 }
 
+// The generator's layer whole: conv2d_forward with its epilogue, then pixel norm (pixelnorm.cu)
+// over each pixel's Cout outputs, in the output store:
+//
+//   v[o] = conv_epilogue(scale conv(x, w)[o]),   r = 1 / sqrt(sum_o v[o]^2 / Cout + eps)
+//   z[s, o, i, j] = v[o] r,   inv[s, i, j] = r   (kept for pixelnorm_leaky_relu_backward)
+//
+// instead of writing v, then reading it twice and writing it again in a pass of its own. It
+// needs a pixel's Cout values in one block: the host launches it only when the block's rows
+// cover them (Cout <= 4 blockDim.y, one block along y), conv2d_forward and pixelnorm_forward
+// otherwise. Thread (tx, ty) holds rows ty + i blockDim.y of columns tx + j blockDim.x; the
+// block adds its blockDim.y partial sums of squares per column in shared memory, which
+// gemm_tile_range has finished with (it ends on a barrier): blockDim.y x 4 blockDim.x floats,
+// within the launch's gemm_tile_shared_bytes for every block of up to 1024 threads.
+extern "C" __global__ void __launch_bounds__(GEMM_MAX_THREADS, 1) conv2d_forward_pixelnorm(
+    const float* __restrict__ x, const float* __restrict__ w, float* __restrict__ z, float* __restrict__ inv,
+    int n, int cin, int h, int wd, int cout, int k, float scale, const float* __restrict__ b, float slope, float eps)
+{
+    const int K = cin * k * k, columns = n * h * wd, plane = h * wd;
+    const strided_operand A = {w, K, true};
+    const conv_window_operand B = {x, cin, h, wd, k, +1, false};
+    float acc[GEMM_TM][GEMM_TN];
+    gemm_tile(cout, columns, K, A, B, acc);
+
+    DYNAMIC_SHARED(float, red);   // red[ty * BN + c]: row ty's part of column c's sum of squares
+    const int BN = GEMM_TN * (int)blockDim.x;
+    for (int j = 0; j < GEMM_TN; j++)
+    {
+        float ss = 0.0f;
+        for (int i = 0; i < GEMM_TM; i++)
+        {
+            const int o = gemm_tile_row(i);
+            acc[i][j] = o < cout ? conv_epilogue(scale * acc[i][j], b, o, slope) : 0.0f;
+            ss += acc[i][j] * acc[i][j];
+        }
+        red[threadIdx.y * BN + threadIdx.x + j * blockDim.x] = ss;
+    }
+    __syncthreads();
+
+    for (int j = 0; j < GEMM_TN; j++)
+    {
+        const int col = gemm_tile_col(j);
+        if (col >= columns) continue;
+        float sum = 0.0f;
+        for (int ty = 0; ty < (int)blockDim.y; ty++) sum += red[ty * BN + threadIdx.x + j * blockDim.x];
+        const float r = 1.0f / sqrtf(sum / (float)cout + eps);
+        if (threadIdx.y == 0) inv[col] = r;
+        const int s = col / plane, pix = col % plane;
+        for (int i = 0; i < GEMM_TM; i++)
+        {
+            const int o = gemm_tile_row(i);
+            if (o < cout) z[((long long)s * cout + o) * plane + pix] = acc[i][j] * r;
+        }
+    }
+}
+
 // w [Cout, Cin, k, k] read as A[c, (o, a, b)] = w[o, c, a, b]: the channel axes swapped. The
 // fixed part is the window position (o, a, b), the rest steps through c, k * k floats apart.
 struct conv_weight_by_input_channel

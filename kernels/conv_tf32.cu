@@ -60,6 +60,79 @@ extern "C" __global__ void __launch_bounds__(MMA_MAX_THREADS, MMA_MIN_BLOCKS) co
         }
 }
 
+// The generator's layer whole: the forward product, its bias and leaky ReLU, then pixel norm
+// (pixelnorm.cu) over the output channels of each pixel, in the output store:
+//
+//   v[o] = layer_epilogue(scale conv(x, w)[o])     for o < Cout, at one pixel (s, i, j)
+//   r    = 1 / sqrt(sum_o v[o]^2 / Cout + eps)     inv[s, i, j] = r, kept for the backward
+//   z[s, o, i, j] = v[o] r
+//
+// A pixel's Cout values must all be in one block, so the host launches this only when the block's
+// rows cover the output channels (Cout <= 32 blockDim.y, one block along y: the paper preset's
+// 128- and 64-channel layers at 128x128 and 256x256, where the activations are largest, and every
+// layer of the small presets). Elsewhere it runs conv2d_forward_tf32 and pixelnorm_forward in place.
+// What the fusion saves is a pass that reads the layer's output twice and writes it again.
+//
+// The sum of squares of a column (a pixel) is spread over the block: within a warp over the eight
+// lanes g = 0..7 that share t (each holding 4 of the warp's 32 rows: rows g, g + 8, g + 16, g + 24
+// of fragments mi = 0, 1), added by shuffles over lane masks 4, 8 and 16; across the WM warps of a
+// column of warps through shared memory, which the pipeline no longer needs once the last stage is
+// multiplied (the barrier before the writes makes sure of that). Rows at or past Cout hold the
+// epilogue of 0 (the bias), not an output, and count as 0.
+extern "C" __global__ void __launch_bounds__(MMA_MAX_THREADS, MMA_MIN_BLOCKS) conv2d_forward_pixelnorm_tf32(
+    const float* __restrict__ x, const float* __restrict__ w, float* __restrict__ z, float* __restrict__ inv,
+    int n, int cin, int h, int wd, int cout, int k, float scale, const float* __restrict__ b, float slope, float eps)
+{
+    const int K = cin * k * k, columns = n * h * wd, plane = h * wd;
+    const matrix_operand<true> A = {w, K};
+    const window_gather<false> B(x, cin, h, wd, k, +1);
+    float acc[MMA_MI][MMA_NI][4];
+    mma_tile_range(cout, columns, 0, K, A, B, acc);
+
+    // The layer's values and this thread's part of each of its 8 columns' sums of squares.
+    float ss[MMA_NI][2];
+    for (int ni = 0; ni < MMA_NI; ni++)
+        for (int e = 0; e < 2; e++)
+        {
+            ss[ni][e] = 0.0f;
+            for (int mi = 0; mi < MMA_MI; mi++)
+                for (int half = 0; half < 2; half++)
+                {
+                    float& v = acc[mi][ni][2 * half + e];
+                    v = mma_row(mi, half) < cout ? layer_epilogue(scale * v, b, mma_row(mi, half), slope) : 0.0f;
+                    ss[ni][e] += v * v;
+                }
+            for (int mask = 4; mask < 32; mask *= 2) ss[ni][e] += __shfl_xor_sync(0xffffffffu, ss[ni][e], mask);
+        }
+
+    // Column sums of the WM warps: red[wm][c], c the column within the block's BN.
+    DYNAMIC_SHARED(float, red);
+    const int BN = 32 * (int)blockDim.z, g = (int)(threadIdx.x >> 2), t = (int)(threadIdx.x & 3u);
+    __syncthreads();
+    if (g == 0)
+        for (int ni = 0; ni < MMA_NI; ni++)
+            for (int e = 0; e < 2; e++) red[threadIdx.y * BN + 32 * threadIdx.z + 8 * ni + 2 * t + e] = ss[ni][e];
+    __syncthreads();
+
+    for (int ni = 0; ni < MMA_NI; ni++)
+        for (int e = 0; e < 2; e++)
+        {
+            const int col = mma_col(ni, e);
+            if (col >= columns) continue;
+            float sum = 0.0f;
+            for (int wm = 0; wm < (int)blockDim.y; wm++) sum += red[wm * BN + 32 * threadIdx.z + 8 * ni + 2 * t + e];
+            const float r = 1.0f / sqrtf(sum / (float)cout + eps);
+            if (threadIdx.y == 0 && g == 0) inv[col] = r;
+            const int s = col / plane, pix = col % plane;
+            for (int mi = 0; mi < MMA_MI; mi++)
+                for (int half = 0; half < 2; half++)
+                {
+                    const int o = mma_row(mi, half);
+                    if (o < cout) z[((long long)s * cout + o) * plane + pix] = acc[mi][ni][2 * half + e] * r;
+                }
+        }
+}
+
 extern "C" __global__ void __launch_bounds__(MMA_MAX_THREADS, MMA_MIN_BLOCKS) conv2d_backward_input_tf32(
     const float* __restrict__ gy, const float* __restrict__ w, float* __restrict__ gx,
     int n, int cin, int h, int wd, int cout, int k, float scale)

@@ -257,6 +257,10 @@ public class ForwardValueTests
             foreach (float slope in new[] { 0.2f, 1f })
                 Close(Ops.Conv2dBiasLeakyReluReference(x, w, scale, b4, slope).ToArray().Select(v => (double)v).ToArray(),
                     Ops.Conv2dBiasLeakyRelu(x, w, scale, b4, slope).ToArray(), 1e-5, $"conv {w.Shape} + bias + leaky ReLU {slope}");
+        // The generator's layer: the same, then pixel norm.
+        foreach (var (w, scale) in new[] { (w3, 0.15f), (w1, 0.6f) })
+            Close(Ops.Conv2dBiasLeakyReluPixelNormReference(x, w, scale, b4).ToArray().Select(v => (double)v).ToArray(),
+                Ops.Conv2dBiasLeakyReluPixelNorm(x, w, scale, b4).ToArray(), 1e-5, $"conv {w.Shape} + bias + leaky ReLU + pixel norm");
     }
 
     [Theory]

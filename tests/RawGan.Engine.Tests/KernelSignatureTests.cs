@@ -33,6 +33,8 @@ public partial class KernelSignatureTests
         ["AvgPool2x"] = "avgpool2x",
         ["PixelNormForward"] = "pixelnorm_forward",
         ["PixelNormBackward"] = "pixelnorm_backward",
+        ["PixelNormLeakyReluBackward"] = "pixelnorm_leaky_relu_backward",
+        ["Conv2dForwardPixelNorm"] = "conv2d_forward_pixelnorm",
         ["MinibatchStdDevForward"] = "minibatch_stddev_forward",
         ["MinibatchStdDevBackward"] = "minibatch_stddev_backward",
         ["CountNonFinite"] = "count_nonfinite",

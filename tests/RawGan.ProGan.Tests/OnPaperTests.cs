@@ -54,6 +54,7 @@ public partial class OnPaperTests(ITestOutputHelper output)
         public double Bytes => Product switch
         {
             "Conv2dForward" => X + Weights + Y,
+            "Conv2dForwardPixelNorm" => X + Weights + Y + 4.0 * N * H * W,   // and the factor kept per pixel
             "Conv2dBackwardInput" => Y + Weights + X,
             _ => X + Y + (Splits > 1 ? 2 * Splits + 1 : 1) * Weights,
         };
@@ -82,13 +83,19 @@ public partial class OnPaperTests(ITestOutputHelper output)
             int I(string g) => int.Parse(m.Groups[g].Value, CultureInfo.InvariantCulture);
             rows.Add(new Row(m.Groups["product"].Value, I("k"), I("h"), I("w"), I("cin"), I("cout"), I("n"), calls));
         }
-        string[] order = ["Conv2dForward", "Conv2dBackwardInput", "Conv2dBackwardWeight"];
+        string[] order = ["Conv2dForward", "Conv2dForwardPixelNorm", "Conv2dBackwardInput", "Conv2dBackwardWeight"];
         return rows.OrderByDescending(r => r.Flops * r.Calls).ThenBy(r => Array.IndexOf(order, r.Product)).ToList();
     }
 
     private static string Table(List<Row> rows)
     {
-        static string Short(string product) => product switch { "Conv2dForward" => "forward", "Conv2dBackwardInput" => "input grad", _ => "weight grad" };
+        static string Short(string product) => product switch
+        {
+            "Conv2dForward" => "forward",
+            "Conv2dForwardPixelNorm" => "forward + pixel norm",
+            "Conv2dBackwardInput" => "input grad",
+            _ => "weight grad",
+        };
         static string Us(double seconds) => (seconds * 1e6).ToString(seconds * 1e6 >= 100 ? "F0" : seconds * 1e6 >= 10 ? "F1" : "F2", CultureInfo.InvariantCulture);
         var t = new StringBuilder();
         t.AppendLine("| product | k | map | Cin -> Cout | launches per step | GFLOP per launch | MB per launch | FLOP/byte | TF32 bound | TF32 µs per launch | FP32 µs per launch | TF32 µs per step | FP32 µs per step |");
@@ -112,6 +119,7 @@ public partial class OnPaperTests(ITestOutputHelper output)
 
         // Every 3x3 convolution of G and D at 256x256, and the 1x1 toRGB and fromRGB, with all three products.
         Assert.Contains(rows, r => r is { Product: "Conv2dForward", K: 3, H: 256, Cin: 64, Cout: 64 });
+        Assert.Contains(rows, r => r is { Product: "Conv2dForwardPixelNorm", K: 3, H: 256, Cin: 64, Cout: 64 });   // G's layers
         Assert.Contains(rows, r => r is { Product: "Conv2dBackwardWeight", K: 3, H: 4, Cin: 513, Cout: 512 });
         Assert.Contains(rows, r => r is { Product: "Conv2dForward", K: 1, H: 256, Cin: 64, Cout: 3 });
         Assert.Contains(rows, r => r is { Product: "Conv2dBackwardWeight", K: 1, H: 256, Cin: 3, Cout: 64 });

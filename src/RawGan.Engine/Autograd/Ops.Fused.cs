@@ -1,3 +1,5 @@
+using RawGan.Engine.Backends;
+
 namespace RawGan.Engine.Autograd;
 
 // Fused ops. Each runs one kernel forward and one kernel backward (a convolution layer: one
@@ -127,6 +129,69 @@ public static partial class Ops
     /// <summary>The layer from primitive ops: leaky_relu(conv(x) + b) as a convolution, a broadcast add and leaky ReLU.</summary>
     public static Tensor Conv2dBiasLeakyReluReference(Tensor x, Tensor w, float scale, Tensor b, float slope = 0.2f) =>
         BiasLeakyReluReference(Conv2d(x, w, scale), b, slope);
+
+    /// <summary>
+    /// pixel_norm(leaky_relu(conv(x, scale * w) + b, slope)): a generator layer with the pixel norm
+    /// that follows each of its convolutions (ProGAN 4.2), one backend call forward
+    /// (<c>Conv2dForwardPixelNorm</c>: on a GPU the norm is taken in the convolution's output store
+    /// where one block holds all of a pixel's channels) and one pass backward for the norm, the mask
+    /// and the bias gradient's input (<c>PixelNormLeakyReluBackward</c>), instead of a pass each for
+    /// the norm and for the mask. Only z and the per-pixel factor 1 / sqrt(mean_c v^2 + eps) are kept
+    /// (the pre-norm activation v is never stored). When the backward is itself recorded it is taken
+    /// through <see cref="Conv2dBiasLeakyReluPixelNormReference"/>, so that it is differentiable again.
+    /// </summary>
+    public static Tensor Conv2dBiasLeakyReluPixelNorm(Tensor x, Tensor w, float scale, Tensor b, float slope = 0.2f, float eps = NormEpsilon)
+    {
+        var backend = SameBackend("Conv2dBiasLeakyReluPixelNorm", x, w);
+        SameBackend("Conv2dBiasLeakyReluPixelNorm", x, b);
+        var (n, cin, h, wd, cout, k) = ConvSizes("Conv2dBiasLeakyReluPixelNorm", x.Shape, w.Shape);
+        if (b.Shape != new Shape(cout)) throw new ArgumentException($"Conv2dBiasLeakyReluPixelNorm: bias {b.Describe()} is not one value per output channel of weight {w.Describe()}");
+        if (!(slope > 0)) throw new ArgumentException($"Conv2dBiasLeakyReluPixelNorm: the slope must be positive (the backward reads the mask from the output), got {slope}");
+        var z = Tensor.Empty(backend, new Shape(n, cout, h, wd));
+        var inv = Tensor.Empty(backend, new Shape(n, h, wd));
+        backend.Conv2dForwardPixelNorm(x.Buffer, w.Buffer, z.Buffer, inv.Buffer, n, cin, h, wd, cout, k, scale, b.Buffer, slope, eps);
+        if (!Recording(x, w, b)) return z;
+        z.GradFn = Node.Record("Conv2dBiasLeakyReluPixelNorm", x, w, b, z, static (node, g, gi) =>
+        {
+            var (x, w, b, z) = (node.Inputs[0], node.Inputs[1], node.Inputs[2], node.Output);
+            if (Tape.IsRecording)
+            {
+                DifferentiableLayerVjp(node, g, gi);
+                return;
+            }
+            var (n, c, plane) = ChannelLayout("Conv2dBiasLeakyReluPixelNorm", z);
+            var ga = Tensor.Empty(z.Backend, z.Shape);   // the gradient before the bias and the activation
+            z.Backend.PixelNormLeakyReluBackward(z.Buffer, node.Saved!.Buffer, g.Buffer, ga.Buffer, n, c, plane, node.Slope);
+            if (node.Wants(2))
+            {
+                var gb = Tensor.Empty(z.Backend, b.Shape);
+                z.Backend.SumTo(ga.Buffer, new Dims4(n, c, 1, plane), gb.Buffer, new Dims4(1, c, 1, 1));
+                gi[2] = gb;
+            }
+            if (node.Wants(0)) gi[0] = ConvInputGrad(ga, w, x.Shape, node.Scale);
+            if (node.Wants(1)) gi[1] = ConvWeightGrad(x, ga, w.Shape, node.Scale);
+        }).With(scale: scale, slope: slope, epsilon: eps, saved: inv);
+        return z;
+    }
+
+    /// <summary>The layer from primitive ops: the convolution layer, then pixel norm written out (mean, rsqrt, multiply).</summary>
+    public static Tensor Conv2dBiasLeakyReluPixelNormReference(Tensor x, Tensor w, float scale, Tensor b, float slope = 0.2f, float eps = NormEpsilon) =>
+        PixelNormReference(Conv2dBiasLeakyReluReference(x, w, scale, b, slope), eps);
+
+    /// <summary>The layer's vector-Jacobian product recorded on the tape (a second derivative is
+    /// coming): the reference recomputed from the node's inputs and differentiated with createGraph,
+    /// for the inputs that want a gradient.</summary>
+    private static void DifferentiableLayerVjp(Node node, Tensor g, Tensor?[] gi)
+    {
+        var (x, w, b) = (node.Inputs[0], node.Inputs[1], node.Inputs[2]);
+        var y = Conv2dBiasLeakyReluPixelNormReference(x, w, node.Scale, b, node.Slope, node.Epsilon);
+        var wanted = new List<Tensor>(3);
+        var slots = new List<int>(3);
+        for (int i = 0; i < 3; i++)
+            if (node.Wants(i)) { wanted.Add(node.Inputs[i]); slots.Add(i); }
+        var grads = Tape.Grad([y], wanted, [g], createGraph: true);
+        for (int i = 0; i < slots.Count; i++) gi[slots[i]] = grads[i];
+    }
 
     // ------------------------------------------------------------------ pixel norm
 

@@ -220,6 +220,12 @@ public interface IBackend : IDisposable
     /// z = conv(x, scale * w) + bias[o] (slope &gt; 0; 1: the bias alone), as bias_leaky_relu would give.</summary>
     void Conv2dForward(DeviceBuffer x, DeviceBuffer w, DeviceBuffer y, int n, int cin, int h, int wd, int cout, int k, float scale,
         DeviceBuffer bias = default, float slope = 1f);
+    /// <summary>conv2d_forward_pixelnorm: a generator layer whole, z = pixel_norm(v) with
+    /// v = leaky_relu(conv(x, scale * w) + bias) (as <see cref="Conv2dForward"/> with a bias), and
+    /// inv [n, h, wd] = 1 / sqrt(mean over channels of v^2 + eps) per pixel, what
+    /// <see cref="PixelNormLeakyReluBackward"/> needs of the forward pass besides z.</summary>
+    void Conv2dForwardPixelNorm(DeviceBuffer x, DeviceBuffer w, DeviceBuffer z, DeviceBuffer inv, int n, int cin, int h, int wd, int cout, int k,
+        float scale, DeviceBuffer bias, float slope, float eps);
     /// <summary>conv2d_backward_input: gx = conv_transpose(gy, scale * w).</summary>
     void Conv2dBackwardInput(DeviceBuffer gy, DeviceBuffer w, DeviceBuffer gx, int n, int cin, int h, int wd, int cout, int k, float scale);
     /// <summary>conv2d_backward_weight: gw = scale * sum over n, pixels of gy (x) x-patch.</summary>
@@ -237,10 +243,15 @@ public interface IBackend : IDisposable
     void CopyChannels(DeviceBuffer src, int srcChannels, int srcStart, DeviceBuffer dst, int dstChannels, int dstStart, int count, int samples, int plane);
 
     // ---------------------------------------------------------------- pixelnorm.cu
-    /// <summary>pixelnorm_forward: y = x / sqrt(mean over channels of x^2 + eps), per pixel; x is [n, c, plane].</summary>
-    void PixelNormForward(DeviceBuffer x, DeviceBuffer y, int n, int c, int plane, float eps);
+    /// <summary>pixelnorm_forward: y = x / sqrt(mean over channels of x^2 + eps), per pixel; x is [n, c, plane];
+    /// y may be x. With <paramref name="inv"/> [n, plane] (not null), the factor of each pixel is kept there.</summary>
+    void PixelNormForward(DeviceBuffer x, DeviceBuffer y, int n, int c, int plane, float eps, DeviceBuffer inv = default);
     /// <summary>pixelnorm_backward: gx = r (gy - y mean_c(gy y)), r = 1 / sqrt(mean_c x^2 + eps).</summary>
     void PixelNormBackward(DeviceBuffer x, DeviceBuffer gy, DeviceBuffer gx, int n, int c, int plane, float eps);
+    /// <summary>pixelnorm_leaky_relu_backward: the gradient before the bias of a layer
+    /// z = pixel_norm(leaky_relu(a)), from z and inv = 1 / sqrt(mean_c v^2 + eps) alone:
+    /// ga = m(z) inv (gz - z mean_c(gz z)), m(z) = 1 if z &gt; 0 else slope; ga may be gz.</summary>
+    void PixelNormLeakyReluBackward(DeviceBuffer z, DeviceBuffer inv, DeviceBuffer gz, DeviceBuffer ga, int n, int c, int plane, float slope);
 
     // ---------------------------------------------------------------- mbstd.cu
     /// <summary>minibatch_stddev_forward: y [n, c + 1, plane] = x with one more channel holding the

@@ -44,7 +44,7 @@ public sealed class Generator : Module
     private const float Slope = 0.2f;
 
     /// <summary>Pixel norm of leaky_relu(conv(x) + b), the activation of every 3x3 convolution (section 4.2).</summary>
-    private static Tensor Act(EqualizedConv2d conv, Tensor x) => Ops.PixelNorm(conv.ForwardLeaky(x, Slope));
+    private static Tensor Act(EqualizedConv2d conv, Tensor x) => conv.ForwardLeakyPixelNorm(x, Slope);
 
     /// <summary>
     /// Images [N, C, 2^level, 2^level] from latents [N, latent]. During a fade-in (alpha &lt; 1)

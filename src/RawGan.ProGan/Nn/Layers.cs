@@ -37,6 +37,11 @@ public sealed class EqualizedConv2d : Module
     /// <summary>leaky_relu(conv(x) + b): the bias and the activation folded into the convolution's output
     /// pass, and one pass backward for the mask and the bias gradient (<see cref="Ops.Conv2dBiasLeakyRelu"/>).</summary>
     public Tensor ForwardLeaky(Tensor x, float slope) => Ops.Conv2dBiasLeakyRelu(x, Weight, Scale, Bias, slope);
+
+    /// <summary>pixel_norm(leaky_relu(conv(x) + b)), the generator's layer: one call forward (the norm in
+    /// the convolution's output store where the GPU can) and one pass backward for the norm, the mask
+    /// and the bias gradient's input (<see cref="Ops.Conv2dBiasLeakyReluPixelNorm"/>).</summary>
+    public Tensor ForwardLeakyPixelNorm(Tensor x, float slope) => Ops.Conv2dBiasLeakyReluPixelNorm(x, Weight, Scale, Bias, slope);
 }
 
 /// <summary>A dense layer with an equalized-LR weight [out, in] (PyTorch's layout) and a bias [out].</summary>

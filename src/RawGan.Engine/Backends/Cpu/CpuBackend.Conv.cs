@@ -149,6 +149,16 @@ public sealed unsafe partial class CpuBackend
         Conv2dForward(method, x, w, y, n, cin, h, wd, cout, k, scale, bias, slope);
     }
 
+    /// <summary>The generator's layer: the layer (its bias and activation in the product's output pass),
+    /// then pixel norm in place over its output, while that output is still in the caches as far
+    /// as they hold it.</summary>
+    public void Conv2dForwardPixelNorm(DeviceBuffer x, DeviceBuffer w, DeviceBuffer z, DeviceBuffer inv, int n, int cin, int h, int wd, int cout, int k,
+        float scale, DeviceBuffer bias, float slope, float eps)
+    {
+        Conv2dForward(x, w, z, n, cin, h, wd, cout, k, scale, bias, slope);
+        PixelNormForward(z, z, n, cout, h * wd, eps, inv);
+    }
+
     private void Conv2dForward(ConvMethod method, DeviceBuffer x, DeviceBuffer w, DeviceBuffer y, int n, int cin, int h, int wd, int cout, int k,
         float scale, DeviceBuffer bias, float slope)
     {

@@ -75,13 +75,16 @@ public sealed unsafe partial class CpuBackend
     // sum over channels is a vector of independent accumulators.
     private const int PixelBlock = 256;
 
-    public void PixelNormForward(DeviceBuffer x, DeviceBuffer y, int n, int c, int plane, float eps)
+    public void PixelNormForward(DeviceBuffer x, DeviceBuffer y, int n, int c, int plane, float eps, DeviceBuffer inv = default)
     {
         int blocks = (plane + PixelBlock - 1) / PixelBlock;
-        CpuParallel.For((long)n * blocks, Math.Max(1, 4096 / Math.Max(1, c)), new PixelNormForwardLoop(P(x), P(y), c, plane, blocks, eps));
+        CpuParallel.For((long)n * blocks, Math.Max(1, 4096 / Math.Max(1, c)),
+            new PixelNormForwardLoop(P(x), P(y), inv.IsNull ? null : P(inv), c, plane, blocks, eps));
     }
 
-    private readonly struct PixelNormForwardLoop(float* px, float* py, int c, int plane, int blocks, float eps) : IRangeBody
+    /// <summary>One block of pixels at a time: the sums of squares, the factors (kept in pr when asked),
+    /// then the scaled rows. Every read of a block comes before its writes, so y may be x.</summary>
+    private readonly struct PixelNormForwardLoop(float* px, float* py, float* pr, int c, int plane, int blocks, float eps) : IRangeBody
     {
         public void Run(long q0, long q1)
         {
@@ -98,6 +101,7 @@ public sealed unsafe partial class CpuBackend
                     for (int i = 0; i < len; i++) r[i] += row[i] * row[i];
                 }
                 for (int i = 0; i < len; i++) r[i] = 1f / MathF.Sqrt(r[i] / c + eps);
+                if (pr != null) new Span<float>(r, len).CopyTo(new Span<float>(pr + s * plane + p0, len));
                 for (int ch = 0; ch < c; ch++)
                 {
                     float* row = xs + (long)ch * plane, outRow = ys + (long)ch * plane;
@@ -142,6 +146,45 @@ public sealed unsafe partial class CpuBackend
                 {
                     float* xr = px + o + (long)ch * plane, gr = pg + o + (long)ch * plane, outRow = po + o + (long)ch * plane;
                     for (int i = 0; i < len; i++) outRow[i] = r[i] * gr[i] - k[i] * xr[i];
+                }
+            }
+        }
+    }
+
+    public void PixelNormLeakyReluBackward(DeviceBuffer z, DeviceBuffer inv, DeviceBuffer gz, DeviceBuffer ga, int n, int c, int plane, float slope)
+    {
+        int blocks = (plane + PixelBlock - 1) / PixelBlock;
+        CpuParallel.For((long)n * blocks, Math.Max(1, 4096 / Math.Max(1, c)), new PixelNormLeakyReluBackwardLoop(P(z), P(inv), P(gz), P(ga), c, plane, blocks, slope));
+    }
+
+    /// <summary>ga = m(z) r (gz - z mean_c(gz z)) for one block of pixels: the dot products over the
+    /// channels first (all reads), then the rows (so ga may be gz).</summary>
+    private readonly struct PixelNormLeakyReluBackwardLoop(float* pz, float* pr, float* pg, float* po, int c, int plane, int blocks, float slope) : IRangeBody
+    {
+        public void Run(long q0, long q1)
+        {
+            float* m = stackalloc float[PixelBlock];
+            for (long q = q0; q < q1; q++)
+            {
+                long s = q / blocks;
+                int p0 = (int)(q % blocks) * PixelBlock, len = Math.Min(PixelBlock, plane - p0);
+                long o = s * c * plane + p0;
+                float* r = pr + s * plane + p0;
+                new Span<float>(m, len).Clear();
+                for (int ch = 0; ch < c; ch++)
+                {
+                    float* zr = pz + o + (long)ch * plane, gr = pg + o + (long)ch * plane;
+                    for (int i = 0; i < len; i++) m[i] += gr[i] * zr[i];
+                }
+                for (int i = 0; i < len; i++) m[i] /= c;
+                for (int ch = 0; ch < c; ch++)
+                {
+                    float* zr = pz + o + (long)ch * plane, gr = pg + o + (long)ch * plane, outRow = po + o + (long)ch * plane;
+                    for (int i = 0; i < len; i++)
+                    {
+                        float g = r[i] * (gr[i] - zr[i] * m[i]);
+                        outRow[i] = zr[i] > 0 ? g : slope * g;
+                    }
                 }
             }
         }

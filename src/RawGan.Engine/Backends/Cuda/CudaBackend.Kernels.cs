@@ -28,7 +28,7 @@ public sealed unsafe partial class CudaBackend : IBackend
     /// <summary>The kernels that run the tiled product of gemm_tile.cuh: two-dimensional blocks
     /// and <see cref="TileSharedBytes"/> of dynamic shared memory.</summary>
     public static readonly IReadOnlySet<string> TiledKernels =
-        new HashSet<string> { "sgemm", "conv2d_forward", "conv2d_backward_input", "conv2d_backward_weight" };
+        new HashSet<string> { "sgemm", "conv2d_forward", "conv2d_forward_pixelnorm", "conv2d_backward_input", "conv2d_backward_weight" };
 
     /// <summary>The two-dimensional block of the tiled GEMM and convolutions (gemm_tile.cuh):
     /// <paramref name="threads"/> as close to square as a power of two allows (16 x 16 for 256,
@@ -75,7 +75,7 @@ public sealed unsafe partial class CudaBackend : IBackend
     /// <summary>The tensor-core kernels of version 2 (kernels/mma_tile.cuh): blocks of (32, WM, WN)
     /// threads and <see cref="MmaSharedBytes"/> of dynamic shared memory.</summary>
     public static readonly IReadOnlySet<string> MmaKernels =
-        new HashSet<string> { "sgemm_tf32", "conv2d_forward_tf32", "conv2d_backward_input_tf32", "conv2d_backward_weight_tf32" };
+        new HashSet<string> { "sgemm_tf32", "conv2d_forward_tf32", "conv2d_forward_pixelnorm_tf32", "conv2d_backward_input_tf32", "conv2d_backward_weight_tf32" };
 
     // Must match MMA_STAGES, MMA_K_PITCH and mma_tile_shared_bytes in kernels/mma_tile.cuh; a warp
     // owns 32 x 32 outputs, a block at most 4 x 4 warps.
@@ -295,6 +295,36 @@ public sealed unsafe partial class CudaBackend : IBackend
             ConvArgs(x, w, y, n, cin, h, wd, cout, k, scale).Ptr(bias).Float(slope));
     }
 
+    /// <summary>
+    /// The layer and its pixel norm in the convolution's output store (conv2d_forward_pixelnorm,
+    /// its version 2 at tf32) where one block's rows hold every output channel of its pixels
+    /// (version 1: 4 blockDim.y rows, 64 at 512 threads; version 2: 32 WM, up to 128); elsewhere
+    /// (more channels, or version 3's fp32 tiles, which have no fused form) the layer, then
+    /// pixel norm in place over its output.
+    /// </summary>
+    public void Conv2dForwardPixelNorm(DeviceBuffer x, DeviceBuffer w, DeviceBuffer z, DeviceBuffer inv, int n, int cin, int h, int wd, int cout, int k,
+        float scale, DeviceBuffer bias, float slope, float eps)
+    {
+        CheckConv(n, cin, h, wd, cout, k);
+        long columns = (long)n * h * wd;
+        var tiling = TilingFor(cout, columns);
+        long blockRows = tiling switch
+        {
+            ProductTiling.Version2 => MmaWarpTile * MmaBlock(ThreadsPerBlock("conv2d_forward_pixelnorm_tf32"), cout, columns).Y,
+            ProductTiling.Version1 => TileRowsPerThread * TileBlock(ThreadsPerBlock("conv2d_forward_pixelnorm")).Y,
+            _ => 0,
+        };
+        if (cout <= blockRows)
+        {
+            var args = new KernelArgs().Ptr(x).Ptr(w).Ptr(z).Ptr(inv).Int(n).Int(cin).Int(h).Int(wd).Int(cout).Int(k).Float(scale).Ptr(bias).Float(slope).Float(eps);
+            if (tiling == ProductTiling.Version2) LaunchMma("conv2d_forward_pixelnorm_tf32", cout, columns, args);
+            else LaunchTiled("conv2d_forward_pixelnorm", cout, columns, args);
+            return;
+        }
+        Conv2dForward(x, w, z, n, cin, h, wd, cout, k, scale, bias, slope);
+        PixelNormForward(z, z, n, cout, h * wd, eps, inv);
+    }
+
     public void Conv2dBackwardInput(DeviceBuffer gy, DeviceBuffer w, DeviceBuffer gx, int n, int cin, int h, int wd, int cout, int k, float scale)
     {
         CheckConv(n, cin, h, wd, cout, k);
@@ -358,11 +388,14 @@ public sealed unsafe partial class CudaBackend : IBackend
 
     // ------------------------------------------------------------------ pixelnorm.cu
 
-    public void PixelNormForward(DeviceBuffer x, DeviceBuffer y, int n, int c, int plane, float eps) =>
-        LaunchElementwise("pixelnorm_forward", (long)n * plane, new KernelArgs().Ptr(x).Ptr(y).Int(n).Int(c).Int(plane).Float(eps));
+    public void PixelNormForward(DeviceBuffer x, DeviceBuffer y, int n, int c, int plane, float eps, DeviceBuffer inv = default) =>
+        LaunchElementwise("pixelnorm_forward", (long)n * plane, new KernelArgs().Ptr(x).Ptr(y).Int(n).Int(c).Int(plane).Float(eps).Ptr(inv));
 
     public void PixelNormBackward(DeviceBuffer x, DeviceBuffer gy, DeviceBuffer gx, int n, int c, int plane, float eps) =>
         LaunchElementwise("pixelnorm_backward", (long)n * plane, new KernelArgs().Ptr(x).Ptr(gy).Ptr(gx).Int(n).Int(c).Int(plane).Float(eps));
+
+    public void PixelNormLeakyReluBackward(DeviceBuffer z, DeviceBuffer inv, DeviceBuffer gz, DeviceBuffer ga, int n, int c, int plane, float slope) =>
+        LaunchElementwise("pixelnorm_leaky_relu_backward", (long)n * plane, new KernelArgs().Ptr(z).Ptr(inv).Ptr(gz).Ptr(ga).Int(n).Int(c).Int(plane).Float(slope));
 
     // ------------------------------------------------------------------ mbstd.cu
 

@@ -30,9 +30,11 @@ public static class BackendCheck
 
     /// <summary>One kernel at one size. Products carry K, the length of their sums, and
     /// <paramref name="Magnitude"/>: the same product of the absolute values (|alpha|, |beta|,
-    /// |scale| too), run by the reference for TF32's bound.</summary>
+    /// |scale| too), run by the reference for TF32's bound. <paramref name="Unfused"/>, for a fused kernel whose product is TF32 on a TF32 backend: the
+    /// same result from that backend's own unfused kernels (checked against the reference by their
+    /// own cases), which is then the expectation, with <paramref name="Bound"/>.</summary>
     private sealed record Case(string Kernel, string Size, float[][] Inputs, long[] Outputs, Action<IBackend, DeviceBuffer[]> Run, double Bound,
-        long K = 0, Action<IBackend, DeviceBuffer[]>? Magnitude = null);
+        long K = 0, Action<IBackend, DeviceBuffer[]>? Magnitude = null, Action<IBackend, DeviceBuffer[]>? Unfused = null);
 
     /// <param name="backend">The backend to check.</param>
     /// <param name="tf32Products">Whether its matrix products and convolutions round their inputs
@@ -44,7 +46,7 @@ public static class BackendCheck
         {
             try
             {
-                var expected = Execute(ReferenceBackend.Shared, c.Inputs, c.Outputs, c.Run);
+                var expected = tf32Products && c.Unfused != null ? Execute(backend, c.Inputs, c.Outputs, c.Unfused) : Execute(ReferenceBackend.Shared, c.Inputs, c.Outputs, c.Run);
                 bool tf32 = tf32Products && c.Magnitude != null;
                 var magnitude = tf32 ? Execute(ReferenceBackend.Shared, c.Inputs.Select(v => v.Select(MathF.Abs).ToArray()).ToArray(), c.Outputs, c.Magnitude!) : null;
                 var clock = Stopwatch.StartNew();
@@ -197,7 +199,7 @@ public static class BackendCheck
                         (b, p) => b.Gemm(ta, tb, m, n, k, 0.75f, p[0], p[1], 0.5f, p[2]));
 
         // Convolutions: 3x3 and 1x1 (fromRGB), the weight gradient over many pixels.
-        foreach (var (n, cin, h, w, cout, k) in new[] { (2, 3, 5, 7, 4, 3), (4, 32, 16, 16, 32, 3), (8, 3, 32, 32, 16, 1) })
+        foreach (var (n, cin, h, w, cout, k) in new[] { (2, 3, 5, 7, 4, 3), (4, 32, 16, 16, 32, 3), (8, 3, 32, 32, 16, 1), (2, 16, 8, 8, 100, 3) })
         {
             long xs = (long)n * cin * h * w, ws = (long)cout * cin * k * k, ys = (long)n * cout * h * w;
             float scale = MathF.Sqrt(2f / (cin * k * k));
@@ -210,6 +212,14 @@ public static class BackendCheck
             yield return new("conv2d_forward", $"{size}, bias and leaky ReLU", [Normal(xs, 16), Normal(ws, 17), Normal(cout, 19)], [ys],
                 (b, p) => b.Conv2dForward(p[0], p[1], p[3], n, cin, h, w, cout, k, scale, p[2], 0.2f), Product, cin * k * k,
                 (b, p) => b.Conv2dForward(p[0], p[1], p[3], n, cin, h, w, cout, k, scale, p[2], 1f));
+            // The generator's layer with its pixel norm (z and the kept factors).
+            yield return new("conv2d_forward_pixelnorm", $"{size}, bias, leaky ReLU and pixel norm", [Normal(xs, 16), Normal(ws, 17), Normal(cout, 19)],
+                [ys, (long)n * h * w], (b, p) => b.Conv2dForwardPixelNorm(p[0], p[1], p[3], p[4], n, cin, h, w, cout, k, scale, p[2], 0.2f, 1e-8f), Product,
+                Unfused: (b, p) =>
+                {
+                    b.Conv2dForward(p[0], p[1], p[3], n, cin, h, w, cout, k, scale, p[2], 0.2f);
+                    b.PixelNormForward(p[3], p[3], n, cout, h * w, 1e-8f, p[4]);
+                });
             yield return new("conv2d_backward_input", size, [Normal(ys, 18), Normal(ws, 17)], [xs], input, Product, cout * k * k, input);
             yield return new("conv2d_backward_weight", size, [Normal(xs, 16), Normal(ys, 18)], [ws], weight, Product, (long)n * h * w, weight);
         }
@@ -234,6 +244,9 @@ public static class BackendCheck
             string size = $"{n}x{c}x{plane}";
             yield return new("pixelnorm_forward", size, [Normal(len, 23)], [len], (b, p) => b.PixelNormForward(p[0], p[1], n, c, plane, 1e-8f), Reduction);
             yield return new("pixelnorm_backward", size, [Normal(len, 23), Normal(len, 24)], [len], (b, p) => b.PixelNormBackward(p[0], p[1], p[2], n, c, plane, 1e-8f), Reduction);
+            // The layer's backward from z (unit mean square per pixel, as a pixel norm leaves it) and factors around 1.
+            yield return new("pixelnorm_leaky_relu_backward", size, [Normal(len, 23), Uniform((long)n * plane, 28, 0.5f, 2f), Normal(len, 24)], [len],
+                (b, p) => b.PixelNormLeakyReluBackward(p[0], p[1], p[2], p[3], n, c, plane, 0.2f), Reduction);
             long outLen = (long)n * (c + 1) * plane;
             yield return new("minibatch_stddev_forward", size, [Normal(len, 25)], [outLen], (b, p) => b.MinibatchStdDevForward(p[0], p[1], n, c, plane, 4, 1e-8f), Reduction);
             yield return new("minibatch_stddev_backward", size, [Normal(len, 25), Normal(outLen, 26)], [len], (b, p) => b.MinibatchStdDevBackward(p[0], p[1], p[2], n, c, plane, 4, 1e-8f), Reduction);

@@ -52,6 +52,14 @@ public sealed unsafe partial class ReferenceBackend
                     }
     }
 
+    /// <summary>The generator's layer by its definition: the layer, then pixel norm over its output.</summary>
+    public void Conv2dForwardPixelNorm(DeviceBuffer x, DeviceBuffer w, DeviceBuffer z, DeviceBuffer inv, int n, int cin, int h, int wd, int cout, int k,
+        float scale, DeviceBuffer bias, float slope, float eps)
+    {
+        Conv2dForward(x, w, z, n, cin, h, wd, cout, k, scale, bias, slope);
+        PixelNormForward(z, z, n, cout, h * wd, eps, inv);
+    }
+
     public void Conv2dBackwardInput(DeviceBuffer gy, DeviceBuffer w, DeviceBuffer gx, int n, int cin, int h, int wd, int cout, int k, float scale)
     {
         CheckConv(n, cin, h, wd, cout, k);

@@ -5,6 +5,8 @@ namespace RawGan.Engine.Backends.Reference;
 // Pixel norm (ProGAN 4.2), per sample s and pixel q, over the c channels:
 //   r = 1 / sqrt(mean_ch x[s, ch, q]^2 + eps),  y = r x,
 //   gx = r gy - r^3 x mean_ch(gy x)             (= r (gy - y mean_ch(gy y))).
+// The generator's layer z = pixel_norm(leaky_relu(a)) backward from z and r alone:
+//   ga = m (r gz - r z mean_ch(gz z)),  m = 1 where z > 0, else the slope.
 //
 // Minibatch standard deviation (ProGAN 3): the batch is cut into n / G groups of G samples,
 // strided: sample s belongs to group m = s % (n / G), whose members are s = g (n / G) + m for
@@ -16,9 +18,9 @@ namespace RawGan.Engine.Backends.Reference;
 // gstat = the sum of gy over the extra channel of every member of the group.
 public sealed unsafe partial class ReferenceBackend
 {
-    public void PixelNormForward(DeviceBuffer x, DeviceBuffer y, int n, int c, int plane, float eps)
+    public void PixelNormForward(DeviceBuffer x, DeviceBuffer y, int n, int c, int plane, float eps, DeviceBuffer inv = default)
     {
-        float* px = P(x), py = P(y);
+        float* px = P(x), py = P(y), pr = inv.IsNull ? null : P(inv);
         for (long s = 0; s < n; s++)
             for (long q = 0; q < plane; q++)
             {
@@ -29,6 +31,7 @@ public sealed unsafe partial class ReferenceBackend
                     sumSquares += v * v;
                 }
                 double r = 1 / Math.Sqrt(sumSquares / c + eps);
+                if (pr != null) pr[s * plane + q] = (float)r;
                 for (long ch = 0; ch < c; ch++)
                 {
                     long i = (s * c + ch) * plane + q;
@@ -55,6 +58,28 @@ public sealed unsafe partial class ReferenceBackend
                 {
                     long i = (s * c + ch) * plane + q;
                     po[i] = (float)(r * pg[i] - r * r * r * px[i] * (dot / c));
+                }
+            }
+    }
+
+    public void PixelNormLeakyReluBackward(DeviceBuffer z, DeviceBuffer inv, DeviceBuffer gz, DeviceBuffer ga, int n, int c, int plane, float slope)
+    {
+        float* pz = P(z), pr = P(inv), pg = P(gz), po = P(ga);
+        for (long s = 0; s < n; s++)
+            for (long q = 0; q < plane; q++)
+            {
+                double dot = 0;
+                for (long ch = 0; ch < c; ch++)
+                {
+                    long i = (s * c + ch) * plane + q;
+                    dot += (double)pg[i] * pz[i];
+                }
+                double r = pr[s * plane + q], mean = dot / c;
+                for (long ch = 0; ch < c; ch++)
+                {
+                    long i = (s * c + ch) * plane + q;
+                    double g = r * (pg[i] - pz[i] * mean);
+                    po[i] = (float)(pz[i] > 0 ? g : slope * g);
                 }
             }
     }
