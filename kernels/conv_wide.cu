@@ -84,6 +84,53 @@ extern "C" __global__ void __launch_bounds__(WIDE_THREADS, WIDE_MIN_BLOCKS) conv
     wide_store_image(y, cout, columns, h * wd, scale, acc, b, slope);
 }
 
+// The generator's layer whole (conv.cu's conv2d_forward_pixelnorm): the layer's values, then each
+// pixel's pixel norm over the block's 128 rows, launched when they hold every output channel
+// (Cout <= 128, one block along y). A thread's eight rows of a column are 64 (i >> 2) + 4 ty + (i & 3)
+// with ty = threadIdx.x / 16: it adds their squares, the 16 threads sharing its columns add theirs
+// through shared memory (red[ty * 128 + c], 8 KiB of the 16.5 the pipeline had, free once
+// wide_tile_range has ended on its barrier), and every thread scales its own outputs by its
+// columns' factors before the same 128-bit stores as conv2d_forward_wide.
+extern "C" __global__ void __launch_bounds__(WIDE_THREADS, WIDE_MIN_BLOCKS) conv2d_forward_pixelnorm_wide(
+    const float* __restrict__ x, const float* __restrict__ w, float* __restrict__ z, float* __restrict__ inv,
+    int n, int cin, int h, int wd, int cout, int k, float scale, const float* __restrict__ b, float slope, float eps)
+{
+    const int K = cin * k * k, columns = n * h * wd;
+    const matrix_operand<true> A = {w, K};
+    const window_gather<false> B(x, cin, h, wd, k, +1);
+    float acc[WIDE_T][WIDE_T];
+    wide_tile_range(cout, columns, 0, K, A, B, acc);
+
+    DYNAMIC_SHARED(float, red);
+    const int ty = (int)(threadIdx.x / 16);
+#pragma unroll
+    for (int j = 0; j < WIDE_T; j++)
+    {
+        float ss = 0.0f;
+#pragma unroll
+        for (int i = 0; i < WIDE_T; i++)
+        {
+            const int row = wide_row(i);
+            acc[i][j] = row < cout ? layer_epilogue(scale * acc[i][j], b, row, slope) : 0.0f;
+            ss += acc[i][j] * acc[i][j];
+        }
+        red[ty * WIDE_TILE + wide_col(j) - (int)blockIdx.x * WIDE_TILE] = ss;
+    }
+    __syncthreads();
+#pragma unroll
+    for (int j = 0; j < WIDE_T; j++)
+    {
+        const int c = wide_col(j) - (int)blockIdx.x * WIDE_TILE;
+        float sum = 0.0f;
+        for (int t = 0; t < WIDE_TILE / WIDE_T; t++) sum += red[t * WIDE_TILE + c];
+        const float r = 1.0f / sqrtf(sum / (float)cout + eps);
+        if (ty == 0 && wide_col(j) < columns) inv[wide_col(j)] = r;
+#pragma unroll
+        for (int i = 0; i < WIDE_T; i++) acc[i][j] *= r;
+    }
+    wide_store_image(z, cout, columns, h * wd, 1.0f, acc, nullptr, 1.0f);
+}
+
 extern "C" __global__ void __launch_bounds__(WIDE_THREADS, WIDE_MIN_BLOCKS) conv2d_backward_input_wide(
     const float* __restrict__ gy, const float* __restrict__ w, float* __restrict__ gx,
     int n, int cin, int h, int wd, int cout, int k, float scale)

@@ -7,9 +7,9 @@ namespace RawGan.Engine.Tests;
 
 /// <summary>
 /// The generator's layer with its pixel norm in one call (<c>Conv2dForwardPixelNorm</c>:
-/// conv2d_forward_pixelnorm, version 1 at fp32, version 2 at TF32, where one block holds every
+/// conv2d_forward_pixelnorm, versions 1 and 3 at fp32, version 2 at TF32, where one block holds every
 /// output channel of its pixels; the layer then pixel norm in place elsewhere) and its backward
-/// (<c>PixelNormLeakyReluBackward</c>), on the CPU, the emulator at fp32 and at TF32, and the GPU
+/// (<c>PixelNormLeakyReluBackward</c>, with the bias gradient), on the CPU, the emulator at fp32 and at TF32, and the GPU
 /// when it is a test device.
 /// <list type="bullet">
 /// <item>Against the reference backend (fp32 backends): z and the kept factors, with the product
@@ -96,8 +96,9 @@ public class PixelNormLayerTests
             }
     }
 
-    /// <summary>This class's own emulated backends (fp32, and TF32 with tensor-core blocks of at most
-    /// <paramref name="blockSize"/> threads), so that the kernels it sees launched are its own: the
+    /// <summary>This class's own emulated backends (fp32 by the default tiling, TF32 with tensor-core
+    /// blocks of at most <paramref name="blockSize"/> threads, fp32 with every product on version 3
+    /// and a block's threads run in reverse order), so that the kernels it sees launched are its own: the
     /// shared test backends serve other test classes at the same time.</summary>
     private static readonly Dictionary<int, CudaBackend[]> OwnBackends = new();
 
@@ -110,6 +111,7 @@ public class PixelNormLayerTests
                 [
                     new CudaBackend(new EmulatedDriver(), blockSize),
                     new CudaBackend(new EmulatedDriver(), blockSize, Precision.Tf32) { TensorCoreThreads = blockSize },
+                    new CudaBackend(new EmulatedDriver { Order = SimtOrder.Reverse }, blockSize) { Fp32Tiling = ProductTiling.Version3 },
                 ];
             return backends;
         }
@@ -144,13 +146,16 @@ public class PixelNormLayerTests
 
                 // Which kernels ran: the fused one alone where a block holds all of a pixel's channels.
                 long columns = (long)n * h * w;
-                bool tf32 = backend.Precision == Precision.Tf32;
-                long blockRows = tf32
-                    ? 32 * CudaBackend.MmaBlock(backend.ThreadsPerBlock("conv2d_forward_pixelnorm_tf32"), cout, columns).Y
-                    : backend.TilingFor(cout, columns) == ProductTiling.Version1 ? 4 * CudaBackend.TileBlock(backend.ThreadsPerBlock("conv2d_forward_pixelnorm")).Y : 0;
+                var tiling = backend.TilingFor(cout, columns);
+                var (blockRows, fused) = tiling switch
+                {
+                    ProductTiling.Version2 => (32 * CudaBackend.MmaBlock(backend.ThreadsPerBlock("conv2d_forward_pixelnorm_tf32"), cout, columns).Y, "conv2d_forward_pixelnorm_tf32"),
+                    ProductTiling.Version3 => (128L, "conv2d_forward_pixelnorm_wide"),
+                    _ => (4 * CudaBackend.TileBlock(backend.ThreadsPerBlock("conv2d_forward_pixelnorm")).Y, "conv2d_forward_pixelnorm"),
+                };
                 var kernels = launched.Where(kernel => kernel.StartsWith("conv2d_") || kernel.StartsWith("pixelnorm_")).ToList();
                 if (cout <= blockRows)
-                    Assert.True(kernels.SequenceEqual([tf32 ? "conv2d_forward_pixelnorm_tf32" : "conv2d_forward_pixelnorm"]), $"{at}: launched {string.Join(", ", kernels)}");
+                    Assert.True(kernels.SequenceEqual([fused]), $"{at}: launched {string.Join(", ", kernels)}");
                 else
                     Assert.True(kernels.Count == 2 && kernels[0].StartsWith("conv2d_forward") && !kernels[0].Contains("pixelnorm") && kernels[1] == "pixelnorm_forward",
                         $"{at}: launched {string.Join(", ", kernels)} (blocks of {blockRows} rows)");
@@ -178,8 +183,8 @@ public class PixelNormLayerTests
                 var norm = ReferenceBackendHarness.Run(ReferenceBackend.Shared, [v], [len, (long)n * plane],
                     (be, p) => be.PixelNormForward(p[0], p[1], n, c, plane, 1e-8f, p[2]));
                 float[][] inputs = [norm[1], norm[2], ReferenceBackendHarness.Normal(len, 52)];
-                Action<IBackend, DeviceBuffer[]> backward = (be, p) => be.PixelNormLeakyReluBackward(p[0], p[1], p[2], p[3], n, c, plane, slope);
-                var expected = ReferenceBackendHarness.Run(ReferenceBackend.Shared, inputs, [len], backward);
+                Action<IBackend, DeviceBuffer[]> backward = (be, p) => be.PixelNormLeakyReluBackward(p[0], p[1], p[2], p[3], p[4], n, c, plane, slope);
+                var expected = ReferenceBackendHarness.Run(ReferenceBackend.Shared, inputs, [len, c], backward);
 
                 // Independently: pixelnorm_backward at v (lrelu(a) = v), then the mask of v's sign.
                 var unfused = ReferenceBackendHarness.Run(ReferenceBackend.Shared, [v, inputs[2]], [len],
@@ -187,11 +192,17 @@ public class PixelNormLayerTests
                 var masked = unfused[2].Select((g, i) => v[i] > 0 ? g : slope * g).ToArray();
                 string at = $"{n}x{c}x{plane}, slope {slope}";
                 Close(masked, expected[3], Reduction, $"the reference's fused backward against pixel norm's backward and the mask, {at}");
+                var sums = new float[c];
+                for (int s = 0; s < n; s++)
+                    for (int ch = 0; ch < c; ch++)
+                        sums[ch] = (float)(sums[ch] + Enumerable.Range(0, plane).Sum(q => (double)masked[((long)s * c + ch) * plane + q]));
+                Close(sums, expected[4], Reduction, $"the reference's bias gradient against the sums of the masked gradient, {at}");
 
                 foreach (var backend in Fp32Backends(256).Concat(TestBackends.Cuda(32)))
                 {
-                    var actual = ReferenceBackendHarness.Run(backend, inputs, [len], backward);
+                    var actual = ReferenceBackendHarness.Run(backend, inputs, [len, c], backward);
                     Close(expected[3], actual[3], Reduction, $"pixelnorm_leaky_relu_backward {at} on {backend.Name}");
+                    Close(expected[4], actual[4], Reduction, $"its bias gradient, {at} on {backend.Name}");
                 }
             }
     }

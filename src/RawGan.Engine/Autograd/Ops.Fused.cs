@@ -1,5 +1,3 @@
-using RawGan.Engine.Backends;
-
 namespace RawGan.Engine.Autograd;
 
 // Fused ops. Each runs one kernel forward and one kernel backward (a convolution layer: one
@@ -161,13 +159,10 @@ public static partial class Ops
             }
             var (n, c, plane) = ChannelLayout("Conv2dBiasLeakyReluPixelNorm", z);
             var ga = Tensor.Empty(z.Backend, z.Shape);   // the gradient before the bias and the activation
-            z.Backend.PixelNormLeakyReluBackward(z.Buffer, node.Saved!.Buffer, g.Buffer, ga.Buffer, n, c, plane, node.Slope);
-            if (node.Wants(2))
-            {
-                var gb = Tensor.Empty(z.Backend, b.Shape);
-                z.Backend.SumTo(ga.Buffer, new Dims4(n, c, 1, plane), gb.Buffer, new Dims4(1, c, 1, 1));
-                gi[2] = gb;
-            }
+            var gb = Tensor.Empty(z.Backend, b.Shape);
+            z.Backend.PixelNormLeakyReluBackward(z.Buffer, node.Saved!.Buffer, g.Buffer, ga.Buffer, gb.Buffer, n, c, plane, node.Slope);
+            // An unwanted bias gradient stays in the scope like any temporary.
+            if (node.Wants(2)) gi[2] = gb;
             if (node.Wants(0)) gi[0] = ConvInputGrad(ga, w, x.Shape, node.Scale);
             if (node.Wants(1)) gi[1] = ConvWeightGrad(x, ga, w.Shape, node.Scale);
         }).With(scale: scale, slope: slope, epsilon: eps, saved: inv);

@@ -250,8 +250,9 @@ public interface IBackend : IDisposable
     void PixelNormBackward(DeviceBuffer x, DeviceBuffer gy, DeviceBuffer gx, int n, int c, int plane, float eps);
     /// <summary>pixelnorm_leaky_relu_backward: the gradient before the bias of a layer
     /// z = pixel_norm(leaky_relu(a)), from z and inv = 1 / sqrt(mean_c v^2 + eps) alone:
-    /// ga = m(z) inv (gz - z mean_c(gz z)), m(z) = 1 if z &gt; 0 else slope; ga may be gz.</summary>
-    void PixelNormLeakyReluBackward(DeviceBuffer z, DeviceBuffer inv, DeviceBuffer gz, DeviceBuffer ga, int n, int c, int plane, float slope);
+    /// ga = m(z) inv (gz - z mean_c(gz z)), m(z) = 1 if z &gt; 0 else slope; ga may be gz; and the
+    /// bias gradient gb[channel] = sum over samples and pixels of ga.</summary>
+    void PixelNormLeakyReluBackward(DeviceBuffer z, DeviceBuffer inv, DeviceBuffer gz, DeviceBuffer ga, DeviceBuffer gb, int n, int c, int plane, float slope);
 
     // ---------------------------------------------------------------- mbstd.cu
     /// <summary>minibatch_stddev_forward: y [n, c + 1, plane] = x with one more channel holding the

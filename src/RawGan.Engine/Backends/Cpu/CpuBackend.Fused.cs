@@ -94,18 +94,27 @@ public sealed unsafe partial class CpuBackend
                 long s = q / blocks;
                 int p0 = (int)(q % blocks) * PixelBlock, len = Math.Min(PixelBlock, plane - p0);
                 float* xs = px + s * c * plane + p0, ys = py + s * c * plane + p0;
+                int wide = Vector512.IsHardwareAccelerated ? len / 16 * 16 : 0;   // 16 pixels per vector, the same sums lane by lane
                 new Span<float>(r, len).Clear();
                 for (int ch = 0; ch < c; ch++)
                 {
                     float* row = xs + (long)ch * plane;
-                    for (int i = 0; i < len; i++) r[i] += row[i] * row[i];
+                    int i = 0;
+                    for (; i < wide; i += 16)
+                    {
+                        var v = Vector512.Load(row + i);
+                        Vector512.Store(Vector512.Load(r + i) + v * v, r + i);
+                    }
+                    for (; i < len; i++) r[i] += row[i] * row[i];
                 }
                 for (int i = 0; i < len; i++) r[i] = 1f / MathF.Sqrt(r[i] / c + eps);
                 if (pr != null) new Span<float>(r, len).CopyTo(new Span<float>(pr + s * plane + p0, len));
                 for (int ch = 0; ch < c; ch++)
                 {
                     float* row = xs + (long)ch * plane, outRow = ys + (long)ch * plane;
-                    for (int i = 0; i < len; i++) outRow[i] = row[i] * r[i];
+                    int i = 0;
+                    for (; i < wide; i += 16) Vector512.Store(Vector512.Load(row + i) * Vector512.Load(r + i), outRow + i);
+                    for (; i < len; i++) outRow[i] = row[i] * r[i];
                 }
             }
         }
@@ -151,40 +160,83 @@ public sealed unsafe partial class CpuBackend
         }
     }
 
-    public void PixelNormLeakyReluBackward(DeviceBuffer z, DeviceBuffer inv, DeviceBuffer gz, DeviceBuffer ga, int n, int c, int plane, float slope)
+    /// <summary>
+    /// The generator layer's backward in one pass over its output: each block of pixels takes its dot
+    /// products over the channels, then writes ga channel by channel, adding each channel's row into
+    /// the block's own partial bias sum (partials[item * c + channel]: no two blocks share one); the
+    /// partials are then added per channel in the order of the blocks, in double, so the result does
+    /// not depend on how the blocks were shared between the cores.
+    /// </summary>
+    public void PixelNormLeakyReluBackward(DeviceBuffer z, DeviceBuffer inv, DeviceBuffer gz, DeviceBuffer ga, DeviceBuffer gb, int n, int c, int plane, float slope)
     {
         int blocks = (plane + PixelBlock - 1) / PixelBlock;
-        CpuParallel.For((long)n * blocks, Math.Max(1, 4096 / Math.Max(1, c)), new PixelNormLeakyReluBackwardLoop(P(z), P(inv), P(gz), P(ga), c, plane, blocks, slope));
+        long items = (long)n * blocks;
+        var partials = Allocate(items * c);
+        try
+        {
+            float* pp = P(partials);
+            CpuParallel.For(items, Math.Max(1, 4096 / Math.Max(1, c)), new PixelNormLeakyReluBackwardLoop(P(z), P(inv), P(gz), P(ga), pp, c, plane, blocks, slope));
+            float* pb = P(gb);
+            for (int ch = 0; ch < c; ch++)
+            {
+                double sum = 0;
+                for (long q = 0; q < items; q++) sum += pp[q * c + ch];
+                pb[ch] = (float)sum;
+            }
+        }
+        finally
+        {
+            Free(partials);
+        }
     }
 
-    /// <summary>ga = m(z) r (gz - z mean_c(gz z)) for one block of pixels: the dot products over the
-    /// channels first (all reads), then the rows (so ga may be gz).</summary>
-    private readonly struct PixelNormLeakyReluBackwardLoop(float* pz, float* pr, float* pg, float* po, int c, int plane, int blocks, float slope) : IRangeBody
+    /// <summary>ga = m(z) r (gz - z mean_c(gz z)) for one block of pixels, 16 at a time: the dot
+    /// products over the channels first (all reads), then the rows (so ga may be gz), each row's sum
+    /// into the block's partial bias sums.</summary>
+    private readonly struct PixelNormLeakyReluBackwardLoop(float* pz, float* pr, float* pg, float* po, float* partials, int c, int plane, int blocks, float slope)
+        : IRangeBody
     {
         public void Run(long q0, long q1)
         {
             float* m = stackalloc float[PixelBlock];
+            var vs = Vector512.Create(slope);
             for (long q = q0; q < q1; q++)
             {
                 long s = q / blocks;
-                int p0 = (int)(q % blocks) * PixelBlock, len = Math.Min(PixelBlock, plane - p0);
+                int p0 = (int)(q % blocks) * PixelBlock, len = Math.Min(PixelBlock, plane - p0), wide = Vector512.IsHardwareAccelerated ? len / 16 * 16 : 0;
                 long o = s * c * plane + p0;
                 float* r = pr + s * plane + p0;
                 new Span<float>(m, len).Clear();
                 for (int ch = 0; ch < c; ch++)
                 {
                     float* zr = pz + o + (long)ch * plane, gr = pg + o + (long)ch * plane;
-                    for (int i = 0; i < len; i++) m[i] += gr[i] * zr[i];
+                    int i = 0;
+                    for (; i < wide; i += 16) Vector512.Store(Vector512.Load(m + i) + Vector512.Load(gr + i) * Vector512.Load(zr + i), m + i);
+                    for (; i < len; i++) m[i] += gr[i] * zr[i];
                 }
                 for (int i = 0; i < len; i++) m[i] /= c;
                 for (int ch = 0; ch < c; ch++)
                 {
                     float* zr = pz + o + (long)ch * plane, gr = pg + o + (long)ch * plane, outRow = po + o + (long)ch * plane;
-                    for (int i = 0; i < len; i++)
+                    var vsum = Vector512<float>.Zero;
+                    float tail = 0;
+                    int i = 0;
+                    for (; i < wide; i += 16)
+                    {
+                        var zv = Vector512.Load(zr + i);
+                        var g = Vector512.Load(r + i) * (Vector512.Load(gr + i) - zv * Vector512.Load(m + i));
+                        g = Vector512.ConditionalSelect(Vector512.GreaterThan(zv, Vector512<float>.Zero), g, g * vs);
+                        g.Store(outRow + i);
+                        vsum += g;
+                    }
+                    for (; i < len; i++)
                     {
                         float g = r[i] * (gr[i] - zr[i] * m[i]);
-                        outRow[i] = zr[i] > 0 ? g : slope * g;
+                        g = zr[i] > 0 ? g : slope * g;
+                        outRow[i] = g;
+                        tail += g;
                     }
+                    partials[q * c + ch] = Vector512.Sum(vsum) + tail;
                 }
             }
         }

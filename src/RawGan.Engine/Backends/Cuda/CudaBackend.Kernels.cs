@@ -124,7 +124,7 @@ public sealed unsafe partial class CudaBackend : IBackend
     /// <summary>The fp32 kernels of version 3 (kernels/wide_tile.cuh): blocks of 256 threads, 128 x 128
     /// tiles, 8 x 8 outputs per thread, <see cref="WideSharedBytes"/> of dynamic shared memory.</summary>
     public static readonly IReadOnlySet<string> WideKernels =
-        new HashSet<string> { "sgemm_wide", "conv2d_forward_wide", "conv2d_backward_input_wide", "conv2d_backward_weight_wide" };
+        new HashSet<string> { "sgemm_wide", "conv2d_forward_wide", "conv2d_forward_pixelnorm_wide", "conv2d_backward_input_wide", "conv2d_backward_weight_wide" };
 
     // Must match WIDE_THREADS, WIDE_TILE, WIDE_BK, WIDE_PITCH and wide_tile_shared_bytes in kernels/wide_tile.cuh.
     private const int WideThreads = 256, WideTile = 128, WideDepth = 8, WidePitch = 132;
@@ -296,11 +296,10 @@ public sealed unsafe partial class CudaBackend : IBackend
     }
 
     /// <summary>
-    /// The layer and its pixel norm in the convolution's output store (conv2d_forward_pixelnorm,
-    /// its version 2 at tf32) where one block's rows hold every output channel of its pixels
-    /// (version 1: 4 blockDim.y rows, 64 at 512 threads; version 2: 32 WM, up to 128); elsewhere
-    /// (more channels, or version 3's fp32 tiles, which have no fused form) the layer, then
-    /// pixel norm in place over its output.
+    /// The layer and its pixel norm in the convolution's output store (conv2d_forward_pixelnorm in
+    /// the version the product's tiling asks) where one block's rows hold every output channel of
+    /// its pixels (version 1: 4 blockDim.y rows, 64 at 512 threads; version 2: 32 WM, up to 128;
+    /// version 3: 128); with more channels the layer, then pixel norm in place over its output.
     /// </summary>
     public void Conv2dForwardPixelNorm(DeviceBuffer x, DeviceBuffer w, DeviceBuffer z, DeviceBuffer inv, int n, int cin, int h, int wd, int cout, int k,
         float scale, DeviceBuffer bias, float slope, float eps)
@@ -312,13 +311,17 @@ public sealed unsafe partial class CudaBackend : IBackend
         {
             ProductTiling.Version2 => MmaWarpTile * MmaBlock(ThreadsPerBlock("conv2d_forward_pixelnorm_tf32"), cout, columns).Y,
             ProductTiling.Version1 => TileRowsPerThread * TileBlock(ThreadsPerBlock("conv2d_forward_pixelnorm")).Y,
-            _ => 0,
+            _ => WideTile,
         };
         if (cout <= blockRows)
         {
             var args = new KernelArgs().Ptr(x).Ptr(w).Ptr(z).Ptr(inv).Int(n).Int(cin).Int(h).Int(wd).Int(cout).Int(k).Float(scale).Ptr(bias).Float(slope).Float(eps);
-            if (tiling == ProductTiling.Version2) LaunchMma("conv2d_forward_pixelnorm_tf32", cout, columns, args);
-            else LaunchTiled("conv2d_forward_pixelnorm", cout, columns, args);
+            switch (tiling)
+            {
+                case ProductTiling.Version2: LaunchMma("conv2d_forward_pixelnorm_tf32", cout, columns, args); break;
+                case ProductTiling.Version3: LaunchWide("conv2d_forward_pixelnorm_wide", cout, columns, args); break;
+                default: LaunchTiled("conv2d_forward_pixelnorm", cout, columns, args); break;
+            }
             return;
         }
         Conv2dForward(x, w, z, n, cin, h, wd, cout, k, scale, bias, slope);
@@ -394,8 +397,13 @@ public sealed unsafe partial class CudaBackend : IBackend
     public void PixelNormBackward(DeviceBuffer x, DeviceBuffer gy, DeviceBuffer gx, int n, int c, int plane, float eps) =>
         LaunchElementwise("pixelnorm_backward", (long)n * plane, new KernelArgs().Ptr(x).Ptr(gy).Ptr(gx).Int(n).Int(c).Int(plane).Float(eps));
 
-    public void PixelNormLeakyReluBackward(DeviceBuffer z, DeviceBuffer inv, DeviceBuffer gz, DeviceBuffer ga, int n, int c, int plane, float slope) =>
+    /// <summary>The layer's backward per pixel (pixelnorm_leaky_relu_backward), then the bias gradient
+    /// as the sum of ga over samples and pixels (sum_to: a pixel's thread cannot add across pixels).</summary>
+    public void PixelNormLeakyReluBackward(DeviceBuffer z, DeviceBuffer inv, DeviceBuffer gz, DeviceBuffer ga, DeviceBuffer gb, int n, int c, int plane, float slope)
+    {
         LaunchElementwise("pixelnorm_leaky_relu_backward", (long)n * plane, new KernelArgs().Ptr(z).Ptr(inv).Ptr(gz).Ptr(ga).Int(n).Int(c).Int(plane).Float(slope));
+        SumTo(ga, new Dims4(n, c, 1, plane), gb, new Dims4(1, c, 1, 1));
+    }
 
     // ------------------------------------------------------------------ mbstd.cu
 

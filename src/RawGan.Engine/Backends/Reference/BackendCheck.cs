@@ -245,8 +245,8 @@ public static class BackendCheck
             yield return new("pixelnorm_forward", size, [Normal(len, 23)], [len], (b, p) => b.PixelNormForward(p[0], p[1], n, c, plane, 1e-8f), Reduction);
             yield return new("pixelnorm_backward", size, [Normal(len, 23), Normal(len, 24)], [len], (b, p) => b.PixelNormBackward(p[0], p[1], p[2], n, c, plane, 1e-8f), Reduction);
             // The layer's backward from z (unit mean square per pixel, as a pixel norm leaves it) and factors around 1.
-            yield return new("pixelnorm_leaky_relu_backward", size, [Normal(len, 23), Uniform((long)n * plane, 28, 0.5f, 2f), Normal(len, 24)], [len],
-                (b, p) => b.PixelNormLeakyReluBackward(p[0], p[1], p[2], p[3], n, c, plane, 0.2f), Reduction);
+            yield return new("pixelnorm_leaky_relu_backward", size, [Normal(len, 23), Uniform((long)n * plane, 28, 0.5f, 2f), Normal(len, 24)], [len, c],
+                (b, p) => b.PixelNormLeakyReluBackward(p[0], p[1], p[2], p[3], p[4], n, c, plane, 0.2f), Reduction);
             long outLen = (long)n * (c + 1) * plane;
             yield return new("minibatch_stddev_forward", size, [Normal(len, 25)], [outLen], (b, p) => b.MinibatchStdDevForward(p[0], p[1], n, c, plane, 4, 1e-8f), Reduction);
             yield return new("minibatch_stddev_backward", size, [Normal(len, 25), Normal(outLen, 26)], [len], (b, p) => b.MinibatchStdDevBackward(p[0], p[1], p[2], n, c, plane, 4, 1e-8f), Reduction);

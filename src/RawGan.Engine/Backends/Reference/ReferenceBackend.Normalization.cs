@@ -6,7 +6,7 @@ namespace RawGan.Engine.Backends.Reference;
 //   r = 1 / sqrt(mean_ch x[s, ch, q]^2 + eps),  y = r x,
 //   gx = r gy - r^3 x mean_ch(gy x)             (= r (gy - y mean_ch(gy y))).
 // The generator's layer z = pixel_norm(leaky_relu(a)) backward from z and r alone:
-//   ga = m (r gz - r z mean_ch(gz z)),  m = 1 where z > 0, else the slope.
+//   ga = m (r gz - r z mean_ch(gz z)),  m = 1 where z > 0, else the slope;  gb[ch] = sum over s, q of ga.
 //
 // Minibatch standard deviation (ProGAN 3): the batch is cut into n / G groups of G samples,
 // strided: sample s belongs to group m = s % (n / G), whose members are s = g (n / G) + m for
@@ -62,9 +62,10 @@ public sealed unsafe partial class ReferenceBackend
             }
     }
 
-    public void PixelNormLeakyReluBackward(DeviceBuffer z, DeviceBuffer inv, DeviceBuffer gz, DeviceBuffer ga, int n, int c, int plane, float slope)
+    public void PixelNormLeakyReluBackward(DeviceBuffer z, DeviceBuffer inv, DeviceBuffer gz, DeviceBuffer ga, DeviceBuffer gb, int n, int c, int plane, float slope)
     {
         float* pz = P(z), pr = P(inv), pg = P(gz), po = P(ga);
+        var sums = new double[c];
         for (long s = 0; s < n; s++)
             for (long q = 0; q < plane; q++)
             {
@@ -80,8 +81,11 @@ public sealed unsafe partial class ReferenceBackend
                     long i = (s * c + ch) * plane + q;
                     double g = r * (pg[i] - pz[i] * mean);
                     po[i] = (float)(pz[i] > 0 ? g : slope * g);
+                    sums[ch] += po[i];
                 }
             }
+        float* pb = P(gb);
+        for (int ch = 0; ch < c; ch++) pb[ch] = (float)sums[ch];
     }
 
     private static void CheckGroups(int n, int groupSize, string op)
