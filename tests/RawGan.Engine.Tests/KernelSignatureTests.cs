@@ -188,7 +188,7 @@ public partial class KernelSignatureTests
     }
 
     /// <summary>A driver that launches nothing: allocations are distinct fake addresses.</summary>
-    private sealed unsafe class RecordingDriver : ICudaDriver
+    internal sealed unsafe class RecordingDriver : ICudaDriver
     {
         private ulong _next = 1 << 20;
         private readonly Dictionary<string, nint> _functions = new();

@@ -60,7 +60,7 @@ public class OpGradientTests
         // the generator's layer with its pixel norm (one call forward, one pass backward)
         new("Conv2dBiasLeakyReluPixelNorm 3x3 (a generator layer)", x => Ops.Conv2dBiasLeakyReluPixelNorm(x[0], x[1], 0.4f, x[2], 0.2f), [S(2, 3, 4, 4), S(4, 3, 3, 3), S(4)], [N, N, N]),
         new("Conv2dBiasLeakyReluPixelNorm odd map, batch 1", x => Ops.Conv2dBiasLeakyReluPixelNorm(x[0], x[1], 0.5f, x[2], 0.2f), [S(1, 2, 5, 3), S(3, 2, 3, 3), S(3)], [N, N, N]),
-        new("Conv2dBiasLeakyReluPixelNorm one output channel (norm of a single value)", x => Ops.Conv2dBiasLeakyReluPixelNorm(x[0], x[1], 0.7f, x[2], 0.2f), [S(2, 2, 3, 3), S(1, 2, 3, 3), S(1)], [N, N, N]),
+        new("Conv2dBiasLeakyReluPixelNorm two output channels, 1x1", x => Ops.Conv2dBiasLeakyReluPixelNorm(x[0], x[1], 0.7f, x[2], 0.2f), [S(2, 3, 3, 3), S(2, 3, 1, 1), S(2)], [N, N, N]),
 
         // matrix product, every transpose, with the equalized-LR multiplier as alpha
         new("MatMul NN", x => Ops.MatMul(x[0], x[1], alpha: 0.7f), [S(3, 5), S(5, 4)], [N, N]),

@@ -163,12 +163,73 @@ public class PixelNormLayerTests
     }
 
     [Fact]
-    public void ThePaperPresetsLargeMapsAndEverySmallPresetLayerTakeTheFusedKernelAtTf32()
+    public void ThePaperPresetsLargeMapsAndTheSmallPresetsLayersTakeTheFusedKernel()
     {
-        // 512 threads: blocks of up to 4 x 4 warps, 128 rows. The paper preset's layers at 128x128
-        // (128 channels) and 256x256 (64) and the small preset's (at most 128) fit; 256 and 512 do not.
-        foreach (var (cout, fits) in new[] { (64, true), (128, true), (256, false), (512, false) })
-            Assert.Equal(fits, cout <= 32 * CudaBackend.MmaBlock(512, cout, 16L * 128 * 128).Y);
+        // What the host launches for the generator's layers at batch 16, over a driver that runs
+        // nothing (an H100-sized device): at TF32 and at fp32 (version 3 for these sizes), the
+        // fused kernel alone up to 128 output channels (the paper preset at 128x128 and 256x256,
+        // the small preset everywhere), the layer then pixel norm at 256 and 512.
+        foreach (var (precision, fused) in new[] { (Precision.Tf32, "conv2d_forward_pixelnorm_tf32"), (Precision.Fp32, "conv2d_forward_pixelnorm_wide") })
+        {
+            using var backend = new CudaBackend(new KernelSignatureTests.RecordingDriver(), precision: precision);
+            var launched = new List<string>();
+            backend.LaunchObserver = (kernel, _) => launched.Add(kernel);
+            foreach (var (cin, cout, size, fits) in new[] { (128, 64, 256, true), (64, 64, 256, true), (256, 128, 128, true), (128, 128, 32, true),
+                         (512, 256, 64, false), (512, 512, 32, false) })
+            {
+                long columns = 16L * size * size;
+                var x = backend.Allocate(16L * cin * size * size);
+                var w = backend.Allocate((long)cout * cin * 9);
+                var b = backend.Allocate(cout);
+                var z = backend.Allocate(16L * cout * size * size);
+                var inv = backend.Allocate(columns);
+                launched.Clear();
+                backend.Conv2dForwardPixelNorm(x, w, z, inv, 16, cin, size, size, cout, 3, 0.1f, b, 0.2f, 1e-8f);
+                string at = $"{cin} -> {cout} at {size}x{size}, {precision}: launched {string.Join(", ", launched)}";
+                if (fits) Assert.True(launched.SequenceEqual([fused]), at);
+                else Assert.True(launched.Count == 2 && !launched[0].Contains("pixelnorm") && launched[1] == "pixelnorm_forward", at);
+                foreach (var buffer in new[] { x, w, b, z, inv }) backend.Free(buffer);
+            }
+        }
+    }
+
+    [Theory]
+    [MemberData(nameof(BlockSizes))]
+    public void OnEveryCudaBackendTheFusedLayerEqualsTheLayerThenPixelNorm(int blockSize)
+    {
+        // Values only, on the shared test backends (the GPU's too when it is a test device): fp32 by
+        // the default tiling, TF32, and every product on version 3.
+        var backends = TestBackends.Cuda(blockSize).Concat(TestBackends.Tf32(blockSize)).Concat(TestBackends.Wide()).ToList();
+        Assert.NotEmpty(backends);
+        foreach (var backend in backends)
+            foreach (var (n, cin, h, w, cout, k) in Cases)
+            {
+                var inputs = Inputs(n, cin, h, w, cout, k);
+                long[] outputs = [(long)n * cout * h * w, (long)n * h * w];
+                var expected = ReferenceBackendHarness.Run(backend, inputs, outputs, Unfused(n, cin, h, w, cout, k, 0.2f));
+                var actual = ReferenceBackendHarness.Run(backend, inputs, outputs, Fused(n, cin, h, w, cout, k, 0.2f));
+                string at = $"n={n} cin={cin} {h}x{w} cout={cout} k={k} on {backend.Name} at {backend.Precision} ({backend.Fp32Tiling}), block {blockSize}";
+                Close(expected[3], actual[3], Reduction, $"z, {at}");
+                Close(expected[4], actual[4], Reduction, $"the kept factors, {at}");
+            }
+    }
+
+    [Fact]
+    public void TheFactorsMustHaveSomewhereToGo()
+    {
+        foreach (var backend in new IBackend[] { CpuBackend.Shared, ReferenceBackend.Shared }.Concat(TestBackends.Cuda(256)))
+        {
+            var x = backend.Allocate(4);
+            try
+            {
+                var e = Assert.Throws<ArgumentException>(() => backend.Conv2dForwardPixelNorm(x, x, x, DeviceBuffer.Null, 1, 1, 2, 2, 1, 1, 1f, x, 0.2f, 1e-8f));
+                Assert.Contains("inv", e.Message);
+            }
+            finally
+            {
+                backend.Free(x);
+            }
+        }
     }
 
     [Fact]

@@ -223,7 +223,8 @@ public interface IBackend : IDisposable
     /// <summary>conv2d_forward_pixelnorm: a generator layer whole, z = pixel_norm(v) with
     /// v = leaky_relu(conv(x, scale * w) + bias) (as <see cref="Conv2dForward"/> with a bias), and
     /// inv [n, h, wd] = 1 / sqrt(mean over channels of v^2 + eps) per pixel, what
-    /// <see cref="PixelNormLeakyReluBackward"/> needs of the forward pass besides z.</summary>
+    /// <see cref="PixelNormLeakyReluBackward"/> needs of the forward pass besides z (required: the
+    /// fused kernels always write it).</summary>
     void Conv2dForwardPixelNorm(DeviceBuffer x, DeviceBuffer w, DeviceBuffer z, DeviceBuffer inv, int n, int cin, int h, int wd, int cout, int k,
         float scale, DeviceBuffer bias, float slope, float eps);
     /// <summary>conv2d_backward_input: gx = conv_transpose(gy, scale * w).</summary>
@@ -287,4 +288,13 @@ public interface IBackend : IDisposable
     /// is a 64-bit integer held in the first two floats of <paramref name="count"/> (so many
     /// tensors add to one counter on the device, read back once; see NonFiniteCounter).</summary>
     void CountNonFinite(DeviceBuffer x, long n, DeviceBuffer count);
+}
+
+/// <summary>The argument checks every backend's <see cref="IBackend.Conv2dForwardPixelNorm"/> shares.</summary>
+internal static class PixelNormLayerChecks
+{
+    public static void RequireFactors(DeviceBuffer inv)
+    {
+        if (inv.IsNull) throw new ArgumentException("conv2d_forward_pixelnorm: inv (one factor per pixel) is required; the fused kernels always write it");
+    }
 }

@@ -155,6 +155,7 @@ public sealed unsafe partial class CpuBackend
     public void Conv2dForwardPixelNorm(DeviceBuffer x, DeviceBuffer w, DeviceBuffer z, DeviceBuffer inv, int n, int cin, int h, int wd, int cout, int k,
         float scale, DeviceBuffer bias, float slope, float eps)
     {
+        PixelNormLayerChecks.RequireFactors(inv);
         Conv2dForward(x, w, z, n, cin, h, wd, cout, k, scale, bias, slope);
         PixelNormForward(z, z, n, cout, h * wd, eps, inv);
     }

@@ -305,6 +305,7 @@ public sealed unsafe partial class CudaBackend : IBackend
         float scale, DeviceBuffer bias, float slope, float eps)
     {
         CheckConv(n, cin, h, wd, cout, k);
+        PixelNormLayerChecks.RequireFactors(inv);
         long columns = (long)n * h * wd;
         var tiling = TilingFor(cout, columns);
         long blockRows = tiling switch
