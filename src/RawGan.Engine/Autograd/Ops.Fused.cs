@@ -1,3 +1,5 @@
+using RawGan.Engine.Backends;
+
 namespace RawGan.Engine.Autograd;
 
 // Fused ops. Each runs one kernel forward and one kernel backward (a convolution layer: one
@@ -90,11 +92,7 @@ public static partial class Ops
     /// </summary>
     public static Tensor Conv2dBiasLeakyRelu(Tensor x, Tensor w, float scale, Tensor b, float slope = 0.2f)
     {
-        var backend = SameBackend("Conv2dBiasLeakyRelu", x, w);
-        SameBackend("Conv2dBiasLeakyRelu", x, b);
-        var (n, cin, h, wd, cout, k) = ConvSizes("Conv2dBiasLeakyRelu", x.Shape, w.Shape);
-        if (b.Shape != new Shape(cout)) throw new ArgumentException($"Conv2dBiasLeakyRelu: bias {b.Describe()} is not one value per output channel of weight {w.Describe()}");
-        if (!(slope > 0)) throw new ArgumentException($"Conv2dBiasLeakyRelu: the slope must be positive (the backward reads the mask from the output), got {slope}");
+        var (backend, n, cin, h, wd, cout, k) = LayerSizes("Conv2dBiasLeakyRelu", x, w, b, slope);
         var y = Tensor.Empty(backend, new Shape(n, cout, h, wd));
         backend.Conv2dForward(x.Buffer, w.Buffer, y.Buffer, n, cin, h, wd, cout, k, scale, b.Buffer, slope);
         if (Recording(x, w, b))
@@ -124,6 +122,18 @@ public static partial class Ops
         return y;
     }
 
+    /// <summary>The checks and sizes of a convolution layer's arguments (one backend, a bias per
+    /// output channel, a positive slope: the backward reads the mask from the output).</summary>
+    private static (IBackend backend, int n, int cin, int h, int wd, int cout, int k) LayerSizes(string op, Tensor x, Tensor w, Tensor b, float slope)
+    {
+        var backend = SameBackend(op, x, w);
+        SameBackend(op, x, b);
+        var (n, cin, h, wd, cout, k) = ConvSizes(op, x.Shape, w.Shape);
+        if (b.Shape != new Shape(cout)) throw new ArgumentException($"{op}: bias {b.Describe()} is not one value per output channel of weight {w.Describe()}");
+        if (!(slope > 0)) throw new ArgumentException($"{op}: the slope must be positive (the backward reads the mask from the output), got {slope}");
+        return (backend, n, cin, h, wd, cout, k);
+    }
+
     /// <summary>The layer from primitive ops: leaky_relu(conv(x) + b) as a convolution, a broadcast add and leaky ReLU.</summary>
     public static Tensor Conv2dBiasLeakyReluReference(Tensor x, Tensor w, float scale, Tensor b, float slope = 0.2f) =>
         BiasLeakyReluReference(Conv2d(x, w, scale), b, slope);
@@ -140,11 +150,7 @@ public static partial class Ops
     /// </summary>
     public static Tensor Conv2dBiasLeakyReluPixelNorm(Tensor x, Tensor w, float scale, Tensor b, float slope = 0.2f, float eps = NormEpsilon)
     {
-        var backend = SameBackend("Conv2dBiasLeakyReluPixelNorm", x, w);
-        SameBackend("Conv2dBiasLeakyReluPixelNorm", x, b);
-        var (n, cin, h, wd, cout, k) = ConvSizes("Conv2dBiasLeakyReluPixelNorm", x.Shape, w.Shape);
-        if (b.Shape != new Shape(cout)) throw new ArgumentException($"Conv2dBiasLeakyReluPixelNorm: bias {b.Describe()} is not one value per output channel of weight {w.Describe()}");
-        if (!(slope > 0)) throw new ArgumentException($"Conv2dBiasLeakyReluPixelNorm: the slope must be positive (the backward reads the mask from the output), got {slope}");
+        var (backend, n, cin, h, wd, cout, k) = LayerSizes("Conv2dBiasLeakyReluPixelNorm", x, w, b, slope);
         var z = Tensor.Empty(backend, new Shape(n, cout, h, wd));
         var inv = Tensor.Empty(backend, new Shape(n, h, wd));
         backend.Conv2dForwardPixelNorm(x.Buffer, w.Buffer, z.Buffer, inv.Buffer, n, cin, h, wd, cout, k, scale, b.Buffer, slope, eps);
