@@ -15,7 +15,10 @@ namespace RawGan.Benchmarks;
 /// the best call is reported, with the median beside it. Then a layer's forward pass both ways,
 /// for each algorithm: the convolution followed by bias_leaky_relu over its output (two passes),
 /// and the convolution with the bias and leaky ReLU as its epilogue (one), called alternately so
-/// that both see the same machine.
+/// that both see the same machine. With <c>--cold</c> every timed call starts with its operands out of
+/// the caches (a 256 MiB buffer is written first, outside the timing), as in a training step,
+/// where each convolution reads activations that the layers before it pushed out; a method whose
+/// passes over memory cost more shows it here and not with warm operands.
 /// </summary>
 public static class ConvThroughput
 {
@@ -27,9 +30,10 @@ public static class ConvThroughput
     ];
 
     /// <summary>Runs the cases whose name contains <paramref name="only"/> (all when null).</summary>
-    public static int Run(string? only = null)
+    public static int Run(string? only = null, bool cold = false)
     {
-        Console.WriteLine($"# {CpuBackend.Shared.Description}; threads {CpuParallel.Threads}; .NET {Environment.Version}");
+        Console.WriteLine($"# {CpuBackend.Shared.Description}; threads {CpuParallel.Threads}; .NET {Environment.Version}{(cold ? "; operands cold (caches evicted before each call)" : "")}");
+        _evict = cold ? new byte[256 << 20] : null;
         using var be = new CpuBackend();
         foreach (var c in ProGanSizes.Convolutions())
         {
@@ -114,6 +118,7 @@ public static class ConvThroughput
         var total = Stopwatch.StartNew();
         while (times.Count < 3 || total.Elapsed.TotalSeconds < 0.5)
         {
+            Evict();
             var sw = Stopwatch.StartNew();
             call();
             times.Add(sw.Elapsed.TotalSeconds);
@@ -131,9 +136,11 @@ public static class ConvThroughput
         var total = Stopwatch.StartNew();
         while (ta.Count < 3 || total.Elapsed.TotalSeconds < 1)
         {
+            Evict();
             var sw = Stopwatch.StartNew();
             a();
             ta.Add(sw.Elapsed.TotalSeconds);
+            Evict();
             sw.Restart();
             b();
             tb.Add(sw.Elapsed.TotalSeconds);
@@ -141,6 +148,15 @@ public static class ConvThroughput
         ta.Sort();
         tb.Sort();
         return ((ta[0], ta[ta.Count / 2]), (tb[0], tb[tb.Count / 2]));
+    }
+
+    private static byte[]? _evict;
+
+    /// <summary>With --cold: writes a buffer larger than any cache, so the next call's operands come from memory.</summary>
+    private static void Evict()
+    {
+        if (_evict == null) return;
+        _evict.AsSpan().Fill((byte)(_evict[0] + 1));
     }
 
     private static string Invariant(FormattableString s) => s.ToString(CultureInfo.InvariantCulture);

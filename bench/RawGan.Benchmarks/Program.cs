@@ -20,6 +20,7 @@ using RawGan.Benchmarks.Infrastructure;
 //                  machine's fp32 FMA peak (the numbers to set beside OpenBLAS)
 //   --conv         GFLOP/s of every CPU convolution algorithm on the step's convolutions
 //   --case TEXT    with --conv: only the cases whose name contains TEXT (e.g. "8x8", "head")
+//   --cold         with --conv: evict the caches before each timed call (as in a training step)
 //
 // With no CUDA device the GPU classes are left out, and the program says so.
 
@@ -30,7 +31,7 @@ for (int i = 0; i < args.Length; i++)
 {
     switch (args[i])
     {
-        case "--smoke" or "--check" or "--gemm" or "--conv":
+        case "--smoke" or "--check" or "--gemm" or "--conv" or "--cold":
             own.Add(args[i]);
             break;
         case "--threads" when i + 1 < args.Length && int.TryParse(args[i + 1], out int t) && t > 0:
@@ -53,7 +54,7 @@ if (own.Contains("--smoke")) Environment.SetEnvironmentVariable(ProGanSizes.Size
 CpuBuffers.ApplyThreads();
 
 if (own.Contains("--gemm")) return GemmThroughput.Run();
-if (own.Contains("--conv")) return ConvThroughput.Run(onlyCase);
+if (own.Contains("--conv")) return ConvThroughput.Run(onlyCase, own.Contains("--cold"));
 
 Type[] cpuTypes = [typeof(RawGan.Benchmarks.Cpu.GemmBenchmarks), typeof(RawGan.Benchmarks.Cpu.ConvForwardBenchmarks),
     typeof(RawGan.Benchmarks.Cpu.ConvBackwardInputBenchmarks), typeof(RawGan.Benchmarks.Cpu.ConvBackwardWeightBenchmarks),

@@ -29,7 +29,9 @@ public class CpuConvolutionAlgorithmTests
     public void ForwardAndAdjointsMatchPlainLoops(CpuBackend.ConvolutionAlgorithm algorithm)
     {
         using var be = new CpuBackend { Convolution = algorithm };
-        foreach (var (n, cin, h, w, cout, k) in new[] { (1, 1, 1, 1, 1, 3), (2, 3, 5, 7, 4, 3), (1, 3, 4, 4, 2, 1), (3, 2, 6, 3, 5, 3), (1, 4, 8, 8, 3, 5), (5, 7, 9, 11, 13, 3), (16, 8, 4, 4, 8, 3), (2, 3, 6, 5, 64, 3), (4, 5, 20, 17, 7, 3), (2, 70, 6, 6, 5, 3), (3, 3, 5, 7, 70, 1), (2, 70, 5, 7, 3, 1), (1, 3, 9, 70, 4, 3), (2, 129, 4, 4, 66, 3), (3, 66, 8, 8, 130, 3) })
+        foreach (var (n, cin, h, w, cout, k) in new[] { (1, 1, 1, 1, 1, 3), (2, 3, 5, 7, 4, 3), (1, 3, 4, 4, 2, 1), (3, 2, 6, 3, 5, 3), (1, 4, 8, 8, 3, 5), (5, 7, 9, 11, 13, 3), (16, 8, 4, 4, 8, 3), (2, 3, 6, 5, 64, 3), (4, 5, 20, 17, 7, 3), (2, 70, 6, 6, 5, 3), (3, 3, 5, 7, 70, 1), (2, 70, 5, 7, 3, 1), (1, 3, 9, 70, 4, 3), (2, 129, 4, 4, 66, 3), (3, 66, 8, 8, 130, 3),
+            // Over 128 tiles of F(4x4): the channel version by blocks of tiles (below, by filter rows).
+            (10, 20, 16, 16, 18, 3), (3, 17, 28, 30, 33, 3) })
         {
             using var scope = new Scope();
             var xv = GradCheck.Normal(new Shape(n * cin * h * w), n + h);
@@ -110,6 +112,39 @@ public class CpuConvolutionAlgorithmTests
 
     private static bool IsF4(CpuBackend.ConvolutionAlgorithm algorithm) =>
         algorithm is CpuBackend.ConvolutionAlgorithm.Winograd4 or CpuBackend.ConvolutionAlgorithm.WinogradChannels or CpuBackend.ConvolutionAlgorithm.Auto;
+
+    /// <summary>The preparing regions mix filter items with image items; each core's equal share must hold
+    /// its part of both kinds (one after the other, one core got every image and the other filters only).</summary>
+    [Theory]
+    [InlineData(1024, 128)]
+    [InlineData(1024, 16)]
+    [InlineData(128, 128)]
+    [InlineData(0, 64)]
+    [InlineData(7, 0)]
+    [InlineData(3, 10)]
+    public void InterleavedItemsGiveEveryShareItsPartOfBothKinds(long first, long second)
+    {
+        long total = first + second;
+        var firsts = new List<long>();
+        var seconds = new List<long>();
+        foreach (int shares in new[] { 2, 3, 4 })
+            for (int p = 0; p < shares; p++)
+            {
+                long i0 = total * p / shares, i1 = total * (p + 1) / shares;
+                long a = 0, b = 0;
+                for (long i = i0; i < i1; i++)
+                {
+                    if (Winograd.Interleave(i, first, total, out long index)) { a++; if (shares == 2) firsts.Add(index); }
+                    else { b++; if (shares == 2) seconds.Add(index); }
+                }
+                // In proportion to the share's length, within one item of each kind.
+                Assert.InRange(a, first * (i1 - i0) / (double)total - 1, first * (i1 - i0) / (double)total + 1);
+                Assert.InRange(b, second * (i1 - i0) / (double)total - 1, second * (i1 - i0) / (double)total + 1);
+            }
+        // Every item of each kind exactly once, in order.
+        Assert.Equal(Enumerable.Range(0, (int)first).Select(i => (long)i), firsts);
+        Assert.Equal(Enumerable.Range(0, (int)second).Select(i => (long)i), seconds);
+    }
 
     [Fact]
     public void AutoChoosesByProductAndMapSizeAsItsTableSays()

@@ -89,7 +89,7 @@ internal static unsafe partial class Winograd
         // One region transforms the filters and lays the image out channels last, interleaved so
         // that both cores get half of each.
         long filterItems = (long)inC * (oV / 16), imageItems = (long)n * (iV / 16);
-        CpuParallel.For(2 * Math.Max(filterItems, imageItems), 1,
+        CpuParallel.For(filterItems + imageItems, 1,
             new ChannelPrepare(x, w, u, xt, null, null, inC, h, wd, outC, scale, transposed, filterItems, imageItems, 0));
         long tiles = (long)n * tilesY * tilesX;
         long strips = (tiles + MR - 1) / MR;
@@ -125,13 +125,14 @@ internal static unsafe partial class Winograd
         if (padded > tiles)
             for (int xi = 0; xi < 36; xi++) new Span<float>(v + ((long)xi * padded + tiles) * iV, (padded - tiles) * iV).Clear();
         long filterItems = (long)inC * (oV / 16);
-        CpuParallel.For(2 * Math.Max(filterItems, n), 1, new RowsPrepare(x, w, wt, v, n, inC, h, wd, outC, transposed, padded, filterItems));
+        CpuParallel.For(filterItems + n, 1, new RowsPrepare(x, w, wt, v, n, inC, h, wd, outC, transposed, padded, filterItems));
         CpuParallel.For(6, 1, new RowsProducts(wt, v, m, inC, outC, padded, scale));
         CpuParallel.For(n, 1, new RowsOutputs(m, y, epilogue, outC, h, wd, padded));
     }
 
-    /// <summary>Even items transpose a filter group (one input channel, 16 output channels: wt[ci][tap][o]);
-    /// odd items lay one sample out channels last in the core's scratch and transform its tiles into V.</summary>
+    /// <summary>Filter items transpose a filter group (one input channel, 16 output channels: wt[ci][tap][o]);
+    /// sample items lay one sample out channels last in the core's scratch and transform its tiles into V. The two
+    /// kinds are interleaved (<see cref="Interleave"/>), so that each core's contiguous share holds half of each.</summary>
     private readonly struct RowsPrepare(float* x, float* w, float* wt, float* v, int n, int inC, int h, int wd, int outC, bool transposed,
         int padded, long filterItems) : IRangeBody
     {
@@ -142,15 +143,13 @@ internal static unsafe partial class Winograd
             var taps = stackalloc Vector512<float>[16];
             for (long i = i0; i < i1; i++)
             {
-                long j = i >> 1;
-                if ((i & 1) == 0)
+                if (Interleave(i, filterItems, filterItems + n, out long j))
                 {
-                    if (j >= filterItems) continue;
                     int ci = (int)(j / (oV / 16)), o0 = (int)(j % (oV / 16)) * 16;
                     FilterTaps(w, taps, ci, o0, inC, outC, transposed);
                     for (int k = 0; k < 9; k++) taps[k].Store(wt + ((long)ci * 9 + k) * oV + o0);
                 }
-                else if (j < n)
+                else
                 {
                     float* xt = Align64(Scratch((long)hp * wp * iV + 16));
                     float* sample = x + j * inC * h * wd;
@@ -369,21 +368,19 @@ internal static unsafe partial class Winograd
 
     /// <summary>The preparing region: filter items (one input channel and 16 output channels each), image items
     /// (one sample and 16 channels, laid out channels last with a zero border) and, for the weight gradient,
-    /// output-gradient items (the same without a border). Items alternate by parity so both cores share each kind.</summary>
+    /// output-gradient items (the same without a border), in place of the filters. The image items are interleaved
+    /// with the others (<see cref="Interleave"/>), so that each core's contiguous share holds half of each kind.</summary>
     private readonly struct ChannelPrepare(float* x, float* w, float* u, float* xt, float* gy, float* gyt, int inC, int h, int wd, int outC,
         float scale, bool transposed, long filterItems, long imageItems, long gradientItems) : IRangeBody
     {
         public void Run(long i0, long i1)
         {
+            long others = filterItems + gradientItems;
             for (long i = i0; i < i1; i++)
             {
-                long j = i >> 1;
-                if ((i & 1) == 0)
-                {
-                    if (j < filterItems) FilterItem(j);
-                    else if (j - filterItems < gradientItems) GradientItem(j - filterItems);
-                }
-                else if (j < imageItems) ImageItem(j);
+                if (!Interleave(i, others, others + imageItems, out long j)) ImageItem(j);
+                else if (j < filterItems) FilterItem(j);
+                else GradientItem(j - filterItems);
             }
         }
 
@@ -647,7 +644,7 @@ internal static unsafe partial class Winograd
         float* gyt = xt + (long)n * (4 * tilesY + 2) * (4 * tilesX + 2) * iV;
         float* du = gyt + (long)n * 16 * tilesY * tilesX * oV;
         long imageItems = (long)n * (iV / 16), gradientItems = (long)n * (oV / 16);
-        CpuParallel.For(2 * Math.Max(imageItems, gradientItems), 1,
+        CpuParallel.For(imageItems + gradientItems, 1,
             new ChannelPrepare(x, null, null, xt, gy, gyt, cin, h, wd, cout, scale, false, 0, imageItems, gradientItems));
         CpuParallel.For(threads, 1, new ChannelWeightShares(xt, gyt, du, cin, cout, tilesY, tilesX, tiles, threads));
         CpuParallel.For(cout, 1, new ChannelFilterAdjoint(du, gw, cin, cout, scale, threads));
@@ -771,6 +768,25 @@ internal static unsafe partial class Winograd
     }
 
     // ----------------------------------------------------------------------------- helpers
+
+    /// <summary>
+    /// Item <paramref name="i"/> of a region that mixes <paramref name="first"/> items of one kind with
+    /// total - first of another, spread evenly (as a line is drawn on a grid): true with its index
+    /// among the first kind, or false with its index among the second. Any contiguous range of
+    /// items then holds each kind in proportion, so the equal shares CpuParallel cuts give every
+    /// core its part of both (two kinds placed one after the other would give one core all of one).
+    /// </summary>
+    internal static bool Interleave(long i, long first, long total, out long index)
+    {
+        long before = i * first / total, through = (i + 1) * first / total;
+        if (through > before)
+        {
+            index = before;
+            return true;
+        }
+        index = i - before;
+        return false;
+    }
 
     /// <summary>c[r ldc + j] = sum over p &lt; k of a[r lda + p] b[p ldb + j] for r &lt; 6, j &lt; 64: the micro-kernel
     /// with A read as six rows (the tiles, K along each) instead of packed; b and c 64-byte aligned.</summary>
