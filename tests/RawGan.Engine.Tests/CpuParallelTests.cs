@@ -41,6 +41,40 @@ public unsafe class CpuParallelTests
             }
     }
 
+    /// <summary>
+    /// Workers that spin for the next region, and workers that have parked and must be woken:
+    /// regions back to back (caught while spinning) and regions after a pause longer than the
+    /// spin (the workers have parked) all run every item once. With no spin at all every region
+    /// wakes parked workers.
+    /// </summary>
+    [Theory]
+    [InlineData(0)]
+    [InlineData(50)]
+    [InlineData(500)]
+    public void RegionsRunWhetherTheWorkersSpinOrPark(int spinMicroseconds)
+    {
+        int spin = CpuParallel.SpinMicroseconds;
+        CpuParallel.SpinMicroseconds = spinMicroseconds;
+        try
+        {
+            var hits = new int[64];
+            var random = new Random(spinMicroseconds);
+            fixed (int* p = hits)
+                for (int repeat = 0; repeat < 300; repeat++)
+                {
+                    Array.Clear(hits);
+                    int pause = random.Next(4);   // 0: back to back; else a pause of 0.3 to 1 ms
+                    if (pause > 0) Thread.Sleep(TimeSpan.FromMicroseconds(pause * 330));
+                    CpuParallel.For(hits.Length, 1, new CountHits(p));
+                    AssertEveryItemOnce(hits);
+                }
+        }
+        finally
+        {
+            CpuParallel.SpinMicroseconds = spin;
+        }
+    }
+
     private readonly struct Nested(int* hits, int inner) : IRangeBody
     {
         public void Run(long start, long end)

@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using System.Runtime.CompilerServices;
 using System.Runtime.ExceptionServices;
 
@@ -26,6 +27,13 @@ public interface IRangeBody
 /// <c>Slot&lt;TBody&gt;</c> (one field per body type), and the workers reach it through a delegate
 /// made once per body type. This matters because a training step runs thousands of kernels.</para>
 ///
+/// <para>Waking a parked thread costs the operating system tens of microseconds (about 60 on the
+/// virtual machines measured), and a training step opens hundreds of regions, most of them
+/// shorter than a millisecond. So a worker that finishes a region first spins for a while
+/// (<see cref="SpinMicroseconds"/>, like OpenMP's blocktime) watching for the next one, and
+/// only parks when none comes; the caller likewise spins before it blocks on the last chunk.
+/// A region only signals the workers that are parked (counted in <c>_sleepers</c>).</para>
+///
 /// <para>One region runs at a time. A loop that starts while one is running (from inside a body,
 /// or from a second thread) runs its chunks inline on its own thread, in order. The chunks are the
 /// same either way, so a result never depends on which thread ran which chunk. An exception thrown
@@ -41,6 +49,13 @@ public static class CpuParallel
         get => _threads;
         set => _threads = value >= 1 ? value : throw new ArgumentOutOfRangeException(nameof(value), $"threads must be at least 1, got {value}");
     }
+
+    /// <summary>
+    /// How long a thread spins for the next region (a worker) or for the last chunk (the caller)
+    /// before it parks: RAWGAN_SPIN_US microseconds, default 500; 0 parks at once.
+    /// </summary>
+    public static int SpinMicroseconds { get; set; } =
+        int.TryParse(Environment.GetEnvironmentVariable("RAWGAN_SPIN_US"), out int us) && us >= 0 ? us : 500;
 
     /// <summary>Runs <paramref name="body"/> over [0, count), split into chunks of at least <paramref name="grain"/> items.</summary>
     public static void For<TBody>(long count, long grain, TBody body) where TBody : struct, IRangeBody
@@ -105,6 +120,7 @@ public static class CpuParallel
     private static int _chunks;
     private static Action<long, long>? _run;
     private static int _unfinished;                     // chunks not yet finished
+    private static int _sleepers;                       // workers parked (or about to park) on Wake
     private static Exception? _error;                   // the first exception a chunk threw
 
     private static readonly SemaphoreSlim Wake = new(0);                    // one permit wakes one worker
@@ -122,9 +138,12 @@ public static class CpuParallel
         _run = run;
         _error = null;
         _unfinished = chunks;
-        // Opening the region (a full fence) publishes the fields above to the workers.
+        // Opening the region (a full fence) publishes the fields above to the workers. A worker
+        // counts itself in _sleepers before it checks for a region one last time and parks, so
+        // one that this read misses sees the region itself (both sides are full fences).
         Interlocked.Exchange(ref _claim, ((Volatile.Read(ref _claim) >> 32) + 1) << 32);
-        Wake.Release(chunks - 1);
+        int sleepers = Volatile.Read(ref _sleepers);
+        if (sleepers > 0) Wake.Release(Math.Min(sleepers, chunks - 1));
 
         _insideRegion = true;
         bool finishedLast;
@@ -133,7 +152,9 @@ public static class CpuParallel
         if (!finishedLast)
         {
             // A worker is still running a chunk; it sets Finished when the last one is done. Only
-            // the region's caller resets it, so a Set always belongs to the current region.
+            // the region's caller resets it, so a Set always belongs to the current region. Spin
+            // first: the worker's Set follows its last decrement at once.
+            for (long end = SpinEnd(); Volatile.Read(ref _unfinished) != 0 && Spinning(end);) { }
             Finished.Wait();
             Finished.Reset();
         }
@@ -168,10 +189,32 @@ public static class CpuParallel
     private static void Work()
     {
         _insideRegion = true;   // a loop inside a body runs inline
+        long seen = 0;          // the region number last looked at
         while (true)
         {
-            Wake.Wait();
+            long end = SpinEnd();
+            while (Region() == seen && Spinning(end)) { }
+            if (Region() == seen)
+            {
+                Interlocked.Increment(ref _sleepers);
+                if (Region() == seen) Wake.Wait();   // a permit left by a region that found this worker awake only costs one more look
+                Interlocked.Decrement(ref _sleepers);
+            }
+            seen = Region();
             if (RunChunks()) Finished.Set();
         }
+    }
+
+    private static long Region() => Volatile.Read(ref _claim) >> 32;
+
+    /// <summary>When a spin that starts now ends (<see cref="SpinMicroseconds"/> from now).</summary>
+    private static long SpinEnd() => Stopwatch.GetTimestamp() + SpinMicroseconds * Stopwatch.Frequency / 1_000_000;
+
+    /// <summary>One short pause of a spin; false once <paramref name="end"/> has passed.</summary>
+    private static bool Spinning(long end)
+    {
+        if (Stopwatch.GetTimestamp() >= end) return false;
+        Thread.SpinWait(16);
+        return true;
     }
 }
