@@ -31,7 +31,7 @@ public class CpuConvolutionAlgorithmTests
         using var be = new CpuBackend { Convolution = algorithm };
         foreach (var (n, cin, h, w, cout, k) in new[] { (1, 1, 1, 1, 1, 3), (2, 3, 5, 7, 4, 3), (1, 3, 4, 4, 2, 1), (3, 2, 6, 3, 5, 3), (1, 4, 8, 8, 3, 5), (5, 7, 9, 11, 13, 3), (16, 8, 4, 4, 8, 3), (2, 3, 6, 5, 64, 3), (4, 5, 20, 17, 7, 3), (2, 70, 6, 6, 5, 3), (3, 3, 5, 7, 70, 1), (2, 70, 5, 7, 3, 1), (1, 3, 9, 70, 4, 3), (2, 129, 4, 4, 66, 3), (3, 66, 8, 8, 130, 3),
             // Over 128 tiles of F(4x4): the channel version by blocks of tiles (below, by filter rows).
-            (10, 20, 16, 16, 18, 3), (3, 17, 28, 30, 33, 3) })
+            (10, 20, 16, 16, 18, 3), (3, 17, 28, 30, 33, 3), (4, 19, 22, 26, 35, 3) })
         {
             using var scope = new Scope();
             var xv = GradCheck.Normal(new Shape(n * cin * h * w), n + h);

@@ -90,6 +90,7 @@ public class CpuConvolutionTuningTests
         File.WriteAllLines(file,
         [
             "# a header",
+            $"methods\t{CpuBackend.ConvolutionTuner.MethodsVersion}",
             "forward\t16\t128\t32\t32\t128\t2\twinograd-f4-channels",
             "forward\t16\t128\t32\t32\t128\t2",                          // a field short
             "sideways\t16\t128\t16\t16\t128\t2\twinograd-f4-channels",    // no such product
@@ -105,8 +106,27 @@ public class CpuConvolutionTuningTests
         Assert.Single(tuner.Choices);
         // A new measurement rewrites the file: the valid line and the new one, none of the damage.
         tuner.Choose(Key, m => Spin(m == Method.WinogradF2 ? 0.5 : 8));
-        var lines = File.ReadAllLines(file).Where(l => !l.StartsWith('#')).ToArray();
+        var lines = File.ReadAllLines(file).Where(l => !l.StartsWith('#') && !l.StartsWith("methods")).ToArray();
         Assert.Equal(["forward\t16\t128\t32\t32\t128\t2\twinograd-f4-channels", "input-gradient\t5\t24\t12\t10\t40\t2\twinograd-f2-rows"], lines);
+    }
+
+    /// <summary>Choices measured against another build's methods (an older version, or a file from before
+    /// versions were written) are measured again, and the rewritten file holds only this version's.</summary>
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void ChoicesOfAnotherMethodsVersionAreMeasuredAgain(bool withOldVersion)
+    {
+        using var dir = new TempDirectory();
+        string file = System.IO.Path.Combine(dir.Path, "cpu.tsv");
+        var stale = new List<string> { "# a header", "forward\t16\t128\t32\t32\t128\t2\twinograd-f4-channels" };
+        if (withOldVersion) stale.Insert(1, $"methods\t{CpuBackend.ConvolutionTuner.MethodsVersion - 1}");
+        File.WriteAllLines(file, stale);
+        var tuner = new CpuBackend.ConvolutionTuner(file);
+        Assert.False(tuner.TryGet(new(CpuBackend.ConvProduct.Forward, 16, 128, 32, 32, 128, 2), out _));
+        Assert.Equal(Method.WinogradF2, tuner.Choose(Key, m => Spin(m == Method.WinogradF2 ? 0.5 : 8)));
+        var lines = File.ReadAllLines(file).Where(l => !l.StartsWith('#')).ToArray();
+        Assert.Equal([$"methods\t{CpuBackend.ConvolutionTuner.MethodsVersion}", "input-gradient\t5\t24\t12\t10\t40\t2\twinograd-f2-rows"], lines);
     }
 
     [Fact]

@@ -211,9 +211,16 @@ public sealed unsafe partial class CpuBackend
             return false;
         }
 
-        // The file: a header line, then one line per choice, tab-separated:
+        // The file: a header line, the methods' version, then one line per choice, tab-separated:
+        //   methods  <MethodsVersion>
         //   product  n  cin  h  w  cout  threads  method
-        // Lines that do not parse are skipped (a damaged file costs a measurement, nothing else).
+        // Lines that do not parse are skipped (a damaged file costs a measurement, nothing else). A
+        // file of another version (or none: before versions were written) is read as empty, so its
+        // choices are measured again and the file rewritten: a choice measured against methods
+        // that have since changed speed says nothing about the methods of this build.
+
+        /// <summary>Raised whenever a candidate method's code changes enough to move its speed.</summary>
+        internal const int MethodsVersion = 2;
 
         private void Load()
         {
@@ -229,6 +236,7 @@ public sealed unsafe partial class CpuBackend
             try { lines = File.Exists(FilePath) ? File.ReadAllLines(FilePath) : []; }
             catch (IOException) { return entries; }
             catch (UnauthorizedAccessException) { return entries; }
+            if (!lines.Contains($"methods\t{MethodsVersion}")) return entries;
             foreach (var line in lines)
             {
                 var f = line.Split('\t');
@@ -250,6 +258,7 @@ public sealed unsafe partial class CpuBackend
             foreach (var (key, choice) in ReadFile()) merged.TryAdd(key, choice);
             foreach (var (key, choice) in _table) merged.TryAdd(key, choice);
             var sb = new StringBuilder("# RawGan: the measured 3x3 convolution method per product and size on this CPU (RAWGAN_CONV_TUNING=off ignores it)\n");
+            sb.Append(CultureInfo.InvariantCulture, $"methods\t{MethodsVersion}\n");
             foreach (var (k, entry) in merged.OrderBy(e => (e.Key.Product, e.Key.H, e.Key.Cin, e.Key.Cout, e.Key.N, e.Key.Threads)))
                 sb.Append(CultureInfo.InvariantCulture, $"{entry.Choice.Product}\t{k.N}\t{k.Cin}\t{k.H}\t{k.W}\t{k.Cout}\t{k.Threads}\t{entry.Choice.Method}\n");
             try

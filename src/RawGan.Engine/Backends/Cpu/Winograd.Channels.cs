@@ -31,7 +31,8 @@ namespace RawGan.Engine.Backends.Cpu;
 // tiles, so it is never stored whole: every tile is transformed once, then each core computes a
 // row of six planes of U at a time and runs their products over all the tiles ("by filter rows").
 // The input gradient is the same forward pass with the filters read transposed and flipped. The
-// weight gradient is the adjoint: A dY A^T of gy as G[xi][t][co], the 36 products
+// weight gradient is the adjoint: A dY A^T of gy as G[xi][t][co] (each 4x4 tile of gy read where it
+// lies, one vector per channel, and transposed in registers: gy is never laid out whole), the 36 products
 // dU[xi][co][ci] = sum over t of G[xi][t][co] V[xi][t][ci] (K = the tiles), and G^T dU G back to
 // 3x3, 16 input channels at a time; by blocks each core accumulates its share of the tiles into
 // its own dU, by filter rows each row of dU is folded into the 3x3 result as soon as it is made.
@@ -65,8 +66,8 @@ internal static unsafe partial class Winograd
         long tiles = (long)n * tilesY * tilesX;
         if (tiles <= ChannelRowsMaxTiles)
             return 36 * tiles * (iV + oV) + CpuParallel.Threads * 9L * cout * iV + 64;
-        long xt = (long)n * (4 * tilesY + 2) * (4 * tilesX + 2) * iV, gyt = (long)n * 16 * tilesY * tilesX * oV;
-        return xt + gyt + CpuParallel.Threads * 36L * oV * iV + 64;
+        long xt = (long)n * (4 * tilesY + 2) * (4 * tilesX + 2) * iV;
+        return xt + CpuParallel.Threads * 36L * oV * iV + 64;
     }
 
     /// <summary>
@@ -90,7 +91,7 @@ internal static unsafe partial class Winograd
         // that both cores get half of each.
         long filterItems = (long)inC * (oV / 16), imageItems = (long)n * (iV / 16);
         CpuParallel.For(filterItems + imageItems, 1,
-            new ChannelPrepare(x, w, u, xt, null, null, inC, h, wd, outC, scale, transposed, filterItems, imageItems, 0));
+            new ChannelPrepare(x, w, u, xt, inC, h, wd, outC, scale, transposed, filterItems, imageItems));
         long tiles = (long)n * tilesY * tilesX;
         long strips = (tiles + MR - 1) / MR;
         long blocks = (strips + ChannelStrips - 1) / ChannelStrips;
@@ -238,19 +239,16 @@ internal static unsafe partial class Winograd
         public void Run(long s0, long s1)
         {
             int iV = Lanes16(cin), oV = Lanes16(cout), tilesY = (h + 3) / 4, tilesX = (wd + 3) / 4, hp = 4 * tilesY + 2, wp = 4 * tilesX + 2;
-            long xtLength = (long)hp * wp * iV;
-            float* xt = Align64(Scratch(xtLength + 16L * tilesY * tilesX * oV + 16));
-            float* gyt = xt + xtLength;
+            float* xt = Align64(Scratch((long)hp * wp * iV + 16));
             for (long s = s0; s < s1; s++)
             {
                 for (int c0 = 0; c0 < cin; c0 += 16) ChannelsLast(x + s * cin * h * wd, xt, 0, c0, cin, h, wd, hp, wp, 1);
-                for (int c0 = 0; c0 < cout; c0 += 16) ChannelsLast(gy + s * cout * h * wd, gyt, 0, c0, cout, h, wd, 4 * tilesY, 4 * tilesX, 0);
                 for (int r = 0; r < tilesY * tilesX; r++)
                 {
                     int ty = r / tilesX, tx = r % tilesX;
                     long t = s * tilesY * tilesX + r;
                     InputTile(xt + ((long)4 * ty * wp + 4 * tx) * iV, (long)wp * iV, iV, v + t * iV, (long)tiles * iV);
-                    GradientTile(gyt + ((long)4 * ty * 4 * tilesX + 4 * tx) * oV, 4L * tilesX * oV, oV, g + t * oV, (long)tiles * oV);
+                    GradientTile(gy, (int)s, 4 * ty, 4 * tx, cout, h, wd, g + t * oV, (long)tiles * oV);
                 }
             }
         }
@@ -366,21 +364,18 @@ internal static unsafe partial class Winograd
         _ => g2,
     };
 
-    /// <summary>The preparing region: filter items (one input channel and 16 output channels each), image items
-    /// (one sample and 16 channels, laid out channels last with a zero border) and, for the weight gradient,
-    /// output-gradient items (the same without a border), in place of the filters. The image items are interleaved
-    /// with the others (<see cref="Interleave"/>), so that each core's contiguous share holds half of each kind.</summary>
-    private readonly struct ChannelPrepare(float* x, float* w, float* u, float* xt, float* gy, float* gyt, int inC, int h, int wd, int outC,
-        float scale, bool transposed, long filterItems, long imageItems, long gradientItems) : IRangeBody
+    /// <summary>The preparing region: filter items (one input channel and 16 output channels each; none for the
+    /// weight gradient) and image items (one sample and 16 channels, laid out channels last with a zero border),
+    /// interleaved (<see cref="Interleave"/>) so that each core's contiguous share holds half of each kind.</summary>
+    private readonly struct ChannelPrepare(float* x, float* w, float* u, float* xt, int inC, int h, int wd, int outC,
+        float scale, bool transposed, long filterItems, long imageItems) : IRangeBody
     {
         public void Run(long i0, long i1)
         {
-            long others = filterItems + gradientItems;
             for (long i = i0; i < i1; i++)
             {
-                if (!Interleave(i, others, others + imageItems, out long j)) ImageItem(j);
-                else if (j < filterItems) FilterItem(j);
-                else GradientItem(j - filterItems);
+                if (Interleave(i, filterItems, filterItems + imageItems, out long j)) FilterItem(j);
+                else ImageItem(j);
             }
         }
 
@@ -397,14 +392,6 @@ internal static unsafe partial class Winograd
             int s = (int)(item / groups), c0 = (int)(item % groups) * 16;
             int tilesY = (h + 3) / 4, tilesX = (wd + 3) / 4;
             ChannelsLast(x, xt, s, c0, inC, h, wd, 4 * tilesY + 2, 4 * tilesX + 2, 1);
-        }
-
-        private void GradientItem(long item)
-        {
-            int groups = Lanes16(outC) / 16;
-            int s = (int)(item / groups), c0 = (int)(item % groups) * 16;
-            int tilesY = (h + 3) / 4, tilesX = (wd + 3) / 4;
-            ChannelsLast(gy, gyt, s, c0, outC, h, wd, 4 * tilesY, 4 * tilesX, 0);
         }
     }
 
@@ -641,19 +628,18 @@ internal static unsafe partial class Winograd
         }
         int threads = (int)Math.Min(CpuParallel.Threads, tiles);
         float* xt = Align64(scratch);
-        float* gyt = xt + (long)n * (4 * tilesY + 2) * (4 * tilesX + 2) * iV;
-        float* du = gyt + (long)n * 16 * tilesY * tilesX * oV;
-        long imageItems = (long)n * (iV / 16), gradientItems = (long)n * (oV / 16);
-        CpuParallel.For(imageItems + gradientItems, 1,
-            new ChannelPrepare(x, null, null, xt, gy, gyt, cin, h, wd, cout, scale, false, 0, imageItems, gradientItems));
-        CpuParallel.For(threads, 1, new ChannelWeightShares(xt, gyt, du, cin, cout, tilesY, tilesX, tiles, threads));
+        float* du = xt + (long)n * (4 * tilesY + 2) * (4 * tilesX + 2) * iV;
+        long imageItems = (long)n * (iV / 16);
+        CpuParallel.For(imageItems, 1, new ChannelPrepare(x, null, null, xt, cin, h, wd, cout, scale, false, 0, imageItems));
+        CpuParallel.For(threads, 1, new ChannelWeightShares(xt, gy, du, cin, cout, h, wd, tilesY, tilesX, tiles, threads));
         CpuParallel.For(cout, 1, new ChannelFilterAdjoint(du, gw, cin, cout, scale, threads));
     }
 
     /// <summary>Core p of <paramref name="threads"/>: its share of the tiles, ChannelWeightChunk at a time (V[xi][t]
     /// from the image, G[xi][t] = A dY A^T from the output gradient), then dU_p[xi][co][ci] += sum over the chunk's
     /// tiles of G[xi][t][co] V[xi][t][ci], in its own slice of dU.</summary>
-    private readonly struct ChannelWeightShares(float* xt, float* gyt, float* du, int cin, int cout, int tilesY, int tilesX, long tiles, int threads) : IRangeBody
+    private readonly struct ChannelWeightShares(float* xt, float* gy, float* du, int cin, int cout, int h, int wd, int tilesY, int tilesX, long tiles,
+        int threads) : IRangeBody
     {
         public void Run(long p0, long p1)
         {
@@ -674,8 +660,7 @@ internal static unsafe partial class Winograd
                         int s = (int)(t / (tilesY * tilesX)), r = (int)(t % (tilesY * tilesX)), ty = r / tilesX, tx = r % tilesX;
                         float* patch = xt + (((long)s * (4 * tilesY + 2) + 4 * ty) * wp + 4 * tx) * iV;
                         InputTile(patch, (long)wp * iV, iV, v + (long)j * iV, (long)count * iV);
-                        float* tile = gyt + (((long)s * 4 * tilesY + 4 * ty) * 4 * tilesX + 4 * tx) * oV;
-                        GradientTile(tile, 4L * tilesX * oV, oV, g + (long)j * oV, (long)count * oV);
+                        GradientTile(gy, s, 4 * ty, 4 * tx, cout, h, wd, g + (long)j * oV, (long)count * oV);
                     }
                     bool accumulate = c0 > first;
                     for (int xi = 0; xi < 36; xi++)
@@ -694,18 +679,51 @@ internal static unsafe partial class Winograd
         }
     }
 
-    /// <summary>A dY A^T (6x6) of one 4x4 tile of the output gradient (rows rowStride apart, pixels cV apart),
-    /// every 16-channel group: dst[xi xiStride + c].</summary>
+    /// <summary>A dY A^T (6x6) of the 4x4 tile of gy (NCHW) whose top-left pixel is (oy, ox) in sample s, every
+    /// 16-channel group: dst[xi xiStride + c] for c &lt; Lanes16(cout). The tile is read where it lies: one vector
+    /// per channel (its 16 pixels, 0 outside the map), transposed in registers to one vector per pixel.</summary>
     [SkipLocalsInit]
-    private static void GradientTile(float* tile, long rowStride, int cV, float* dst, long xiStride)
+    private static void GradientTile(float* gy, int s, int oy, int ox, int cout, int h, int wd, float* dst, long xiStride)
     {
         var e = stackalloc Vector512<float>[24];   // dY A^T: 4 rows of 6
+        var channels = stackalloc Vector512<float>[16];
+        var pixels = stackalloc Vector512<float>[16];
+        int cV = Lanes16(cout), rowsInside = Math.Min(4, h - oy), colsInside = Math.Min(4, wd - ox);
+        long plane = (long)h * wd;
+        var inRow = Vector128.LessThan(Vector128<int>.Indices, Vector128.Create(colsInside)).AsSingle();
+        var lanes = Vector512<int>.Indices;
+        var row1 = Vector512.Equals(lanes >>> 2, Vector512.Create(1)).AsSingle();
+        var row2 = Vector512.Equals(lanes >>> 2, Vector512.Create(2)).AsSingle();
+        var row3 = Vector512.Equals(lanes >>> 2, Vector512.Create(3)).AsSingle();
         for (int c0 = 0; c0 < cV; c0 += 16)
         {
+            int nc = Math.Min(16, cout - c0);
+            float* first = gy + ((long)s * cout + c0) * plane + (long)oy * wd + ox;
+            if (rowsInside == 4 && colsInside == 4)
+                for (int l = 0; l < nc; l++)
+                {
+                    float* q = first + l * plane;
+                    var v = Avx512F.BroadcastVector128ToVector512(q);
+                    v = Avx512F.BlendVariable(v, Avx512F.BroadcastVector128ToVector512(q + wd), row1);
+                    v = Avx512F.BlendVariable(v, Avx512F.BroadcastVector128ToVector512(q + 2L * wd), row2);
+                    channels[l] = Avx512F.BlendVariable(v, Avx512F.BroadcastVector128ToVector512(q + 3L * wd), row3);
+                }
+            else
+                for (int l = 0; l < nc; l++)
+                {
+                    float* q = first + l * plane;
+                    var r0 = Avx.MaskLoad(q, inRow);
+                    var r1 = rowsInside > 1 ? Avx.MaskLoad(q + wd, inRow) : Vector128<float>.Zero;
+                    var r2 = rowsInside > 2 ? Avx.MaskLoad(q + 2L * wd, inRow) : Vector128<float>.Zero;
+                    var r3 = rowsInside > 3 ? Avx.MaskLoad(q + 3L * wd, inRow) : Vector128<float>.Zero;
+                    channels[l] = Vector512.Create(Vector256.Create(r0, r1), Vector256.Create(r2, r3));
+                }
+            for (int l = nc; l < 16; l++) channels[l] = Vector512<float>.Zero;
+            Simd.Transpose16(channels, pixels);
             for (int r = 0; r < 4; r++)
             {
-                float* p = tile + r * rowStride + c0;
-                ATransposeTransform(Vector512.Load(p), Vector512.Load(p + cV), Vector512.Load(p + 2 * cV), Vector512.Load(p + 3 * cV),
+                Vector512<float>* p = pixels + 4 * r;
+                ATransposeTransform(p[0], p[1], p[2], p[3],
                     out e[6 * r], out e[6 * r + 1], out e[6 * r + 2], out e[6 * r + 3], out e[6 * r + 4], out e[6 * r + 5]);
             }
             float* d = dst + c0;
