@@ -220,7 +220,7 @@ public sealed unsafe partial class CpuBackend
         // that have since changed speed says nothing about the methods of this build.
 
         /// <summary>Raised whenever a candidate method's code changes enough to move its speed.</summary>
-        internal const int MethodsVersion = 2;
+        internal const int MethodsVersion = 3;
 
         private void Load()
         {

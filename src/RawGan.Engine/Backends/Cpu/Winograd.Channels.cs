@@ -13,7 +13,8 @@ namespace RawGan.Engine.Backends.Cpu;
 // pixel instead, so a tile's transform is full-width whatever the map's size, and the three
 // products are the same arithmetic as before in another layout:
 //
-//   xt[s][py][px][ci]     the input, channels last, with a border of zeros (one pass, 16x16 transposes)
+//   xt[s][py][px][ci]     the input, channels last, with a border of zeros (16x16 transposes; by blocks
+//                         only the rows a block's tiles read, in its core's scratch)
 //   U[xi][ci][co]         the transformed filters, co in the lanes (one pass per call)
 //   V[xi][t][ci]          B^T d B of each 6x6 patch, 16 channels per vector
 //   M[xi][t][co]          = sum over ci of V[xi][t][ci] U[xi][ci][co]: 36 matrix products
@@ -49,14 +50,14 @@ internal static unsafe partial class Winograd
     private static float* Align64(float* p) => (float*)(((nint)p + 63) & ~(nint)63);
 
     /// <summary>Floats of scratch <see cref="ChannelForward"/> needs: by filter rows the transposed filters, V and M
-    /// of every tile; by blocks the transformed filters and the image, channels last.</summary>
+    /// of every tile; by blocks the transformed filters (each block lays out its image rows in its core's scratch).</summary>
     public static long ChannelForwardScratchLength(int n, int inC, int h, int wd, int outC)
     {
-        int tilesY = (h + 3) / 4, tilesX = (wd + 3) / 4, hp = 4 * tilesY + 2, wp = 4 * tilesX + 2;
+        int tilesY = (h + 3) / 4, tilesX = (wd + 3) / 4;
         long tiles = (long)n * tilesY * tilesX;
         if (tiles <= ChannelRowsMaxTiles)
             return 9L * inC * Lanes16(outC) + 36L * RoundUp((int)tiles, MR) * (Lanes16(inC) + Lanes16(outC)) + 32;
-        return 36L * inC * Lanes16(outC) + (long)n * hp * wp * Lanes16(inC) + 32;
+        return 36L * inC * Lanes16(outC) + 32;
     }
 
     /// <summary>Floats of scratch <see cref="ChannelBackwardWeight"/> needs.</summary>
@@ -79,19 +80,15 @@ internal static unsafe partial class Winograd
         bool transposed, Epilogue epilogue = default)
     {
         int tilesY = (h + 3) / 4, tilesX = (wd + 3) / 4, oV = Lanes16(outC), iV = Lanes16(inC);
-        int hp = 4 * tilesY + 2, wp = 4 * tilesX + 2;
         if ((long)n * tilesY * tilesX <= ChannelRowsMaxTiles)
         {
             ForwardByRows(x, w, y, scratch, n, inC, h, wd, outC, scale, transposed, epilogue);
             return;
         }
         float* u = Align64(scratch);
-        float* xt = u + 36L * inC * oV;
-        // One region transforms the filters and lays the image out channels last, interleaved so
-        // that both cores get half of each.
-        long filterItems = (long)inC * (oV / 16), imageItems = (long)n * (iV / 16);
-        CpuParallel.For(filterItems + imageItems, 1,
-            new ChannelPrepare(x, w, u, xt, inC, h, wd, outC, scale, transposed, filterItems, imageItems));
+        // One region transforms the filters; each block lays out the image rows its tiles read.
+        long filterItems = (long)inC * (oV / 16);
+        CpuParallel.For(filterItems, 1, new ChannelPrepare(x, w, u, null, inC, h, wd, outC, scale, transposed, filterItems, 0));
         long tiles = (long)n * tilesY * tilesX;
         long strips = (tiles + MR - 1) / MR;
         long blocks = (strips + ChannelStrips - 1) / ChannelStrips;
@@ -99,7 +96,7 @@ internal static unsafe partial class Winograd
         if (blocks < threads) blocks = Math.Min(threads, strips);
         else blocks = (blocks + threads - 1) / threads * threads;
         int blockStrips = (int)((strips + blocks - 1) / blocks);
-        CpuParallel.For(blocks, 1, new ChannelForwardBlocks(xt, u, y, epilogue, inC, h, wd, outC, tilesY, tilesX, tiles, strips, blocks, blockStrips));
+        CpuParallel.For(blocks, 1, new ChannelForwardBlocks(x, u, y, epilogue, inC, h, wd, outC, tilesY, tilesX, tiles, strips, blocks, blockStrips));
     }
 
     // ------------------------------------------------------------------ by filter rows (few tiles)
@@ -397,34 +394,42 @@ internal static unsafe partial class Winograd
 
     /// <summary>dst[s][py + border][px + border][c0 .. c0 + 15] = src[s, c, py, px] for one sample and 16 channels
     /// (zeros past the channel count); dst is hp x wp pixels of Lanes16(channels) floats, zero outside the image.</summary>
+    private static void ChannelsLast(float* src, float* dst, int s, int c0, int channels, int h, int wd, int hp, int wp, int border) =>
+        ChannelsLastRows(src, dst + (long)s * hp * wp * Lanes16(channels), s, c0, channels, h, wd, wp, border, -border, hp);
+
+    /// <summary>Rows of sample s, 16 channels from c0, channels last: dst row r (wp pixels of Lanes16(channels)
+    /// floats) holds image row firstRow + r at columns border .. border + wd - 1, and zeros where there is no
+    /// image (rows above or below it, the columns beside it, channels past the count).</summary>
     [SkipLocalsInit]
-    private static void ChannelsLast(float* src, float* dst, int s, int c0, int channels, int h, int wd, int hp, int wp, int border)
+    private static void ChannelsLastRows(float* src, float* dst, int s, int c0, int channels, int h, int wd, int wp, int border, int firstRow, int rows)
     {
         int cV = Lanes16(channels), plane = h * wd, nc = Math.Min(16, channels - c0);
-        float* sample = dst + (long)s * hp * wp * cV + c0;
+        float* first = dst + c0;
         var zero = Vector512<float>.Zero;
         // The frame around the image: rows above and below, columns left and right.
-        for (int py = 0; py < hp; py++)
+        for (int r = 0; r < rows; r++)
         {
-            bool inside = py >= border && py < border + h;
-            float* row = sample + (long)py * wp * cV;
+            int iy = firstRow + r;
+            bool inside = iy >= 0 && iy < h;
+            float* row = first + (long)r * wp * cV;
             for (int px = 0; px < wp; px++)
                 if (!inside || px < border || px >= border + wd) zero.Store(row + (long)px * cV);
         }
+        int y = Math.Max(firstRow, 0), y1 = Math.Min(firstRow + rows, h), x = 0;
+        if (y1 <= y) return;
         float* maps = src + ((long)s * channels + c0) * plane;
-        var rows = stackalloc Vector512<float>[16];
+        var pixels = stackalloc Vector512<float>[16];
         var cols = stackalloc Vector512<float>[16];
-        int y = 0, x = 0;
-        for (int p0 = 0; p0 < plane; p0 += 16)
+        for (int p0 = y * wd, end = y1 * wd; p0 < end; p0 += 16)
         {
-            int np = Math.Min(16, plane - p0);
+            int np = Math.Min(16, end - p0);
             var mask = Vector512.LessThan(Vector512<int>.Indices, Vector512.Create(np)).AsSingle();
             for (int l = 0; l < 16; l++)
-                rows[l] = l < nc ? Avx512F.MaskLoad(maps + (long)l * plane + p0, mask, zero) : zero;
-            Simd.Transpose16(rows, cols);
+                pixels[l] = l < nc ? Avx512F.MaskLoad(maps + (long)l * plane + p0, mask, zero) : zero;
+            Simd.Transpose16(pixels, cols);
             for (int j = 0; j < np; j++)
             {
-                cols[j].Store(sample + ((long)(y + border) * wp + x + border) * cV);
+                cols[j].Store(first + ((long)(y - firstRow) * wp + x + border) * cV);
                 if (++x == wd) { x = 0; y++; }
             }
         }
@@ -482,28 +487,50 @@ internal static unsafe partial class Winograd
         dst[5 * stride] = g2 * scale;
     }
 
-    /// <summary>Blocks [b0, b1) of the forward products: input transform, 36 products, output transform.</summary>
-    private readonly struct ChannelForwardBlocks(float* xt, float* u, float* y, Epilogue epilogue, int inC, int h, int wd, int outC,
+    /// <summary>Blocks [b0, b1) of the forward products: the image rows the block's tiles read laid out channels
+    /// last, input transform, 36 products, output transform.</summary>
+    private readonly struct ChannelForwardBlocks(float* x, float* u, float* y, Epilogue epilogue, int inC, int h, int wd, int outC,
         int tilesY, int tilesX, long tiles, long strips, long blocks, int blockStrips) : IRangeBody
     {
+        [SkipLocalsInit]
         public void Run(long b0, long b1)
         {
-            int iV = Lanes16(inC), oV = Lanes16(outC), rows = blockStrips * MR;
-            float* v = Align64(Scratch(36L * rows * (iV + oV) + 16));
+            int iV = Lanes16(inC), oV = Lanes16(outC), rows = blockStrips * MR, perSample = tilesY * tilesX, wp = 4 * tilesX + 2;
+            long most = 0;
+            for (long b = b0; b < b1; b++) most = Math.Max(most, ImageRows(b));
+            float* v = Align64(Scratch(36L * rows * (iV + oV) + most * wp * iV + 16));
             float* m = v + 36L * rows * iV;
-            int hp = 4 * tilesY + 2, wp = 4 * tilesX + 2;
+            float* xt = m + 36L * rows * oV;
+            // A block's tiles lie in at most one sample each: room for a segment per tile.
+            var segments = stackalloc float*[rows];
+            var firstTileRow = stackalloc int[rows];
             for (long b = b0; b < b1; b++)
             {
-                long t0 = strips * b / blocks * MR, t1 = Math.Min(tiles, strips * (b + 1) / blocks * MR);
+                var (t0, t1) = Tiles(b);
                 int count = (int)(t1 - t0), padded = RoundUp(count, MR);
+                // The block's image rows, sample by sample: the tile rows its tiles lie in, with the two
+                // rows of border each 6x6 patch reads (so a sample's segment is 4 k + 2 rows for k tile rows).
+                long s0 = t0 / perSample, sLast = (t1 - 1) / perSample;
+                float* next = xt;
+                for (long s = s0; s <= sLast; s++)
+                {
+                    int tyA = s == s0 ? (int)(t0 % perSample) / tilesX : 0;
+                    int tyB = s == sLast ? (int)((t1 - 1) % perSample) / tilesX : tilesY - 1;
+                    int segmentRows = 4 * (tyB - tyA + 1) + 2;
+                    segments[s - s0] = next;
+                    firstTileRow[s - s0] = tyA;
+                    for (int c0 = 0; c0 < iV; c0 += 16) ChannelsLastRows(x, next, (int)s, c0, inC, h, wd, wp, 1, 4 * tyA - 1, segmentRows);
+                    next += (long)segmentRows * wp * iV;
+                }
                 // Rows past the block's tiles feed the last strip: zeros, not stale values.
                 if (padded > count)
                     for (int xi = 0; xi < 36; xi++) new Span<float>(v + ((long)xi * rows + count) * iV, (padded - count) * iV).Clear();
                 for (int j = 0; j < count; j++)
                 {
                     long t = t0 + j;
-                    int s = (int)(t / (tilesY * tilesX)), r = (int)(t % (tilesY * tilesX));
-                    float* patch = xt + (((long)s * hp + 4 * (r / tilesX)) * wp + 4 * (r % tilesX)) * iV;
+                    long s = t / perSample;
+                    int r = (int)(t % perSample), ty = r / tilesX - firstTileRow[s - s0];
+                    float* patch = segments[s - s0] + ((long)4 * ty * wp + 4 * (r % tilesX)) * iV;
                     InputTile(patch, (long)wp * iV, iV, v + (long)j * iV, (long)rows * iV);
                 }
                 for (int xi = 0; xi < 36; xi++)
@@ -518,10 +545,28 @@ internal static unsafe partial class Winograd
                 for (int j = 0; j < count; j++)
                 {
                     long t = t0 + j;
-                    int s = (int)(t / (tilesY * tilesX)), r = (int)(t % (tilesY * tilesX));
+                    int s = (int)(t / perSample), r = (int)(t % perSample);
                     OutputTile(m + (long)j * oV, (long)rows * oV, y, epilogue, s, 4 * (r / tilesX), 4 * (r % tilesX), outC, h, wd);
                 }
             }
+        }
+
+        /// <summary>The tiles [t0, t1) of block b.</summary>
+        private (long, long) Tiles(long b) => (strips * b / blocks * MR, Math.Min(tiles, strips * (b + 1) / blocks * MR));
+
+        /// <summary>Image rows block b lays out: 4 k + 2 for each sample whose k tile rows its tiles touch.</summary>
+        private long ImageRows(long b)
+        {
+            var (t0, t1) = Tiles(b);
+            int perSample = tilesY * tilesX;
+            long s0 = t0 / perSample, sLast = (t1 - 1) / perSample, total = 0;
+            for (long s = s0; s <= sLast; s++)
+            {
+                int tyA = s == s0 ? (int)(t0 % perSample) / tilesX : 0;
+                int tyB = s == sLast ? (int)((t1 - 1) % perSample) / tilesX : tilesY - 1;
+                total += 4 * (tyB - tyA + 1) + 2;
+            }
+            return total;
         }
     }
 
