@@ -119,8 +119,11 @@ public sealed unsafe partial class CpuBackend
             get { lock (_gate) return [.. _table.Values.Where(e => e.Used).Select(e => e.Choice)]; }
         }
 
-        /// <summary>The file of the choices; by default this CPU's: its model name (from /proc/cpuinfo) and core count.</summary>
-        internal string FilePath => file ??= Path.Combine(CacheDirectory.Root, "cpu-convolutions", $"{CpuSignature()}.tsv");
+        /// <summary>The file of the choices: $RAWGAN_CONV_TUNING_FILE if set, else this CPU's in the cache directory
+        /// (named by its model name from /proc/cpuinfo and its core count).</summary>
+        internal string FilePath => file ??= Environment.GetEnvironmentVariable("RAWGAN_CONV_TUNING_FILE") is { Length: > 0 } chosen
+            ? chosen
+            : Path.Combine(CacheDirectory.Root, "cpu-convolutions", $"{CpuSignature()}.tsv");
 
         /// <summary>The remembered method for <paramref name="key"/>, if there is one (no allocation: every call asks).</summary>
         public bool TryGet(TuningKey key, out ConvMethod method)
