@@ -1,8 +1,9 @@
 using System.Runtime.CompilerServices;
 
-namespace RawGan.Engine.Tests;
+namespace RawGan.Tests;
 
-/// <summary>The tests' measured 3x3 methods go to a file of their own, not to this machine's cache.</summary>
+/// <summary>The tests' measured 3x3 methods go to a file of their own, not to this machine's cache (compiled into
+/// RawGan.ProGan.Tests too).</summary>
 internal static class TuningFileOfTheirOwn
 {
     [ModuleInitializer]
