@@ -87,8 +87,7 @@ internal static unsafe partial class Winograd
         }
         float* u = Align64(scratch);
         // One region transforms the filters; each block lays out the image rows its tiles read.
-        long filterItems = (long)inC * (oV / 16);
-        CpuParallel.For(filterItems, 1, new ChannelPrepare(x, w, u, null, inC, h, wd, outC, scale, transposed, filterItems, 0));
+        CpuParallel.For((long)inC * (oV / 16), 1, new ChannelFilters(w, u, inC, outC, scale, transposed));
         long tiles = (long)n * tilesY * tilesX;
         long strips = (tiles + MR - 1) / MR;
         long blocks = (strips + ChannelStrips - 1) / ChannelStrips;
@@ -151,7 +150,7 @@ internal static unsafe partial class Winograd
                 {
                     float* xt = Align64(Scratch((long)hp * wp * iV + 16));
                     float* sample = x + j * inC * h * wd;
-                    for (int c0 = 0; c0 < inC; c0 += 16) ChannelsLast(sample, xt, 0, c0, inC, h, wd, hp, wp, 1);
+                    for (int c0 = 0; c0 < inC; c0 += 16) ChannelsLast(sample, xt, 0, c0, inC, h, wd, hp, wp);
                     for (int r = 0; r < tilesY * tilesX; r++)
                     {
                         float* patch = xt + ((long)4 * (r / tilesX) * wp + 4 * (r % tilesX)) * iV;
@@ -239,7 +238,7 @@ internal static unsafe partial class Winograd
             float* xt = Align64(Scratch((long)hp * wp * iV + 16));
             for (long s = s0; s < s1; s++)
             {
-                for (int c0 = 0; c0 < cin; c0 += 16) ChannelsLast(x + s * cin * h * wd, xt, 0, c0, cin, h, wd, hp, wp, 1);
+                for (int c0 = 0; c0 < cin; c0 += 16) ChannelsLast(x + s * cin * h * wd, xt, 0, c0, cin, h, wd, hp, wp);
                 for (int r = 0; r < tilesY * tilesX; r++)
                 {
                     int ty = r / tilesX, tx = r % tilesX;
@@ -361,47 +360,38 @@ internal static unsafe partial class Winograd
         _ => g2,
     };
 
-    /// <summary>The preparing region: filter items (one input channel and 16 output channels each; none for the
-    /// weight gradient) and image items (one sample and 16 channels, laid out channels last with a zero border),
-    /// interleaved (<see cref="Interleave"/>) so that each core's contiguous share holds half of each kind.</summary>
-    private readonly struct ChannelPrepare(float* x, float* w, float* u, float* xt, int inC, int h, int wd, int outC,
-        float scale, bool transposed, long filterItems, long imageItems) : IRangeBody
+    /// <summary>Items [i0, i1) of the forward's filters: one input channel and 16 output channels each, into U.</summary>
+    private readonly struct ChannelFilters(float* w, float* u, int inC, int outC, float scale, bool transposed) : IRangeBody
     {
         public void Run(long i0, long i1)
         {
-            for (long i = i0; i < i1; i++)
-            {
-                if (Interleave(i, filterItems, filterItems + imageItems, out long j)) FilterItem(j);
-                else ImageItem(j);
-            }
-        }
-
-        private void FilterItem(long item)
-        {
             int oGroups = Lanes16(outC) / 16;
-            int ci = (int)(item / oGroups), o0 = (int)(item % oGroups) * 16;
-            FilterChannels(w, u, ci, o0, inC, outC, scale, transposed);
-        }
-
-        private void ImageItem(long item)
-        {
-            int groups = Lanes16(inC) / 16;
-            int s = (int)(item / groups), c0 = (int)(item % groups) * 16;
-            int tilesY = (h + 3) / 4, tilesX = (wd + 3) / 4;
-            ChannelsLast(x, xt, s, c0, inC, h, wd, 4 * tilesY + 2, 4 * tilesX + 2, 1);
+            for (long i = i0; i < i1; i++) FilterChannels(w, u, (int)(i / oGroups), (int)(i % oGroups) * 16, inC, outC, scale, transposed);
         }
     }
 
-    /// <summary>dst[s][py + border][px + border][c0 .. c0 + 15] = src[s, c, py, px] for one sample and 16 channels
-    /// (zeros past the channel count); dst is hp x wp pixels of Lanes16(channels) floats, zero outside the image.</summary>
-    private static void ChannelsLast(float* src, float* dst, int s, int c0, int channels, int h, int wd, int hp, int wp, int border) =>
-        ChannelsLastRows(src, dst + (long)s * hp * wp * Lanes16(channels), s, c0, channels, h, wd, wp, border, -border, hp);
+    /// <summary>Items [i0, i1) of the weight gradient's image: one sample and 16 channels each, laid out channels last
+    /// with a zero border.</summary>
+    private readonly struct ChannelImages(float* x, float* xt, int inC, int h, int wd) : IRangeBody
+    {
+        public void Run(long i0, long i1)
+        {
+            int groups = Lanes16(inC) / 16, hp = 4 * ((h + 3) / 4) + 2, wp = 4 * ((wd + 3) / 4) + 2;
+            for (long i = i0; i < i1; i++) ChannelsLast(x, xt, (int)(i / groups), (int)(i % groups) * 16, inC, h, wd, hp, wp);
+        }
+    }
+
+    /// <summary>dst[s][py + 1][px + 1][c0 .. c0 + 15] = src[s, c, py, px] for one sample and 16 channels
+    /// (zeros past the channel count); dst is hp x wp pixels of Lanes16(channels) floats, zero outside the image
+    /// (the border of one pixel every 6x6 patch of F(4x4) reads).</summary>
+    private static void ChannelsLast(float* src, float* dst, int s, int c0, int channels, int h, int wd, int hp, int wp) =>
+        ChannelsLastRows(src, dst + (long)s * hp * wp * Lanes16(channels), s, c0, channels, h, wd, wp, -1, hp);
 
     /// <summary>Rows of sample s, 16 channels from c0, channels last: dst row r (wp pixels of Lanes16(channels)
-    /// floats) holds image row firstRow + r at columns border .. border + wd - 1, and zeros where there is no
-    /// image (rows above or below it, the columns beside it, channels past the count).</summary>
+    /// floats) holds image row firstRow + r at columns 1 .. wd, and zeros where there is no image (rows above
+    /// or below it, the columns beside it, channels past the count).</summary>
     [SkipLocalsInit]
-    private static void ChannelsLastRows(float* src, float* dst, int s, int c0, int channels, int h, int wd, int wp, int border, int firstRow, int rows)
+    private static void ChannelsLastRows(float* src, float* dst, int s, int c0, int channels, int h, int wd, int wp, int firstRow, int rows)
     {
         int cV = Lanes16(channels), plane = h * wd, nc = Math.Min(16, channels - c0);
         float* first = dst + c0;
@@ -413,7 +403,7 @@ internal static unsafe partial class Winograd
             bool inside = iy >= 0 && iy < h;
             float* row = first + (long)r * wp * cV;
             for (int px = 0; px < wp; px++)
-                if (!inside || px < border || px >= border + wd) zero.Store(row + (long)px * cV);
+                if (!inside || px < 1 || px > wd) zero.Store(row + (long)px * cV);
         }
         int y = Math.Max(firstRow, 0), y1 = Math.Min(firstRow + rows, h), x = 0;
         if (y1 <= y) return;
@@ -429,7 +419,7 @@ internal static unsafe partial class Winograd
             Simd.Transpose16(pixels, cols);
             for (int j = 0; j < np; j++)
             {
-                cols[j].Store(first + ((long)(y - firstRow) * wp + x + border) * cV);
+                cols[j].Store(first + ((long)(y - firstRow) * wp + x + 1) * cV);
                 if (++x == wd) { x = 0; y++; }
             }
         }
@@ -514,12 +504,10 @@ internal static unsafe partial class Winograd
                 float* next = xt;
                 for (long s = s0; s <= sLast; s++)
                 {
-                    int tyA = s == s0 ? (int)(t0 % perSample) / tilesX : 0;
-                    int tyB = s == sLast ? (int)((t1 - 1) % perSample) / tilesX : tilesY - 1;
-                    int segmentRows = 4 * (tyB - tyA + 1) + 2;
+                    var (tyA, segmentRows) = Segment(s, t0, t1);
                     segments[s - s0] = next;
                     firstTileRow[s - s0] = tyA;
-                    for (int c0 = 0; c0 < iV; c0 += 16) ChannelsLastRows(x, next, (int)s, c0, inC, h, wd, wp, 1, 4 * tyA - 1, segmentRows);
+                    for (int c0 = 0; c0 < iV; c0 += 16) ChannelsLastRows(x, next, (int)s, c0, inC, h, wd, wp, 4 * tyA - 1, segmentRows);
                     next += (long)segmentRows * wp * iV;
                 }
                 // Rows past the block's tiles feed the last strip: zeros, not stale values.
@@ -554,18 +542,23 @@ internal static unsafe partial class Winograd
         /// <summary>The tiles [t0, t1) of block b.</summary>
         private (long, long) Tiles(long b) => (strips * b / blocks * MR, Math.Min(tiles, strips * (b + 1) / blocks * MR));
 
-        /// <summary>Image rows block b lays out: 4 k + 2 for each sample whose k tile rows its tiles touch.</summary>
+        /// <summary>Sample s's part of the tiles [t0, t1): its first tile row, and the image rows it reads (4 k + 2
+        /// for k tile rows: the tiles' rows and the border row above and below).</summary>
+        private (int FirstTileRow, int Rows) Segment(long s, long t0, long t1)
+        {
+            int perSample = tilesY * tilesX;
+            int first = s == t0 / perSample ? (int)(t0 % perSample) / tilesX : 0;
+            int last = s == (t1 - 1) / perSample ? (int)((t1 - 1) % perSample) / tilesX : tilesY - 1;
+            return (first, 4 * (last - first + 1) + 2);
+        }
+
+        /// <summary>Image rows block b lays out: its samples' segments together.</summary>
         private long ImageRows(long b)
         {
             var (t0, t1) = Tiles(b);
             int perSample = tilesY * tilesX;
-            long s0 = t0 / perSample, sLast = (t1 - 1) / perSample, total = 0;
-            for (long s = s0; s <= sLast; s++)
-            {
-                int tyA = s == s0 ? (int)(t0 % perSample) / tilesX : 0;
-                int tyB = s == sLast ? (int)((t1 - 1) % perSample) / tilesX : tilesY - 1;
-                total += 4 * (tyB - tyA + 1) + 2;
-            }
+            long total = 0;
+            for (long s = t0 / perSample; s <= (t1 - 1) / perSample; s++) total += Segment(s, t0, t1).Rows;
             return total;
         }
     }
@@ -674,8 +667,7 @@ internal static unsafe partial class Winograd
         int threads = (int)Math.Min(CpuParallel.Threads, tiles);
         float* xt = Align64(scratch);
         float* du = xt + (long)n * (4 * tilesY + 2) * (4 * tilesX + 2) * iV;
-        long imageItems = (long)n * (iV / 16);
-        CpuParallel.For(imageItems, 1, new ChannelPrepare(x, null, null, xt, cin, h, wd, cout, scale, false, 0, imageItems));
+        CpuParallel.For((long)n * (iV / 16), 1, new ChannelImages(x, xt, cin, h, wd));
         CpuParallel.For(threads, 1, new ChannelWeightShares(xt, gy, du, cin, cout, h, wd, tilesY, tilesX, tiles, threads));
         CpuParallel.For(cout, 1, new ChannelFilterAdjoint(du, gw, cin, cout, scale, threads));
     }
@@ -724,6 +716,11 @@ internal static unsafe partial class Winograd
         }
     }
 
+    /// <summary>Lanes 4 r .. 4 r + 3 (row r of a 4x4 tile, one vector per channel) set, the others clear.</summary>
+    private static readonly Vector512<float> TileRow1 = TileRow(1), TileRow2 = TileRow(2), TileRow3 = TileRow(3);
+
+    private static Vector512<float> TileRow(int r) => Vector512.Equals(Vector512<int>.Indices >>> 2, Vector512.Create(r)).AsSingle();
+
     /// <summary>A dY A^T (6x6) of the 4x4 tile of gy (NCHW) whose top-left pixel is (oy, ox) in sample s, every
     /// 16-channel group: dst[xi xiStride + c] for c &lt; Lanes16(cout). The tile is read where it lies: one vector
     /// per channel (its 16 pixels, 0 outside the map), transposed in registers to one vector per pixel.</summary>
@@ -736,10 +733,6 @@ internal static unsafe partial class Winograd
         int cV = Lanes16(cout), rowsInside = Math.Min(4, h - oy), colsInside = Math.Min(4, wd - ox);
         long plane = (long)h * wd;
         var inRow = Vector128.LessThan(Vector128<int>.Indices, Vector128.Create(colsInside)).AsSingle();
-        var lanes = Vector512<int>.Indices;
-        var row1 = Vector512.Equals(lanes >>> 2, Vector512.Create(1)).AsSingle();
-        var row2 = Vector512.Equals(lanes >>> 2, Vector512.Create(2)).AsSingle();
-        var row3 = Vector512.Equals(lanes >>> 2, Vector512.Create(3)).AsSingle();
         for (int c0 = 0; c0 < cV; c0 += 16)
         {
             int nc = Math.Min(16, cout - c0);
@@ -749,9 +742,9 @@ internal static unsafe partial class Winograd
                 {
                     float* q = first + l * plane;
                     var v = Avx512F.BroadcastVector128ToVector512(q);
-                    v = Avx512F.BlendVariable(v, Avx512F.BroadcastVector128ToVector512(q + wd), row1);
-                    v = Avx512F.BlendVariable(v, Avx512F.BroadcastVector128ToVector512(q + 2L * wd), row2);
-                    channels[l] = Avx512F.BlendVariable(v, Avx512F.BroadcastVector128ToVector512(q + 3L * wd), row3);
+                    v = Avx512F.BlendVariable(v, Avx512F.BroadcastVector128ToVector512(q + wd), TileRow1);
+                    v = Avx512F.BlendVariable(v, Avx512F.BroadcastVector128ToVector512(q + 2L * wd), TileRow2);
+                    channels[l] = Avx512F.BlendVariable(v, Avx512F.BroadcastVector128ToVector512(q + 3L * wd), TileRow3);
                 }
             else
                 for (int l = 0; l < nc; l++)
