@@ -55,7 +55,7 @@ public static class ConvThroughput
                 float[]? reference = null;
                 foreach (var algorithm in Algorithms)
                 {
-                    if (algorithm != CpuBackend.ConvolutionAlgorithm.Im2Col && !Sgemm.Supported) continue;
+                    if (!Runs(algorithm)) continue;
                     be.Convolution = algorithm;
                     call();
                     var result = new float[length];
@@ -70,7 +70,7 @@ public static class ConvThroughput
             var fusedY = be.Allocate(c.OutputLength);
             foreach (var algorithm in Algorithms)
             {
-                if (algorithm != CpuBackend.ConvolutionAlgorithm.Im2Col && !Sgemm.Supported) continue;
+                if (!Runs(algorithm)) continue;
                 be.Convolution = algorithm;
                 void TwoPasses()
                 {
@@ -91,6 +91,14 @@ public static class ConvThroughput
         }
         return 0;
     }
+
+    /// <summary>Whether this CPU runs the algorithm: the implicit GEMM needs AVX2 (with FMA), Winograd AVX-512.</summary>
+    private static bool Runs(CpuBackend.ConvolutionAlgorithm algorithm) => algorithm switch
+    {
+        CpuBackend.ConvolutionAlgorithm.Im2Col => true,
+        CpuBackend.ConvolutionAlgorithm.ImplicitGemm => CpuBackend.HardwareVectors >= CpuBackend.CpuVectors.Avx2,
+        _ => CpuBackend.HardwareVectors == CpuBackend.CpuVectors.Avx512,
+    };
 
     private static DeviceBuffer Upload(CpuBackend be, float[] host)
     {

@@ -1,5 +1,6 @@
 using RawGan.Engine.Autograd;
 using RawGan.Engine.Backends.Cpu;
+using RawGan.Tests;
 
 namespace RawGan.Engine.Tests;
 
@@ -10,27 +11,34 @@ namespace RawGan.Engine.Tests;
 /// </summary>
 public class CpuConvolutionAlgorithmTests
 {
-    public static TheoryData<CpuBackend.ConvolutionAlgorithm> Algorithms()
+    /// <summary>Every algorithm at every level of vector instructions this CPU has (a backend can be set to
+    /// fewer than the hardware's, so an AVX-512 machine also checks the AVX2 and portable code).</summary>
+    public static TheoryData<CpuBackend.ConvolutionAlgorithm, CpuBackend.CpuVectors> Algorithms()
     {
-        var data = new TheoryData<CpuBackend.ConvolutionAlgorithm> { CpuBackend.ConvolutionAlgorithm.Im2Col };
-        if (System.Runtime.Intrinsics.Vector512.IsHardwareAccelerated)
+        var data = new TheoryData<CpuBackend.ConvolutionAlgorithm, CpuBackend.CpuVectors>();
+        foreach (var vectors in new[] { CpuBackend.CpuVectors.Portable, CpuBackend.CpuVectors.Avx2, CpuBackend.CpuVectors.Avx512 })
         {
-            data.Add(CpuBackend.ConvolutionAlgorithm.ImplicitGemm);
-            data.Add(CpuBackend.ConvolutionAlgorithm.Winograd);
-            data.Add(CpuBackend.ConvolutionAlgorithm.Winograd4);
-            data.Add(CpuBackend.ConvolutionAlgorithm.WinogradChannels);
-            data.Add(CpuBackend.ConvolutionAlgorithm.Auto);
+            if (vectors > CpuBackend.HardwareVectors) continue;
+            data.Add(CpuBackend.ConvolutionAlgorithm.Im2Col, vectors);
+            data.Add(CpuBackend.ConvolutionAlgorithm.Auto, vectors);
+            if (vectors == CpuBackend.CpuVectors.Portable) continue;
+            data.Add(CpuBackend.ConvolutionAlgorithm.ImplicitGemm, vectors);
+            data.Add(CpuBackend.ConvolutionAlgorithm.Winograd4, vectors);
+            if (vectors == CpuBackend.CpuVectors.Avx2) continue;
+            data.Add(CpuBackend.ConvolutionAlgorithm.Winograd, vectors);
+            data.Add(CpuBackend.ConvolutionAlgorithm.WinogradChannels, vectors);
         }
         return data;
     }
 
     [Theory]
     [MemberData(nameof(Algorithms))]
-    public void ForwardAndAdjointsMatchPlainLoops(CpuBackend.ConvolutionAlgorithm algorithm)
+    public void ForwardAndAdjointsMatchPlainLoops(CpuBackend.ConvolutionAlgorithm algorithm, CpuBackend.CpuVectors vectors)
     {
-        using var be = new CpuBackend { Convolution = algorithm };
+        using var be = new CpuBackend { Convolution = algorithm, Vectors = vectors };
         foreach (var (n, cin, h, w, cout, k) in new[] { (1, 1, 1, 1, 1, 3), (2, 3, 5, 7, 4, 3), (1, 3, 4, 4, 2, 1), (3, 2, 6, 3, 5, 3), (1, 4, 8, 8, 3, 5), (5, 7, 9, 11, 13, 3), (16, 8, 4, 4, 8, 3), (2, 3, 6, 5, 64, 3), (4, 5, 20, 17, 7, 3), (2, 70, 6, 6, 5, 3), (3, 3, 5, 7, 70, 1), (2, 70, 5, 7, 3, 1), (1, 3, 9, 70, 4, 3), (2, 129, 4, 4, 66, 3), (3, 66, 8, 8, 130, 3),
-            // Over 128 tiles of F(4x4): the channel version by blocks of tiles (below, by filter rows).
+            // Over 128 tiles of F(4x4): the channel version by blocks of tiles (below, by filter rows); over
+            // 64, the AVX2 version's chunks (the last one partial).
             (10, 20, 16, 16, 18, 3), (3, 17, 28, 30, 33, 3), (4, 19, 22, 26, 35, 3) })
         {
             using var scope = new Scope();
@@ -146,11 +154,10 @@ public class CpuConvolutionAlgorithmTests
         Assert.Equal(Enumerable.Range(0, (int)second).Select(i => (long)i), seconds);
     }
 
-    [Fact]
+    [Avx512Fact]
     public void AutoChoosesByProductAndMapSizeAsItsTableSays()
     {
-        if (!Backends.Cpu.Sgemm.Supported) return;   // without AVX-512 every product is Im2Col, checked below
-        using var be = new CpuBackend();
+        using var be = new CpuBackend { Vectors = CpuBackend.CpuVectors.Avx512 };
         var (fwd, gx, gw) = (CpuBackend.ConvProduct.Forward, CpuBackend.ConvProduct.InputGradient, CpuBackend.ConvProduct.WeightGradient);
         Assert.Equal(CpuBackend.ConvMethod.WinogradF4, be.Choose(fwd, 3, 32, 32, 128, 128));
         Assert.Equal(CpuBackend.ConvMethod.WinogradF4, be.Choose(gx, 3, 32, 32, 128, 128));
@@ -169,5 +176,33 @@ public class CpuConvolutionAlgorithmTests
         Assert.Equal(CpuBackend.ConvMethod.ImplicitGemm, be.Choose(fwd, 5, 8, 8, 8, 8));          // Winograd is 3x3 only
         be.Convolution = CpuBackend.ConvolutionAlgorithm.Im2Col;
         Assert.Equal(CpuBackend.ConvMethod.Im2Col, be.Choose(gw, 1, 32, 32, 128, 3));
+    }
+
+    [Fact]
+    public void WithFewerVectorsAutoChoosesWhatTheyRun()
+    {
+        var (fwd, gx, gw) = (CpuBackend.ConvProduct.Forward, CpuBackend.ConvProduct.InputGradient, CpuBackend.ConvProduct.WeightGradient);
+        using var be = new CpuBackend { Vectors = CpuBackend.CpuVectors.Portable };
+        Assert.Equal(CpuBackend.ConvMethod.Im2Col, be.Choose(fwd, 3, 8, 8, 128, 128));
+        Assert.Equal(CpuBackend.ConvMethod.Im2Col, be.Choose(gw, 1, 32, 32, 128, 3));
+        if (CpuBackend.HardwareVectors < CpuBackend.CpuVectors.Avx2)
+        {
+            Assert.Throws<NotSupportedException>(() => be.Vectors = CpuBackend.CpuVectors.Avx2);
+            return;
+        }
+        be.Vectors = CpuBackend.CpuVectors.Avx2;
+        foreach (int side in new[] { 4, 8, 16, 32, 64 })
+            foreach (var product in new[] { fwd, gx, gw })
+                Assert.Equal(CpuBackend.ConvMethod.WinogradAvx2, be.Choose(product, 3, side, side, 128, 128));
+        Assert.Equal(CpuBackend.ConvMethod.Pointwise, be.Choose(gw, 1, 32, 32, 128, 3));         // toRGB
+        Assert.Equal(CpuBackend.ConvMethod.ImplicitGemm, be.Choose(fwd, 1, 32, 32, 3, 128));     // fromRGB
+        Assert.Equal(CpuBackend.ConvMethod.ImplicitGemm, be.Choose(fwd, 5, 8, 8, 8, 8));
+        be.Convolution = CpuBackend.ConvolutionAlgorithm.ImplicitGemm;
+        Assert.Equal(CpuBackend.ConvMethod.ImplicitGemm, be.Choose(gw, 3, 8, 8, 128, 128));
+        if (CpuBackend.HardwareVectors < CpuBackend.CpuVectors.Avx512)
+        {
+            Assert.Throws<NotSupportedException>(() => be.Vectors = CpuBackend.CpuVectors.Avx512);
+            Assert.Throws<NotSupportedException>(() => be.Convolution = CpuBackend.ConvolutionAlgorithm.WinogradChannels);
+        }
     }
 }

@@ -82,3 +82,11 @@ public sealed class MpiFactAttribute : FactAttribute
 {
     public MpiFactAttribute() => Skip = NativeLibraries.SkipReason(NativeLibraries.MpiMissing);
 }
+
+/// <summary>A fact about the AVX-512 kernels, which a CPU without AVX-512 cannot run (their AVX2 and
+/// portable counterparts are checked on every machine: a backend can be set to fewer vectors than its CPU has).</summary>
+public sealed class Avx512FactAttribute : FactAttribute
+{
+    public Avx512FactAttribute() => Skip = RawGan.Engine.Backends.Cpu.CpuBackend.HardwareVectors < RawGan.Engine.Backends.Cpu.CpuBackend.CpuVectors.Avx512
+        ? "this CPU has no AVX-512, so its kernels cannot run here" : null;
+}

@@ -152,11 +152,11 @@ internal readonly unsafe struct BatchedMapsC(float* y, int channels, int plane) 
 internal static unsafe class ConvGemm
 {
     /// <summary>y = scale conv(x, w), then the epilogue of each output channel (C's rows), in the GEMM's store.</summary>
-    public static void Forward(float* x, float* w, float* y, int n, int cin, int h, int wd, int cout, int k, float scale, Epilogue epilogue = default)
+    public static void Forward(float* x, float* w, float* y, int n, int cin, int h, int wd, int cout, int k, float scale, Epilogue epilogue, bool wide)
     {
         int plane = h * wd;
         Sgemm.Multiply(cout, n * plane, cin * k * k, scale,
-            new DenseA(w, cin * k * k, false), new Im2ColB(x, cin, h, wd, k), 0f, new BatchedMapsC(y, cout, plane), epilogue);
+            new DenseA(w, cin * k * k, false), new Im2ColB(x, cin, h, wd, k), 0f, new BatchedMapsC(y, cout, plane), epilogue, wide);
     }
 
     /// <summary>w'[ci, co, dy, dx] = w[co, ci, k - 1 - dy, k - 1 - dx]: the kernel whose forward
@@ -170,10 +170,10 @@ internal static unsafe class ConvGemm
                     flipped[((long)ci * cout + co) * kk + (kk - 1 - t)] = w[((long)co * cin + ci) * kk + t];
     }
 
-    public static void BackwardWeight(float* x, float* gy, float* gw, int n, int cin, int h, int wd, int cout, int k, float scale)
+    public static void BackwardWeight(float* x, float* gy, float* gw, int n, int cin, int h, int wd, int cout, int k, float scale, bool wide)
     {
         int plane = h * wd;
         Sgemm.Multiply(cout, cin * k * k, n * plane, scale,
-            new BatchedMapsA(gy, cout, plane), new Im2ColTransposedB(x, cin, h, wd, k), 0f, new DenseC(gw, cin * k * k));
+            new BatchedMapsA(gy, cout, plane), new Im2ColTransposedB(x, cin, h, wd, k), 0f, new DenseC(gw, cin * k * k), Epilogue.None, wide);
     }
 }

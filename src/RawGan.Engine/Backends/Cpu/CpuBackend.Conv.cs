@@ -4,7 +4,8 @@ namespace RawGan.Engine.Backends.Cpu;
 
 public sealed unsafe partial class CpuBackend
 {
-    // With AVX-512, convolutions run as implicit GEMMs (ConvGemm.cs). Otherwise, and as the
+    // With AVX-512 or AVX2, convolutions run as implicit GEMMs (ConvGemm.cs; with AVX-512 the 3x3 ones
+    // as Winograd transforms, Winograd.cs). Otherwise, and as the
     // simple version benchmarks compare against: im2col + GEMM, one sample at a time. For sample s:
     //   col[(ci k + ky) k + kx, p] = x[s, ci, py + ky - k/2, px + kx - k/2]   (0 outside the image)
     //   y[s]   = scale * W[cout, cin k k] . col                   (forward)
@@ -82,7 +83,7 @@ public sealed unsafe partial class CpuBackend
     {
         /// <summary>im2col into a buffer, then one GEMM per sample (portable; the simple version).</summary>
         Im2Col,
-        /// <summary>Implicit GEMM: the GEMM's packer reads im2col columns straight from the image (AVX-512).</summary>
+        /// <summary>Implicit GEMM: the GEMM's packer reads im2col columns straight from the image (AVX-512 or AVX2).</summary>
         ImplicitGemm,
         /// <summary>Winograd F(2x2, 3x3) for 3x3 kernels (Winograd.cs): 16/36 of the multiplies;
         /// other kernel sizes run the implicit GEMM (AVX-512).</summary>
@@ -98,24 +99,34 @@ public sealed unsafe partial class CpuBackend
         /// measured fastest on this CPU for this shape (CpuBackend.Tuning.cs; with
         /// RAWGAN_CONV_TUNING=off the fixed table: the channel-lane F(4x4) up to 16x16 maps and for
         /// 32x32 weight gradients, F(4x4) by rows above), dot products for 1x1 weight gradients with
-        /// few channels, the implicit GEMM otherwise (AVX-512).</summary>
+        /// few channels, the implicit GEMM otherwise (AVX-512). With AVX2 only: the implicit GEMM, and the
+        /// dot products for those 1x1 weight gradients.</summary>
         Auto,
     }
 
-    private ConvolutionAlgorithm _convolution = Sgemm.Supported ? ConvolutionAlgorithm.Auto : ConvolutionAlgorithm.Im2Col;
+    private ConvolutionAlgorithm _convolution = ConvolutionAlgorithm.Auto;
 
+    /// <summary>The algorithm, Auto unless set. The implicit GEMM and F(4x4) Winograd need AVX2 (with FMA),
+    /// the other Winograd versions AVX-512, on this CPU; a backend whose <see cref="Vectors"/> are fewer runs
+    /// what they allow (with AVX2, every Winograd algorithm is the AVX2 F(4x4), Winograd.Avx2.cs).</summary>
     public ConvolutionAlgorithm Convolution
     {
         get => _convolution;
-        set => _convolution = value == ConvolutionAlgorithm.Im2Col || Sgemm.Supported ? value
-            : throw new NotSupportedException($"{value} convolution needs AVX-512; this CPU runs Im2Col");
+        set => _convolution = value switch
+        {
+            ConvolutionAlgorithm.Im2Col or ConvolutionAlgorithm.Auto => value,
+            ConvolutionAlgorithm.ImplicitGemm or ConvolutionAlgorithm.Winograd4 when HardwareVectors >= CpuVectors.Avx2 => value,
+            ConvolutionAlgorithm.ImplicitGemm => throw new NotSupportedException($"{value} convolution needs AVX2 and FMA; this CPU runs Im2Col"),
+            _ when HardwareVectors == CpuVectors.Avx512 => value,
+            _ => throw new NotSupportedException($"{value} convolution needs AVX-512; this CPU runs {(HardwareVectors == CpuVectors.Avx2 ? "ImplicitGemm" : "Im2Col")}"),
+        };
     }
 
     /// <summary>The three products of a convolution.</summary>
     internal enum ConvProduct { Forward, InputGradient, WeightGradient }
 
     /// <summary>How one product is computed.</summary>
-    internal enum ConvMethod { Im2Col, ImplicitGemm, WinogradF2, WinogradF4, WinogradChannels, Pointwise }
+    internal enum ConvMethod { Im2Col, ImplicitGemm, WinogradF2, WinogradF4, WinogradChannels, WinogradAvx2, Pointwise }
 
     /// <summary>
     /// The choice of method, in one table: the first row that matches decides. The algorithm
@@ -127,9 +138,11 @@ public sealed unsafe partial class CpuBackend
     internal ConvMethod Choose(ConvProduct product, int k, int h, int w, int cin, int cout) => (_convolution, product) switch
     {
         (ConvolutionAlgorithm.Im2Col, _) => ConvMethod.Im2Col,
+        _ when _vectors == CpuVectors.Portable => ConvMethod.Im2Col,
         (_, ConvProduct.WeightGradient) when k == 1 && Math.Min(cin, cout) <= PointwiseFewChannels => ConvMethod.Pointwise,
         (ConvolutionAlgorithm.ImplicitGemm, _) => ConvMethod.ImplicitGemm,
         _ when k != 3 => ConvMethod.ImplicitGemm,
+        _ when _vectors == CpuVectors.Avx2 => ConvMethod.WinogradAvx2,
         (ConvolutionAlgorithm.Winograd, _) => ConvMethod.WinogradF2,
         (ConvolutionAlgorithm.Winograd4, _) => ConvMethod.WinogradF4,
         (ConvolutionAlgorithm.WinogradChannels, _) => ConvMethod.WinogradChannels,
@@ -173,7 +186,10 @@ public sealed unsafe partial class CpuBackend
                 WinogradForward(P(x), P(w), P(y), n, cin, h, wd, cout, scale, method == ConvMethod.WinogradF4, epilogue);
                 return;
             case ConvMethod.ImplicitGemm:
-                ConvGemm.Forward(P(x), P(w), P(y), n, cin, h, wd, cout, k, scale, epilogue);
+                ConvGemm.Forward(P(x), P(w), P(y), n, cin, h, wd, cout, k, scale, epilogue, Wide);
+                return;
+            case ConvMethod.WinogradAvx2:
+                Avx2Forward(P(x), P(w), P(y), n, cin, h, wd, cout, scale, epilogue);
                 return;
         }
         int plane = h * wd, ckk = cin * k * k;
@@ -215,7 +231,8 @@ public sealed unsafe partial class CpuBackend
             try
             {
                 ConvGemm.Flip(P(w), P(flipped), cin, cout, k);
-                if (method == ConvMethod.ImplicitGemm) ConvGemm.Forward(P(gy), P(flipped), P(gx), n, cout, h, wd, cin, k, scale);
+                if (method == ConvMethod.ImplicitGemm) ConvGemm.Forward(P(gy), P(flipped), P(gx), n, cout, h, wd, cin, k, scale, Epilogue.None, Wide);
+                else if (method == ConvMethod.WinogradAvx2) Avx2Forward(P(gy), P(flipped), P(gx), n, cout, h, wd, cin, scale, Epilogue.None);
                 else WinogradForward(P(gy), P(flipped), P(gx), n, cout, h, wd, cin, scale, method == ConvMethod.WinogradF4);
             }
             finally { Free(flipped); }
@@ -248,7 +265,7 @@ public sealed unsafe partial class CpuBackend
         switch (method)
         {
             case ConvMethod.Pointwise:
-                PointwiseWeightGradient(P(x), P(gy), P(gw), n, cin, h * wd, cout, scale);
+                PointwiseWeightGradient(P(x), P(gy), P(gw), n, cin, h * wd, cout, scale, Wide);
                 return;
             case ConvMethod.WinogradChannels:
                 var channelScratch = Allocate(Winograd.ChannelWeightScratchLength(n, cin, h, wd, cout));
@@ -261,7 +278,12 @@ public sealed unsafe partial class CpuBackend
                 finally { Free(scratch); }
                 return;
             case ConvMethod.ImplicitGemm:
-                ConvGemm.BackwardWeight(P(x), P(gy), P(gw), n, cin, h, wd, cout, k, scale);
+                ConvGemm.BackwardWeight(P(x), P(gy), P(gw), n, cin, h, wd, cout, k, scale, Wide);
+                return;
+            case ConvMethod.WinogradAvx2:
+                var avx2Scratch = Allocate(Winograd.Avx2WeightScratchLength(cin, cout));
+                try { Winograd.Avx2BackwardWeight(P(x), P(gy), P(gw), P(avx2Scratch), n, cin, h, wd, cout, scale); }
+                finally { Free(avx2Scratch); }
                 return;
         }
         int plane = h * wd, ckk = cin * k * k;
@@ -308,40 +330,52 @@ public sealed unsafe partial class CpuBackend
     /// <summary>gw[co, ci] = scale sum over samples and pixels of gy[s, co, p] x[s, ci, p] when one
     /// side has at most <see cref="PointwiseFewChannels"/> channels (toRGB and fromRGB): each core takes
     /// channels of the wide side and runs along the pixel rows of both maps with one vector sum per pair.</summary>
-    private static void PointwiseWeightGradient(float* x, float* gy, float* gw, int n, int cin, int plane, int cout, float scale)
+    private static void PointwiseWeightGradient(float* x, float* gy, float* gw, int n, int cin, int plane, int cout, float scale, bool avx512)
     {
         bool wideOut = cout >= cin;
-        CpuParallel.For(wideOut ? cout : cin, 1, new PointwiseWeightLoop(x, gy, gw, n, cin, plane, cout, scale));
+        CpuParallel.For(wideOut ? cout : cin, 1, new PointwiseWeightLoop(x, gy, gw, n, cin, plane, cout, scale, avx512));
     }
 
-    private readonly struct PointwiseWeightLoop(float* x, float* gy, float* gw, int n, int cin, int plane, int cout, float scale) : IRangeBody
+    // With AVX-512 16 lanes per sum, with AVX2 8 (the first half of each sum's 16 floats).
+    private readonly struct PointwiseWeightLoop(float* x, float* gy, float* gw, int n, int cin, int plane, int cout, float scale, bool avx512) : IRangeBody
     {
         public void Run(long w0, long w1)
         {
             bool wideOut = cout >= cin;
             int wide = wideOut ? cout : cin, few = wideOut ? cin : cout;
             float* wideMaps = wideOut ? gy : x, fewMaps = wideOut ? x : gy;
-            var sums = stackalloc Vector512<float>[PointwiseFewChannels];
+            float* sums = stackalloc float[PointwiseFewChannels * 16];
             var tails = stackalloc float[PointwiseFewChannels];    // pixels past the last whole vector
             for (long b = w0; b < w1; b++)
             {
-                for (int f = 0; f < few; f++) { sums[f] = Vector512<float>.Zero; tails[f] = 0; }
+                new Span<float>(sums, PointwiseFewChannels * 16).Clear();
+                for (int f = 0; f < few; f++) tails[f] = 0;
                 for (int s = 0; s < n; s++)
                 {
                     float* row = wideMaps + ((long)s * wide + b) * plane;
                     float* fewRows = fewMaps + (long)s * few * plane;
                     int p = 0;
-                    for (; p + 16 <= plane; p += 16)
-                    {
-                        var v = Vector512.Load(row + p);
-                        for (int f = 0; f < few; f++) sums[f] = Vector512.FusedMultiplyAdd(v, Vector512.Load(fewRows + (long)f * plane + p), sums[f]);
-                    }
+                    if (avx512)
+                        for (; p + 16 <= plane; p += 16)
+                        {
+                            var v = Vector512.Load(row + p);
+                            for (int f = 0; f < few; f++)
+                                Vector512.FusedMultiplyAdd(v, Vector512.Load(fewRows + (long)f * plane + p), Vector512.Load(sums + 16 * f)).Store(sums + 16 * f);
+                        }
+                    else
+                        for (; p + 8 <= plane; p += 8)
+                        {
+                            var v = Vector256.Load(row + p);
+                            for (int f = 0; f < few; f++)
+                                Vector256.FusedMultiplyAdd(v, Vector256.Load(fewRows + (long)f * plane + p), Vector256.Load(sums + 16 * f)).Store(sums + 16 * f);
+                        }
                     for (; p < plane; p++)
                         for (int f = 0; f < few; f++) tails[f] += row[p] * fewRows[(long)f * plane + p];
                 }
                 for (int f = 0; f < few; f++)
                 {
-                    float total = scale * (Vector512.Sum(sums[f]) + tails[f]);
+                    float lanes = avx512 ? Vector512.Sum(Vector512.Load(sums + 16 * f)) : Vector256.Sum(Vector256.Load(sums + 16 * f));
+                    float total = scale * (lanes + tails[f]);
                     if (wideOut) gw[b * few + f] = total;        // gw[co = b, ci = f]
                     else gw[(long)f * wide + b] = total;          // gw[co = f, ci = b]
                 }
@@ -354,6 +388,13 @@ public sealed unsafe partial class CpuBackend
     {
         var scratch = Allocate(Winograd.ChannelForwardScratchLength(n, inC, h, wd, outC));
         try { Winograd.ChannelForward(x, w, y, P(scratch), n, inC, h, wd, outC, scale, transposed, epilogue); }
+        finally { Free(scratch); }
+    }
+
+    private void Avx2Forward(float* x, float* w, float* y, int n, int cin, int h, int wd, int cout, float scale, Epilogue epilogue)
+    {
+        var scratch = Allocate(Winograd.Avx2ForwardScratchLength(cin, cout));
+        try { Winograd.Avx2Forward(x, w, y, P(scratch), n, cin, h, wd, cout, scale, epilogue); }
         finally { Free(scratch); }
     }
 

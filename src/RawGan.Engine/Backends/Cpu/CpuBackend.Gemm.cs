@@ -7,20 +7,21 @@ public sealed unsafe partial class CpuBackend
     public void Gemm(bool transA, bool transB, int m, int n, int k, float alpha, DeviceBuffer a, DeviceBuffer b, float beta, DeviceBuffer c)
     {
         if (m < 0 || n < 0 || k < 0) throw new ArgumentException($"Gemm: negative size m={m} n={n} k={k}");
-        if (Sgemm.Supported)
+        if (_vectors != CpuVectors.Portable)
         {
             if (Sgemm.TakesDotProducts(m, k, transA, transB))
             {
-                Sgemm.MultiplyDotProducts(m, n, k, alpha, P(a), P(b), beta, P(c));
+                Sgemm.MultiplyDotProducts(m, n, k, alpha, P(a), P(b), beta, P(c), Wide);
                 return;
             }
-            Sgemm.Multiply(m, n, k, alpha, new DenseA(P(a), transA ? m : k, transA), new DenseB(P(b), transB ? k : n, transB), beta, new DenseC(P(c), n));
+            Sgemm.Multiply(m, n, k, alpha, new DenseA(P(a), transA ? m : k, transA), new DenseB(P(b), transB ? k : n, transB, Wide), beta, new DenseC(P(c), n),
+                Epilogue.None, Wide);
             return;
         }
         GemmPortable(transA, transB, m, n, k, alpha, a, b, beta, c);
     }
 
-    // The portable SGEMM (no AVX-512), also the simple version the benchmarks compare against:
+    // The portable SGEMM (neither AVX-512 nor AVX2 with FMA), also the simple version the benchmarks compare against:
     // C is cut into tiles of RowTile x ColTile, tiles are spread over the cores, and inside a tile
     // each step over k adds one row of op(B), times one scalar of op(A), to RowTile rows of C with
     // SIMD. When B is transposed its rows are already the columns we need, so each C element is a

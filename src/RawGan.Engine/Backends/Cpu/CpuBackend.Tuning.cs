@@ -73,6 +73,7 @@ public sealed unsafe partial class CpuBackend
         ConvMethod.WinogradChannels => "winograd-f4-channels",
         ConvMethod.WinogradF4 => "winograd-f4-rows",
         ConvMethod.WinogradF2 => "winograd-f2-rows",
+        ConvMethod.WinogradAvx2 => "winograd-f4-avx2",
         ConvMethod.ImplicitGemm => "implicit-gemm",
         ConvMethod.Pointwise => "pointwise",
         _ => "im2col",

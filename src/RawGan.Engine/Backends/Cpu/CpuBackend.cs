@@ -24,7 +24,53 @@ public sealed unsafe partial class CpuBackend : IBackend
     public string Name => "cpu";
 
     public string Description => $"CPU: {Environment.ProcessorCount} logical cores, {CpuParallel.Threads} used, " +
-        $"{(System.Runtime.Intrinsics.Vector512.IsHardwareAccelerated ? "AVX-512" : System.Runtime.Intrinsics.Vector256.IsHardwareAccelerated ? "AVX2" : "no wide SIMD")}";
+        (_vectors == HardwareVectors ? VectorsName(_vectors) : $"{VectorsName(_vectors)} (of {VectorsName(HardwareVectors)})");
+
+    /// <summary>The vector instructions the products (GEMM, convolutions) are written for.</summary>
+    public enum CpuVectors
+    {
+        /// <summary>No fast GEMM: the portable loops (Vector&lt;float&gt;) and im2col convolutions.</summary>
+        Portable,
+        /// <summary>AVX2 and FMA: the GEMM's 6 x 16 micro-kernel, convolutions as implicit GEMMs.</summary>
+        Avx2,
+        /// <summary>AVX-512: the GEMM's 6 x 64 micro-kernel and every Winograd version.</summary>
+        Avx512,
+    }
+
+    /// <summary>The best this CPU runs.</summary>
+    public static CpuVectors HardwareVectors => Sgemm.Wide ? CpuVectors.Avx512 : Sgemm.Narrow ? CpuVectors.Avx2 : CpuVectors.Portable;
+
+    /// <summary>What a new backend uses: the hardware's best, or less where RAWGAN_CPU_VECTORS
+    /// (avx512, avx2, portable) asks for less (to compare them on one machine); a name that is not one of
+    /// these, or more than the CPU has, is ignored. (Computed on each call, not stored: <see cref="Shared"/>
+    /// is constructed before any static field declared after it.)</summary>
+    public static CpuVectors DefaultVectors =>
+        Environment.GetEnvironmentVariable("RAWGAN_CPU_VECTORS")?.Trim().ToLowerInvariant() switch
+        {
+            "portable" => CpuVectors.Portable,
+            "avx2" when HardwareVectors >= CpuVectors.Avx2 => CpuVectors.Avx2,
+            _ => HardwareVectors,
+        };
+
+    private CpuVectors _vectors = DefaultVectors;
+
+    /// <summary>The vector instructions this backend's products use (<see cref="DefaultVectors"/> unless
+    /// set); more than the CPU has is refused.</summary>
+    public CpuVectors Vectors
+    {
+        get => _vectors;
+        set => _vectors = value <= HardwareVectors ? value
+            : throw new NotSupportedException($"{VectorsName(value)} is more than this CPU has ({VectorsName(HardwareVectors)})");
+    }
+
+    private bool Wide => _vectors == CpuVectors.Avx512;
+
+    private static string VectorsName(CpuVectors v) => v switch
+    {
+        CpuVectors.Avx512 => "AVX-512",
+        CpuVectors.Avx2 => "AVX2",
+        _ => "no wide SIMD",
+    };
 
     private static float* P(DeviceBuffer b) => (float*)b.Address;
 

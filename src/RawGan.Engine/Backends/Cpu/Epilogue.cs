@@ -42,4 +42,16 @@ internal readonly unsafe struct Epilogue(float* bias, float slope)
         var z = v + b;
         return Vector512.ConditionalSelect(Vector512.GreaterThan(z, Vector512<float>.Zero), z, z * Vector512.Create(slope));
     }
+
+    /// <summary>The bias of output channel <paramref name="o"/> in each of 8 lanes (the AVX2 GEMM's store).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public Vector256<float> Broadcast8(int o) => Vector256.Create(bias[o]);
+
+    /// <summary>The epilogue of 8 values with their bias <paramref name="b"/> (from <see cref="Broadcast8"/>).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public Vector256<float> Apply(Vector256<float> v, Vector256<float> b)
+    {
+        var z = v + b;
+        return Vector256.ConditionalSelect(Vector256.GreaterThan(z, Vector256<float>.Zero), z, z * Vector256.Create(slope));
+    }
 }

@@ -57,16 +57,19 @@ internal static unsafe partial class Sgemm
     /// <summary>Whether <see cref="MultiplyDotProducts"/> takes C[m, n] = alpha op(A) op(B) + beta C.</summary>
     public static bool TakesDotProducts(int m, int k, bool transA, bool transB) => m <= FewRows && k >= FewRowsDotMinK && !transA && transB;
 
+    // With AVX2 instead of AVX-512, the same blocks of 4 x 4 dot products run 8 lanes at a time
+    // (Dot4x4Narrow), each of the 16 sums across its lanes reduced on its own.
+
     /// <summary>At most this k for B read in place: A, packed whole, stays a few hundred KB.</summary>
     public const int FewRowsMaxK = 4096;
 
     /// <summary>C = alpha A B^T + beta C for m &lt;= <see cref="FewRows"/> and k &gt;= <see cref="FewRowsDotMinK"/>:
     /// A [m, k] row-major, B [n, k] row-major, C [m, n] row-major.</summary>
-    public static void MultiplyDotProducts(int m, int n, int k, float alpha, float* a, float* b, float beta, float* c)
+    public static void MultiplyDotProducts(int m, int n, int k, float alpha, float* a, float* b, float beta, float* c, bool wide)
     {
         if (m <= 0 || n <= 0) return;
         long blocks = (n + 3) / 4;
-        CpuParallel.For(blocks, 2L * m * n * k < ParallelMinFlops ? blocks : 1, new DotBlocks(m, n, k, alpha, a, b, beta, c));
+        CpuParallel.For(blocks, 2L * m * n * k < ParallelMinFlops ? blocks : 1, new DotBlocks(m, n, k, alpha, a, b, beta, c, wide));
     }
 
     /// <summary>Whether Multiply reads B's strips in place: few rows, and B is a matrix whose NR-column strips lie in memory
@@ -75,15 +78,15 @@ internal static unsafe partial class Sgemm
         m <= FewRows && k > 0 && k <= FewRowsMaxK && b.InPlace(0, n, out _) != null;
 
     /// <summary>C = alpha op(A) B + beta C, then the epilogue, with B's strips read in place (ReadsBInPlace).</summary>
-    private static void MultiplyInPlace<TA, TB, TC>(int m, int n, int k, float alpha, TA a, TB b, float beta, TC c, Epilogue epilogue)
+    private static void MultiplyInPlace<TA, TB, TC>(int m, int n, int k, float alpha, TA a, TB b, float beta, TC c, Epilogue epilogue, bool wide)
         where TA : struct, IPackA where TB : struct, IPackB where TC : struct, ICLayout
     {
         long strips = (n + NR - 1) / NR;
-        CpuParallel.For(strips, 2L * m * n * k < ParallelMinFlops ? strips : 1, new InPlaceStrips<TA, TB, TC>(m, n, k, alpha, a, b, beta, c, epilogue));
+        CpuParallel.For(strips, 2L * m * n * k < ParallelMinFlops ? strips : 1, new InPlaceStrips<TA, TB, TC>(m, n, k, alpha, a, b, beta, c, epilogue, wide));
     }
 
     /// <summary>Column strips [s0, s1) of C: A packed whole, each strip of B read in place (or packed where it cannot be).</summary>
-    private readonly struct InPlaceStrips<TA, TB, TC>(int m, int n, int k, float alpha, TA a, TB b, float beta, TC c, Epilogue epilogue) : IRangeBody
+    private readonly struct InPlaceStrips<TA, TB, TC>(int m, int n, int k, float alpha, TA a, TB b, float beta, TC c, Epilogue epilogue, bool wide) : IRangeBody
         where TA : struct, IPackA where TB : struct, IPackB where TC : struct, ICLayout
     {
         public void Run(long s0, long s1)
@@ -106,15 +109,15 @@ internal static unsafe partial class Sgemm
                 }
                 for (int r = 0; r < strips; r++)
                 {
-                    Kernel(k, packA + (long)r * MR * k, strip, ldb, tile);
-                    Store(tile, Math.Min(MR, m - r * MR), nr, r * MR, j0, alpha, beta, c, epilogue);
+                    Kernel(k, packA + (long)r * MR * k, strip, ldb, tile, nr, wide);
+                    Store(tile, Math.Min(MR, m - r * MR), nr, r * MR, j0, alpha, beta, c, epilogue, wide);
                 }
             }
         }
     }
 
     /// <summary>Blocks [q0, q1) of four columns of C = alpha A B^T + beta C, B [n, k].</summary>
-    private readonly struct DotBlocks(int m, int n, int k, float alpha, float* a, float* b, float beta, float* c) : IRangeBody
+    private readonly struct DotBlocks(int m, int n, int k, float alpha, float* a, float* b, float beta, float* c, bool wide) : IRangeBody
     {
         public void Run(long q0, long q1)
         {
@@ -125,7 +128,8 @@ internal static unsafe partial class Sgemm
                 for (int i0 = 0; i0 < m; i0 += 4)
                 {
                     // Rows and columns past the matrix repeat its last one; their sums are not stored.
-                    Dot4x4(a, i0, m, b, j0, n, k, sums);
+                    if (wide) Dot4x4(a, i0, m, b, j0, n, k, sums);
+                    else Dot4x4Narrow(a, i0, m, b, j0, n, k, sums);
                     for (int r = 0; r < 4 && i0 + r < m; r++)
                         for (int t = 0; t < 4 && j0 + t < n; t++)
                         {
@@ -198,5 +202,37 @@ internal static unsafe partial class Sgemm
         var f = Fold4(Fold2(Fold1(s00, s01), Fold1(s02, s03)), Fold2(Fold1(s10, s11), Fold1(s12, s13)),
                       Fold2(Fold1(s20, s21), Fold1(s22, s23)), Fold2(Fold1(s30, s31), Fold1(s32, s33)));
         f.Store(sums);   // sums[4 t + r] = dot(A row i0 + r, B row j0 + t)
+    }
+
+    /// <summary>Dot4x4 with AVX2: the same sums, 8 lanes per vector, the last k % 8 terms added one by one.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Dot4x4Narrow(float* a, int i0, int m, float* b, int j0, int n, int k, float* sums)
+    {
+        float** rows = stackalloc float*[8];
+        for (int r = 0; r < 4; r++) rows[r] = a + (long)Math.Min(i0 + r, m - 1) * k;
+        for (int t = 0; t < 4; t++) rows[4 + t] = b + (long)Math.Min(j0 + t, n - 1) * k;
+        float* a0 = rows[0], a1 = rows[1], a2 = rows[2], a3 = rows[3], b0 = rows[4], b1 = rows[5], b2 = rows[6], b3 = rows[7];
+        Vector256<float> s00 = default, s01 = default, s02 = default, s03 = default;
+        Vector256<float> s10 = default, s11 = default, s12 = default, s13 = default;
+        Vector256<float> s20 = default, s21 = default, s22 = default, s23 = default;
+        Vector256<float> s30 = default, s31 = default, s32 = default, s33 = default;
+        int p = 0;
+        for (; p + 8 <= k; p += 8)
+        {
+            var x0 = Vector256.Load(a0 + p); var x1 = Vector256.Load(a1 + p); var x2 = Vector256.Load(a2 + p); var x3 = Vector256.Load(a3 + p);
+            var y0 = Vector256.Load(b0 + p); var y1 = Vector256.Load(b1 + p); var y2 = Vector256.Load(b2 + p); var y3 = Vector256.Load(b3 + p);
+            s00 = Fma.MultiplyAdd(x0, y0, s00); s01 = Fma.MultiplyAdd(x0, y1, s01); s02 = Fma.MultiplyAdd(x0, y2, s02); s03 = Fma.MultiplyAdd(x0, y3, s03);
+            s10 = Fma.MultiplyAdd(x1, y0, s10); s11 = Fma.MultiplyAdd(x1, y1, s11); s12 = Fma.MultiplyAdd(x1, y2, s12); s13 = Fma.MultiplyAdd(x1, y3, s13);
+            s20 = Fma.MultiplyAdd(x2, y0, s20); s21 = Fma.MultiplyAdd(x2, y1, s21); s22 = Fma.MultiplyAdd(x2, y2, s22); s23 = Fma.MultiplyAdd(x2, y3, s23);
+            s30 = Fma.MultiplyAdd(x3, y0, s30); s31 = Fma.MultiplyAdd(x3, y1, s31); s32 = Fma.MultiplyAdd(x3, y2, s32); s33 = Fma.MultiplyAdd(x3, y3, s33);
+        }
+        ReadOnlySpan<Vector256<float>> all = [s00, s01, s02, s03, s10, s11, s12, s13, s20, s21, s22, s23, s30, s31, s32, s33];
+        for (int r = 0; r < 4; r++)
+            for (int t = 0; t < 4; t++)
+            {
+                float sum = Vector256.Sum(all[4 * r + t]);
+                for (int q = p; q < k; q++) sum += rows[r][q] * rows[4 + t][q];
+                sums[4 * t + r] = sum;
+            }
     }
 }

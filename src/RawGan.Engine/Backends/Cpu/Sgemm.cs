@@ -73,8 +73,15 @@ internal static unsafe partial class Sgemm
     /// <summary>Products of fewer FLOPs than this run on one core: a hand-off would cost more than it saves.</summary>
     private const long ParallelMinFlops = 4_000_000;
 
-    /// <summary>True when the AVX-512 micro-kernel can run; otherwise CpuBackend uses its portable GEMM.</summary>
-    public static bool Supported => Vector512.IsHardwareAccelerated && Avx512F.IsSupported;
+    /// <summary>True when the AVX-512 micro-kernel can run: the 6 x 64 tile in 24 zmm registers.</summary>
+    public static bool Wide => Vector512.IsHardwareAccelerated && Avx512F.IsSupported;
+
+    /// <summary>True when the AVX2 micro-kernel can run (AVX2 and FMA, 16 ymm registers): the same 6 x 64
+    /// tile as four passes of 6 x 16 (12 accumulators, 2 loads of B and 6 broadcasts of A per step).</summary>
+    public static bool Narrow => Vector256.IsHardwareAccelerated && Avx2.IsSupported && Fma.IsSupported;
+
+    /// <summary>True when either micro-kernel can run; otherwise CpuBackend uses its portable GEMM.</summary>
+    public static bool Supported => Wide || Narrow;
 
     [ThreadStatic] private static float* _packA, _packB, _tile;
     [ThreadStatic] private static int _packBCapacity;
@@ -97,13 +104,13 @@ internal static unsafe partial class Sgemm
 
     /// <summary>C = alpha op(A) op(B) + beta C for the given readers and layout, then the
     /// <paramref name="epilogue"/> of each row of C (none by default).</summary>
-    public static void Multiply<TA, TB, TC>(int m, int n, int k, float alpha, TA a, TB b, float beta, TC c, Epilogue epilogue = default)
+    public static void Multiply<TA, TB, TC>(int m, int n, int k, float alpha, TA a, TB b, float beta, TC c, Epilogue epilogue, bool wide)
         where TA : struct, IPackA where TB : struct, IPackB where TC : struct, ICLayout
     {
         if (m <= 0 || n <= 0) return;
         if (ReadsBInPlace(m, n, k, b))
         {
-            MultiplyInPlace(m, n, k, alpha, a, b, beta, c, epilogue);
+            MultiplyInPlace(m, n, k, alpha, a, b, beta, c, epilogue, wide);
             return;
         }
         long flops = 2L * m * n * Math.Max(k, 1);
@@ -114,14 +121,14 @@ internal static unsafe partial class Sgemm
         threads = Math.Min(threads, units);
         if (threads <= 1)
         {
-            Run(0, m, 0, n, k, alpha, a, b, beta, c, epilogue);
+            Run(0, m, 0, n, k, alpha, a, b, beta, c, epilogue, wide);
             return;
         }
-        CpuParallel.For(threads, 1, new Shares<TA, TB, TC>(m, n, k, alpha, a, b, beta, c, epilogue, splitColumns, units, threads));
+        CpuParallel.For(threads, 1, new Shares<TA, TB, TC>(m, n, k, alpha, a, b, beta, c, epilogue, wide, splitColumns, units, threads));
     }
 
     /// <summary>Core t of <paramref name="threads"/> runs its share of the column strips (or row strips).</summary>
-    private readonly struct Shares<TA, TB, TC>(int m, int n, int k, float alpha, TA a, TB b, float beta, TC c, Epilogue epilogue, bool splitColumns, int units,
+    private readonly struct Shares<TA, TB, TC>(int m, int n, int k, float alpha, TA a, TB b, float beta, TC c, Epilogue epilogue, bool wide, bool splitColumns, int units,
         int threads) : IRangeBody
         where TA : struct, IPackA where TB : struct, IPackB where TC : struct, ICLayout
     {
@@ -130,22 +137,22 @@ internal static unsafe partial class Sgemm
             for (long t = t0; t < t1; t++)
             {
                 int u0 = (int)(units * t / threads), u1 = (int)(units * (t + 1) / threads);
-                if (splitColumns) Sgemm.Run(0, m, u0 * NR, Math.Min(n, u1 * NR), k, alpha, a, b, beta, c, epilogue);
-                else Sgemm.Run(u0 * MR, Math.Min(m, u1 * MR), 0, n, k, alpha, a, b, beta, c, epilogue);
+                if (splitColumns) Sgemm.Run(0, m, u0 * NR, Math.Min(n, u1 * NR), k, alpha, a, b, beta, c, epilogue, wide);
+                else Sgemm.Run(u0 * MR, Math.Min(m, u1 * MR), 0, n, k, alpha, a, b, beta, c, epilogue, wide);
             }
         }
     }
 
     /// <summary>One core's share: rows [i0, i1) and columns [j0, j1) of C, in column panels of at
     /// most NC (a packed B panel of KC x NC floats, 4 MiB, lives in L3; each core has its own).</summary>
-    private static void Run<TA, TB, TC>(int i0, int i1, int j0, int j1, int k, float alpha, TA a, TB b, float beta, TC c, Epilogue epilogue)
+    private static void Run<TA, TB, TC>(int i0, int i1, int j0, int j1, int k, float alpha, TA a, TB b, float beta, TC c, Epilogue epilogue, bool wide)
         where TA : struct, IPackA where TB : struct, IPackB where TC : struct, ICLayout
     {
         for (int jc = j0; jc < j1; jc += NC)
-            RunPanel(i0, i1, jc, Math.Min(j1, jc + NC), k, alpha, a, b, beta, c, epilogue);
+            RunPanel(i0, i1, jc, Math.Min(j1, jc + NC), k, alpha, a, b, beta, c, epilogue, wide);
     }
 
-    private static void RunPanel<TA, TB, TC>(int i0, int i1, int j0, int j1, int k, float alpha, TA a, TB b, float beta, TC c, Epilogue epilogue)
+    private static void RunPanel<TA, TB, TC>(int i0, int i1, int j0, int j1, int k, float alpha, TA a, TB b, float beta, TC c, Epilogue epilogue, bool wide)
         where TA : struct, IPackA where TB : struct, IPackB where TC : struct, ICLayout
     {
         int nc = j1 - j0;
@@ -181,18 +188,32 @@ internal static unsafe partial class Sgemm
                     for (int ir = 0; ir < mc; ir += MR)
                     {
                         int mr = Math.Min(MR, mc - ir);
-                        Kernel(kc, packA + ir * kc, packB + (long)jr * kc, tile);
-                        Store(tile, mr, nr, ic + ir, j0 + jr, alpha, betaHere, c, epilogueHere);
+                        Kernel(kc, packA + ir * kc, packB + (long)jr * kc, NR, tile, nr, wide);
+                        Store(tile, mr, nr, ic + ir, j0 + jr, alpha, betaHere, c, epilogueHere, wide);
                     }
                 }
             }
         }
     }
 
-    /// <summary>The micro-kernel: tile[MR x NR] = sum over p &lt; kc of a[p, :]^T b[p, :] (a packed B panel; tile 64-byte aligned).</summary>
+    /// <summary>The micro-kernel: tile[MR x NR] = sum over p &lt; kc of a[p, :]^T b[p, :], row p of B at b + p
+    /// <paramref name="ldb"/> (a packed panel, ldb = NR, or NR columns of a row-major matrix read in
+    /// place); tile 64-byte aligned. Of the tile's columns, at least the first <paramref name="nr"/> are
+    /// computed (the AVX2 kernel skips its passes past them); the store reads no others.</summary>
+    internal static void Kernel(int kc, float* a, float* b, long ldb, float* tile, int nr, bool wide)
+    {
+        if (wide)
+        {
+            Kernel(kc, a, b, ldb, tile);
+            return;
+        }
+        for (int q = 0; q < nr; q += 16) Kernel16(kc, a, b + q, ldb, tile + q);
+    }
+
+    /// <summary>The AVX-512 micro-kernel on a packed B panel (Winograd.cs's products).</summary>
     internal static void Kernel(int kc, float* a, float* b, float* tile) => Kernel(kc, a, b, NR, tile);
 
-    /// <summary>The same with row p of B at b + p ldb: a packed panel (ldb = NR) or NR columns of a row-major matrix read in place.</summary>
+    /// <summary>The AVX-512 micro-kernel: all NR = 64 columns, four zmm registers per row of the tile.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     internal static void Kernel(int kc, float* a, float* b, long ldb, float* tile)
     {
@@ -237,11 +258,67 @@ internal static unsafe partial class Sgemm
         Avx512F.StoreAligned(tile + 320, c50); Avx512F.StoreAligned(tile + 336, c51); Avx512F.StoreAligned(tile + 352, c52); Avx512F.StoreAligned(tile + 368, c53);
     }
 
+    /// <summary>The AVX2 micro-kernel: 16 columns of the tile (two ymm registers per row, 12 accumulators),
+    /// row r at tile + r NR. FMA's latency is 4-5 cycles and a core issues one or two per cycle, so 12
+    /// independent accumulators keep both pipes busy; the other four registers hold B's two vectors and
+    /// A's broadcast.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Kernel16(int kc, float* a, float* b, long ldb, float* tile)
+    {
+        Vector256<float> c00 = default, c01 = default, c10 = default, c11 = default, c20 = default, c21 = default;
+        Vector256<float> c30 = default, c31 = default, c40 = default, c41 = default, c50 = default, c51 = default;
+        for (int p = 0; p < kc; p++)
+        {
+            var b0 = Vector256.Load(b);
+            var b1 = Vector256.Load(b + 8);
+            var x = Vector256.Create(a[0]);
+            c00 = Fma.MultiplyAdd(x, b0, c00); c01 = Fma.MultiplyAdd(x, b1, c01);
+            x = Vector256.Create(a[1]);
+            c10 = Fma.MultiplyAdd(x, b0, c10); c11 = Fma.MultiplyAdd(x, b1, c11);
+            x = Vector256.Create(a[2]);
+            c20 = Fma.MultiplyAdd(x, b0, c20); c21 = Fma.MultiplyAdd(x, b1, c21);
+            x = Vector256.Create(a[3]);
+            c30 = Fma.MultiplyAdd(x, b0, c30); c31 = Fma.MultiplyAdd(x, b1, c31);
+            x = Vector256.Create(a[4]);
+            c40 = Fma.MultiplyAdd(x, b0, c40); c41 = Fma.MultiplyAdd(x, b1, c41);
+            x = Vector256.Create(a[5]);
+            c50 = Fma.MultiplyAdd(x, b0, c50); c51 = Fma.MultiplyAdd(x, b1, c51);
+            a += MR;
+            b += ldb;
+        }
+        c00.Store(tile + 0 * NR); c01.Store(tile + 0 * NR + 8);
+        c10.Store(tile + 1 * NR); c11.Store(tile + 1 * NR + 8);
+        c20.Store(tile + 2 * NR); c21.Store(tile + 2 * NR + 8);
+        c30.Store(tile + 3 * NR); c31.Store(tile + 3 * NR + 8);
+        c40.Store(tile + 4 * NR); c41.Store(tile + 4 * NR + 8);
+        c50.Store(tile + 5 * NR); c51.Store(tile + 5 * NR + 8);
+    }
+
     /// <summary>C[i0 + r, j0 + col] = alpha tile[r, col] + beta C[...] for the valid part of the tile, then the
     /// epilogue of row i0 + r.</summary>
-    internal static void Store<TC>(float* tile, int mr, int nr, int i0, int j0, float alpha, float beta, TC c, Epilogue epilogue) where TC : struct, ICLayout
+    internal static void Store<TC>(float* tile, int mr, int nr, int i0, int j0, float alpha, float beta, TC c, Epilogue epilogue, bool wide) where TC : struct, ICLayout
     {
         float* baseC = c.Base;
+        if (nr == NR && c.Contiguous(j0, NR) && !wide)
+        {
+            var va = Vector256.Create(alpha);
+            var vb = Vector256.Create(beta);
+            long col = c.Column(j0);
+            for (int r = 0; r < mr; r++)
+            {
+                float* dst = baseC + c.Row(i0 + r) + col;
+                float* src = tile + r * NR;
+                var bias = epilogue.Active ? epilogue.Broadcast8(i0 + r) : default;
+                for (int v = 0; v < NR; v += 8)
+                {
+                    var acc = Vector256.Load(src + v) * va;
+                    if (beta != 0) acc = Fma.MultiplyAdd(vb, Vector256.Load(dst + v), acc);
+                    if (epilogue.Active) acc = epilogue.Apply(acc, bias);
+                    acc.Store(dst + v);
+                }
+            }
+            return;
+        }
         if (nr == NR && c.Contiguous(j0, NR))
         {
             var va = Vector512.Create(alpha);
@@ -307,8 +384,9 @@ internal readonly unsafe struct DenseA(float* a, int lda, bool transposed) : IPa
     }
 }
 
-/// <summary>op(B) of a row-major matrix: B[k, j] at b[k ldb + j], or transposed at b[j ldb + k].</summary>
-internal readonly unsafe struct DenseB(float* b, int ldb, bool transposed) : IPackB
+/// <summary>op(B) of a row-major matrix: B[k, j] at b[k ldb + j], or transposed at b[j ldb + k] (packed
+/// with AVX-512 transposes when <paramref name="wide"/>, element by element otherwise).</summary>
+internal readonly unsafe struct DenseB(float* b, int ldb, bool transposed, bool wide) : IPackB
 {
     public void Pack(float* dst, int k0, int kc, int j0, int n)
     {
@@ -323,7 +401,17 @@ internal readonly unsafe struct DenseB(float* b, int ldb, bool transposed) : IPa
                 if (cols < Sgemm.NR) new Span<float>(d + cols, Sgemm.NR - cols).Clear();
             }
         }
-        else PackTransposed(dst, k0, kc, j0, cols);
+        else if (wide) PackTransposed(dst, k0, kc, j0, cols);
+        else
+        {
+            // Column c of the strip is row j0 + c of B, contiguous along k: read each once, in order.
+            for (int c = 0; c < Sgemm.NR; c++)
+            {
+                float* src = b + (long)(j0 + c) * ldb + k0;
+                if (c < cols) for (int p = 0; p < kc; p++) dst[p * Sgemm.NR + c] = src[p];
+                else for (int p = 0; p < kc; p++) dst[p * Sgemm.NR + c] = 0f;
+            }
+        }
     }
 
     public float* InPlace(int j0, int n, out long stride)

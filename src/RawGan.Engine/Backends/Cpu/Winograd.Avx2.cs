@@ -1,0 +1,338 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+
+namespace RawGan.Engine.Backends.Cpu;
+
+// ---------------------------------------------------------------------------------------------
+// Winograd F(4x4, 3x3) for CPUs with AVX2 and no AVX-512: the arithmetic of ForwardF4 and of
+// BackwardWeight with f4 (Winograd.cs, where the matrices B^T, G and A^T are written out), in the
+// three stages a textbook draws, one plain pass each, 8 tiles in every vector.
+//
+// The tiles (4x4 outputs, 6x6 input patches) are numbered over the batch, sample by sample, and
+// taken Chunk = 64 at a time: one micro-kernel width (Sgemm.NR). For each chunk
+//   1. input     V[xi][ci][t] = (B^T d B)[xi] of tile t's patch d in channel ci. A patch row of 8
+//                tiles is 8 loads (masked at the image's border) and two 4x4 transposes per 128-bit
+//                half (Quads), so the transform runs on vectors of 8 tiles and stores whole vectors:
+//                V[xi] is laid out as the micro-kernel's packed B panel, [ci][64].
+//   2. products  M[xi][co][t] = sum over ci of U[xi][co, ci] V[xi][ci][t]: 36 products, each the
+//                AVX2 micro-kernel (Sgemm.Kernel: 6 x 16 per pass) on U, packed once per call by
+//                FilterLoopF4 (shared with the AVX-512 version), and V read in place. Its 6 x 64 tile
+//                is six rows of M, so it writes M directly; K = cin exactly (129 costs nothing extra).
+//   3. output    y = A^T M A, 8 tiles per vector, the layer's bias and leaky ReLU (Epilogue.cs), and
+//                the 4x4 transposes back to each tile's four rows of four pixels.
+// Every stage is split across the cores (1 by input channels, 2 by xi, 3 by output channels). A
+// chunk with fewer than 64 tiles (the last; the only one at 8x8 and below with batch 16) runs its
+// tiles rounded up to 16 (a micro-kernel pass), the extra ones zero patches whose outputs are not
+// stored.
+//
+// The weight gradient runs stage 1, then the output gradient's tiles expanded the other way,
+// dM = A dY A^T (each 4x4 tile's rows read as 128-bit vectors, transposed by Quads), then the 36
+// products dU[xi][co, ci] += sum over the chunk's tiles of dM[xi][co][t] V[xi][ci][t] through
+// Sgemm.Multiply (K = the chunk's tiles, accumulated over chunks; split by xi, so each dU[xi] has
+// one writer), and at the end dg = scale G^T dU G per filter (FilterTransformAdjointF4).
+// ---------------------------------------------------------------------------------------------
+
+internal static unsafe partial class Winograd
+{
+    private const int Chunk = Sgemm.NR;   // tiles per chunk: one micro-kernel width
+
+    /// <summary>Floats of scratch <see cref="Avx2Forward"/> needs: the packed filters, and V and M of one chunk.</summary>
+    public static long Avx2ForwardScratchLength(int inC, int outC) => PackedFilterLengthF4(inC, outC) + 36L * Chunk * (inC + RoundUp(outC, MR));
+
+    /// <summary>Floats of scratch <see cref="Avx2BackwardWeight"/> needs: V and dM of one chunk, and dU.</summary>
+    public static long Avx2WeightScratchLength(int cin, int cout) => 36L * Chunk * (cin + cout) + 36L * cout * cin;
+
+    /// <summary>y = scale conv3x3(x, w) by F(4x4, 3x3) with AVX2, then the <paramref name="epilogue"/>;
+    /// w is [outC, inC, 3, 3]; <paramref name="scratch"/> holds <see cref="Avx2ForwardScratchLength"/> floats.</summary>
+    public static void Avx2Forward(float* x, float* w, float* y, float* scratch, int n, int inC, int h, int wd, int outC, float scale, Epilogue epilogue)
+    {
+        int coutPad = RoundUp(outC, MR);
+        float* u = scratch, v = u + PackedFilterLengthF4(inC, outC), m = v + 36L * Chunk * inC;
+        CpuParallel.For(coutPad, MR, new FilterLoopF4(w, u, inC, outC, scale));
+        var grid = new TileGrid(n, h, wd);
+        for (long t0 = 0; t0 < grid.Tiles; t0 += Chunk)
+        {
+            int active = grid.Active(t0);
+            CpuParallel.For(inC, 1, new Avx2InputStage(x, v, inC, grid, t0, active));
+            CpuParallel.For(36, 1, new Avx2ProductStage(u, v, m, inC, coutPad, active));
+            CpuParallel.For(outC, 1, new Avx2OutputStage(m, y, outC, coutPad, grid, t0, epilogue));
+        }
+    }
+
+    /// <summary>gw = the weight gradient of y = scale conv3x3(x, w) for the output gradient gy, by F(4x4, 3x3) with
+    /// AVX2; <paramref name="scratch"/> holds <see cref="Avx2WeightScratchLength"/> floats.</summary>
+    public static void Avx2BackwardWeight(float* x, float* gy, float* gw, float* scratch, int n, int cin, int h, int wd, int cout, float scale)
+    {
+        float* v = scratch, g = v + 36L * Chunk * cin, du = g + 36L * Chunk * cout;
+        var grid = new TileGrid(n, h, wd);
+        for (long t0 = 0; t0 < grid.Tiles; t0 += Chunk)
+        {
+            int active = grid.Active(t0);
+            CpuParallel.For(cin, 1, new Avx2InputStage(x, v, cin, grid, t0, active));
+            CpuParallel.For(cout, 1, new Avx2GradientStage(gy, g, cout, grid, t0, active));
+            CpuParallel.For(36, 1, new Avx2WeightProducts(g, v, du, cin, cout, active, t0 == 0));
+        }
+        CpuParallel.For(cout, 1, new Avx2FilterAdjoint(du, gw, cin, cout, scale));
+    }
+
+    /// <summary>The batch's 4x4 output tiles: n samples of tilesY x tilesX.</summary>
+    private readonly struct TileGrid(int n, int h, int wd)
+    {
+        public readonly int H = h, W = wd, TilesY = (h + 3) / 4, TilesX = (wd + 3) / 4;
+        public long Tiles => (long)n * TilesY * TilesX;
+
+        /// <summary>Tiles of the chunk from <paramref name="t0"/> that the stages run: its count rounded up to a micro-kernel pass.</summary>
+        public int Active(long t0) => RoundUp((int)Math.Min(Chunk, Tiles - t0), 16);
+
+        /// <summary>The chunk's tiles from <paramref name="t0"/> (at most Chunk; the count past the batch's end is cut).</summary>
+        public void Decode(long t0, ref TileBlock block) => block.Decode(t0, (int)Math.Min(Chunk, Tiles - t0), TilesY, TilesX, 4);
+    }
+
+    /// <summary>V[xi][ci][t] = (B^T d B)[xi] for channels [c0, c1) and the chunk's active tiles (0 for tiles past the batch).</summary>
+    private readonly struct Avx2InputStage(float* x, float* v, int cin, TileGrid grid, long t0, int active) : IRangeBody
+    {
+        public void Run(long c0, long c1)
+        {
+            TileBlock block = default;
+            grid.Decode(t0, ref block);
+            long plane = (long)grid.H * grid.W;
+            long* origin = stackalloc long[8];                   // a tile's patch corner (row -1, column -1 of its tile), channel 0
+            int* rowsIn = stackalloc int[8];                     // bit r: the patch's row r lies in the image
+            var masks = stackalloc Vector256<float>[8];          // the lanes (columns) of a patch row in the image, 6 at most
+            var rows = stackalloc Vector256<float>[8];
+            var e = stackalloc Vector256<float>[36];             // B^T along each patch row: e[6 r + j]
+            for (int o = 0; o < active / 8; o++)
+            {
+                for (int t = 0; t < 8; t++)
+                {
+                    int j = 8 * o + t;
+                    rowsIn[t] = 0;
+                    if (j >= block.Count) continue;
+                    int oy = block.Y[j], ox = block.X[j];
+                    origin[t] = (long)block.Sample[j] * cin * plane + (long)(oy - 1) * grid.W + ox - 1;
+                    for (int r = 0; r < 6; r++)
+                        if ((uint)(oy - 1 + r) < (uint)grid.H) rowsIn[t] |= 1 << r;
+                    var column = Vector256<int>.Indices + Vector256.Create(ox - 1);
+                    masks[t] = (Vector256.GreaterThanOrEqual(column, Vector256<int>.Zero) & Vector256.LessThan(column, Vector256.Create(grid.W))
+                        & Vector256.LessThan(Vector256<int>.Indices, Vector256.Create(6))).AsSingle();
+                }
+                for (long ci = c0; ci < c1; ci++)
+                {
+                    float* xc = x + ci * plane;
+                    for (int r = 0; r < 6; r++)
+                    {
+                        for (int t = 0; t < 8; t++)
+                            rows[t] = (rowsIn[t] >> r & 1) != 0 ? Avx.MaskLoad(xc + origin[t] + (long)r * grid.W, masks[t]) : Vector256<float>.Zero;
+                        // Columns 0-3 and 4-7 of the eight rows, tiles t and t + 4 in one vector, then transposed.
+                        Quads(Avx.Permute2x128(rows[0], rows[4], 0x20), Avx.Permute2x128(rows[1], rows[5], 0x20),
+                            Avx.Permute2x128(rows[2], rows[6], 0x20), Avx.Permute2x128(rows[3], rows[7], 0x20), out var d0, out var d1, out var d2, out var d3);
+                        Quads(Avx.Permute2x128(rows[0], rows[4], 0x31), Avx.Permute2x128(rows[1], rows[5], 0x31),
+                            Avx.Permute2x128(rows[2], rows[6], 0x31), Avx.Permute2x128(rows[3], rows[7], 0x31), out var d4, out var d5, out _, out _);
+                        BTransform8(d0, d1, d2, d3, d4, d5, e + 6 * r, 1);
+                    }
+                    float* dst = v + ci * Chunk + 8 * o;
+                    for (int j = 0; j < 6; j++)
+                        BTransform8(e[j], e[6 + j], e[12 + j], e[18 + j], e[24 + j], e[30 + j], (Vector256<float>*)(dst + (long)j * cin * Chunk), 6 * cin * Chunk / 8);
+                }
+            }
+        }
+    }
+
+    /// <summary>M[xi] = U[xi] V[xi] for xi in [xi0, xi1): six output channels per micro-kernel call, written into M.</summary>
+    private readonly struct Avx2ProductStage(float* u, float* v, float* m, int cin, int coutPad, int active) : IRangeBody
+    {
+        public void Run(long xi0, long xi1)
+        {
+            for (long xi = xi0; xi < xi1; xi++)
+            {
+                float* ux = u + xi * coutPad * cin, vx = v + xi * cin * Chunk, mx = m + xi * coutPad * Chunk;
+                for (int co = 0; co < coutPad; co += MR)
+                    Sgemm.Kernel(cin, ux + (long)co * cin, vx, Chunk, mx + (long)co * Chunk, active, wide: false);
+            }
+        }
+    }
+
+    /// <summary>y = A^T M A with the epilogue for output channels [c0, c1) of the chunk's tiles.</summary>
+    private readonly struct Avx2OutputStage(float* m, float* y, int outC, int coutPad, TileGrid grid, long t0, Epilogue epilogue) : IRangeBody
+    {
+        public void Run(long c0, long c1)
+        {
+            TileBlock block = default;
+            grid.Decode(t0, ref block);
+            long plane = (long)grid.H * grid.W, xiStride = (long)coutPad * Chunk;
+            var a = stackalloc Vector256<float>[24];     // A^T along each row of M: a[4 i + q]
+            var z = stackalloc Vector256<float>[16];     // the outputs: z[4 p + q], 8 tiles each
+            var u = stackalloc Vector256<float>[4];      // u[k]: an output row of tile k in its low half, of tile k + 4 in its high half
+            for (int o = 0; o < (block.Count + 7) / 8; o++)
+                for (long co = c0; co < c1; co++)
+                {
+                    float* mc = m + co * Chunk + 8 * o;
+                    for (int i = 0; i < 6; i++)
+                    {
+                        float* row = mc + 6 * i * xiStride;
+                        ATransform8(Vector256.Load(row), Vector256.Load(row + xiStride), Vector256.Load(row + 2 * xiStride),
+                            Vector256.Load(row + 3 * xiStride), Vector256.Load(row + 4 * xiStride), Vector256.Load(row + 5 * xiStride), a + 4 * i, 1);
+                    }
+                    for (int q = 0; q < 4; q++) ATransform8(a[q], a[4 + q], a[8 + q], a[12 + q], a[16 + q], a[20 + q], z + q, 4);
+                    if (epilogue.Active)
+                    {
+                        var bias = epilogue.Broadcast8((int)co);
+                        for (int k = 0; k < 16; k++) z[k] = epilogue.Apply(z[k], bias);
+                    }
+                    float* yc = y + co * plane;
+                    for (int p = 0; p < 4; p++)
+                    {
+                        Quads(z[4 * p], z[4 * p + 1], z[4 * p + 2], z[4 * p + 3], out u[0], out u[1], out u[2], out u[3]);
+                        for (int t = 0; t < 8; t++)
+                        {
+                            int j = 8 * o + t;
+                            if (j >= block.Count) break;
+                            int oy = block.Y[j] + p, ox = block.X[j];
+                            if (oy >= grid.H) continue;
+                            var quad = t < 4 ? u[t].GetLower() : u[t - 4].GetUpper();
+                            float* dst = yc + (long)block.Sample[j] * outC * plane + (long)oy * grid.W + ox;
+                            if (ox + 4 <= grid.W) quad.Store(dst);
+                            else for (int c = 0; c < grid.W - ox; c++) dst[c] = quad.GetElement(c);
+                        }
+                    }
+                }
+        }
+    }
+
+    /// <summary>dM[xi][co][t] = (A dY A^T)[xi] of tile t of gy for output channels [c0, c1) (0 for tiles past the batch).</summary>
+    private readonly struct Avx2GradientStage(float* gy, float* g, int cout, TileGrid grid, long t0, int active) : IRangeBody
+    {
+        public void Run(long c0, long c1)
+        {
+            TileBlock block = default;
+            grid.Decode(t0, ref block);
+            long plane = (long)grid.H * grid.W;
+            long* origin = stackalloc long[8];
+            int* rowsIn = stackalloc int[8];                     // rows of the tile inside the map (0 past the batch)
+            var masks = stackalloc Vector128<float>[8];          // its columns inside the map
+            var rows = stackalloc Vector128<float>[8];
+            var e = stackalloc Vector256<float>[24];             // A along each row of the tile: e[6 p + j]
+            for (int o = 0; o < active / 8; o++)
+            {
+                for (int t = 0; t < 8; t++)
+                {
+                    int j = 8 * o + t;
+                    rowsIn[t] = 0;
+                    if (j >= block.Count) continue;
+                    int oy = block.Y[j], ox = block.X[j];
+                    origin[t] = (long)block.Sample[j] * cout * plane + (long)oy * grid.W + ox;
+                    rowsIn[t] = Math.Min(4, grid.H - oy);
+                    masks[t] = Vector128.LessThan(Vector128<int>.Indices, Vector128.Create(grid.W - ox)).AsSingle();
+                }
+                for (long co = c0; co < c1; co++)
+                {
+                    float* gc = gy + co * plane;
+                    for (int p = 0; p < 4; p++)
+                    {
+                        for (int t = 0; t < 8; t++)
+                            rows[t] = p < rowsIn[t] ? Avx.MaskLoad(gc + origin[t] + (long)p * grid.W, masks[t]) : Vector128<float>.Zero;
+                        Quads(Vector256.Create(rows[0], rows[4]), Vector256.Create(rows[1], rows[5]), Vector256.Create(rows[2], rows[6]),
+                            Vector256.Create(rows[3], rows[7]), out var d0, out var d1, out var d2, out var d3);
+                        Expand8(d0, d1, d2, d3, e + 6 * p, 1);
+                    }
+                    float* dst = g + co * Chunk + 8 * o;
+                    for (int j = 0; j < 6; j++)
+                        Expand8(e[j], e[6 + j], e[12 + j], e[18 + j], (Vector256<float>*)(dst + (long)j * cout * Chunk), 6 * cout * Chunk / 8);
+                }
+            }
+        }
+    }
+
+    /// <summary>dU[xi] (+)= dM[xi] V[xi]^T for xi in [xi0, xi1), K = the chunk's active tiles.</summary>
+    private readonly struct Avx2WeightProducts(float* g, float* v, float* du, int cin, int cout, int active, bool first) : IRangeBody
+    {
+        public void Run(long xi0, long xi1)
+        {
+            for (long xi = xi0; xi < xi1; xi++)
+                Sgemm.Multiply(cout, cin, active, 1f, new DenseA(g + xi * cout * Chunk, Chunk, false), new DenseB(v + xi * cin * Chunk, Chunk, true, false),
+                    first ? 0f : 1f, new DenseC(du + xi * cout * cin, cin), Epilogue.None, wide: false);
+        }
+    }
+
+    /// <summary>gw = scale G^T dU G for output channels [c0, c1).</summary>
+    private readonly struct Avx2FilterAdjoint(float* du, float* gw, int cin, int cout, float scale) : IRangeBody
+    {
+        public void Run(long c0, long c1)
+        {
+            float* u = stackalloc float[36];
+            for (long co = c0; co < c1; co++)
+                for (int ci = 0; ci < cin; ci++)
+                {
+                    for (int xi = 0; xi < 36; xi++) u[xi] = du[((long)xi * cout + co) * cin + ci];
+                    FilterTransformAdjointF4(u, gw + (co * cin + ci) * 9, scale);
+                }
+        }
+    }
+
+    /// <summary>Four 4x4 transposes, one per 128-bit half: q_c lane k = column c of a, b, c, d's k-th quad
+    /// (lane 4 h + r of q_c = element c of half h of the r-th argument).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Quads(Vector256<float> a, Vector256<float> b, Vector256<float> c, Vector256<float> d,
+        out Vector256<float> q0, out Vector256<float> q1, out Vector256<float> q2, out Vector256<float> q3)
+    {
+        var t0 = Avx.UnpackLow(a, b);    // a0 b0 a1 b1 per half
+        var t1 = Avx.UnpackHigh(a, b);   // a2 b2 a3 b3
+        var t2 = Avx.UnpackLow(c, d);
+        var t3 = Avx.UnpackHigh(c, d);
+        q0 = Avx.Shuffle(t0, t2, 0x44);  // a0 b0 c0 d0
+        q1 = Avx.Shuffle(t0, t2, 0xEE);  // a1 b1 c1 d1
+        q2 = Avx.Shuffle(t1, t3, 0x44);
+        q3 = Avx.Shuffle(t1, t3, 0xEE);
+    }
+
+    /// <summary>dst[k stride] = (B^T d)[k] for six values, 8 tiles per vector (BTransform's formulas).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void BTransform8(Vector256<float> d0, Vector256<float> d1, Vector256<float> d2, Vector256<float> d3, Vector256<float> d4,
+        Vector256<float> d5, Vector256<float>* dst, int stride)
+    {
+        var four = Vector256.Create(4f);
+        var t0 = Vector256.FusedMultiplyAdd(-four, d2, d4);          // d4 - 4 d2
+        var t1 = Vector256.FusedMultiplyAdd(-four, d1, d3);          // d3 - 4 d1
+        var t2 = d4 - d2;
+        var t3 = (d3 - d1) * 2f;
+        dst[0] = Vector256.FusedMultiplyAdd(four, d0, Vector256.FusedMultiplyAdd(Vector256.Create(-5f), d2, d4));
+        dst[stride] = t0 + t1;
+        dst[2 * stride] = t0 - t1;
+        dst[3 * stride] = t2 + t3;
+        dst[4 * stride] = t2 - t3;
+        dst[5 * stride] = Vector256.FusedMultiplyAdd(four, d1, Vector256.FusedMultiplyAdd(Vector256.Create(-5f), d3, d5));
+    }
+
+    /// <summary>dst[k stride] = (A^T m)[k] for six values: four outputs (ATransform's formulas).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void ATransform8(Vector256<float> m0, Vector256<float> m1, Vector256<float> m2, Vector256<float> m3, Vector256<float> m4,
+        Vector256<float> m5, Vector256<float>* dst, int stride)
+    {
+        var a = m1 + m2;
+        var b = m1 - m2;
+        var c = m3 + m4;
+        var d = m3 - m4;
+        dst[0] = m0 + a + c;
+        dst[stride] = Vector256.FusedMultiplyAdd(Vector256.Create(2f), d, b);
+        dst[2 * stride] = Vector256.FusedMultiplyAdd(Vector256.Create(4f), c, a);
+        dst[3 * stride] = Vector256.FusedMultiplyAdd(Vector256.Create(8f), d, b) + m5;
+    }
+
+    /// <summary>dst[k stride] = (A d)[k] for four values: six (the adjoint of ATransform8:
+    /// d0, d0 + d1 + d2 + d3, d0 - d1 + d2 - d3, d0 + 2 d1 + 4 d2 + 8 d3, d0 - 2 d1 + 4 d2 - 8 d3, d3).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Expand8(Vector256<float> d0, Vector256<float> d1, Vector256<float> d2, Vector256<float> d3, Vector256<float>* dst, int stride)
+    {
+        var even = d0 + d2;
+        var odd = d1 + d3;
+        var evenWide = Vector256.FusedMultiplyAdd(Vector256.Create(4f), d2, d0);
+        var oddWide = Vector256.FusedMultiplyAdd(Vector256.Create(8f), d3, d1 * 2f);
+        dst[0] = d0;
+        dst[stride] = even + odd;
+        dst[2 * stride] = even - odd;
+        dst[3 * stride] = evenWide + oddWide;
+        dst[4 * stride] = evenWide - oddWide;
+        dst[5 * stride] = d3;
+    }
+}
