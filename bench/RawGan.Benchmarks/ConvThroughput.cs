@@ -92,11 +92,12 @@ public static class ConvThroughput
         return 0;
     }
 
-    /// <summary>Whether this CPU runs the algorithm: the implicit GEMM needs AVX2 (with FMA), Winograd AVX-512.</summary>
+    /// <summary>Whether this CPU runs the algorithm: the implicit GEMM and F(4x4) need AVX2 (with FMA; F(4x4)
+    /// is then Winograd.Avx2.cs), the other Winograd versions AVX-512.</summary>
     private static bool Runs(CpuBackend.ConvolutionAlgorithm algorithm) => algorithm switch
     {
         CpuBackend.ConvolutionAlgorithm.Im2Col => true,
-        CpuBackend.ConvolutionAlgorithm.ImplicitGemm => CpuBackend.HardwareVectors >= CpuBackend.CpuVectors.Avx2,
+        CpuBackend.ConvolutionAlgorithm.ImplicitGemm or CpuBackend.ConvolutionAlgorithm.Winograd4 => CpuBackend.HardwareVectors >= CpuBackend.CpuVectors.Avx2,
         _ => CpuBackend.HardwareVectors == CpuBackend.CpuVectors.Avx512,
     };
 

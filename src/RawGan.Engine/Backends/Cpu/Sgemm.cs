@@ -263,7 +263,7 @@ internal static unsafe partial class Sgemm
     /// independent accumulators keep both pipes busy; the other four registers hold B's two vectors and
     /// A's broadcast.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Kernel16(int kc, float* a, float* b, long ldb, float* tile)
+    internal static void Kernel16(int kc, float* a, float* b, long ldb, float* tile)
     {
         Vector256<float> c00 = default, c01 = default, c10 = default, c11 = default, c20 = default, c21 = default;
         Vector256<float> c30 = default, c31 = default, c40 = default, c41 = default, c50 = default, c51 = default;

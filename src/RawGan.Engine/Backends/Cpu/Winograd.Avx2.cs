@@ -30,7 +30,7 @@ namespace RawGan.Engine.Backends.Cpu;
 // dM = A dY A^T (each 4x4 tile's rows read as 128-bit vectors, transposed by Quads), then the 36
 // products dU[xi][co, ci] += sum over the chunk's tiles of dM[xi][co][t] V[xi][ci][t] through
 // Sgemm.Multiply (K = the chunk's tiles, accumulated over chunks; split by xi, so each dU[xi] has
-// one writer), and at the end dg = scale G^T dU G per filter (FilterTransformAdjointF4).
+// one writer), and at the end dg = scale G^T dU G per filter, 8 input channels per vector.
 // ---------------------------------------------------------------------------------------------
 
 internal static unsafe partial class Winograd
@@ -49,7 +49,7 @@ internal static unsafe partial class Winograd
     {
         int coutPad = RoundUp(outC, MR);
         float* u = scratch, v = u + PackedFilterLengthF4(inC, outC), m = v + 36L * Chunk * inC;
-        CpuParallel.For(coutPad, MR, new FilterLoopF4(w, u, inC, outC, scale));
+        CpuParallel.For(coutPad / MR, 1, new Avx2FilterStage(w, u, inC, outC, scale));
         var grid = new TileGrid(n, h, wd);
         for (long t0 = 0; t0 < grid.Tiles; t0 += Chunk)
         {
@@ -147,8 +147,10 @@ internal static unsafe partial class Winograd
             for (long xi = xi0; xi < xi1; xi++)
             {
                 float* ux = u + xi * coutPad * cin, vx = v + xi * cin * Chunk, mx = m + xi * coutPad * Chunk;
-                for (int co = 0; co < coutPad; co += MR)
-                    Sgemm.Kernel(cin, ux + (long)co * cin, vx, Chunk, mx + (long)co * Chunk, active, wide: false);
+                // A pass's 16 columns of V (cin x 64 bytes) stay in L1 while every strip of U streams past them.
+                for (int q = 0; q < active; q += 16)
+                    for (int co = 0; co < coutPad; co += MR)
+                        Sgemm.Kernel16(cin, ux + (long)co * cin, vx + q, Chunk, mx + (long)co * Chunk + q);
             }
         }
     }
@@ -255,18 +257,116 @@ internal static unsafe partial class Winograd
         }
     }
 
-    /// <summary>gw = scale G^T dU G for output channels [c0, c1).</summary>
+    /// <summary>U = G (scale g) G^T for the strips [s0, s1) of MR output channels, in FilterLoopF4's packed layout
+    /// packed[((xi coutPad + co0) cin + ci) MR + r] for output channel co0 + r (0 past outC).</summary>
+    private readonly struct Avx2FilterStage(float* w, float* packed, int cin, int cout, float scale) : IRangeBody
+    {
+        public void Run(long s0, long s1)
+        {
+            int coutPad = RoundUp(cout, MR);
+            var t = stackalloc Vector256<float>[18];   // G g: t[3 i + b]
+            var u = stackalloc Vector256<float>[6];    // row i of G g G^T
+            float* tail = stackalloc float[8];
+            float* taps = stackalloc float[72];
+            new Span<float>(taps, 72).Clear();
+            var vScale = Vector256.Create(scale);
+            for (long s = s0; s < s1; s++)
+            {
+                int co0 = (int)s * MR;
+                int rows = Math.Min(MR, cout - co0);
+                if (rows < MR) new Span<float>(taps, 72).Clear();     // lanes past the last output channel stay 0
+                for (int ci = 0; ci < cin; ci++)
+                {
+                    // Tap k of the strip's six filters (co0 + r, ci) at taps[8 k + r], then one vector per tap.
+                    for (int r = 0; r < rows; r++)
+                    {
+                        float* g = w + ((long)(co0 + r) * cin + ci) * 9;
+                        for (int k = 0; k < 9; k++) taps[8 * k + r] = g[k];
+                    }
+                    for (int b = 0; b < 3; b++)
+                        InterpolateFilter8(Vector256.Load(taps + 8 * b) * vScale, Vector256.Load(taps + 8 * (3 + b)) * vScale,
+                            Vector256.Load(taps + 8 * (6 + b)) * vScale, t + b, 3);
+                    for (int i = 0; i < 6; i++)
+                    {
+                        InterpolateFilter8(t[3 * i], t[3 * i + 1], t[3 * i + 2], u, 1);
+                        for (int j = 0; j < 6; j++)
+                        {
+                            float* dst = packed + ((long)(6 * i + j) * coutPad + co0) * cin + (long)ci * MR;
+                            // Lanes 6 and 7 fall on the next channel's first two entries, written after this one;
+                            // the strip's last channel stores its six alone.
+                            if (ci + 1 < cin) u[j].Store(dst);
+                            else
+                            {
+                                u[j].Store(tail);
+                                for (int r = 0; r < MR; r++) dst[r] = tail[r];
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// <summary>dst[k stride] = (G g)[k] for three values: six (InterpolateFilter's formulas, 8 lanes, multiplies for its divisions).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void InterpolateFilter8(Vector256<float> g0, Vector256<float> g1, Vector256<float> g2, Vector256<float>* dst, int stride)
+    {
+        var outer = g0 + g2;
+        var sixth = Vector256.Create(1f / 6);
+        var ends = Vector256.FusedMultiplyAdd(g0, Vector256.Create(1f / 24), g2 * sixth);   // g0 / 24 + g2 / 6
+        var middle = g1 * Vector256.Create(1f / 12);
+        dst[0] = g0 * Vector256.Create(0.25f);
+        dst[stride] = -(outer + g1) * sixth;
+        dst[2 * stride] = (g1 - outer) * sixth;
+        dst[3 * stride] = ends + middle;
+        dst[4 * stride] = ends - middle;
+        dst[5 * stride] = g2;
+    }
+
+    /// <summary>dst[k stride] = (G^T u)[k] for six values: three (ProjectFilter's formulas, 8 lanes, multiplies for its divisions).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void ProjectFilter8(Vector256<float> u0, Vector256<float> u1, Vector256<float> u2, Vector256<float> u3, Vector256<float> u4,
+        Vector256<float> u5, Vector256<float>* dst, int stride)
+    {
+        var sixth = Vector256.Create(1f / 6);
+        var inner = u1 + u2;
+        var outer = u3 + u4;
+        dst[0] = Vector256.FusedMultiplyAdd(u0, Vector256.Create(0.25f), Vector256.FusedMultiplyAdd(outer, Vector256.Create(1f / 24), -inner * sixth));
+        dst[stride] = Vector256.FusedMultiplyAdd(u2 - u1, sixth, (u3 - u4) * Vector256.Create(1f / 12));
+        dst[2 * stride] = Vector256.FusedMultiplyAdd(outer - inner, sixth, u5);
+    }
+
+    /// <summary>gw = scale G^T dU G for output channels [c0, c1), 8 input channels per vector (the last few one by one).</summary>
     private readonly struct Avx2FilterAdjoint(float* du, float* gw, int cin, int cout, float scale) : IRangeBody
     {
         public void Run(long c0, long c1)
         {
             float* u = stackalloc float[36];
+            var t = stackalloc Vector256<float>[18];   // G^T dU: t[6 k + c]
+            var g = stackalloc Vector256<float>[9];    // the 3x3 gradient, tap k = 3 a + b
+            float* taps = (float*)g;
+            long xiStride = (long)cout * cin;
             for (long co = c0; co < c1; co++)
-                for (int ci = 0; ci < cin; ci++)
+            {
+                int ci = 0;
+                for (; ci + 8 <= cin; ci += 8)
                 {
-                    for (int xi = 0; xi < 36; xi++) u[xi] = du[((long)xi * cout + co) * cin + ci];
+                    float* d = du + co * cin + ci;
+                    for (int c = 0; c < 6; c++)
+                        ProjectFilter8(Vector256.Load(d + c * xiStride), Vector256.Load(d + (6 + c) * xiStride), Vector256.Load(d + (12 + c) * xiStride),
+                            Vector256.Load(d + (18 + c) * xiStride), Vector256.Load(d + (24 + c) * xiStride), Vector256.Load(d + (30 + c) * xiStride), t + c, 6);
+                    for (int a = 0; a < 3; a++) ProjectFilter8(t[6 * a], t[6 * a + 1], t[6 * a + 2], t[6 * a + 3], t[6 * a + 4], t[6 * a + 5], g + 3 * a, 1);
+                    // taps[8 k + l]: tap k of input channel ci + l.
+                    float* dst = gw + (co * cin + ci) * 9;
+                    for (int l = 0; l < 8; l++)
+                        for (int k = 0; k < 9; k++) dst[9 * l + k] = scale * taps[8 * k + l];
+                }
+                for (; ci < cin; ci++)
+                {
+                    for (int xi = 0; xi < 36; xi++) u[xi] = du[xi * xiStride + co * cin + ci];
                     FilterTransformAdjointF4(u, gw + (co * cin + ci) * 9, scale);
                 }
+            }
         }
     }
 
