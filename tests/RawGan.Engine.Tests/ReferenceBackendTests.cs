@@ -363,10 +363,11 @@ public class ReferenceBackendMatchesCpuTests
 
     /// <summary>Runs the kernel on both backends and compares every buffer, inputs included
     /// (Adam, EMA and copy_channels update theirs in place).</summary>
-    private static void Compare(string what, float[][] inputs, long[] outputs, Action<IBackend, DeviceBuffer[]> kernel, double tolerance)
+    private static void Compare(string what, float[][] inputs, long[] outputs, Action<IBackend, DeviceBuffer[]> kernel, double tolerance,
+        CpuBackend? cpu = null)
     {
         var expected = ReferenceBackendHarness.Run(ReferenceBackend.Shared, inputs, outputs, kernel);
-        var actual = ReferenceBackendHarness.Run(CpuBackend.Shared, inputs, outputs, kernel);
+        var actual = ReferenceBackendHarness.Run(cpu ?? CpuBackend.Shared, inputs, outputs, kernel);
         for (int b = 0; b < expected.Length; b++)
             ReferenceBackendHarness.AssertClose(expected[b], actual[b], tolerance, $"{what}, {(b < inputs.Length ? $"input {b}" : $"output {b - inputs.Length}")}");
     }
@@ -464,17 +465,27 @@ public class ReferenceBackendMatchesCpuTests
         // rows and columns that do not fill 4 x 4 blocks, k with and without a tail of 16 lanes (the dot
         // products of B^T from k = 128 on).
         (int, int, int)[] fewRows = [(16, 200, 128), (13, 130, 37), (32, 67, 2050), (1, 64, 16), (30, 5, 1), (33, 129, 20), (7, 9, 300), (16, 130, 256)];
-        foreach (var (m, n, k) in new[] { (1, 1, 1), (3, 5, 7), (17, 33, 9), (64, 70, 130), (5, 600, 3), (130, 7, 257), (4, 4, 0) }.Concat(fewRows))
-            foreach (bool ta in new[] { false, true })
-                foreach (bool tb in new[] { false, true })
-                {
-                    var a = Normal((long)m * k, m + k);
-                    var b = Normal((long)k * n, n + 1);
-                    string at = $"{m}x{n}x{k} ta={ta} tb={tb}";
-                    Compare($"gemm {at} beta=0", [a, b], [(long)m * n], (be, p) => be.Gemm(ta, tb, m, n, k, 0.75f, p[0], p[1], 0f, p[2]), Product);
-                    Compare($"gemm {at} beta=0.5", [a, b, Normal((long)m * n, 99)], [], (be, p) => be.Gemm(ta, tb, m, n, k, -1.5f, p[0], p[1], 0.5f, p[2]), Product);
-                }
+        // Every level of vector instructions this CPU has: AVX-512's 6 x 64 micro-kernel, AVX2's four 6 x 16
+        // passes (whose last strip may stop short of 64 columns), the portable loops.
+        foreach (var vectors in VectorLevels())
+        {
+            using var cpu = new CpuBackend { Vectors = vectors };
+            foreach (var (m, n, k) in new[] { (1, 1, 1), (3, 5, 7), (17, 33, 9), (64, 70, 130), (5, 600, 3), (130, 7, 257), (4, 4, 0), (13, 40, 600) }.Concat(fewRows))
+                foreach (bool ta in new[] { false, true })
+                    foreach (bool tb in new[] { false, true })
+                    {
+                        var a = Normal((long)m * k, m + k);
+                        var b = Normal((long)k * n, n + 1);
+                        string at = $"{m}x{n}x{k} ta={ta} tb={tb} {vectors}";
+                        Compare($"gemm {at} beta=0", [a, b], [(long)m * n], (be, p) => be.Gemm(ta, tb, m, n, k, 0.75f, p[0], p[1], 0f, p[2]), Product, cpu);
+                        Compare($"gemm {at} beta=0.5", [a, b, Normal((long)m * n, 99)], [], (be, p) => be.Gemm(ta, tb, m, n, k, -1.5f, p[0], p[1], 0.5f, p[2]), Product, cpu);
+                    }
+        }
     }
+
+    /// <summary>The levels of <see cref="CpuBackend.CpuVectors"/> this CPU runs (a backend can be set to fewer than its hardware's).</summary>
+    internal static IEnumerable<CpuBackend.CpuVectors> VectorLevels() =>
+        Enum.GetValues<CpuBackend.CpuVectors>().Where(v => v <= CpuBackend.HardwareVectors);
 
     [Fact]
     public void ConvolutionForwardAndBothAdjoints()
@@ -494,20 +505,24 @@ public class ReferenceBackendMatchesCpuTests
             (2, 4, 32, 32, 4, 3),    // Winograd F(4x4) forward on this size
             (1, 2, 64, 64, 3, 3),    // and for the weight gradient
         };
-        foreach (var (n, cin, h, w, cout, k) in cases)
+        foreach (var vectors in VectorLevels())
         {
-            long xs = (long)n * cin * h * w, ws = (long)cout * cin * k * k, ys = (long)n * cout * h * w;
-            float scale = (float)(Math.Sqrt(2) / Math.Sqrt(cin * k * k));
-            var x = Normal(xs, 21);
-            var wt = Normal(ws, 22);
-            var gy = Normal(ys, 23);
-            string at = $"n={n} cin={cin} {h}x{w} cout={cout} k={k}";
-            Compare($"conv2d_forward {at}", [x, wt], [ys], (be, p) => be.Conv2dForward(p[0], p[1], p[2], n, cin, h, w, cout, k, scale), Product);
-            foreach (float slope in new[] { 0.2f, 1f })
-                Compare($"conv2d_forward {at} with bias, slope {slope}", [x, wt, Normal(cout, 24)], [ys],
-                    (be, p) => be.Conv2dForward(p[0], p[1], p[3], n, cin, h, w, cout, k, scale, p[2], slope), Product);
-            Compare($"conv2d_backward_input {at}", [gy, wt], [xs], (be, p) => be.Conv2dBackwardInput(p[0], p[1], p[2], n, cin, h, w, cout, k, scale), Product);
-            Compare($"conv2d_backward_weight {at}", [x, gy], [ws], (be, p) => be.Conv2dBackwardWeight(p[0], p[1], p[2], n, cin, h, w, cout, k, scale), Product);
+            using var cpu = new CpuBackend { Vectors = vectors };
+            foreach (var (n, cin, h, w, cout, k) in cases)
+            {
+                long xs = (long)n * cin * h * w, ws = (long)cout * cin * k * k, ys = (long)n * cout * h * w;
+                float scale = (float)(Math.Sqrt(2) / Math.Sqrt(cin * k * k));
+                var x = Normal(xs, 21);
+                var wt = Normal(ws, 22);
+                var gy = Normal(ys, 23);
+                string at = $"n={n} cin={cin} {h}x{w} cout={cout} k={k} {vectors}";
+                Compare($"conv2d_forward {at}", [x, wt], [ys], (be, p) => be.Conv2dForward(p[0], p[1], p[2], n, cin, h, w, cout, k, scale), Product, cpu);
+                foreach (float slope in new[] { 0.2f, 1f })
+                    Compare($"conv2d_forward {at} with bias, slope {slope}", [x, wt, Normal(cout, 24)], [ys],
+                        (be, p) => be.Conv2dForward(p[0], p[1], p[3], n, cin, h, w, cout, k, scale, p[2], slope), Product, cpu);
+                Compare($"conv2d_backward_input {at}", [gy, wt], [xs], (be, p) => be.Conv2dBackwardInput(p[0], p[1], p[2], n, cin, h, w, cout, k, scale), Product, cpu);
+                Compare($"conv2d_backward_weight {at}", [x, gy], [ws], (be, p) => be.Conv2dBackwardWeight(p[0], p[1], p[2], n, cin, h, w, cout, k, scale), Product, cpu);
+            }
         }
     }
 

@@ -37,18 +37,23 @@ internal static unsafe partial class Winograd
 {
     private const int Chunk = Sgemm.NR;   // tiles per chunk: one micro-kernel width
 
+    /// <summary>Floats from one xi's plane of V, M or dM to the next: the plane and a cache line more. Planes of
+    /// exactly 32 KiB (128 channels x 64 tiles) would put the 36 stores of a tile's transform in one L1 set
+    /// (8 ways), each evicting another.</summary>
+    private static long Plane(int channels) => (long)channels * Chunk + 16;
+
     /// <summary>Floats of scratch <see cref="Avx2Forward"/> needs: the packed filters, and V and M of one chunk.</summary>
-    public static long Avx2ForwardScratchLength(int inC, int outC) => PackedFilterLengthF4(inC, outC) + 36L * Chunk * (inC + RoundUp(outC, MR));
+    public static long Avx2ForwardScratchLength(int inC, int outC) => PackedFilterLengthF4(inC, outC) + 36 * (Plane(inC) + Plane(RoundUp(outC, MR)));
 
     /// <summary>Floats of scratch <see cref="Avx2BackwardWeight"/> needs: V and dM of one chunk, and dU.</summary>
-    public static long Avx2WeightScratchLength(int cin, int cout) => 36L * Chunk * (cin + cout) + 36L * cout * cin;
+    public static long Avx2WeightScratchLength(int cin, int cout) => 36 * (Plane(cin) + Plane(cout)) + 36L * cout * cin;
 
     /// <summary>y = scale conv3x3(x, w) by F(4x4, 3x3) with AVX2, then the <paramref name="epilogue"/>;
     /// w is [outC, inC, 3, 3]; <paramref name="scratch"/> holds <see cref="Avx2ForwardScratchLength"/> floats.</summary>
     public static void Avx2Forward(float* x, float* w, float* y, float* scratch, int n, int inC, int h, int wd, int outC, float scale, Epilogue epilogue)
     {
         int coutPad = RoundUp(outC, MR);
-        float* u = scratch, v = u + PackedFilterLengthF4(inC, outC), m = v + 36L * Chunk * inC;
+        float* u = scratch, v = u + PackedFilterLengthF4(inC, outC), m = v + 36 * Plane(inC);
         CpuParallel.For(coutPad / MR, 1, new Avx2FilterStage(w, u, inC, outC, scale));
         var grid = new TileGrid(n, h, wd);
         for (long t0 = 0; t0 < grid.Tiles; t0 += Chunk)
@@ -64,7 +69,7 @@ internal static unsafe partial class Winograd
     /// AVX2; <paramref name="scratch"/> holds <see cref="Avx2WeightScratchLength"/> floats.</summary>
     public static void Avx2BackwardWeight(float* x, float* gy, float* gw, float* scratch, int n, int cin, int h, int wd, int cout, float scale)
     {
-        float* v = scratch, g = v + 36L * Chunk * cin, du = g + 36L * Chunk * cout;
+        float* v = scratch, g = v + 36 * Plane(cin), du = g + 36 * Plane(cout);
         var grid = new TileGrid(n, h, wd);
         for (long t0 = 0; t0 < grid.Tiles; t0 += Chunk)
         {
@@ -133,7 +138,7 @@ internal static unsafe partial class Winograd
                     }
                     float* dst = v + ci * Chunk + 8 * o;
                     for (int j = 0; j < 6; j++)
-                        BTransform8(e[j], e[6 + j], e[12 + j], e[18 + j], e[24 + j], e[30 + j], (Vector256<float>*)(dst + (long)j * cin * Chunk), 6 * cin * Chunk / 8);
+                        BTransform8(e[j], e[6 + j], e[12 + j], e[18 + j], e[24 + j], e[30 + j], (Vector256<float>*)(dst + j * Plane(cin)), (int)(6 * Plane(cin) / 8));
                 }
             }
         }
@@ -146,7 +151,7 @@ internal static unsafe partial class Winograd
         {
             for (long xi = xi0; xi < xi1; xi++)
             {
-                float* ux = u + xi * coutPad * cin, vx = v + xi * cin * Chunk, mx = m + xi * coutPad * Chunk;
+                float* ux = u + xi * coutPad * cin, vx = v + xi * Plane(cin), mx = m + xi * Plane(coutPad);
                 // A pass's 16 columns of V (cin x 64 bytes) stay in L1 while every strip of U streams past them.
                 for (int q = 0; q < active; q += 16)
                     for (int co = 0; co < coutPad; co += MR)
@@ -162,7 +167,7 @@ internal static unsafe partial class Winograd
         {
             TileBlock block = default;
             grid.Decode(t0, ref block);
-            long plane = (long)grid.H * grid.W, xiStride = (long)coutPad * Chunk;
+            long plane = (long)grid.H * grid.W, xiStride = Plane(coutPad);
             var a = stackalloc Vector256<float>[24];     // A^T along each row of M: a[4 i + q]
             var z = stackalloc Vector256<float>[16];     // the outputs: z[4 p + q], 8 tiles each
             var u = stackalloc Vector256<float>[4];      // u[k]: an output row of tile k in its low half, of tile k + 4 in its high half
@@ -240,7 +245,7 @@ internal static unsafe partial class Winograd
                     }
                     float* dst = g + co * Chunk + 8 * o;
                     for (int j = 0; j < 6; j++)
-                        Expand8(e[j], e[6 + j], e[12 + j], e[18 + j], (Vector256<float>*)(dst + (long)j * cout * Chunk), 6 * cout * Chunk / 8);
+                        Expand8(e[j], e[6 + j], e[12 + j], e[18 + j], (Vector256<float>*)(dst + j * Plane(cout)), (int)(6 * Plane(cout) / 8));
                 }
             }
         }
@@ -252,7 +257,7 @@ internal static unsafe partial class Winograd
         public void Run(long xi0, long xi1)
         {
             for (long xi = xi0; xi < xi1; xi++)
-                Sgemm.Multiply(cout, cin, active, 1f, new DenseA(g + xi * cout * Chunk, Chunk, false), new DenseB(v + xi * cin * Chunk, Chunk, true, false),
+                Sgemm.Multiply(cout, cin, active, 1f, new DenseA(g + xi * Plane(cout), Chunk, false), new DenseB(v + xi * Plane(cin), Chunk, true, false),
                     first ? 0f : 1f, new DenseC(du + xi * cout * cin, cin), Epilogue.None, wide: false);
         }
     }
