@@ -12,8 +12,8 @@ namespace RawGan.Engine.Backends.Cpu;
 // The tiles (4x4 outputs, 6x6 input patches) are numbered over the batch, sample by sample, and
 // taken Chunk = 64 at a time: one micro-kernel width (Sgemm.NR). For each chunk
 //   1. input     V[xi][ci][t] = (B^T d B)[xi] of tile t's patch d in channel ci. A patch row of 8
-//                tiles is 8 loads (masked at the image's border) and two 4x4 transposes per 128-bit
-//                half (Quads), so the transform runs on vectors of 8 tiles and stores whole vectors:
+//                tiles is 16 loads of 4 columns (masked at the image's border) and two 4x4 transposes
+//                per 128-bit half (Quads), so the transform runs on vectors of 8 tiles and stores whole vectors:
 //                V[xi] is laid out as the micro-kernel's packed B panel, [ci][64].
 //   2. products  M[xi][co][t] = sum over ci of U[xi][co, ci] V[xi][ci][t]: 36 products, each the
 //                AVX2 micro-kernel (Sgemm.Kernel: 6 x 16 per pass) on U, packed once per call by
@@ -104,8 +104,8 @@ internal static unsafe partial class Winograd
             long plane = (long)grid.H * grid.W;
             long* origin = stackalloc long[8];                   // a tile's patch corner (row -1, column -1 of its tile), channel 0
             int* rowsIn = stackalloc int[8];                     // bit r: the patch's row r lies in the image
-            var masks = stackalloc Vector256<float>[8];          // the lanes (columns) of a patch row in the image, 6 at most
-            var rows = stackalloc Vector256<float>[8];
+            var masks = stackalloc Vector128<float>[16];         // columns 0-3 and 4-7 of a patch row in the image (6 at most)
+            var rows = stackalloc Vector128<float>[16];          // rows[2 t] columns 0-3 of tile t's patch row, rows[2 t + 1] 4-7
             var e = stackalloc Vector256<float>[36];             // B^T along each patch row: e[6 r + j]
             for (int o = 0; o < active / 8; o++)
             {
@@ -119,8 +119,10 @@ internal static unsafe partial class Winograd
                     for (int r = 0; r < 6; r++)
                         if ((uint)(oy - 1 + r) < (uint)grid.H) rowsIn[t] |= 1 << r;
                     var column = Vector256<int>.Indices + Vector256.Create(ox - 1);
-                    masks[t] = (Vector256.GreaterThanOrEqual(column, Vector256<int>.Zero) & Vector256.LessThan(column, Vector256.Create(grid.W))
+                    var mask = (Vector256.GreaterThanOrEqual(column, Vector256<int>.Zero) & Vector256.LessThan(column, Vector256.Create(grid.W))
                         & Vector256.LessThan(Vector256<int>.Indices, Vector256.Create(6))).AsSingle();
+                    masks[2 * t] = mask.GetLower();
+                    masks[2 * t + 1] = mask.GetUpper();
                 }
                 for (long ci = c0; ci < c1; ci++)
                 {
@@ -128,12 +130,18 @@ internal static unsafe partial class Winograd
                     for (int r = 0; r < 6; r++)
                     {
                         for (int t = 0; t < 8; t++)
-                            rows[t] = (rowsIn[t] >> r & 1) != 0 ? Avx.MaskLoad(xc + origin[t] + (long)r * grid.W, masks[t]) : Vector256<float>.Zero;
-                        // Columns 0-3 and 4-7 of the eight rows, tiles t and t + 4 in one vector, then transposed.
-                        Quads(Avx.Permute2x128(rows[0], rows[4], 0x20), Avx.Permute2x128(rows[1], rows[5], 0x20),
-                            Avx.Permute2x128(rows[2], rows[6], 0x20), Avx.Permute2x128(rows[3], rows[7], 0x20), out var d0, out var d1, out var d2, out var d3);
-                        Quads(Avx.Permute2x128(rows[0], rows[4], 0x31), Avx.Permute2x128(rows[1], rows[5], 0x31),
-                            Avx.Permute2x128(rows[2], rows[6], 0x31), Avx.Permute2x128(rows[3], rows[7], 0x31), out var d4, out var d5, out _, out _);
+                        {
+                            bool inside = (rowsIn[t] >> r & 1) != 0;
+                            float* src = xc + origin[t] + (long)r * grid.W;
+                            rows[2 * t] = inside ? Avx.MaskLoad(src, masks[2 * t]) : Vector128<float>.Zero;
+                            rows[2 * t + 1] = inside ? Avx.MaskLoad(src + 4, masks[2 * t + 1]) : Vector128<float>.Zero;
+                        }
+                        // Columns 0-3 and 4-7 of the eight rows, tiles t and t + 4 in one vector (128-bit halves:
+                        // a 256-bit lane permute costs several times more on some AVX2 cores), then transposed.
+                        Quads(Vector256.Create(rows[0], rows[8]), Vector256.Create(rows[2], rows[10]), Vector256.Create(rows[4], rows[12]),
+                            Vector256.Create(rows[6], rows[14]), out var d0, out var d1, out var d2, out var d3);
+                        Quads(Vector256.Create(rows[1], rows[9]), Vector256.Create(rows[3], rows[11]), Vector256.Create(rows[5], rows[13]),
+                            Vector256.Create(rows[7], rows[15]), out var d4, out var d5, out _, out _);
                         BTransform8(d0, d1, d2, d3, d4, d5, e + 6 * r, 1);
                     }
                     float* dst = v + ci * Chunk + 8 * o;
