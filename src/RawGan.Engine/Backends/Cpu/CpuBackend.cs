@@ -227,6 +227,15 @@ public sealed unsafe partial class CpuBackend : IBackend
                     Vector512.ConditionalSelect(Vector512.GreaterThan(Vector512.Load(px + i), Vector512<float>.Zero), g, g * vs).Store(po + i);
                 }
             }
+            else if (Vector256.IsHardwareAccelerated)
+            {
+                var vs = Vector256.Create(slope);
+                for (; i + 8 <= e; i += 8)
+                {
+                    var g = Vector256.Load(pg + i);
+                    Vector256.ConditionalSelect(Vector256.GreaterThan(Vector256.Load(px + i), Vector256<float>.Zero), g, g * vs).Store(po + i);
+                }
+            }
             for (; i < e; i++) po[i] = px[i] > 0 ? pg[i] : slope * pg[i];
         }
     }
@@ -274,6 +283,7 @@ public sealed unsafe partial class CpuBackend : IBackend
                 for (long s = 0; s < n; s++)
                 {
                     var vsum = Vector512<float>.Zero;
+                    var vsum8 = Vector256<float>.Zero;
                     float tail = 0;
                     long o = (s * c + ch) * plane;
                     float* y = py + o, g = pg + o, gx = po + o;
@@ -286,13 +296,21 @@ public sealed unsafe partial class CpuBackend : IBackend
                             v.Store(gx + i);
                             vsum += v;
                         }
+                    else if (Vector256.IsHardwareAccelerated)
+                        for (; i + 8 <= plane; i += 8)
+                        {
+                            var v = Vector256.Load(g + i);
+                            v = Vector256.ConditionalSelect(Vector256.GreaterThan(Vector256.Load(y + i), Vector256<float>.Zero), v, v * Vector256.Create(slope));
+                            v.Store(gx + i);
+                            vsum8 += v;
+                        }
                     for (; i < plane; i++)
                     {
                         float v = y[i] > 0 ? g[i] : slope * g[i];
                         gx[i] = v;
                         tail += v;
                     }
-                    total += (double)Vector512.Sum(vsum) + tail;
+                    total += (Vector512.IsHardwareAccelerated ? (double)Vector512.Sum(vsum) : Vector256.Sum(vsum8)) + tail;
                 }
                 pb[ch] = (float)total;
             }
