@@ -16,9 +16,14 @@ namespace RawGan.Engine.Backends.Cpu;
 //                per 128-bit half (Quads), so the transform runs on vectors of 8 tiles and stores whole vectors:
 //                V[xi] is laid out as the micro-kernel's packed B panel, [ci][64].
 //   2. products  M[xi][co][t] = sum over ci of U[xi][co, ci] V[xi][ci][t]: 36 products, each the
-//                AVX2 micro-kernel (Sgemm.Kernel: 6 x 16 per pass) on U, packed once per call by
-//                FilterLoopF4 (shared with the AVX-512 version), and V read in place. Its 6 x 64 tile
-//                is six rows of M, so it writes M directly; K = cin exactly (129 costs nothing extra).
+//                AVX2 micro-kernel (Sgemm.Kernel16: 6 x 16 per pass, a pass's 16 columns of V kept in
+//                L1 while every strip of U streams past) on U and V read in place. Its tile is six rows
+//                of M, so it writes M directly; K = cin exactly (129 costs nothing extra). U = G g G^T
+//                is made once per call, straight into the micro-kernel's packed-A layout (the one
+//                FilterLoopF4 writes for the AVX-512 version), the six output channels of a strip in
+//                the lanes, with multiplies for the 1/6, 1/12 and 1/24: at 8x8 the 128 x 128 filters
+//                cost as much to transform as the 64 tiles' products, and the scalar version, which
+//                divides, took longer than them.
 //   3. output    y = A^T M A, 8 tiles per vector, the layer's bias and leaky ReLU (Epilogue.cs), and
 //                the 4x4 transposes back to each tile's four rows of four pixels.
 // Every stage is split across the cores (1 by input channels, 2 by xi, 3 by output channels). A
