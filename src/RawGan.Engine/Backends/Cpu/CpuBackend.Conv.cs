@@ -116,7 +116,8 @@ public sealed unsafe partial class CpuBackend
         {
             ConvolutionAlgorithm.Im2Col or ConvolutionAlgorithm.Auto => value,
             ConvolutionAlgorithm.ImplicitGemm or ConvolutionAlgorithm.Winograd4 when HardwareVectors >= CpuVectors.Avx2 => value,
-            ConvolutionAlgorithm.ImplicitGemm => throw new NotSupportedException($"{value} convolution needs AVX2 and FMA; this CPU runs Im2Col"),
+            ConvolutionAlgorithm.ImplicitGemm or ConvolutionAlgorithm.Winograd4 =>
+                throw new NotSupportedException($"{value} convolution needs AVX2 and FMA; this CPU runs Im2Col"),
             _ when HardwareVectors == CpuVectors.Avx512 => value,
             _ => throw new NotSupportedException($"{value} convolution needs AVX-512; this CPU runs {(HardwareVectors == CpuVectors.Avx2 ? "ImplicitGemm" : "Im2Col")}"),
         };
