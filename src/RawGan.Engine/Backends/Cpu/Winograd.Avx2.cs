@@ -21,7 +21,8 @@ namespace RawGan.Engine.Backends.Cpu;
 //                of M, so it writes M directly; K = cin exactly (129 costs nothing extra). U = G g G^T
 //                is made once per call, straight into the micro-kernel's packed-A layout (the one
 //                FilterLoopF4 writes for the AVX-512 version), the six output channels of a strip in
-//                the lanes, with multiplies for the 1/6, 1/12 and 1/24: at 8x8 the 128 x 128 filters
+//                the lanes (eight filters' taps at a time staged by transposes), with multiplies for
+//                the 1/6, 1/12 and 1/24: at 8x8 the 128 x 128 filters
 //                cost as much to transform as the 64 tiles' products, and the scalar version, which
 //                divides, took longer than them.
 //   3. output    y = A^T M A, 8 tiles per vector, the layer's bias and leaky ReLU (Epilogue.cs), and
@@ -285,25 +286,33 @@ internal static unsafe partial class Winograd
             var t = stackalloc Vector256<float>[18];   // G g: t[3 i + b]
             var u = stackalloc Vector256<float>[6];    // row i of G g G^T
             float* tail = stackalloc float[8];
-            float* taps = stackalloc float[72];
-            new Span<float>(taps, 72).Clear();
+            float* taps = stackalloc float[8 * 72];   // taps[8 (9 l + k) + r]: tap k of filter (co0 + r, ci0 + l)
+            new Span<float>(taps, 8 * 72).Clear();
             var vScale = Vector256.Create(scale);
             for (long s = s0; s < s1; s++)
             {
                 int co0 = (int)s * MR;
                 int rows = Math.Min(MR, cout - co0);
-                if (rows < MR) new Span<float>(taps, 72).Clear();     // lanes past the last output channel stay 0
+                if (rows < MR) new Span<float>(taps, 8 * 72).Clear();     // lanes past the last output channel stay 0
                 for (int ci = 0; ci < cin; ci++)
                 {
-                    // Tap k of the strip's six filters (co0 + r, ci) at taps[8 k + r], then one vector per tap.
-                    for (int r = 0; r < rows; r++)
+                    // Tap k of the strip's six filters (co0 + r, ci) at tl[8 k + r], then one vector per tap: eight
+                    // channels at a time by transposes (StageEight), the last cin % 8 one by one.
+                    int l = ci % 8;
+                    if (l == 0 && ci + 8 <= cin) StageEight(w + ((long)co0 * cin + ci) * 9, (long)cin * 9, rows, taps);
+                    else if (ci >= cin / 8 * 8)
                     {
-                        float* g = w + ((long)(co0 + r) * cin + ci) * 9;
-                        for (int k = 0; k < 9; k++) taps[8 * k + r] = g[k];
+                        l = 0;
+                        for (int r = 0; r < rows; r++)
+                        {
+                            float* g = w + ((long)(co0 + r) * cin + ci) * 9;
+                            for (int k = 0; k < 9; k++) taps[8 * k + r] = g[k];
+                        }
                     }
+                    float* tl = taps + 72 * l;
                     for (int b = 0; b < 3; b++)
-                        InterpolateFilter8(Vector256.Load(taps + 8 * b) * vScale, Vector256.Load(taps + 8 * (3 + b)) * vScale,
-                            Vector256.Load(taps + 8 * (6 + b)) * vScale, t + b, 3);
+                        InterpolateFilter8(Vector256.Load(tl + 8 * b) * vScale, Vector256.Load(tl + 8 * (3 + b)) * vScale,
+                            Vector256.Load(tl + 8 * (6 + b)) * vScale, t + b, 3);
                     for (int i = 0; i < 6; i++)
                     {
                         InterpolateFilter8(t[3 * i], t[3 * i + 1], t[3 * i + 2], u, 1);
@@ -322,6 +331,30 @@ internal static unsafe partial class Winograd
                     }
                 }
             }
+        }
+    }
+
+    /// <summary>taps[8 f + r] = g[r rowStride + f] for the 72 floats f of eight consecutive filters (nine taps each) of
+    /// each of the strip's rows r &lt; <paramref name="rows"/> (0 for the others): 9 blocks of 8 x 8 transposed by Quads.</summary>
+    private static void StageEight(float* g, long rowStride, int rows, float* taps)
+    {
+        var lo = stackalloc Vector128<float>[8];
+        var hi = stackalloc Vector128<float>[8];
+        for (int b = 0; b < 9; b++)
+        {
+            for (int r = 0; r < 8; r++)
+            {
+                float* src = g + r * rowStride + 8 * b;
+                lo[r] = r < rows ? Vector128.Load(src) : Vector128<float>.Zero;
+                hi[r] = r < rows ? Vector128.Load(src + 4) : Vector128<float>.Zero;
+            }
+            float* dst = taps + 64 * b;
+            Quads(Vector256.Create(lo[0], lo[4]), Vector256.Create(lo[1], lo[5]), Vector256.Create(lo[2], lo[6]), Vector256.Create(lo[3], lo[7]),
+                out var c0, out var c1, out var c2, out var c3);
+            Quads(Vector256.Create(hi[0], hi[4]), Vector256.Create(hi[1], hi[5]), Vector256.Create(hi[2], hi[6]), Vector256.Create(hi[3], hi[7]),
+                out var c4, out var c5, out var c6, out var c7);
+            c0.Store(dst); c1.Store(dst + 8); c2.Store(dst + 16); c3.Store(dst + 24);
+            c4.Store(dst + 32); c5.Store(dst + 40); c6.Store(dst + 48); c7.Store(dst + 56);
         }
     }
 
