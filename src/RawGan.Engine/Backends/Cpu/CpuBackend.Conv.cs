@@ -99,8 +99,8 @@ public sealed unsafe partial class CpuBackend
         /// measured fastest on this CPU for this shape (CpuBackend.Tuning.cs; with
         /// RAWGAN_CONV_TUNING=off the fixed table: the channel-lane F(4x4) up to 16x16 maps and for
         /// 32x32 weight gradients, F(4x4) by rows above), dot products for 1x1 weight gradients with
-        /// few channels, the implicit GEMM otherwise (AVX-512). With AVX2 only: the implicit GEMM, and the
-        /// dot products for those 1x1 weight gradients.</summary>
+        /// few channels, the implicit GEMM otherwise (AVX-512). With AVX2 only: the AVX2 F(4x4) for 3x3 products
+        /// (not measured per shape), the same dot products for those 1x1 weight gradients, the implicit GEMM otherwise.</summary>
         Auto,
     }
 

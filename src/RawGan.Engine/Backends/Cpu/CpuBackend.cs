@@ -31,7 +31,8 @@ public sealed unsafe partial class CpuBackend : IBackend
     {
         /// <summary>No fast GEMM: the portable loops (Vector&lt;float&gt;) and im2col convolutions.</summary>
         Portable,
-        /// <summary>AVX2 and FMA: the GEMM's 6 x 16 micro-kernel, convolutions as implicit GEMMs.</summary>
+        /// <summary>AVX2 and FMA: the GEMM's 6 x 16 micro-kernel, 3x3 convolutions as the AVX2 Winograd F(4x4)
+        /// (Winograd.Avx2.cs), other convolutions as implicit GEMMs.</summary>
         Avx2,
         /// <summary>AVX-512: the GEMM's 6 x 64 micro-kernel and every Winograd version.</summary>
         Avx512,
