@@ -80,9 +80,6 @@ internal static unsafe partial class Sgemm
     /// tile as four passes of 6 x 16 (12 accumulators, 2 loads of B and 6 broadcasts of A per step).</summary>
     public static bool Narrow => Vector256.IsHardwareAccelerated && Avx2.IsSupported && Fma.IsSupported;
 
-    /// <summary>True when either micro-kernel can run; otherwise CpuBackend uses its portable GEMM.</summary>
-    public static bool Supported => Wide || Narrow;
-
     [ThreadStatic] private static float* _packA, _packB, _tile;
     [ThreadStatic] private static int _packBCapacity;
 
