@@ -260,7 +260,18 @@ internal static unsafe partial class Sgemm
     /// independent accumulators keep both pipes busy; the other four registers hold B's two vectors and
     /// A's broadcast.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    internal static void Kernel16(int kc, float* a, float* b, long ldb, float* tile)
+    internal static void Kernel16(int kc, float* a, float* b, long ldb, float* tile) => Kernel16(kc, a, MR, b, ldb, tile, NR, false);
+
+    /// <summary>The AVX2 micro-kernel on operands read in place: c[r ldc + j] (+)= sum over p &lt; kc of
+    /// a[p lda + r] b[p ldb + j] for r &lt; 6, j &lt; 16, added to c when <paramref name="accumulate"/>
+    /// (Winograd.Avx2.cs's weight gradient, whose operands have their six rows and sixteen columns
+    /// adjacent in every row p).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    internal static void Kernel16Strided(int kc, float* a, long lda, float* b, long ldb, float* c, long ldc, bool accumulate) =>
+        Kernel16(kc, a, lda, b, ldb, c, ldc, accumulate);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Kernel16(int kc, float* a, long lda, float* b, long ldb, float* c, long ldc, bool accumulate)
     {
         Vector256<float> c00 = default, c01 = default, c10 = default, c11 = default, c20 = default, c21 = default;
         Vector256<float> c30 = default, c31 = default, c40 = default, c41 = default, c50 = default, c51 = default;
@@ -280,15 +291,25 @@ internal static unsafe partial class Sgemm
             c40 = Fma.MultiplyAdd(x, b0, c40); c41 = Fma.MultiplyAdd(x, b1, c41);
             x = Vector256.Create(a[5]);
             c50 = Fma.MultiplyAdd(x, b0, c50); c51 = Fma.MultiplyAdd(x, b1, c51);
-            a += MR;
+            a += lda;
             b += ldb;
         }
-        c00.Store(tile + 0 * NR); c01.Store(tile + 0 * NR + 8);
-        c10.Store(tile + 1 * NR); c11.Store(tile + 1 * NR + 8);
-        c20.Store(tile + 2 * NR); c21.Store(tile + 2 * NR + 8);
-        c30.Store(tile + 3 * NR); c31.Store(tile + 3 * NR + 8);
-        c40.Store(tile + 4 * NR); c41.Store(tile + 4 * NR + 8);
-        c50.Store(tile + 5 * NR); c51.Store(tile + 5 * NR + 8);
+        if (accumulate)
+        {
+            // The product's kc terms summed on their own, then added: blocks of kc keep a long sum's rounding low.
+            c00 += Vector256.Load(c); c01 += Vector256.Load(c + 8);
+            c10 += Vector256.Load(c + ldc); c11 += Vector256.Load(c + ldc + 8);
+            c20 += Vector256.Load(c + 2 * ldc); c21 += Vector256.Load(c + 2 * ldc + 8);
+            c30 += Vector256.Load(c + 3 * ldc); c31 += Vector256.Load(c + 3 * ldc + 8);
+            c40 += Vector256.Load(c + 4 * ldc); c41 += Vector256.Load(c + 4 * ldc + 8);
+            c50 += Vector256.Load(c + 5 * ldc); c51 += Vector256.Load(c + 5 * ldc + 8);
+        }
+        c00.Store(c); c01.Store(c + 8);
+        c10.Store(c + ldc); c11.Store(c + ldc + 8);
+        c20.Store(c + 2 * ldc); c21.Store(c + 2 * ldc + 8);
+        c30.Store(c + 3 * ldc); c31.Store(c + 3 * ldc + 8);
+        c40.Store(c + 4 * ldc); c41.Store(c + 4 * ldc + 8);
+        c50.Store(c + 5 * ldc); c51.Store(c + 5 * ldc + 8);
     }
 
     /// <summary>C[i0 + r, j0 + col] = alpha tile[r, col] + beta C[...] for the valid part of the tile, then the

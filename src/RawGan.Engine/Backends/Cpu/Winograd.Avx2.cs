@@ -51,8 +51,21 @@ internal static unsafe partial class Winograd
     /// <summary>Floats of scratch <see cref="Avx2Forward"/> needs: the packed filters, and V and M of one chunk.</summary>
     public static long Avx2ForwardScratchLength(int inC, int outC) => PackedFilterLengthF4(inC, outC) + 36 * (Plane(inC) + Plane(RoundUp(outC, MR)));
 
+    /// <summary>The weight gradient's layouts, channels last: V[xi][t][ci] in rows of <see cref="InRow"/> floats,
+    /// dM[xi][t][co] in rows of <see cref="OutRow"/>, dU[xi][co][ci] of <see cref="OutStrips"/> rows of InRow, each
+    /// padded with zeros (16 input channels per micro-kernel pass, 6 output channels per strip, 8 per vector).</summary>
+    private readonly struct WeightLayout(int cin, int cout)
+    {
+        public readonly int InRow = RoundUp(cin, 16), OutStrips = RoundUp(cout, MR), OutRow = RoundUp(RoundUp(cout, MR), 8);
+
+        /// <summary>Floats from one xi's plane of V (or dM) to the next: a chunk's rows and a cache line more.</summary>
+        public long InPlane => (long)Chunk * InRow + 16;
+        public long OutPlane => (long)Chunk * OutRow + 16;
+        public long Length => 36 * (InPlane + OutPlane) + 36L * OutStrips * InRow;
+    }
+
     /// <summary>Floats of scratch <see cref="Avx2BackwardWeight"/> needs: V and dM of one chunk, and dU.</summary>
-    public static long Avx2WeightScratchLength(int cin, int cout) => 36 * (Plane(cin) + Plane(cout)) + 36L * cout * cin;
+    public static long Avx2WeightScratchLength(int cin, int cout) => new WeightLayout(cin, cout).Length;
 
     /// <summary>y = scale conv3x3(x, w) by F(4x4, 3x3) with AVX2, then the <paramref name="epilogue"/>;
     /// w is [outC, inC, 3, 3]; <paramref name="scratch"/> holds <see cref="Avx2ForwardScratchLength"/> floats.</summary>
@@ -75,16 +88,17 @@ internal static unsafe partial class Winograd
     /// AVX2; <paramref name="scratch"/> holds <see cref="Avx2WeightScratchLength"/> floats.</summary>
     public static void Avx2BackwardWeight(float* x, float* gy, float* gw, float* scratch, int n, int cin, int h, int wd, int cout, float scale)
     {
-        float* v = scratch, g = v + 36 * Plane(cin), du = g + 36 * Plane(cout);
+        var layout = new WeightLayout(cin, cout);
+        float* v = scratch, g = v + 36 * layout.InPlane, du = g + 36 * layout.OutPlane;
         var grid = new TileGrid(n, h, wd);
         for (long t0 = 0; t0 < grid.Tiles; t0 += Chunk)
         {
             int active = grid.Active(t0);
-            CpuParallel.For(cin, 1, new Avx2InputStage(x, v, cin, grid, t0, active));
-            CpuParallel.For(cout, 1, new Avx2GradientStage(gy, g, cout, grid, t0, active));
-            CpuParallel.For(36, 1, new Avx2WeightProducts(g, v, du, cin, cout, active, t0 == 0));
+            CpuParallel.For(layout.InRow / 8, 1, new Avx2InputStageLast(x, v, cin, layout, grid, t0, active));
+            CpuParallel.For(layout.OutRow / 8, 1, new Avx2GradientStage(gy, g, cout, layout, grid, t0, active));
+            CpuParallel.For(36, 1, new Avx2WeightProducts(g, v, du, layout, active, t0 == 0));
         }
-        CpuParallel.For(cout, 1, new Avx2FilterAdjoint(du, gw, cin, cout, scale));
+        CpuParallel.For(cout, 1, new Avx2FilterAdjoint(du, gw, cin, layout, scale));
     }
 
     /// <summary>The batch's 4x4 output tiles: n samples of tilesY x tilesX.</summary>
@@ -108,54 +122,112 @@ internal static unsafe partial class Winograd
             TileBlock block = default;
             grid.Decode(t0, ref block);
             long plane = (long)grid.H * grid.W;
-            long* origin = stackalloc long[8];                   // a tile's patch corner (row -1, column -1 of its tile), channel 0
-            int* rowsIn = stackalloc int[8];                     // bit r: the patch's row r lies in the image
-            var masks = stackalloc Vector128<float>[16];         // columns 0-3 and 4-7 of a patch row in the image (6 at most)
-            var rows = stackalloc Vector128<float>[16];          // rows[2 t] columns 0-3 of tile t's patch row, rows[2 t + 1] 4-7
-            var e = stackalloc Vector256<float>[36];             // B^T along each patch row: e[6 r + j]
+            long* offsets = stackalloc long[48];
+            var masks = stackalloc Vector128<float>[96];
+            var e = stackalloc Vector256<float>[36];
             for (int o = 0; o < active / 8; o++)
             {
-                for (int t = 0; t < 8; t++)
-                {
-                    int j = 8 * o + t;
-                    rowsIn[t] = 0;
-                    if (j >= block.Count) continue;
-                    int oy = block.Y[j], ox = block.X[j];
-                    origin[t] = (long)block.Sample[j] * cin * plane + (long)(oy - 1) * grid.W + ox - 1;
-                    for (int r = 0; r < 6; r++)
-                        if ((uint)(oy - 1 + r) < (uint)grid.H) rowsIn[t] |= 1 << r;
-                    var column = Vector256<int>.Indices + Vector256.Create(ox - 1);
-                    var mask = (Vector256.GreaterThanOrEqual(column, Vector256<int>.Zero) & Vector256.LessThan(column, Vector256.Create(grid.W))
-                        & Vector256.LessThan(Vector256<int>.Indices, Vector256.Create(6))).AsSingle();
-                    masks[2 * t] = mask.GetLower();
-                    masks[2 * t + 1] = mask.GetUpper();
-                }
+                LocatePatches(ref block, o, grid, cin, offsets, masks);
                 for (long ci = c0; ci < c1; ci++)
+                    TransformPatches(x + ci * plane, offsets, masks, e, (Vector256<float>*)(v + ci * Chunk + 8 * o), (int)(Plane(cin) / 8));
+            }
+        }
+    }
+
+    /// <summary>The same for the weight gradient, channels last: V[xi][t][ci] for the groups [g0, g1) of 8 input
+    /// channels (0 past cin), each group's 36 x 8 vectors of 8 tiles transposed on their way out.</summary>
+    private readonly struct Avx2InputStageLast(float* x, float* v, int cin, WeightLayout layout, TileGrid grid, long t0, int active) : IRangeBody
+    {
+        public void Run(long g0, long g1)
+        {
+            TileBlock block = default;
+            grid.Decode(t0, ref block);
+            long plane = (long)grid.H * grid.W;
+            long* offsets = stackalloc long[48];
+            var masks = stackalloc Vector128<float>[96];
+            var e = stackalloc Vector256<float>[36];
+            var staged = stackalloc Vector256<float>[36 * 8];   // staged[8 xi + l]: channel 8 g + l, 8 tiles
+            for (int o = 0; o < active / 8; o++)
+            {
+                LocatePatches(ref block, o, grid, cin, offsets, masks);
+                for (long grp = g0; grp < g1; grp++)
                 {
-                    float* xc = x + ci * plane;
-                    for (int r = 0; r < 6; r++)
+                    for (int l = 0; l < 8; l++)
                     {
-                        for (int t = 0; t < 8; t++)
-                        {
-                            bool inside = (rowsIn[t] >> r & 1) != 0;
-                            float* src = xc + origin[t] + (long)r * grid.W;
-                            rows[2 * t] = inside ? Avx.MaskLoad(src, masks[2 * t]) : Vector128<float>.Zero;
-                            rows[2 * t + 1] = inside ? Avx.MaskLoad(src + 4, masks[2 * t + 1]) : Vector128<float>.Zero;
-                        }
-                        // Columns 0-3 and 4-7 of the eight rows, tiles t and t + 4 in one vector (128-bit halves:
-                        // a 256-bit lane permute costs several times more on some AVX2 cores), then transposed.
-                        Quads(Vector256.Create(rows[0], rows[8]), Vector256.Create(rows[2], rows[10]), Vector256.Create(rows[4], rows[12]),
-                            Vector256.Create(rows[6], rows[14]), out var d0, out var d1, out var d2, out var d3);
-                        Quads(Vector256.Create(rows[1], rows[9]), Vector256.Create(rows[3], rows[11]), Vector256.Create(rows[5], rows[13]),
-                            Vector256.Create(rows[7], rows[15]), out var d4, out var d5, out _, out _);
-                        BTransform8(d0, d1, d2, d3, d4, d5, e + 6 * r, 1);
+                        long ci = 8 * grp + l;
+                        if (ci < cin) TransformPatches(x + ci * plane, offsets, masks, e, staged + l, 8);
+                        else for (int xi = 0; xi < 36; xi++) staged[8 * xi + l] = Vector256<float>.Zero;
                     }
-                    float* dst = v + ci * Chunk + 8 * o;
-                    for (int j = 0; j < 6; j++)
-                        BTransform8(e[j], e[6 + j], e[12 + j], e[18 + j], e[24 + j], e[30 + j], (Vector256<float>*)(dst + j * Plane(cin)), (int)(6 * Plane(cin) / 8));
+                    for (int xi = 0; xi < 36; xi++)
+                        Transpose8(staged + 8 * xi, v + xi * layout.InPlane + (long)(8 * o) * layout.InRow + 8 * grp, layout.InRow);
                 }
             }
         }
+    }
+
+    /// <summary>For tiles 8 o .. 8 o + 7 of the block, where row r of each one's 6x6 patch lies in channel 0 of its
+    /// sample, offsets[8 r + t] floats from the base (the tile's row - 1 + r, column - 1), and which of its columns
+    /// are in the image, masks[16 r + 2 t] for columns 0-3 and masks[16 r + 2 t + 1] for 4-5: all clear for a row
+    /// outside the image and for tiles past the block, whose loads then read nothing.</summary>
+    private static void LocatePatches(ref TileBlock block, int o, TileGrid grid, int channels, long* offsets, Vector128<float>* masks)
+    {
+        long plane = (long)grid.H * grid.W;
+        for (int t = 0; t < 8; t++)
+        {
+            int j = 8 * o + t;
+            bool tile = j < block.Count;
+            int oy = tile ? block.Y[j] : 0, ox = tile ? block.X[j] : 0;
+            long corner = tile ? (long)block.Sample[j] * channels * plane + (long)(oy - 1) * grid.W + ox - 1 : 0;
+            var column = Vector256<int>.Indices + Vector256.Create(ox - 1);
+            var columns = (Vector256.GreaterThanOrEqual(column, Vector256<int>.Zero) & Vector256.LessThan(column, Vector256.Create(grid.W))
+                & Vector256.LessThan(Vector256<int>.Indices, Vector256.Create(6))).AsSingle();
+            for (int r = 0; r < 6; r++)
+            {
+                bool inside = tile && (uint)(oy - 1 + r) < (uint)grid.H;
+                offsets[8 * r + t] = inside ? corner + (long)r * grid.W : 0;
+                masks[16 * r + 2 * t] = inside ? columns.GetLower() : Vector128<float>.Zero;
+                masks[16 * r + 2 * t + 1] = inside ? columns.GetUpper() : Vector128<float>.Zero;
+            }
+        }
+    }
+
+    /// <summary>dst[xi xiStride] = (B^T d B)[xi] of the eight located patches d of channel plane xc, 8 tiles per
+    /// vector: each patch row as 16 masked 128-bit loads, tiles t and t + 4 in one vector's halves (a 256-bit lane
+    /// permute costs several times more on some AVX2 cores), transposed by Quads; B^T along the rows into e, then
+    /// B^T down the columns. No branches: what lies outside the image is masked.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void TransformPatches(float* xc, long* offsets, Vector128<float>* masks, Vector256<float>* e, Vector256<float>* dst, int xiStride)
+    {
+        for (int r = 0; r < 6; r++)
+        {
+            long* at = offsets + 8 * r;
+            var mask = masks + 16 * r;
+            Quads(Vector256.Create(Avx.MaskLoad(xc + at[0], mask[0]), Avx.MaskLoad(xc + at[4], mask[8])),
+                Vector256.Create(Avx.MaskLoad(xc + at[1], mask[2]), Avx.MaskLoad(xc + at[5], mask[10])),
+                Vector256.Create(Avx.MaskLoad(xc + at[2], mask[4]), Avx.MaskLoad(xc + at[6], mask[12])),
+                Vector256.Create(Avx.MaskLoad(xc + at[3], mask[6]), Avx.MaskLoad(xc + at[7], mask[14])), out var d0, out var d1, out var d2, out var d3);
+            Quads(Vector256.Create(Avx.MaskLoad(xc + at[0] + 4, mask[1]), Avx.MaskLoad(xc + at[4] + 4, mask[9])),
+                Vector256.Create(Avx.MaskLoad(xc + at[1] + 4, mask[3]), Avx.MaskLoad(xc + at[5] + 4, mask[11])),
+                Vector256.Create(Avx.MaskLoad(xc + at[2] + 4, mask[5]), Avx.MaskLoad(xc + at[6] + 4, mask[13])),
+                Vector256.Create(Avx.MaskLoad(xc + at[3] + 4, mask[7]), Avx.MaskLoad(xc + at[7] + 4, mask[15])), out var d4, out var d5, out _, out _);
+            BTransform8(d0, d1, d2, d3, d4, d5, e + 6 * r, 1);
+        }
+        for (int j = 0; j < 6; j++)
+            BTransform8(e[j], e[6 + j], e[12 + j], e[18 + j], e[24 + j], e[30 + j], dst + j * xiStride, 6 * xiStride);
+    }
+
+    /// <summary>dst[t ld + l] = lane t of src[l] for l, t &lt; 8: an 8 x 8 transpose, read as 128-bit halves and
+    /// transposed by Quads (no 256-bit lane permutes).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Transpose8(Vector256<float>* src, float* dst, long ld)
+    {
+        var half = (Vector128<float>*)src;   // half[2 l]: lanes 0-3 of src[l], half[2 l + 1]: lanes 4-7
+        Quads(Vector256.Create(half[0], half[8]), Vector256.Create(half[2], half[10]), Vector256.Create(half[4], half[12]),
+            Vector256.Create(half[6], half[14]), out var q0, out var q1, out var q2, out var q3);
+        q0.Store(dst); q1.Store(dst + ld); q2.Store(dst + 2 * ld); q3.Store(dst + 3 * ld);
+        Quads(Vector256.Create(half[1], half[9]), Vector256.Create(half[3], half[11]), Vector256.Create(half[5], half[13]),
+            Vector256.Create(half[7], half[15]), out q0, out q1, out q2, out q3);
+        q0.Store(dst + 4 * ld); q1.Store(dst + 5 * ld); q2.Store(dst + 6 * ld); q3.Store(dst + 7 * ld);
     }
 
     /// <summary>M[xi] = U[xi] V[xi] for xi in [xi0, xi1): six output channels per micro-kernel call, written into M.</summary>
@@ -221,10 +293,11 @@ internal static unsafe partial class Winograd
         }
     }
 
-    /// <summary>dM[xi][co][t] = (A dY A^T)[xi] of tile t of gy for output channels [c0, c1) (0 for tiles past the batch).</summary>
-    private readonly struct Avx2GradientStage(float* gy, float* g, int cout, TileGrid grid, long t0, int active) : IRangeBody
+    /// <summary>dM[xi][t][co] = (A dY A^T)[xi] of tile t of gy for the groups [g0, g1) of 8 output channels (0 past
+    /// cout and for tiles past the batch), channels last: each group's 36 x 8 vectors of 8 tiles transposed on their way out.</summary>
+    private readonly struct Avx2GradientStage(float* gy, float* g, int cout, WeightLayout layout, TileGrid grid, long t0, int active) : IRangeBody
     {
-        public void Run(long c0, long c1)
+        public void Run(long g0, long g1)
         {
             TileBlock block = default;
             grid.Decode(t0, ref block);
@@ -234,6 +307,7 @@ internal static unsafe partial class Winograd
             var masks = stackalloc Vector128<float>[8];          // its columns inside the map
             var rows = stackalloc Vector128<float>[8];
             var e = stackalloc Vector256<float>[24];             // A along each row of the tile: e[6 p + j]
+            var staged = stackalloc Vector256<float>[36 * 8];    // staged[8 xi + l]: channel 8 g + l, 8 tiles
             for (int o = 0; o < active / 8; o++)
             {
                 for (int t = 0; t < 8; t++)
@@ -246,33 +320,49 @@ internal static unsafe partial class Winograd
                     rowsIn[t] = Math.Min(4, grid.H - oy);
                     masks[t] = Vector128.LessThan(Vector128<int>.Indices, Vector128.Create(grid.W - ox)).AsSingle();
                 }
-                for (long co = c0; co < c1; co++)
+                for (long grp = g0; grp < g1; grp++)
                 {
-                    float* gc = gy + co * plane;
-                    for (int p = 0; p < 4; p++)
+                    for (int l = 0; l < 8; l++)
                     {
-                        for (int t = 0; t < 8; t++)
-                            rows[t] = p < rowsIn[t] ? Avx.MaskLoad(gc + origin[t] + (long)p * grid.W, masks[t]) : Vector128<float>.Zero;
-                        Quads(Vector256.Create(rows[0], rows[4]), Vector256.Create(rows[1], rows[5]), Vector256.Create(rows[2], rows[6]),
-                            Vector256.Create(rows[3], rows[7]), out var d0, out var d1, out var d2, out var d3);
-                        Expand8(d0, d1, d2, d3, e + 6 * p, 1);
+                        long co = 8 * grp + l;
+                        if (co >= cout)
+                        {
+                            for (int xi = 0; xi < 36; xi++) staged[8 * xi + l] = Vector256<float>.Zero;
+                            continue;
+                        }
+                        float* gc = gy + co * plane;
+                        for (int p = 0; p < 4; p++)
+                        {
+                            for (int t = 0; t < 8; t++)
+                                rows[t] = p < rowsIn[t] ? Avx.MaskLoad(gc + origin[t] + (long)p * grid.W, masks[t]) : Vector128<float>.Zero;
+                            Quads(Vector256.Create(rows[0], rows[4]), Vector256.Create(rows[1], rows[5]), Vector256.Create(rows[2], rows[6]),
+                                Vector256.Create(rows[3], rows[7]), out var d0, out var d1, out var d2, out var d3);
+                            Expand8(d0, d1, d2, d3, e + 6 * p, 1);
+                        }
+                        for (int j = 0; j < 6; j++) Expand8(e[j], e[6 + j], e[12 + j], e[18 + j], staged + 8 * j + l, 48);
                     }
-                    float* dst = g + co * Chunk + 8 * o;
-                    for (int j = 0; j < 6; j++)
-                        Expand8(e[j], e[6 + j], e[12 + j], e[18 + j], (Vector256<float>*)(dst + j * Plane(cout)), (int)(6 * Plane(cout) / 8));
+                    for (int xi = 0; xi < 36; xi++)
+                        Transpose8(staged + 8 * xi, g + xi * layout.OutPlane + (long)(8 * o) * layout.OutRow + 8 * grp, layout.OutRow);
                 }
             }
         }
     }
 
-    /// <summary>dU[xi] (+)= dM[xi] V[xi]^T for xi in [xi0, xi1), K = the chunk's active tiles.</summary>
-    private readonly struct Avx2WeightProducts(float* g, float* v, float* du, int cin, int cout, int active, bool first) : IRangeBody
+    /// <summary>dU[xi] (+)= dM[xi]^T V[xi] for xi in [xi0, xi1), K = the chunk's active tiles: both read in place,
+    /// six output channels (a row of dM) by sixteen input channels (a row of V) per micro-kernel call, added into dU
+    /// after the first chunk.</summary>
+    private readonly struct Avx2WeightProducts(float* g, float* v, float* du, WeightLayout layout, int active, bool first) : IRangeBody
     {
         public void Run(long xi0, long xi1)
         {
             for (long xi = xi0; xi < xi1; xi++)
-                Sgemm.Multiply(cout, cin, active, 1f, new DenseA(g + xi * Plane(cout), Chunk, false), new DenseB(v + xi * Plane(cin), Chunk, true, false),
-                    first ? 0f : 1f, new DenseC(du + xi * cout * cin, cin), Epilogue.None, wide: false);
+            {
+                float* gx = g + xi * layout.OutPlane, vx = v + xi * layout.InPlane, dx = du + xi * layout.OutStrips * layout.InRow;
+                // A pass's 16 columns of V (active x 64 bytes) stay in L1 while every strip of dM streams past them.
+                for (int ci = 0; ci < layout.InRow; ci += 16)
+                    for (int co = 0; co < layout.OutStrips; co += MR)
+                        Sgemm.Kernel16Strided(active, gx + co, layout.OutRow, vx + ci, layout.InRow, dx + (long)co * layout.InRow + ci, layout.InRow, !first);
+            }
         }
     }
 
@@ -388,7 +478,7 @@ internal static unsafe partial class Winograd
     }
 
     /// <summary>gw = scale G^T dU G for output channels [c0, c1), 8 input channels per vector (the last few one by one).</summary>
-    private readonly struct Avx2FilterAdjoint(float* du, float* gw, int cin, int cout, float scale) : IRangeBody
+    private readonly struct Avx2FilterAdjoint(float* du, float* gw, int cin, WeightLayout layout, float scale) : IRangeBody
     {
         public void Run(long c0, long c1)
         {
@@ -396,13 +486,13 @@ internal static unsafe partial class Winograd
             var t = stackalloc Vector256<float>[18];   // G^T dU: t[6 k + c]
             var g = stackalloc Vector256<float>[9];    // the 3x3 gradient, tap k = 3 a + b
             float* taps = (float*)g;
-            long xiStride = (long)cout * cin;
+            long xiStride = (long)layout.OutStrips * layout.InRow;
             for (long co = c0; co < c1; co++)
             {
                 int ci = 0;
                 for (; ci + 8 <= cin; ci += 8)
                 {
-                    float* d = du + co * cin + ci;
+                    float* d = du + co * layout.InRow + ci;
                     for (int c = 0; c < 6; c++)
                         ProjectFilter8(Vector256.Load(d + c * xiStride), Vector256.Load(d + (6 + c) * xiStride), Vector256.Load(d + (12 + c) * xiStride),
                             Vector256.Load(d + (18 + c) * xiStride), Vector256.Load(d + (24 + c) * xiStride), Vector256.Load(d + (30 + c) * xiStride), t + c, 6);
@@ -414,7 +504,7 @@ internal static unsafe partial class Winograd
                 }
                 for (; ci < cin; ci++)
                 {
-                    for (int xi = 0; xi < 36; xi++) u[xi] = du[xi * xiStride + co * cin + ci];
+                    for (int xi = 0; xi < 36; xi++) u[xi] = du[xi * xiStride + co * layout.InRow + ci];
                     FilterTransformAdjointF4(u, gw + (co * cin + ci) * 9, scale);
                 }
             }
