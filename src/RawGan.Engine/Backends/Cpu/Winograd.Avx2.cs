@@ -256,8 +256,19 @@ internal static unsafe partial class Winograd
             long plane = (long)grid.H * grid.W, xiStride = Plane(coutPad);
             var a = stackalloc Vector256<float>[24];     // A^T along each row of M: a[4 i + q]
             var z = stackalloc Vector256<float>[16];     // the outputs: z[4 p + q], 8 tiles each
-            var u = stackalloc Vector256<float>[4];      // u[k]: an output row of tile k in its low half, of tile k + 4 in its high half
+            long* offsets = stackalloc long[32];         // offsets[8 p + t]: output row p of tile t in channel 0 (-1: not stored)
+            int* widths = stackalloc int[8];             // the tile's columns inside the map (4 but at a right border)
             for (int o = 0; o < (block.Count + 7) / 8; o++)
+            {
+                for (int t = 0; t < 8; t++)
+                {
+                    int j = 8 * o + t;
+                    bool tile = j < block.Count;
+                    widths[t] = tile ? Math.Min(4, grid.W - block.X[j]) : 0;
+                    for (int p = 0; p < 4; p++)
+                        offsets[8 * p + t] = tile && block.Y[j] + p < grid.H
+                            ? (long)block.Sample[j] * outC * plane + (long)(block.Y[j] + p) * grid.W + block.X[j] : -1;
+                }
                 for (long co = c0; co < c1; co++)
                 {
                     float* mc = m + co * Chunk + 8 * o;
@@ -276,20 +287,25 @@ internal static unsafe partial class Winograd
                     float* yc = y + co * plane;
                     for (int p = 0; p < 4; p++)
                     {
-                        Quads(z[4 * p], z[4 * p + 1], z[4 * p + 2], z[4 * p + 3], out u[0], out u[1], out u[2], out u[3]);
-                        for (int t = 0; t < 8; t++)
-                        {
-                            int j = 8 * o + t;
-                            if (j >= block.Count) break;
-                            int oy = block.Y[j] + p, ox = block.X[j];
-                            if (oy >= grid.H) continue;
-                            var quad = t < 4 ? u[t].GetLower() : u[t - 4].GetUpper();
-                            float* dst = yc + (long)block.Sample[j] * outC * plane + (long)oy * grid.W + ox;
-                            if (ox + 4 <= grid.W) quad.Store(dst);
-                            else for (int c = 0; c < grid.W - ox; c++) dst[c] = quad.GetElement(c);
-                        }
+                        // u_k: output row p of tile k in its low half, of tile k + 4 in its high half.
+                        Quads(z[4 * p], z[4 * p + 1], z[4 * p + 2], z[4 * p + 3], out var u0, out var u1, out var u2, out var u3);
+                        long* at = offsets + 8 * p;
+                        StoreRow(yc, at[0], widths[0], u0.GetLower()); StoreRow(yc, at[1], widths[1], u1.GetLower());
+                        StoreRow(yc, at[2], widths[2], u2.GetLower()); StoreRow(yc, at[3], widths[3], u3.GetLower());
+                        StoreRow(yc, at[4], widths[4], u0.GetUpper()); StoreRow(yc, at[5], widths[5], u1.GetUpper());
+                        StoreRow(yc, at[6], widths[6], u2.GetUpper()); StoreRow(yc, at[7], widths[7], u3.GetUpper());
                     }
                 }
+            }
+        }
+
+        /// <summary>The first <paramref name="width"/> floats of a tile's output row at yc + offset (none for a negative offset).</summary>
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        private static void StoreRow(float* yc, long offset, int width, Vector128<float> quad)
+        {
+            if (offset < 0) return;
+            if (width == 4) quad.Store(yc + offset);
+            else for (int c = 0; c < width; c++) yc[offset + c] = quad.GetElement(c);
         }
     }
 
@@ -302,10 +318,8 @@ internal static unsafe partial class Winograd
             TileBlock block = default;
             grid.Decode(t0, ref block);
             long plane = (long)grid.H * grid.W;
-            long* origin = stackalloc long[8];
-            int* rowsIn = stackalloc int[8];                     // rows of the tile inside the map (0 past the batch)
-            var masks = stackalloc Vector128<float>[8];          // its columns inside the map
-            var rows = stackalloc Vector128<float>[8];
+            long* offsets = stackalloc long[32];                 // offsets[8 p + t]: row p of tile t in channel 0
+            var masks = stackalloc Vector128<float>[32];         // its columns inside the map (none outside it or past the batch)
             var e = stackalloc Vector256<float>[24];             // A along each row of the tile: e[6 p + j]
             var staged = stackalloc Vector256<float>[36 * 8];    // staged[8 xi + l]: channel 8 g + l, 8 tiles
             for (int o = 0; o < active / 8; o++)
@@ -313,12 +327,15 @@ internal static unsafe partial class Winograd
                 for (int t = 0; t < 8; t++)
                 {
                     int j = 8 * o + t;
-                    rowsIn[t] = 0;
-                    if (j >= block.Count) continue;
-                    int oy = block.Y[j], ox = block.X[j];
-                    origin[t] = (long)block.Sample[j] * cout * plane + (long)oy * grid.W + ox;
-                    rowsIn[t] = Math.Min(4, grid.H - oy);
-                    masks[t] = Vector128.LessThan(Vector128<int>.Indices, Vector128.Create(grid.W - ox)).AsSingle();
+                    bool tile = j < block.Count;
+                    int oy = tile ? block.Y[j] : 0, ox = tile ? block.X[j] : 0;
+                    var columns = Vector128.LessThan(Vector128<int>.Indices, Vector128.Create(grid.W - ox)).AsSingle();
+                    for (int p = 0; p < 4; p++)
+                    {
+                        bool inside = tile && oy + p < grid.H;
+                        offsets[8 * p + t] = inside ? (long)block.Sample[j] * cout * plane + (long)(oy + p) * grid.W + ox : 0;
+                        masks[8 * p + t] = inside ? columns : Vector128<float>.Zero;
+                    }
                 }
                 for (long grp = g0; grp < g1; grp++)
                 {
@@ -333,10 +350,12 @@ internal static unsafe partial class Winograd
                         float* gc = gy + co * plane;
                         for (int p = 0; p < 4; p++)
                         {
-                            for (int t = 0; t < 8; t++)
-                                rows[t] = p < rowsIn[t] ? Avx.MaskLoad(gc + origin[t] + (long)p * grid.W, masks[t]) : Vector128<float>.Zero;
-                            Quads(Vector256.Create(rows[0], rows[4]), Vector256.Create(rows[1], rows[5]), Vector256.Create(rows[2], rows[6]),
-                                Vector256.Create(rows[3], rows[7]), out var d0, out var d1, out var d2, out var d3);
+                            long* at = offsets + 8 * p;
+                            var mask = masks + 8 * p;
+                            Quads(Vector256.Create(Avx.MaskLoad(gc + at[0], mask[0]), Avx.MaskLoad(gc + at[4], mask[4])),
+                                Vector256.Create(Avx.MaskLoad(gc + at[1], mask[1]), Avx.MaskLoad(gc + at[5], mask[5])),
+                                Vector256.Create(Avx.MaskLoad(gc + at[2], mask[2]), Avx.MaskLoad(gc + at[6], mask[6])),
+                                Vector256.Create(Avx.MaskLoad(gc + at[3], mask[3]), Avx.MaskLoad(gc + at[7], mask[7])), out var d0, out var d1, out var d2, out var d3);
                             Expand8(d0, d1, d2, d3, e + 6 * p, 1);
                         }
                         for (int j = 0; j < 6; j++) Expand8(e[j], e[6 + j], e[12 + j], e[18 + j], staged + 8 * j + l, 48);
