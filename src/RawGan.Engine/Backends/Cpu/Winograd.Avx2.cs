@@ -127,9 +127,9 @@ internal static unsafe partial class Winograd
             var e = stackalloc Vector256<float>[36];
             for (int o = 0; o < active / 8; o++)
             {
-                LocatePatches(ref block, o, grid, cin, offsets, masks);
+                int run = LocatePatches(ref block, o, grid, cin, offsets, masks);
                 for (long ci = c0; ci < c1; ci++)
-                    TransformPatches(x + ci * plane, offsets, masks, e, (Vector256<float>*)(v + ci * Chunk + 8 * o), (int)(Plane(cin) / 8));
+                    TransformPatches(x + ci * plane, run, offsets, masks, e, (Vector256<float>*)(v + ci * Chunk + 8 * o), (int)(Plane(cin) / 8));
             }
         }
     }
@@ -149,13 +149,13 @@ internal static unsafe partial class Winograd
             var staged = stackalloc Vector256<float>[36 * 8];   // staged[8 xi + l]: channel 8 g + l, 8 tiles
             for (int o = 0; o < active / 8; o++)
             {
-                LocatePatches(ref block, o, grid, cin, offsets, masks);
+                int run = LocatePatches(ref block, o, grid, cin, offsets, masks);
                 for (long grp = g0; grp < g1; grp++)
                 {
                     for (int l = 0; l < 8; l++)
                     {
                         long ci = 8 * grp + l;
-                        if (ci < cin) TransformPatches(x + ci * plane, offsets, masks, e, staged + l, 8);
+                        if (ci < cin) TransformPatches(x + ci * plane, run, offsets, masks, e, staged + l, 8);
                         else for (int xi = 0; xi < 36; xi++) staged[8 * xi + l] = Vector256<float>.Zero;
                     }
                     for (int xi = 0; xi < 36; xi++)
@@ -169,9 +169,19 @@ internal static unsafe partial class Winograd
     /// sample, offsets[8 r + t] floats from the base (the tile's row - 1 + r, column - 1), and which of its columns
     /// are in the image, masks[16 r + 2 t] for columns 0-3 and masks[16 r + 2 t + 1] for 4-5: all clear for a row
     /// outside the image and for tiles past the block, whose loads then read nothing.</summary>
-    private static void LocatePatches(ref TileBlock block, int o, TileGrid grid, int channels, long* offsets, Vector128<float>* masks)
+    /// <returns>When the eight tiles are one run along a tile row (consecutive in the same row of the same sample, their
+    /// columns up to the last one's fourth in the map), bit r set where patch row r lies in the image; otherwise -1.</returns>
+    private static int LocatePatches(ref TileBlock block, int o, TileGrid grid, int channels, long* offsets, Vector128<float>* masks)
     {
         long plane = (long)grid.H * grid.W;
+        int first = 8 * o, run = -1;
+        if (first + 7 < block.Count && block.Sample[first + 7] == block.Sample[first] && block.Y[first + 7] == block.Y[first]
+            && block.X[first + 7] == block.X[first] + 28 && block.X[first] + 31 <= grid.W)
+        {
+            run = 0;
+            for (int r = 0; r < 6; r++)
+                if ((uint)(block.Y[first] - 1 + r) < (uint)grid.H) run |= 1 << r;
+        }
         for (int t = 0; t < 8; t++)
         {
             int j = 8 * o + t;
@@ -189,15 +199,43 @@ internal static unsafe partial class Winograd
                 masks[16 * r + 2 * t + 1] = inside ? columns.GetUpper() : Vector128<float>.Zero;
             }
         }
+        return run;
     }
 
     /// <summary>dst[xi xiStride] = (B^T d B)[xi] of the eight located patches d of channel plane xc, 8 tiles per
     /// vector: each patch row as 16 masked 128-bit loads, tiles t and t + 4 in one vector's halves (a 256-bit lane
     /// permute costs several times more on some AVX2 cores), transposed by Quads; B^T along the rows into e, then
-    /// B^T down the columns. No branches: what lies outside the image is masked.</summary>
+    /// B^T down the columns. No branches: what lies outside the image is masked.
+    /// A run of eight tiles along a row (<paramref name="run"/> not -1) reads each patch row as nine 128-bit loads instead:
+    /// tile t's columns 0-3 start 4 t floats after tile 0's, and its columns 4-5 are tile t + 1's 0-1, so the
+    /// quads q_0 .. q_8 four floats apart give both transposes (q_0 and q_8, at the map's borders, masked).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void TransformPatches(float* xc, long* offsets, Vector128<float>* masks, Vector256<float>* e, Vector256<float>* dst, int xiStride)
+    private static void TransformPatches(float* xc, int run, long* offsets, Vector128<float>* masks, Vector256<float>* e, Vector256<float>* dst, int xiStride)
     {
+        if (run >= 0)
+        {
+            for (int r = 0; r < 6; r++)
+            {
+                if ((run >> r & 1) == 0)
+                {
+                    for (int j = 0; j < 6; j++) e[6 * r + j] = Vector256<float>.Zero;
+                    continue;
+                }
+                float* q = xc + offsets[8 * r];
+                var q0 = Avx.MaskLoad(q, masks[16 * r]);
+                var q8 = Avx.MaskLoad(xc + offsets[8 * r + 7] + 4, masks[16 * r + 15]);
+                var q4 = Vector128.Load(q + 16);
+                Quads(Vector256.Create(q0, q4), Vector256.Create(Vector128.Load(q + 4), Vector128.Load(q + 20)),
+                    Vector256.Create(Vector128.Load(q + 8), Vector128.Load(q + 24)), Vector256.Create(Vector128.Load(q + 12), Vector128.Load(q + 28)),
+                    out var d0, out var d1, out var d2, out var d3);
+                Quads(Vector256.Create(Vector128.Load(q + 4), Vector128.Load(q + 20)), Vector256.Create(Vector128.Load(q + 8), Vector128.Load(q + 24)),
+                    Vector256.Create(Vector128.Load(q + 12), Vector128.Load(q + 28)), Vector256.Create(q4, q8), out var d4, out var d5, out _, out _);
+                BTransform8(d0, d1, d2, d3, d4, d5, e + 6 * r, 1);
+            }
+            for (int j = 0; j < 6; j++)
+                BTransform8(e[j], e[6 + j], e[12 + j], e[18 + j], e[24 + j], e[30 + j], dst + j * xiStride, 6 * xiStride);
+            return;
+        }
         for (int r = 0; r < 6; r++)
         {
             long* at = offsets + 8 * r;
