@@ -11,10 +11,14 @@ namespace RawGan.Engine.Backends.Cpu;
 //
 // The tiles (4x4 outputs, 6x6 input patches) are numbered over the batch, sample by sample, and
 // taken Chunk = 64 at a time: one micro-kernel width (Sgemm.NR). For each chunk
-//   1. input     V[xi][ci][t] = (B^T d B)[xi] of tile t's patch d in channel ci. A patch row of 8
-//                tiles is 16 loads of 4 columns (masked at the image's border) and two 4x4 transposes
-//                per 128-bit half (Quads), so the transform runs on vectors of 8 tiles and stores whole vectors:
-//                V[xi] is laid out as the micro-kernel's packed B panel, [ci][64].
+//   1. input     V[xi][ci][t] = (B^T d B)[xi] of tile t's patch d in channel ci. Where each tile's six patch
+//                rows lie, and which columns are in the image, is worked out once per 8 tiles (offsets and
+//                masks; a row outside the image has an empty mask), so the loads of every channel are
+//                straight-line code: a patch row of 8 tiles is 16 masked loads of 4 columns and two 4x4
+//                transposes per 128-bit half (Quads), or, for a run of 8 tiles along a tile row (32x32
+//                maps and up), nine 128-bit loads 4 floats apart, since tile t + 1's first columns are
+//                tile t's fifth and sixth. The transform runs on vectors of 8 tiles and stores whole
+//                vectors: V[xi] is laid out as the micro-kernel's packed B panel, [ci][64].
 //   2. products  M[xi][co][t] = sum over ci of U[xi][co, ci] V[xi][ci][t]: 36 products, each the
 //                AVX2 micro-kernel (Sgemm.Kernel16: 6 x 16 per pass, a pass's 16 columns of V kept in
 //                L1 while every strip of U streams past) on U and V read in place. Its tile is six rows
@@ -32,11 +36,16 @@ namespace RawGan.Engine.Backends.Cpu;
 // tiles rounded up to 16 (a micro-kernel pass), the extra ones zero patches whose outputs are not
 // stored.
 //
-// The weight gradient runs stage 1, then the output gradient's tiles expanded the other way,
-// dM = A dY A^T (each 4x4 tile's rows read as 128-bit vectors, transposed by Quads), then the 36
-// products dU[xi][co, ci] += sum over the chunk's tiles of dM[xi][co][t] V[xi][ci][t] through
-// Sgemm.Multiply (K = the chunk's tiles, accumulated over chunks; split by xi, so each dU[xi] has
-// one writer), and at the end dg = scale G^T dU G per filter, 8 input channels per vector.
+// The weight gradient's products dU[xi][co, ci] = sum over the chunk's tiles t of dM[xi][co][t]
+// V[xi][ci][t] have the tiles as K, so it keeps both operands channels last instead: stage 1 makes
+// V[xi][t][ci] (eight channels' vectors of 8 tiles transposed 8 x 8 on their way out), the output
+// gradient's tiles are expanded the other way, dM = A dY A^T, into dM[xi][t][co] the same way, and
+// then row t of each is six adjacent output channels (the micro-kernel's A) and sixteen adjacent
+// input channels (its B): the 36 products run the micro-kernel on both in place
+// (Sgemm.Kernel16Strided), each chunk's sum added into dU (split by xi, so each dU[xi] has one
+// writer), with no packing. At the end dg = scale G^T dU G per filter, 8 input channels per vector.
+// Packing both operands through Sgemm.Multiply for every chunk (K = 64) had made these products
+// half as fast per FLOP as the forward's.
 // ---------------------------------------------------------------------------------------------
 
 internal static unsafe partial class Winograd
