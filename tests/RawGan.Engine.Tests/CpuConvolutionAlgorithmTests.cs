@@ -38,8 +38,9 @@ public class CpuConvolutionAlgorithmTests
         using var be = new CpuBackend { Convolution = algorithm, Vectors = vectors };
         foreach (var (n, cin, h, w, cout, k) in new[] { (1, 1, 1, 1, 1, 3), (2, 3, 5, 7, 4, 3), (1, 3, 4, 4, 2, 1), (3, 2, 6, 3, 5, 3), (1, 4, 8, 8, 3, 5), (5, 7, 9, 11, 13, 3), (16, 8, 4, 4, 8, 3), (2, 3, 6, 5, 64, 3), (4, 5, 20, 17, 7, 3), (2, 70, 6, 6, 5, 3), (3, 3, 5, 7, 70, 1), (2, 70, 5, 7, 3, 1), (1, 3, 9, 70, 4, 3), (2, 129, 4, 4, 66, 3), (3, 66, 8, 8, 130, 3),
             // Over 128 tiles of F(4x4): the channel version by blocks of tiles (below, by filter rows); over
-            // 64, the AVX2 version's chunks (the last one partial).
-            (10, 20, 16, 16, 18, 3), (3, 17, 28, 30, 33, 3), (4, 19, 22, 26, 35, 3) })
+            // 64, the AVX2 version's chunks (the last one partial); from 4 chunks on, its forward runs whole
+            // chunks per core, and on 64 columns its tiles come in runs of eight along a row (a partial tile row below).
+            (10, 20, 16, 16, 18, 3), (3, 17, 28, 30, 33, 3), (4, 19, 22, 26, 35, 3), (5, 3, 20, 36, 6, 3), (2, 5, 34, 64, 7, 3) })
         {
             using var scope = new Scope();
             var xv = GradCheck.Normal(new Shape(n * cin * h * w), n + h);

@@ -58,10 +58,18 @@ public static class CpuParallel
         int.TryParse(Environment.GetEnvironmentVariable("RAWGAN_SPIN_US"), out int us) && us >= 0 ? us : 500;
 
     /// <summary>Runs <paramref name="body"/> over [0, count), split into chunks of at least <paramref name="grain"/> items.</summary>
-    public static void For<TBody>(long count, long grain, TBody body) where TBody : struct, IRangeBody
+    public static void For<TBody>(long count, long grain, TBody body) where TBody : struct, IRangeBody => For(count, grain, body, 1);
+
+    /// <summary>
+    /// The same loop cut into up to <paramref name="chunksPerThread"/> chunks per thread, which the threads claim as
+    /// they finish: a thread held up (by another process on its core, or by a share that costs more) then leaves its
+    /// unclaimed chunks to the others instead of making them wait. Which thread runs which chunk then varies from run
+    /// to run, so a body must write each item's result alone (no sums across items in per-thread state).
+    /// </summary>
+    public static void For<TBody>(long count, long grain, TBody body, int chunksPerThread) where TBody : struct, IRangeBody
     {
         if (count <= 0) return;
-        int chunks = (int)Math.Min(_threads, Math.Max(1, count / Math.Max(1, grain)));
+        int chunks = (int)Math.Min((long)_threads * Math.Max(1, chunksPerThread), Math.Max(1, count / Math.Max(1, grain)));
         if (chunks <= 1)
         {
             body.Run(0, count);
@@ -128,7 +136,8 @@ public static class CpuParallel
 
     private static void RunRegion(long count, int chunks, Action<long, long> run)
     {
-        while (_workers < chunks - 1)
+        int helpers = Math.Min(chunks, _threads) - 1;
+        while (_workers < helpers)
         {
             new Thread(Work) { IsBackground = true, Name = $"RawGan CPU worker {_workers + 1}" }.Start();
             _workers++;
@@ -143,7 +152,7 @@ public static class CpuParallel
         // one that this read misses sees the region itself (both sides are full fences).
         Interlocked.Exchange(ref _claim, ((Volatile.Read(ref _claim) >> 32) + 1) << 32);
         int sleepers = Volatile.Read(ref _sleepers);
-        if (sleepers > 0) Wake.Release(Math.Min(sleepers, chunks - 1));
+        if (sleepers > 0) Wake.Release(Math.Min(sleepers, helpers));
 
         _insideRegion = true;
         bool finishedLast;

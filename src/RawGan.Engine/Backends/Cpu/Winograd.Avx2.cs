@@ -84,6 +84,14 @@ internal static unsafe partial class Winograd
         float* u = scratch, v = u + PackedFilterLengthF4(inC, outC), m = v + 36 * Plane(inC);
         CpuParallel.For(coutPad / MR, 1, new Avx2FilterStage(w, u, inC, outC, scale));
         var grid = new TileGrid(n, h, wd);
+        long chunks = (grid.Tiles + Chunk - 1) / Chunk;
+        if (chunks >= 2 * CpuParallel.Threads)
+        {
+            // Enough chunks to share out: each core runs whole chunks, all three stages in its own V and M,
+            // taking the next chunk when it is done (no barrier between the stages).
+            CpuParallel.For(chunks, 1, new Avx2Chunks(x, u, y, inC, outC, coutPad, grid, epilogue), (int)chunks);
+            return;
+        }
         for (long t0 = 0; t0 < grid.Tiles; t0 += Chunk)
         {
             int active = grid.Active(t0);
@@ -108,6 +116,23 @@ internal static unsafe partial class Winograd
             CpuParallel.For(36, 1, new Avx2WeightProducts(g, v, du, layout, active, t0 == 0));
         }
         CpuParallel.For(cout, 1, new Avx2FilterAdjoint(du, gw, cin, layout, scale));
+    }
+
+    /// <summary>Chunks [k0, k1) of the forward pass, each through the three stages on this core, in its V and M.</summary>
+    private readonly struct Avx2Chunks(float* x, float* u, float* y, int inC, int outC, int coutPad, TileGrid grid, Epilogue epilogue) : IRangeBody
+    {
+        public void Run(long k0, long k1)
+        {
+            float* v = Scratch(36 * (Plane(inC) + Plane(coutPad))), m = v + 36 * Plane(inC);
+            for (long k = k0; k < k1; k++)
+            {
+                long t0 = k * Chunk;
+                int active = grid.Active(t0);
+                new Avx2InputStage(x, v, inC, grid, t0, active).Run(0, inC);
+                new Avx2ProductStage(u, v, m, inC, coutPad, active).Run(0, 36);
+                new Avx2OutputStage(m, y, outC, coutPad, grid, t0, epilogue).Run(0, outC);
+            }
+        }
     }
 
     /// <summary>The batch's 4x4 output tiles: n samples of tilesY x tilesX.</summary>
