@@ -70,11 +70,15 @@ internal static unsafe partial class Winograd
         /// <summary>Floats from one xi's plane of V (or dM) to the next: a chunk's rows and a cache line more.</summary>
         public long InPlane => (long)Chunk * InRow + 16;
         public long OutPlane => (long)Chunk * OutRow + 16;
-        public long Length => 36 * (InPlane + OutPlane) + 36L * OutStrips * InRow;
+        public long DuLength => 36L * OutStrips * InRow;
+        public long ChunkLength => 36 * (InPlane + OutPlane);
+
+        /// <summary>V and dM of one chunk, and a dU for each of <paramref name="parts"/> cores.</summary>
+        public long Length(int parts) => ChunkLength + parts * DuLength;
     }
 
-    /// <summary>Floats of scratch <see cref="Avx2BackwardWeight"/> needs: V and dM of one chunk, and dU.</summary>
-    public static long Avx2WeightScratchLength(int cin, int cout) => new WeightLayout(cin, cout).Length;
+    /// <summary>Floats of scratch <see cref="Avx2BackwardWeight"/> needs: V and dM of one chunk, and a dU per core.</summary>
+    public static long Avx2WeightScratchLength(int cin, int cout) => new WeightLayout(cin, cout).Length(CpuParallel.Threads);
 
     /// <summary>y = scale conv3x3(x, w) by F(4x4, 3x3) with AVX2, then the <paramref name="epilogue"/>;
     /// w is [outC, inC, 3, 3]; <paramref name="scratch"/> holds <see cref="Avx2ForwardScratchLength"/> floats.</summary>
@@ -108,6 +112,17 @@ internal static unsafe partial class Winograd
         var layout = new WeightLayout(cin, cout);
         float* v = scratch, g = v + 36 * layout.InPlane, du = g + 36 * layout.OutPlane;
         var grid = new TileGrid(n, h, wd);
+        long chunks = (grid.Tiles + Chunk - 1) / Chunk;
+        int parts = CpuParallel.Threads;
+        if (chunks >= 2 * parts)
+        {
+            // Enough chunks to share out: core p runs the p-th share of them whole (all three stages, its own V
+            // and dM) into its own dU, and the adjoint adds the dUs in order. The shares are fixed, so the sum
+            // is the same from run to run.
+            CpuParallel.For(parts, 1, new Avx2WeightChunks(x, gy, du, cin, cout, layout, grid, chunks, parts));
+            CpuParallel.For(cout, 1, new Avx2FilterAdjoint(du, gw, cin, layout, parts, scale));
+            return;
+        }
         for (long t0 = 0; t0 < grid.Tiles; t0 += Chunk)
         {
             int active = grid.Active(t0);
@@ -115,7 +130,7 @@ internal static unsafe partial class Winograd
             CpuParallel.For(layout.OutRow / 8, 1, new Avx2GradientStage(gy, g, cout, layout, grid, t0, active));
             CpuParallel.For(36, 1, new Avx2WeightProducts(g, v, du, layout, active, t0 == 0));
         }
-        CpuParallel.For(cout, 1, new Avx2FilterAdjoint(du, gw, cin, layout, scale));
+        CpuParallel.For(cout, 1, new Avx2FilterAdjoint(du, gw, cin, layout, 1, scale));
     }
 
     /// <summary>Chunks [k0, k1) of the forward pass, each through the three stages on this core, in its V and M.</summary>
@@ -131,6 +146,29 @@ internal static unsafe partial class Winograd
                 new Avx2InputStage(x, v, inC, grid, t0, active).Run(0, inC);
                 new Avx2ProductStage(u, v, m, inC, coutPad, active).Run(0, 36);
                 new Avx2OutputStage(m, y, outC, coutPad, grid, t0, epilogue).Run(0, outC);
+            }
+        }
+    }
+
+    /// <summary>Shares [p0, p1) of <paramref name="parts"/> of the weight gradient's chunks: share p's chunks through
+    /// the three stages on this core, its V and dM in this core's scratch, summed into dU number p.</summary>
+    private readonly struct Avx2WeightChunks(float* x, float* gy, float* du, int cin, int cout, WeightLayout layout, TileGrid grid, long chunks, int parts)
+        : IRangeBody
+    {
+        public void Run(long p0, long p1)
+        {
+            float* v = Scratch(layout.ChunkLength), g = v + 36 * layout.InPlane;
+            for (long p = p0; p < p1; p++)
+            {
+                long k0 = chunks * p / parts, k1 = chunks * (p + 1) / parts;
+                for (long k = k0; k < k1; k++)
+                {
+                    long t0 = k * Chunk;
+                    int active = grid.Active(t0);
+                    new Avx2InputStageLast(x, v, cin, layout, grid, t0, active).Run(0, layout.InRow / 8);
+                    new Avx2GradientStage(gy, g, cout, layout, grid, t0, active).Run(0, layout.OutRow / 8);
+                    new Avx2WeightProducts(g, v, du + p * layout.DuLength, layout, active, k == k0).Run(0, 36);
+                }
             }
         }
     }
@@ -568,37 +606,38 @@ internal static unsafe partial class Winograd
         dst[2 * stride] = Vector256.FusedMultiplyAdd(outer - inner, sixth, u5);
     }
 
-    /// <summary>gw = scale G^T dU G for output channels [c0, c1), 8 input channels per vector (the last few one by one).</summary>
-    private readonly struct Avx2FilterAdjoint(float* du, float* gw, int cin, WeightLayout layout, float scale) : IRangeBody
+    /// <summary>gw = scale G^T dU G for output channels [c0, c1), 8 input channels per vector, dU the sum of
+    /// <paramref name="parts"/> partial sums <see cref="WeightLayout.DuLength"/> floats apart (in order: the same
+    /// result whichever core made which).</summary>
+    private readonly struct Avx2FilterAdjoint(float* du, float* gw, int cin, WeightLayout layout, int parts, float scale) : IRangeBody
     {
         public void Run(long c0, long c1)
         {
-            float* u = stackalloc float[36];
             var t = stackalloc Vector256<float>[18];   // G^T dU: t[6 k + c]
             var g = stackalloc Vector256<float>[9];    // the 3x3 gradient, tap k = 3 a + b
             float* taps = (float*)g;
             long xiStride = (long)layout.OutStrips * layout.InRow;
             for (long co = c0; co < c1; co++)
-            {
-                int ci = 0;
-                for (; ci + 8 <= cin; ci += 8)
+                for (int ci = 0; ci < cin; ci += 8)
                 {
                     float* d = du + co * layout.InRow + ci;
                     for (int c = 0; c < 6; c++)
-                        ProjectFilter8(Vector256.Load(d + c * xiStride), Vector256.Load(d + (6 + c) * xiStride), Vector256.Load(d + (12 + c) * xiStride),
-                            Vector256.Load(d + (18 + c) * xiStride), Vector256.Load(d + (24 + c) * xiStride), Vector256.Load(d + (30 + c) * xiStride), t + c, 6);
+                        ProjectFilter8(Sum(d + c * xiStride), Sum(d + (6 + c) * xiStride), Sum(d + (12 + c) * xiStride),
+                            Sum(d + (18 + c) * xiStride), Sum(d + (24 + c) * xiStride), Sum(d + (30 + c) * xiStride), t + c, 6);
                     for (int a = 0; a < 3; a++) ProjectFilter8(t[6 * a], t[6 * a + 1], t[6 * a + 2], t[6 * a + 3], t[6 * a + 4], t[6 * a + 5], g + 3 * a, 1);
-                    // taps[8 k + l]: tap k of input channel ci + l.
+                    // taps[8 k + l]: tap k of input channel ci + l (the lanes past cin, dU's zero padding, are not stored).
                     float* dst = gw + (co * cin + ci) * 9;
-                    for (int l = 0; l < 8; l++)
+                    for (int l = 0; l < Math.Min(8, cin - ci); l++)
                         for (int k = 0; k < 9; k++) dst[9 * l + k] = scale * taps[8 * k + l];
                 }
-                for (; ci < cin; ci++)
-                {
-                    for (int xi = 0; xi < 36; xi++) u[xi] = du[xi * xiStride + co * layout.InRow + ci];
-                    FilterTransformAdjointF4(u, gw + (co * cin + ci) * 9, scale);
-                }
-            }
+        }
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        private Vector256<float> Sum(float* at)
+        {
+            var sum = Vector256.Load(at);
+            for (int p = 1; p < parts; p++) sum += Vector256.Load(at + p * layout.DuLength);
+            return sum;
         }
     }
 
