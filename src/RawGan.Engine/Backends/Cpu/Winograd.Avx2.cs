@@ -126,7 +126,7 @@ internal static unsafe partial class Winograd
         for (long t0 = 0; t0 < grid.Tiles; t0 += Chunk)
         {
             int active = grid.Active(t0);
-            CpuParallel.For(layout.InRow / 8, 1, new Avx2InputStageLast(x, v, cin, layout, grid, t0, active));
+            CpuParallel.For(layout.InRow / 8, 1, new Avx2InputStage(x, v, cin, grid, t0, active, true, layout));
             CpuParallel.For(layout.OutRow / 8, 1, new Avx2GradientStage(gy, g, cout, layout, grid, t0, active));
             CpuParallel.For(36, 1, new Avx2WeightProducts(g, v, du, layout, active, t0 == 0));
         }
@@ -165,7 +165,7 @@ internal static unsafe partial class Winograd
                 {
                     long t0 = k * Chunk;
                     int active = grid.Active(t0);
-                    new Avx2InputStageLast(x, v, cin, layout, grid, t0, active).Run(0, layout.InRow / 8);
+                    new Avx2InputStage(x, v, cin, grid, t0, active, true, layout).Run(0, layout.InRow / 8);
                     new Avx2GradientStage(gy, g, cout, layout, grid, t0, active).Run(0, layout.OutRow / 8);
                     new Avx2WeightProducts(g, v, du + p * layout.DuLength, layout, active, k == k0).Run(0, 36);
                 }
@@ -186,10 +186,14 @@ internal static unsafe partial class Winograd
         public void Decode(long t0, ref TileBlock block) => block.Decode(t0, (int)Math.Min(Chunk, Tiles - t0), TilesY, TilesX, 4);
     }
 
-    /// <summary>V[xi][ci][t] = (B^T d B)[xi] for channels [c0, c1) and the chunk's active tiles (0 for tiles past the batch).</summary>
-    private readonly struct Avx2InputStage(float* x, float* v, int cin, TileGrid grid, long t0, int active) : IRangeBody
+    /// <summary>V = B^T d B for the chunk's active tiles (0 for tiles past the batch), in one of two layouts. The
+    /// forward's (<paramref name="last"/> false): V[xi][ci][t] for the channels [i0, i1). The weight gradient's, channels
+    /// last: V[xi][t][ci] in <paramref name="layout"/> for the groups [i0, i1) of 8 input channels (0 past cin), each
+    /// group's 36 x 8 vectors of 8 tiles transposed on their way out.</summary>
+    private readonly struct Avx2InputStage(float* x, float* v, int cin, TileGrid grid, long t0, int active, bool last = false, WeightLayout layout = default)
+        : IRangeBody
     {
-        public void Run(long c0, long c1)
+        public void Run(long i0, long i1)
         {
             TileBlock block = default;
             grid.Decode(t0, ref block);
@@ -197,32 +201,17 @@ internal static unsafe partial class Winograd
             long* offsets = stackalloc long[48];
             var masks = stackalloc Vector128<float>[96];
             var e = stackalloc Vector256<float>[36];
+            var staged = stackalloc Vector256<float>[36 * 8];   // channels last: staged[8 xi + l] for channel 8 g + l, 8 tiles
             for (int o = 0; o < active / 8; o++)
             {
                 int run = LocatePatches(ref block, o, grid, cin, offsets, masks);
-                for (long ci = c0; ci < c1; ci++)
-                    TransformPatches(x + ci * plane, run, offsets, masks, e, (Vector256<float>*)(v + ci * Chunk + 8 * o), (int)(Plane(cin) / 8));
-            }
-        }
-    }
-
-    /// <summary>The same for the weight gradient, channels last: V[xi][t][ci] for the groups [g0, g1) of 8 input
-    /// channels (0 past cin), each group's 36 x 8 vectors of 8 tiles transposed on their way out.</summary>
-    private readonly struct Avx2InputStageLast(float* x, float* v, int cin, WeightLayout layout, TileGrid grid, long t0, int active) : IRangeBody
-    {
-        public void Run(long g0, long g1)
-        {
-            TileBlock block = default;
-            grid.Decode(t0, ref block);
-            long plane = (long)grid.H * grid.W;
-            long* offsets = stackalloc long[48];
-            var masks = stackalloc Vector128<float>[96];
-            var e = stackalloc Vector256<float>[36];
-            var staged = stackalloc Vector256<float>[36 * 8];   // staged[8 xi + l]: channel 8 g + l, 8 tiles
-            for (int o = 0; o < active / 8; o++)
-            {
-                int run = LocatePatches(ref block, o, grid, cin, offsets, masks);
-                for (long grp = g0; grp < g1; grp++)
+                if (!last)
+                {
+                    for (long ci = i0; ci < i1; ci++)
+                        TransformPatches(x + ci * plane, run, offsets, masks, e, (Vector256<float>*)(v + ci * Chunk + 8 * o), (int)(Plane(cin) / 8));
+                    continue;
+                }
+                for (long grp = i0; grp < i1; grp++)
                 {
                     for (int l = 0; l < 8; l++)
                     {
@@ -284,46 +273,49 @@ internal static unsafe partial class Winograd
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void TransformPatches(float* xc, int run, long* offsets, Vector128<float>* masks, Vector256<float>* e, Vector256<float>* dst, int xiStride)
     {
-        if (run >= 0)
-        {
-            for (int r = 0; r < 6; r++)
-            {
-                if ((run >> r & 1) == 0)
-                {
-                    for (int j = 0; j < 6; j++) e[6 * r + j] = Vector256<float>.Zero;
-                    continue;
-                }
-                float* q = xc + offsets[8 * r];
-                var q0 = Avx.MaskLoad(q, masks[16 * r]);
-                var q8 = Avx.MaskLoad(xc + offsets[8 * r + 7] + 4, masks[16 * r + 15]);
-                var q4 = Vector128.Load(q + 16);
-                Quads(Vector256.Create(q0, q4), Vector256.Create(Vector128.Load(q + 4), Vector128.Load(q + 20)),
-                    Vector256.Create(Vector128.Load(q + 8), Vector128.Load(q + 24)), Vector256.Create(Vector128.Load(q + 12), Vector128.Load(q + 28)),
-                    out var d0, out var d1, out var d2, out var d3);
-                Quads(Vector256.Create(Vector128.Load(q + 4), Vector128.Load(q + 20)), Vector256.Create(Vector128.Load(q + 8), Vector128.Load(q + 24)),
-                    Vector256.Create(Vector128.Load(q + 12), Vector128.Load(q + 28)), Vector256.Create(q4, q8), out var d4, out var d5, out _, out _);
-                BTransform8(d0, d1, d2, d3, d4, d5, e + 6 * r, 1);
-            }
-            for (int j = 0; j < 6; j++)
-                BTransform8(e[j], e[6 + j], e[12 + j], e[18 + j], e[24 + j], e[30 + j], dst + j * xiStride, 6 * xiStride);
-            return;
-        }
         for (int r = 0; r < 6; r++)
         {
             long* at = offsets + 8 * r;
             var mask = masks + 16 * r;
-            Quads(Vector256.Create(Avx.MaskLoad(xc + at[0], mask[0]), Avx.MaskLoad(xc + at[4], mask[8])),
-                Vector256.Create(Avx.MaskLoad(xc + at[1], mask[2]), Avx.MaskLoad(xc + at[5], mask[10])),
-                Vector256.Create(Avx.MaskLoad(xc + at[2], mask[4]), Avx.MaskLoad(xc + at[6], mask[12])),
-                Vector256.Create(Avx.MaskLoad(xc + at[3], mask[6]), Avx.MaskLoad(xc + at[7], mask[14])), out var d0, out var d1, out var d2, out var d3);
-            Quads(Vector256.Create(Avx.MaskLoad(xc + at[0] + 4, mask[1]), Avx.MaskLoad(xc + at[4] + 4, mask[9])),
-                Vector256.Create(Avx.MaskLoad(xc + at[1] + 4, mask[3]), Avx.MaskLoad(xc + at[5] + 4, mask[11])),
-                Vector256.Create(Avx.MaskLoad(xc + at[2] + 4, mask[5]), Avx.MaskLoad(xc + at[6] + 4, mask[13])),
-                Vector256.Create(Avx.MaskLoad(xc + at[3] + 4, mask[7]), Avx.MaskLoad(xc + at[7] + 4, mask[15])), out var d4, out var d5, out _, out _);
-            BTransform8(d0, d1, d2, d3, d4, d5, e + 6 * r, 1);
+            if (run < 0)
+            {
+                TransformRow(Avx.MaskLoad(xc + at[0], mask[0]), Avx.MaskLoad(xc + at[1], mask[2]), Avx.MaskLoad(xc + at[2], mask[4]),
+                    Avx.MaskLoad(xc + at[3], mask[6]), Avx.MaskLoad(xc + at[4], mask[8]), Avx.MaskLoad(xc + at[5], mask[10]),
+                    Avx.MaskLoad(xc + at[6], mask[12]), Avx.MaskLoad(xc + at[7], mask[14]),
+                    Avx.MaskLoad(xc + at[0] + 4, mask[1]), Avx.MaskLoad(xc + at[1] + 4, mask[3]), Avx.MaskLoad(xc + at[2] + 4, mask[5]),
+                    Avx.MaskLoad(xc + at[3] + 4, mask[7]), Avx.MaskLoad(xc + at[4] + 4, mask[9]), Avx.MaskLoad(xc + at[5] + 4, mask[11]),
+                    Avx.MaskLoad(xc + at[6] + 4, mask[13]), Avx.MaskLoad(xc + at[7] + 4, mask[15]), e + 6 * r);
+            }
+            else if ((run >> r & 1) == 0)
+            {
+                for (int j = 0; j < 6; j++) e[6 * r + j] = Vector256<float>.Zero;
+            }
+            else
+            {
+                float* q = xc + at[0];
+                Vector128<float> q1 = Vector128.Load(q + 4), q2 = Vector128.Load(q + 8), q3 = Vector128.Load(q + 12), q4 = Vector128.Load(q + 16),
+                    q5 = Vector128.Load(q + 20), q6 = Vector128.Load(q + 24), q7 = Vector128.Load(q + 28);
+                TransformRow(Avx.MaskLoad(q, mask[0]), q1, q2, q3, q4, q5, q6, q7,
+                    q1, q2, q3, q4, q5, q6, q7, Avx.MaskLoad(xc + at[7] + 4, mask[15]), e + 6 * r);
+            }
         }
         for (int j = 0; j < 6; j++)
             BTransform8(e[j], e[6 + j], e[12 + j], e[18 + j], e[24 + j], e[30 + j], dst + j * xiStride, 6 * xiStride);
+    }
+
+    /// <summary>B^T along one patch row of eight tiles into e[0..5]: lo_t holds tile t's columns 0-3, hi_t its
+    /// columns 4-5 (and two it does not use), transposed by Quads with tiles t and t + 4 in one vector's halves.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void TransformRow(Vector128<float> lo0, Vector128<float> lo1, Vector128<float> lo2, Vector128<float> lo3,
+        Vector128<float> lo4, Vector128<float> lo5, Vector128<float> lo6, Vector128<float> lo7,
+        Vector128<float> hi0, Vector128<float> hi1, Vector128<float> hi2, Vector128<float> hi3,
+        Vector128<float> hi4, Vector128<float> hi5, Vector128<float> hi6, Vector128<float> hi7, Vector256<float>* e)
+    {
+        Quads(Vector256.Create(lo0, lo4), Vector256.Create(lo1, lo5), Vector256.Create(lo2, lo6), Vector256.Create(lo3, lo7),
+            out var d0, out var d1, out var d2, out var d3);
+        Quads(Vector256.Create(hi0, hi4), Vector256.Create(hi1, hi5), Vector256.Create(hi2, hi6), Vector256.Create(hi3, hi7),
+            out var d4, out var d5, out _, out _);
+        BTransform8(d0, d1, d2, d3, d4, d5, e, 1);
     }
 
     /// <summary>dst[t ld + l] = lane t of src[l] for l, t &lt; 8: an 8 x 8 transpose, read as 128-bit halves and
