@@ -51,6 +51,8 @@ public static partial class TrainCommand
     private static readonly Option<string?> Resume = new("--resume") { Description = "continue a run: its folder, or one of its checkpoint folders" };
     private static readonly Option<bool> Mirror = new("--mirror") { Description = "mirror augment: flip reals left-right with probability 0.5" };
     internal static readonly Option<string> Loss = new("--loss") { Description = "wgan-gp (the paper's WGAN-GP with its drift term) or logistic (non-saturating logistic loss with an R1 penalty on the reals)", DefaultValueFactory = _ => "wgan-gp" };
+    private static readonly Option<float> DLrRatio = new("--d-lr-ratio") { Description = "the critic's learning rate as a multiple of --lr (1: the paper's equal rates; 2: a critic twice as fast, the two time-scale update rule's direction)", DefaultValueFactory = _ => 1f };
+    private static readonly Option<double> FadeShare = new("--fade-share") { Description = "the fade-in's share of each resolution's 2 x kimg-per-phase images (0.5: the paper's equal fade-in and stable periods; 0.25: a quarter fades in, three quarters train stable)", DefaultValueFactory = _ => 0.5 };
     internal static readonly Option<float> R1Gamma = new("--r1-gamma") { Description = "the R1 penalty's weight gamma with --loss logistic (gamma / 2 times the squared gradient norm on the reals)", DefaultValueFactory = _ => 1f };
     internal static readonly Option<int?> Threads = new("--threads") { Description = "CPU threads for kernels (default: all cores)" };
     private static readonly Option<double> TickKimg = new("--tick-kimg") { Description = "thousands of images between progress lines, metrics and sample grids", DefaultValueFactory = _ => 2 };
@@ -66,7 +68,7 @@ public static partial class TrainCommand
     public static Command Create()
     {
         var command = new Command("train", "Train a ProGAN: stable 4x4, then a fade-in and a stable phase per resolution, with checkpoints, sample grids and report.html in the run folder.");
-        foreach (var o in new Option[] { Data, Resolution, Preset, LatentSize, FmapBase, FmapMax, Device, Precision, Graphs, KimgPerPhase, Batch, LearningRate, Seed, Out, Resume, Mirror, Loss, R1Gamma, Threads, TickKimg, CheckpointTicks, Keep, OnNan, SwdImages, ShapesCount, EmaKimg, DataChanged, MaxSteps })
+        foreach (var o in new Option[] { Data, Resolution, Preset, LatentSize, FmapBase, FmapMax, Device, Precision, Graphs, KimgPerPhase, FadeShare, Batch, LearningRate, DLrRatio, Seed, Out, Resume, Mirror, Loss, R1Gamma, Threads, TickKimg, CheckpointTicks, Keep, OnNan, SwdImages, ShapesCount, EmaKimg, DataChanged, MaxSteps })
             command.Add(o);
         command.SetAction(parse => Program.Guard(() => Run(parse)));
         return command;
@@ -467,6 +469,8 @@ public static partial class TrainCommand
             DefaultBatch = defaultBatch,
             LearningRateByResolution = rates,
             LearningRate = defaultRate,
+            DiscriminatorLearningRateRatio = parse.GetValue(DLrRatio),
+            FadeShare = parse.GetValue(FadeShare),
             Mirror = parse.GetValue(Mirror),
             Loss = ParseLoss(parse.GetValue(Loss)!),
             R1Gamma = parse.GetValue(R1Gamma),
@@ -514,6 +518,8 @@ public static partial class TrainCommand
             var (r, d) = ParsePerResolution(parse.GetValue(LearningRate)!, "--lr", s => float.Parse(s, CultureInfo.InvariantCulture), 0.001f);
             o = o with { LearningRateByResolution = r, LearningRate = d };
         }
+        if (Given(DLrRatio)) o = o with { DiscriminatorLearningRateRatio = parse.GetValue(DLrRatio) };
+        if (Given(FadeShare)) o = o with { FadeShare = parse.GetValue(FadeShare) };
         if (Given(Mirror)) o = o with { Mirror = parse.GetValue(Mirror) };
         if (Given(Loss)) o = o with { Loss = ParseLoss(parse.GetValue(Loss)!) };
         if (Given(R1Gamma)) o = o with { R1Gamma = parse.GetValue(R1Gamma) };

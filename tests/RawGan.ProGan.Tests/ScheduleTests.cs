@@ -25,6 +25,22 @@ public class ScheduleTests
     }
 
     [Fact]
+    public void A_fade_share_splits_each_resolutions_two_periods_and_keeps_their_sum()
+    {
+        var options = new TrainOptions { Model = ProGanConfig.Tiny(32), ImagesPerPhase = 6000, ImagesPerPhaseByResolution = new() { [4] = 15_000, [8] = 10_000 }, FadeShare = 0.25 }.Validate();
+        var schedule = new Schedule(options.Model.MaxLevel, options.ImagesFor, options.FadeShare);
+        Assert.Equal([15_000L, 5000, 15_000, 3000, 9000, 3000, 9000], schedule.Phases.Select(p => p.Images));
+        Assert.Equal([false, true, false, true, false, true, false], schedule.Phases.Select(p => p.FadeIn));
+        Assert.Equal(new Schedule(options.Model.MaxLevel, options.ImagesFor).TotalImages, schedule.TotalImages);
+        Assert.Equal("7 phases: 4x4 15,000, 8x8 5,000 + 15,000, 16x16 3,000 + 9,000, 32x32 3,000 + 9,000 images (fade-in + stable)", schedule.Describe());
+        // The alpha of a short fade-in reaches 1 at its own end.
+        Assert.Equal(0.5f, Schedule.Alpha(schedule.Phases[1], 2500));
+        // Rounding never leaves a period empty: one image per period is the least.
+        Assert.Equal([1L, 1, 1], new Schedule(3, _ => 1, 0.1).Phases.Select(p => p.Images));
+        Assert.Throws<ArgumentException>(() => new Schedule(3, _ => 10, 1.0));
+    }
+
+    [Fact]
     public void A_resolution_with_no_images_is_refused_with_its_name()
     {
         var options = new TrainOptions { Model = ProGanConfig.Tiny(16), ImagesPerPhaseByResolution = new() { [8] = 0 } };

@@ -271,6 +271,53 @@ public class TrainingTests
         }
     }
 
+    [Fact]
+    public void TheCriticsLearningRateRatioScalesItsFirstUpdateAndOnlyItsOwn()
+    {
+        // With beta1 = 0, Adam's first update is lr * g / sqrt(g^2) = lr * sign(g) for every weight
+        // with a gradient well above epsilon (lr * g / (|g| + eps) for all): the same step from the
+        // same weights and batch moves each critic weight by twice as much at ratio 2 (up to the
+        // float rounding of w +- lr), and the
+        // generator's learning rate stays --lr.
+        var data = new InMemoryShapes(16, 4);
+        float[][] Step(float ratio, out (float G, float D) rates)
+        {
+            using var dir = new TempDirectory();
+            using var trainer = new Trainer(Tiny(4, 64) with { DiscriminatorLearningRateRatio = ratio }, Cpu, data, dir.Path, new SilentObserver());
+            var before = trainer.Discriminator.Parameters().Select(p => p.ToArray()).ToArray();
+            Assert.Equal(StopReason.Interrupted, trainer.Run(maxSteps: 1));
+            rates = (trainer.Optimizers.Generator.LearningRate, trainer.Optimizers.Discriminator.LearningRate);
+            var after = trainer.Discriminator.Parameters().Select(p => p.ToArray()).ToArray();
+            return before.Zip(after, (b, a) => a.Zip(b, (x, y) => x - y).ToArray()).ToArray();
+        }
+        var one = Step(1f, out var ratesOne);
+        var two = Step(2f, out var ratesTwo);
+        Assert.Equal((0.001f, 0.001f), ratesOne);
+        Assert.Equal((0.001f, 0.002f), ratesTwo);
+        int moved = 0;
+        for (int t = 0; t < one.Length; t++)
+            for (int i = 0; i < one[t].Length; i++)
+            {
+                if (one[t][i] == 0) { Assert.Equal(0f, two[t][i]); continue; }
+                moved++;
+                Assert.InRange(two[t][i] / one[t][i], 1.999f, 2.001f);
+                Assert.True(Math.Abs(one[t][i]) <= 0.001001f, $"a first update of {one[t][i]} at lr 0.001");
+            }
+        Assert.True(moved > 1000, $"only {moved} critic weights moved in the first step");
+    }
+
+    [Fact]
+    public void TheCriticsRatioAndTheFadeShareAreCheckedAndMustMatchOnResume()
+    {
+        Assert.Contains("critic's learning rate ratio", Assert.Throws<ArgumentException>(() => (Tiny(8, 64) with { DiscriminatorLearningRateRatio = 0 }).Validate()).Message);
+        Assert.Contains("critic's learning rate ratio", Assert.Throws<ArgumentException>(() => (Tiny(8, 64) with { DiscriminatorLearningRateRatio = float.NaN }).Validate()).Message);
+        Assert.Contains("fade-in's share", Assert.Throws<ArgumentException>(() => (Tiny(8, 64) with { FadeShare = 1 }).Validate()).Message);
+        Assert.Contains("fade-in's share", Assert.Throws<ArgumentException>(() => (Tiny(8, 64) with { FadeShare = 0 }).Validate()).Message);
+        var saved = Tiny(8, 64);
+        var diffs = (saved with { DiscriminatorLearningRateRatio = 2, FadeShare = 0.25 }).Differences(saved);
+        Assert.Equal(["critic learning rate ratio: checkpoint has 1, this run asks for 2", "fade-in share: checkpoint has 0.5, this run asks for 0.25"], diffs);
+    }
+
     private static float[][] Weights(Trainer t) =>
         t.Generator.Parameters().Concat(t.Discriminator.Parameters()).Concat(t.GeneratorEma.Parameters()).Select(p => p.ToArray()).ToArray();
 

@@ -87,4 +87,26 @@ public class ResumeChecksTests(RawganFixture cli)
         Assert.True(twoAgain.ExitCode == 0, twoAgain.ToString());
         Assert.DoesNotContain("note: the checkpoint was trained with", twoAgain.Stdout);
     }
+
+    [Fact]
+    public void AFasterCriticAndAShorterFadeInShowInTheLogAndSurviveAResume()
+    {
+        var first = cli.Run(RawganFixture.TinyTrain(cli.NewFolder("ttur-runs"), "--d-lr-ratio", "2", "--fade-share", "0.25", "--max-steps", "30"));
+        Assert.True(first.ExitCode == 0, first.ToString());
+        // 200 images per period: the 8x8 fade-in takes a quarter of its 400, 100 images, the stable period 300.
+        Assert.Contains("schedule: 3 phases: 4x4 200, 8x8 100 + 300 images (fade-in + stable)", first.Stdout);
+        Assert.Contains("phase 2/3: fade-in 8x8, 100 images, batch 8, lr G 0.001 D 0.002", first.Stdout);
+        string run = RawganFixture.RunFolderOf(first.Stdout);
+
+        // Resumed as saved: the same rates and schedule, to the end.
+        var resumed = cli.Run("train", "--resume", run, "--device", "cpu", "--threads", "1");
+        Assert.True(resumed.ExitCode == 0, resumed.ToString());
+        Assert.Contains("phase 3/3: stable 8x8, 300 images, batch 8, lr G 0.001 D 0.002", resumed.Stdout);
+
+        // Asked for other values: refused, naming both.
+        var other = cli.Run("train", "--resume", run, "--d-lr-ratio", "1", "--fade-share", "0.5", "--device", "cpu", "--threads", "1");
+        Assert.True(other.ExitCode == 1, other.ToString());
+        Assert.Contains("critic learning rate ratio: checkpoint has 2, this run asks for 1", other.Stderr);
+        Assert.Contains("fade-in share: checkpoint has 0.25, this run asks for 0.5", other.Stderr);
+    }
 }

@@ -45,7 +45,7 @@ public partial class WrongInvocationTests(RawganFixture cli)
         "unknown command", "unknown option", "missing option value", "option value of the wrong type", "resolution 48",
         "resolution 2048", "missing data folder", "empty data folder", "only corrupt images", "batch 6", "batch 4:x",
         "preset huge", "device nonsense", "precision bf16", "device cuda without a GPU", "check on cuda without a GPU", "threads 0", "shapes-count 0", "out is a file",
-        "negative max-steps", "infinite learning rate", "loss hinge", "negative r1-gamma", "generate missing checkpoint", "generate without checkpoint",
+        "negative max-steps", "infinite learning rate", "loss hinge", "negative r1-gamma", "d-lr-ratio 0", "fade-share 1", "generate missing checkpoint", "generate without checkpoint",
         "generate latents of the wrong shape", "generate latents not npy", "resume with other settings", "resume nothing",
         "truncated G_ema", "garbage G for resume", "NaN in G_ema", "corrupt state.json", "bench batch 6",
         "interpolate one seed", "evaluate missing checkpoint",
@@ -117,6 +117,8 @@ public partial class WrongInvocationTests(RawganFixture cli)
             case "infinite learning rate": return ([.. RawganFixture.TinyTrain(Folder("lr-inf"), "--lr", "Infinity")], "learning rate");
             case "loss hinge": return ([.. RawganFixture.TinyTrain(Folder("loss-hinge"), "--loss", "hinge")], "--loss must be wgan-gp or logistic, got 'hinge'");
             case "negative r1-gamma": return ([.. RawganFixture.TinyTrain(Folder("r1-negative"), "--loss", "logistic", "--r1-gamma", "-1")], "R1 gamma");
+            case "d-lr-ratio 0": return ([.. RawganFixture.TinyTrain(Folder("dlr-zero"), "--d-lr-ratio", "0")], "critic's learning rate ratio");
+            case "fade-share 1": return ([.. RawganFixture.TinyTrain(Folder("fade-one"), "--fade-share", "1")], "fade-in's share");
             case "generate missing checkpoint": return (["generate", "--checkpoint", "/nonexistent", .. Cpu], "/nonexistent");
             case "generate without checkpoint": return (["generate", .. Cpu], "--checkpoint");
             case "generate latents of the wrong shape":
@@ -235,7 +237,7 @@ public partial class WrongInvocationTests(RawganFixture cli)
     public static TheoryData<string, string> HelpCases => new()
     {
         { "", "train generate interpolate evaluate bench info" },
-        { "train", "--data --resolution --preset --latent-size --fmap-base --fmap-max --device --kimg-per-phase --batch --lr --seed --out --resume --mirror --loss --r1-gamma --threads --tick-kimg --checkpoint-ticks --keep --on-nan --swd-images --max-steps" },
+        { "train", "--data --resolution --preset --latent-size --fmap-base --fmap-max --device --kimg-per-phase --fade-share --batch --lr --d-lr-ratio --seed --out --resume --mirror --loss --r1-gamma --threads --tick-kimg --checkpoint-ticks --keep --on-nan --swd-images --max-steps" },
         { "generate", "--checkpoint --count --seed --out --single --truncation --latents --raw --device" },
         { "interpolate", "--checkpoint --seeds --steps --scale --out --device" },
         { "evaluate", "--checkpoint --data --images --ms-ssim-pairs --seed --device" },

@@ -31,6 +31,12 @@ public sealed record TrainOptions
     /// <summary>Adam learning rate per resolution (official: 0.001, higher above 128px in larger configs).</summary>
     public Dictionary<int, float> LearningRateByResolution { get; init; } = new();
     public float LearningRate { get; init; } = 0.001f;
+    /// <summary>The critic's learning rate as a multiple of the generator's (1: the paper's equal
+    /// rates; above 1 a faster critic, as in the two time-scale update rule of Heusel et al. 2017).</summary>
+    public float DiscriminatorLearningRateRatio { get; init; } = 1f;
+    /// <summary>The fade-in's share of the images at each resolution above 4x4, which has two periods'
+    /// worth (2 x <see cref="ImagesFor"/>): 0.5, the paper's, splits them evenly.</summary>
+    public double FadeShare { get; init; } = 0.5;
     /// <summary>
     /// Half-life of the generator's moving average, in real images. The official code uses
     /// beta = 0.999 per step, which at batch 16 is a half-life of about 11k images over a run of
@@ -69,6 +75,12 @@ public sealed record TrainOptions
         ImagesPerPhaseByResolution != null && ImagesPerPhaseByResolution.TryGetValue(resolution, out var n) ? n : ImagesPerPhase;
     public int BatchFor(int resolution) => BatchByResolution.TryGetValue(resolution, out var b) ? b : DefaultBatch;
     public float LearningRateFor(int resolution) => LearningRateByResolution.TryGetValue(resolution, out var lr) ? lr : LearningRate;
+    /// <summary>The generator's and the critic's learning rates at <paramref name="resolution"/>, times <paramref name="factor"/> (the rollbacks' halvings).</summary>
+    public (float Generator, float Discriminator) LearningRatesFor(int resolution, float factor = 1f)
+    {
+        float g = LearningRateFor(resolution) * factor;
+        return (g, g * DiscriminatorLearningRateRatio);
+    }
 
     /// <summary>Throws <see cref="ArgumentException"/> naming the first impossible value.</summary>
     public TrainOptions Validate()
@@ -89,6 +101,9 @@ public sealed record TrainOptions
         }
         if (!(LearningRate > 0 && float.IsFinite(LearningRate)) || LearningRateByResolution.Values.Any(v => !(v > 0 && float.IsFinite(v))))
             throw new ArgumentException("learning rates must be positive finite numbers");
+        if (!(DiscriminatorLearningRateRatio > 0 && float.IsFinite(DiscriminatorLearningRateRatio)))
+            throw new ArgumentException($"the critic's learning rate ratio must be a positive finite number, got {DiscriminatorLearningRateRatio}");
+        if (!(FadeShare > 0 && FadeShare < 1)) throw new ArgumentException($"the fade-in's share of a resolution's images must be between 0 and 1 (exclusive), got {FadeShare}");
         if (ShapesCount < 1) throw new ArgumentException($"the shapes data set needs at least one image, got {ShapesCount}");
         if (!(R1Gamma >= 0 && float.IsFinite(R1Gamma))) throw new ArgumentException($"the R1 gamma must be a finite number of at least 0, got {R1Gamma}");
         if (EmaHalfLifeImages < 0) throw new ArgumentException($"the EMA half-life must not be negative, got {EmaHalfLifeImages}");
@@ -178,6 +193,8 @@ public sealed record TrainOptions
         Check("batch per resolution", Format(BatchByResolution), Format(other.BatchByResolution));
         Check("learning rate", LearningRate, other.LearningRate);
         Check("learning rate per resolution", Format(LearningRateByResolution), Format(other.LearningRateByResolution));
+        Check("critic learning rate ratio", DiscriminatorLearningRateRatio, other.DiscriminatorLearningRateRatio);
+        Check("fade-in share", FadeShare, other.FadeShare);
         Check("mirror", Mirror, other.Mirror);
         Check("loss", Loss, other.Loss);
         if (Loss == GanLoss.Logistic) Check("R1 gamma", R1Gamma, other.R1Gamma);

@@ -107,7 +107,7 @@ public sealed class Trainer : IDisposable
         _observer = observer;
         RunDirectory = runDirectory;
         _store = new CheckpointStore(runDirectory);
-        Schedule = new Schedule(options.Model.MaxLevel, options.ImagesFor);
+        Schedule = new Schedule(options.Model.MaxLevel, options.ImagesFor, options.FadeShare);
         _remaining = new RemainingTime(options.Model);
 
         // Initialization draws from the run's generator in a fixed order: G, D, then training.
@@ -332,10 +332,17 @@ public sealed class Trainer : IDisposable
         _adamD.Reset();
         State.GeneratorAdamStep = 0;
         State.DiscriminatorAdamStep = 0;
-        float lr = Options.LearningRateFor(phase.Resolution) * State.LearningRateFactor;
-        _adamG.LearningRate = lr;
-        _adamD.LearningRate = lr;
-        _observer.Notice($"phase {phase.Index + 1}/{Schedule.Phases.Count}: {phase.Describe()}, {phase.Images:N0} images, batch {Options.BatchFor(phase.Resolution)}, lr {lr:G3}");
+        var (lrG, lrD) = SetLearningRates(phase.Resolution, State.LearningRateFactor);
+        string lr = lrG == lrD ? $"lr {lrG:G3}" : $"lr G {lrG:G3} D {lrD:G3}";
+        _observer.Notice($"phase {phase.Index + 1}/{Schedule.Phases.Count}: {phase.Describe()}, {phase.Images:N0} images, batch {Options.BatchFor(phase.Resolution)}, {lr}");
+    }
+
+    private (float G, float D) SetLearningRates(int resolution, float factor)
+    {
+        var (g, d) = Options.LearningRatesFor(resolution, factor);
+        _adamG.LearningRate = g;
+        _adamD.LearningRate = d;
+        return (g, d);
     }
 
     /// <summary>Whether a step may be launched while the previous one is still in flight: where
@@ -550,9 +557,7 @@ public sealed class Trainer : IDisposable
         _adamD.Step = State.DiscriminatorAdamStep;
         if (State.PhaseIndex < Schedule.Phases.Count)
         {
-            float lr = Options.LearningRateFor(Schedule.Phases[State.PhaseIndex].Resolution) * State.LearningRateFactor;
-            _adamG.LearningRate = lr;
-            _adamD.LearningRate = lr;
+            SetLearningRates(Schedule.Phases[State.PhaseIndex].Resolution, State.LearningRateFactor);
         }
         _rng = rng;
         _imagesAtLastTick = State.TotalImages;
@@ -568,9 +573,7 @@ public sealed class Trainer : IDisposable
         State.LearningRateFactor = factor;
         State.Rollbacks = rollbacks;
         State.SkippedSteps = skipped;
-        float lr = Options.LearningRateFor(Schedule.Phases[Math.Min(State.PhaseIndex, Schedule.Phases.Count - 1)].Resolution) * factor;
-        _adamG.LearningRate = lr;
-        _adamD.LearningRate = lr;
+        SetLearningRates(Schedule.Phases[Math.Min(State.PhaseIndex, Schedule.Phases.Count - 1)].Resolution, factor);
         _observer.Notice($"rolled back to {latest} with the learning rate halved (factor {factor:G3})");
     }
 
