@@ -320,7 +320,9 @@ public static class EvaluateCommand
         Console.WriteLine("generated    " + string.Join("  ", swd.Levels.Select(l => $"{l.Value,7:F2}")) + $"  {swd.Mean,7:F2}");
         Console.WriteLine("real vs real " + string.Join("  ", floor.Levels.Select(l => $"{l.Value,7:F2}")) + $"  {floor.Mean,7:F2}   (noise floor, {Math.Min(images, data.Count / 2)} per side)");
         int pairs = parse.GetValue(Pairs);
-        if (pairs > 0)
+        if (pairs > 0 && cfg.Resolution < MsSsim.MinimumResolution)
+            Console.WriteLine($"MS-SSIM: not measured: its {MsSsim.Weights.Length} scales need images of at least {MsSsim.MinimumResolution}x{MsSsim.MinimumResolution}, and this generator makes {cfg.Resolution}x{cfg.Resolution}");
+        else if (pairs > 0)
         {
             int n = Math.Min(2 * pairs, 2048);
             var fakes = Evaluation.Generate(g, n, new Rng(seed + 7));

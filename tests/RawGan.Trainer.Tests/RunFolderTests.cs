@@ -7,7 +7,8 @@ namespace RawGan.Trainer.Tests;
 /// the same --out get folders of their own; a second writer of one run folder is refused naming the
 /// holder's PID, and kill -9 of the holder leaves no stale lock; `generate` and `evaluate` on a run
 /// that is training (and pruning) read a complete checkpoint every time; resuming from an older
-/// checkpoint continues in a branch and deletes nothing.
+/// checkpoint continues in a branch and deletes nothing; `evaluate` below 16x16 reports the SWD
+/// and says why it leaves out MS-SSIM.
 /// </summary>
 [Collection("rawgan")]
 public class RunFolderTests(RawganFixture cli)
@@ -94,6 +95,21 @@ public class RunFolderTests(RawganFixture cli)
         Assert.False(train.HasExited, train.Describe());
         train.Signal(RawganProcess.SIGTERM);
         train.WaitForExit(RawganFixture.Timeout);
+    }
+
+    [Fact]
+    public void EvaluateBelow16x16GivesTheSwdAndSaysWhyItLeavesOutMsSsim()
+    {
+        // The test model ends at 8x8, where MS-SSIM's five halvings do not fit: evaluate with its
+        // default pairs must still report the SWD and say why MS-SSIM is missing, not fail.
+        var trained = cli.Run(RawganFixture.TinyTrain(cli.NewFolder("evaluate-8")));
+        Assert.True(trained.ExitCode == 0, trained.ToString());
+        var evaluate = cli.Run("evaluate", "--checkpoint", RawganFixture.RunFolderOf(trained.Stdout), "--images", "16", "--device", "cpu");
+        Assert.True(evaluate.ExitCode == 0, evaluate.ToString());
+        Assert.Equal("", evaluate.Stderr);
+        Assert.Matches(@"(?m)^SWD x1e3 +8px +mean\r?\ngenerated +\d+\.\d\d +\d+\.\d\d\r?$", evaluate.Stdout);
+        Assert.Contains("MS-SSIM: not measured: its 5 scales need images of at least 16x16, and this generator makes 8x8", evaluate.Stdout);
+        Assert.DoesNotContain("MS-SSIM among generated", evaluate.Stdout);
     }
 
     [Fact]

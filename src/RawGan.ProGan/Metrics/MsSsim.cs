@@ -24,6 +24,8 @@ public static class MsSsim
     public const int WindowSize = 11;
     public const double WindowSigma = 1.5;
     public const double K1 = 0.01, K2 = 0.03, DataRange = 255;
+    /// <summary>The smallest images the five scales can measure (each scale halves the last).</summary>
+    public const int MinimumResolution = 16;
 
     /// <summary>
     /// MS-SSIM of two CHW float images in [-1, 1] of the same shape (rounded to bytes first, as saved
@@ -34,8 +36,8 @@ public static class MsSsim
         int size = channels * resolution * resolution;
         if (imageA.Length != size || imageB.Length != size)
             throw new ArgumentException($"both images must be {channels}x{resolution}x{resolution} ({size} floats); got {imageA.Length} and {imageB.Length}");
-        if (resolution < 16)
-            throw new ArgumentOutOfRangeException(nameof(resolution), $"MS-SSIM's 5 scales need images of at least 16x16, not {resolution}x{resolution}");
+        if (resolution < MinimumResolution)
+            throw new ArgumentOutOfRangeException(nameof(resolution), $"MS-SSIM's {Weights.Length} scales need images of at least {MinimumResolution}x{MinimumResolution}, not {resolution}x{resolution}");
         var a = new double[size];
         var b = new double[size];
         for (int i = 0; i < size; i++)
