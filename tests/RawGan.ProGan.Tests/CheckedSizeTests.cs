@@ -63,7 +63,12 @@ public class CheckedSizeTests
     /// <summary>A real state.json, written by the checkpoint store.</summary>
     private static string WriteCheckpoint(string run)
     {
-        var options = new TrainOptions { Model = ProGanConfig.Tiny(8) with { LatentSize = 8, FmapBase = 16, FmapMax = 8 }, SwdImages = 0 };
+        // The options newer than the format away from their defaults, so that reading a default shows.
+        var options = new TrainOptions
+        {
+            Model = ProGanConfig.Tiny(8) with { LatentSize = 8, FmapBase = 16, FmapMax = 8 }, SwdImages = 0,
+            DiscriminatorLearningRateRatio = 2, FadeShare = 0.25, Loss = GanLoss.Logistic, R1Gamma = 0.5f,
+        };
         var rng = new Rng(1);
         using var g = new Generator(CpuBackend.Shared, options.Model, rng);
         using var d = new Discriminator(CpuBackend.Shared, options.Model, rng);
@@ -85,6 +90,12 @@ public class CheckedSizeTests
         }
     }
 
+    /// <summary>The options newer than the checkpoint format, by their path in state.json.</summary>
+    private static readonly Dictionary<string, System.Reflection.PropertyInfo> NewerThanTheFormat = typeof(TrainOptions).GetProperties()
+        .Where(p => p.IsDefined(typeof(AbsentInOlderCheckpointsAttribute), false)).ToDictionary(p => "Options." + p.Name);
+
+    private static readonly TrainOptions Defaults = new() { Model = ProGanConfig.Tiny(8) };
+
     [Fact]
     public void AStateWithAMissingOrNullFieldIsRefusedNamingTheFileAndTheField()
     {
@@ -92,8 +103,10 @@ public class CheckedSizeTests
         string checkpoint = WriteCheckpoint(directory.Path);
         string path = Path.Combine(checkpoint, "state.json");
         string original = File.ReadAllText(path);
-        Assert.Equal(40, CheckpointStore.ReadState(checkpoint).State.TotalImages);
-        int cases = 0;
+        var written = CheckpointStore.ReadState(checkpoint);
+        Assert.Equal(40, written.State.TotalImages);
+        foreach (var property in NewerThanTheFormat.Values) Assert.NotEqual(property.GetValue(Defaults), property.GetValue(written.Options));
+        int cases = 0, absentRead = 0;
         foreach (var (field, _, _) in Fields(JsonNode.Parse(original)!.AsObject()))
         {
             foreach (bool remove in new[] { true, false })
@@ -109,6 +122,14 @@ public class CheckedSizeTests
                     Assert.Null(CheckpointStore.ReadState(checkpoint).State.InitialSwd);   // the one optional field
                     continue;
                 }
+                if (remove && NewerThanTheFormat.TryGetValue(field, out var property))
+                {
+                    // A checkpoint from before the option existed reads as the option's default.
+                    var read = CheckpointStore.ReadState(checkpoint).Options;
+                    Assert.Equal(property.GetValue(Defaults), property.GetValue(read));
+                    absentRead++;
+                    continue;
+                }
                 var error = Record.Exception(() => CheckpointStore.ReadState(checkpoint)) as InvalidFileException;
                 Assert.True(error != null, $"a state.json whose field {field} is {(remove ? "missing" : "null")} was read");
                 Assert.Equal(path, error.FilePath);
@@ -116,6 +137,7 @@ public class CheckedSizeTests
             }
         }
         Assert.True(cases > 60, $"only {cases} cases");
+        Assert.Equal(4, absentRead);   // --d-lr-ratio, --fade-share, --loss, --r1-gamma
 
         // Values of the wrong kind or range are named too.
         foreach (var (edit, expected) in new (Action<JsonObject>, string)[]

@@ -243,7 +243,8 @@ public sealed partial class CheckpointStore
         return state;
     }
 
-    /// <summary>Every field <paramref name="type"/> deserializes must be in <paramref name="element"/>,
+    /// <summary>Every field <paramref name="type"/> deserializes must be in <paramref name="element"/>
+    /// (unless it is newer than the format: <see cref="AbsentInOlderCheckpointsAttribute"/>),
     /// and not null unless its type is nullable; records of RawGan's own are checked field by field.</summary>
     private static void RequireFields(JsonElement element, Type type, string prefix, string path)
     {
@@ -259,7 +260,7 @@ public sealed partial class CheckpointStore
             string name = prefix + property.Name;
             if (!element.TryGetProperty(property.Name, out var value))
             {
-                if (nullable) continue;
+                if (nullable || property.IsDefined(typeof(AbsentInOlderCheckpointsAttribute), inherit: true)) continue;
                 throw new InvalidFileException(path, $"field '{name}' is missing");
             }
             if (value.ValueKind == JsonValueKind.Null)

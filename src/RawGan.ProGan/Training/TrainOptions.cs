@@ -12,6 +12,14 @@ public enum NonFinitePolicy
     Stop,
 }
 
+/// <summary>
+/// Marks an option newer than the checkpoint format: checkpoints written before it existed lack
+/// the field, and read as its default, which is what those runs trained with (the paper's equal
+/// learning rates and fade-in periods, WGAN-GP). A field present but null is still refused.
+/// </summary>
+[AttributeUsage(AttributeTargets.Property)]
+public sealed class AbsentInOlderCheckpointsAttribute : Attribute;
+
 /// <summary>Everything that decides a training run. Saved in every checkpoint; a resumed run must match it.</summary>
 public sealed record TrainOptions
 {
@@ -33,9 +41,11 @@ public sealed record TrainOptions
     public float LearningRate { get; init; } = 0.001f;
     /// <summary>The critic's learning rate as a multiple of the generator's (1: the paper's equal
     /// rates; above 1 a faster critic, as in the two time-scale update rule of Heusel et al. 2017).</summary>
+    [AbsentInOlderCheckpoints]
     public float DiscriminatorLearningRateRatio { get; init; } = 1f;
     /// <summary>The fade-in's share of the images at each resolution above 4x4, which has two periods'
     /// worth (2 x <see cref="ImagesFor"/>): 0.5, the paper's, splits them evenly.</summary>
+    [AbsentInOlderCheckpoints]
     public double FadeShare { get; init; } = 0.5;
     /// <summary>
     /// Half-life of the generator's moving average, in real images. The official code uses
@@ -52,8 +62,10 @@ public sealed record TrainOptions
     public float EmaBeta(int batch) => (float)Math.Pow(0.5, batch / Math.Max(EffectiveEmaHalfLife, 1e-9));
     public bool Mirror { get; init; }
     /// <summary>The loss the steps minimize (WGAN-GP, the paper's, unless asked).</summary>
+    [AbsentInOlderCheckpoints]
     public GanLoss Loss { get; init; } = GanLoss.WganGp;
     /// <summary>With <see cref="GanLoss.Logistic"/>: the R1 penalty's gamma (gamma / 2 ||grad D(real)||^2).</summary>
+    [AbsentInOlderCheckpoints]
     public float R1Gamma { get; init; } = 1f;
 
     [System.Text.Json.Serialization.JsonIgnore] public GanObjective Objective => new(Loss, R1Gamma);
