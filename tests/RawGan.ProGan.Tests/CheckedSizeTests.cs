@@ -66,8 +66,12 @@ public class CheckedSizeTests
         // The options newer than the format away from their defaults, so that reading a default shows.
         var options = new TrainOptions
         {
-            Model = ProGanConfig.Tiny(8) with { LatentSize = 8, FmapBase = 16, FmapMax = 8 }, SwdImages = 0,
-            DiscriminatorLearningRateRatio = 2, FadeShare = 0.25, Loss = GanLoss.Logistic, R1Gamma = 0.5f,
+            Model = ProGanConfig.Tiny(8) with { LatentSize = 8, FmapBase = 16, FmapMax = 8 },
+            SwdImages = 0,
+            DiscriminatorLearningRateRatio = 2,
+            FadeShare = 0.25,
+            Loss = GanLoss.Logistic,
+            R1Gamma = 0.5f,
         };
         var rng = new Rng(1);
         using var g = new Generator(CpuBackend.Shared, options.Model, rng);
