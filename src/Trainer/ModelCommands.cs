@@ -296,13 +296,14 @@ public static class EvaluateCommand
     public static Command Create()
     {
         var c = new Command("evaluate", "Sliced Wasserstein distance (ProGAN section 5) between the EMA generator and the data, per level and mean, with the real-vs-real noise floor; MS-SSIM among generated images.");
-        foreach (var o in new Option[] { Checkpoint.Path, Data, Images, Pairs, TrainCommand.Seed, TrainCommand.Device }) c.Add(o);
+        foreach (var o in new Option[] { Checkpoint.Path, Data, Images, Pairs, TrainCommand.Seed, TrainCommand.Device, TrainCommand.Threads }) c.Add(o);
         c.SetAction(parse => Program.Guard(() => Run(parse)));
         return c;
     }
 
     private static int Run(ParseResult parse)
     {
+        TrainCommand.UseThreads(parse);
         using var backend = new OwnedBackend(Devices.Open(parse.GetValue(TrainCommand.Device)!, Console.WriteLine));
         var (g, state, folder) = Checkpoint.LoadGenerator(CommandLinePaths.Existing("--checkpoint", parse.GetValue(Checkpoint.Path)!), backend.Backend);
         using var _g = g;

@@ -54,7 +54,7 @@ public static partial class TrainCommand
     private static readonly Option<float> DLrRatio = new("--d-lr-ratio") { Description = "the critic's learning rate as a multiple of --lr (1: the paper's equal rates; 2: a critic twice as fast, the two time-scale update rule's direction)", DefaultValueFactory = _ => 1f };
     private static readonly Option<double> FadeShare = new("--fade-share") { Description = "the fade-in's share of each resolution's 2 x kimg-per-phase images (0.5: the paper's equal fade-in and stable periods; 0.25: a quarter fades in, three quarters train stable)", DefaultValueFactory = _ => 0.5 };
     internal static readonly Option<float> R1Gamma = new("--r1-gamma") { Description = "the R1 penalty's weight gamma with --loss logistic (gamma / 2 times the squared gradient norm on the reals)", DefaultValueFactory = _ => 1f };
-    internal static readonly Option<int?> Threads = new("--threads") { Description = "CPU threads for kernels (default: all cores)" };
+    internal static readonly Option<int?> Threads = new("--threads") { Description = "CPU threads for kernels, metrics and data preparation (default: all cores)" };
     private static readonly Option<double> TickKimg = new("--tick-kimg") { Description = "thousands of images between progress lines, metrics and sample grids", DefaultValueFactory = _ => 2 };
     private static readonly Option<int> CheckpointTicks = new("--checkpoint-ticks") { Description = "ticks between checkpoints (also at every phase end and on Ctrl+C)", DefaultValueFactory = _ => 5 };
     private static readonly Option<int> Keep = new("--keep") { Description = "checkpoints kept (older ones are deleted)", DefaultValueFactory = _ => 3 };

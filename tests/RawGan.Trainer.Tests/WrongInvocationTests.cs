@@ -240,7 +240,7 @@ public partial class WrongInvocationTests(RawganFixture cli)
         { "train", "--data --resolution --preset --latent-size --fmap-base --fmap-max --device --kimg-per-phase --fade-share --batch --lr --d-lr-ratio --seed --out --resume --mirror --loss --r1-gamma --threads --tick-kimg --checkpoint-ticks --keep --on-nan --swd-images --max-steps" },
         { "generate", "--checkpoint --count --seed --out --single --truncation --latents --raw --device" },
         { "interpolate", "--checkpoint --seeds --steps --scale --out --device" },
-        { "evaluate", "--checkpoint --data --images --ms-ssim-pairs --seed --device" },
+        { "evaluate", "--checkpoint --data --images --ms-ssim-pairs --seed --device --threads" },
         { "bench", "--preset --resolution --batch --threads --device --warmup --iterations --profile --loss --r1-gamma" },
         { "info", "--kernels" },
         { "check", "--device" },

@@ -1,4 +1,5 @@
 using RawGan.Engine;
+using RawGan.Engine.Backends.Cpu;
 using RawGan.ProGan.Imaging;
 using RawGan.ProGan.IO;
 
@@ -131,7 +132,7 @@ public sealed class ImageFolder
 
         var infos = new (bool Usable, bool Grey, long Length, long Modified, long Cost)[entries.Count];
         var problems = new string?[entries.Count];
-        Parallel.For(0, entries.Count, i =>
+        Parallel.For(0, entries.Count, CpuParallel.Options, i =>
         {
             var (path, _, _, status) = entries[i];
             if (status.Kind != FileKind.Regular)
@@ -275,7 +276,7 @@ public sealed class ImageFolder
             int count = Math.Min(batch, _files.Length - start);
             var results = new byte[]?[count];
             var problems = new string?[count];
-            Parallel.For(0, count, i =>
+            Parallel.For(0, count, CpuParallel.Options, i =>
             {
                 var file = _files[start + i];
                 if (!budget.TryAcquire(file.DecodeCost, out var lease))

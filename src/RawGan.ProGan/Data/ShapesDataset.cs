@@ -1,3 +1,4 @@
+using RawGan.Engine.Backends.Cpu;
 namespace RawGan.ProGan.Data;
 
 /// <summary>
@@ -183,7 +184,7 @@ public sealed class ShapesDataset
         {
             int n = Math.Min(batch, first + count - start);
             var pictures = new byte[n][];
-            Parallel.For(0, n, i => pictures[i] = RenderBytes(start + i, resolution));
+            Parallel.For(0, n, CpuParallel.Options, i => pictures[i] = RenderBytes(start + i, resolution));
             foreach (var picture in pictures)
                 yield return picture;
         }

@@ -1,3 +1,4 @@
+using RawGan.Engine.Backends.Cpu;
 namespace RawGan.ProGan.Imaging;
 
 /// <summary>
@@ -52,7 +53,7 @@ public static class ImageOps
 
         // Horizontal pass: [source rows][width][c], kept in float.
         var rows = new float[image.Height * width * c];
-        Parallel.For(0, image.Height, y =>
+        Parallel.For(0, image.Height, CpuParallel.Options, y =>
         {
             var source = image.Pixels.AsSpan(y * image.Width * c, image.Width * c);
             var destination = rows.AsSpan(y * width * c, width * c);
@@ -71,7 +72,7 @@ public static class ImageOps
 
         // Vertical pass, rounding to bytes at the very end only.
         var result = new Image(width, height, c);
-        Parallel.For(0, height, y =>
+        Parallel.For(0, height, CpuParallel.Options, y =>
         {
             var (first, weights) = vertical[y];
             var destination = result.Pixels.AsSpan(y * width * c, width * c);

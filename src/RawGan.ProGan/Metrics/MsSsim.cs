@@ -1,3 +1,4 @@
+using RawGan.Engine.Backends.Cpu;
 namespace RawGan.ProGan.Metrics;
 
 /// <summary>
@@ -82,7 +83,7 @@ public static class MsSsim
         var copy = images.ToArray();
         int pairs = count / 2;
         var scores = new double[pairs];
-        Parallel.For(0, pairs, i =>
+        Parallel.For(0, pairs, CpuParallel.Options, i =>
             scores[i] = Compute(copy.AsSpan(2 * i * size, size), copy.AsSpan((2 * i + 1) * size, size), channels, resolution));
         return scores.Average();
     }

@@ -1,6 +1,7 @@
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
+using RawGan.Engine.Backends.Cpu;
 using RawGan.ProGan.Data;
 
 namespace RawGan.ProGan.Metrics;
@@ -105,7 +106,7 @@ public sealed class SwdDescriptorSet
             }
 
         var pyramids = new float[count][][];
-        Parallel.For(0, count, n =>
+        Parallel.For(0, count, CpuParallel.Options, n =>
             pyramids[n] = LaplacianPyramid.Build(values.AsSpan(n * imageSize, imageSize), Channels, Resolution, levels));
 
         lock (_statisticsLock)
@@ -144,7 +145,7 @@ public sealed class SwdDescriptorSet
         var sums = new double[Chunks, Channels];
         var squares = new double[Chunks, Channels];
         int patches = PatchCount;
-        Parallel.For(0, Chunks, chunk =>
+        Parallel.For(0, Chunks, CpuParallel.Options, chunk =>
         {
             int begin = (int)((long)patches * chunk / Chunks), end = (int)((long)patches * (chunk + 1) / Chunks);
             var descriptor = new float[DescriptorLength];
@@ -291,7 +292,7 @@ public static class SlicedWasserstein
             Project(a, level, block, count, projectionsA);
             Project(b, level, block, count, projectionsB);
             var distances = new double[count];
-            Parallel.For(0, count,
+            Parallel.For(0, count, CpuParallel.Options,
                 () => new uint[patches],
                 (d, _, scratch) =>
                 {
@@ -352,7 +353,7 @@ public static class SlicedWasserstein
                 transposed[k * paddedCount + d] = directions[d * length + k];
 
         int blocks = patches / BlockPatches; // patches is a multiple of 128
-        Parallel.For(0, blocks,
+        Parallel.For(0, blocks, CpuParallel.Options,
             () => new float[BlockPatches * length],
             (block, _, descriptors) =>
             {

@@ -50,6 +50,10 @@ public static class CpuParallel
         set => _threads = value >= 1 ? value : throw new ArgumentOutOfRangeException(nameof(value), $"threads must be at least 1, got {value}");
     }
 
+    /// <summary>Options that hold a <see cref="Parallel"/> loop to <see cref="Threads"/> (the metrics'
+    /// loops, which are not kernels, use these so that `--threads` bounds a whole run).</summary>
+    public static ParallelOptions Options => new() { MaxDegreeOfParallelism = _threads };
+
     /// <summary>
     /// How long a thread spins for the next region (a worker) or for the last chunk (the caller)
     /// before it parks: RAWGAN_SPIN_US microseconds, default 500; 0 parks at once.
