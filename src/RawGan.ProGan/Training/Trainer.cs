@@ -415,6 +415,7 @@ public sealed class Trainer : IDisposable
     private long _imagesAtLastTick;
     private readonly RemainingTime _remaining;
     private double _secondsAtLastTick;
+    private int _phaseOfLastTick = -1;   // the first tick of a phase (or of this process) carries its start's one-time costs
 
     private void ReportTick(TickAccumulator tick, Phase phase, int batch, float alpha, double runSeconds, double secondsAtStart)
     {
@@ -423,7 +424,8 @@ public sealed class Trainer : IDisposable
         _secondsAtLastTick = runSeconds;
         _imagesAtLastTick = State.TotalImages;
         double ips = seconds > 0 ? images / seconds : 0;
-        _remaining.Record(phase.Level, images, seconds);
+        _remaining.Record(phase.Level, images, seconds, startsPhase: phase.Index != _phaseOfLastTick);
+        _phaseOfLastTick = phase.Index;
         var remaining = TimeSpan.FromSeconds(_remaining.Seconds(Schedule, phase, State.ImagesInPhase));
         var report = new TickReport(State.Ticks, phase, Schedule.Phases.Count, alpha, State.TotalImages, Schedule.TotalImages, batch,
             ips, ips > 0 ? 1000 / ips : 0, TimeSpan.FromSeconds(secondsAtStart + runSeconds), remaining,
