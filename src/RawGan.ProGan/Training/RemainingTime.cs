@@ -67,14 +67,29 @@ public sealed class RemainingTime
     /// <summary>Seconds per image at <paramref name="level"/>: measured, or extrapolated from the
     /// levels measured (0 before any measurement). Measured means from the ticks after a phase's
     /// first; only while no level has such ticks do the first ticks stand in.</summary>
-    public double SecondsPerImage(int level)
+    public double SecondsPerImage(int level) => SecondsPerImage(level, Rates());
+
+    /// <summary>Seconds left: the rest of <paramref name="current"/> (<paramref name="imagesInPhase"/> shown) and every later phase,
+    /// each later one with <see cref="SecondsPerPhase"/>.</summary>
+    public double Seconds(Schedule schedule, Phase current, long imagesInPhase)
     {
-        var rates = _measured.Count > 0
-            ? _measured.ToDictionary(e => e.Key, e => e.Value.Seconds / e.Value.Images)
-            : _firstTicks.ToDictionary(e => e.Key, e => e.Value.Seconds / e.Value.Images);
+        var rates = Rates();
+        double seconds = 0, perPhase = SecondsPerPhase;
+        foreach (var p in schedule.Phases.Skip(current.Index))
+            seconds += Math.Max(0, p.Images - (p.Index == current.Index ? imagesInPhase : 0)) * SecondsPerImage(p.Level, rates) + (p.Index == current.Index ? 0 : perPhase);
+        return seconds;
+    }
+
+    /// <summary>Seconds per image of each level measured, lowest level first.</summary>
+    private SortedDictionary<int, double> Rates() => _measured.Count > 0
+        ? new(_measured.ToDictionary(e => e.Key, e => e.Value.Seconds / e.Value.Images))
+        : new(_firstTicks.ToDictionary(e => e.Key, e => e.Value.Seconds / e.Value.Images));
+
+    private double SecondsPerImage(int level, SortedDictionary<int, double> rates)
+    {
         if (rates.TryGetValue(level, out double measured)) return measured;
         if (rates.Count == 0) return 0;
-        var levels = rates.Keys.Order().ToList();
+        var levels = rates.Keys.ToList();
         int top = levels[^1];
         double topCost = rates[top];
         if (levels.Count >= 2)
@@ -88,16 +103,6 @@ public sealed class RemainingTime
             }
         }
         return topCost * Math.Pow(Work(level) / Work(top), PriorExponent);
-    }
-
-    /// <summary>Seconds left: the rest of <paramref name="current"/> (<paramref name="imagesInPhase"/> shown) and every later phase,
-    /// each later one with <see cref="SecondsPerPhase"/>.</summary>
-    public double Seconds(Schedule schedule, Phase current, long imagesInPhase)
-    {
-        double seconds = 0, perPhase = SecondsPerPhase;
-        foreach (var p in schedule.Phases.Skip(current.Index))
-            seconds += Math.Max(0, p.Images - (p.Index == current.Index ? imagesInPhase : 0)) * SecondsPerImage(p.Level) + (p.Index == current.Index ? 0 : perPhase);
-        return seconds;
     }
 
     /// <summary>The work of one image at <paramref name="level"/>: multiply-adds of every weight the
